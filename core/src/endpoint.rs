@@ -1,0 +1,516 @@
+//! The one state machine a runtime drives: every socket of one event loop, for any role.
+//!
+//! A runtime owns the OS sockets and nothing else. It tells the [`Endpoint`] what happened on a
+//! socket ([`Endpoint::handle`]), carries out the [`Action`]s it is given, and writes what
+//! [`Endpoint::pending_write`] offers. Socket ids are handed out by the core (on `accept`, and in
+//! [`Action::Connect`]), so the runtime needs no knowledge of which socket plays which part.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::cache::Scope;
+use crate::http::{Limits, RequestHead};
+use crate::proxy::conn::{Conn, Plan};
+use crate::proxy::ratelimit::RateLimiter;
+use crate::proxy::rewrite::canonical_ip;
+
+/// One socket the runtime holds on the core's behalf. Ids are never reused within an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SockId(pub u64);
+
+/// Where the runtime should open a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A TCP peer.
+    Tcp(SocketAddr),
+    /// A Unix stream socket path.
+    Unix(PathBuf),
+}
+
+/// Why a connection attempt failed; the core picks the status from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConnectError {
+    /// Nobody listens there (ECONNREFUSED, ENOENT for a Unix path).
+    Refused,
+    /// Any other failure (unreachable, permission, out of descriptors).
+    Other,
+}
+
+/// Something that happened on a socket.
+#[derive(Clone, Copy, Debug)]
+pub enum Input<'a> {
+    /// Bytes read from the socket.
+    Read(&'a [u8]),
+    /// The peer will send nothing more (read returned 0).
+    Eof,
+    /// An [`Action::Connect`] completed.
+    Connected,
+    /// An [`Action::Connect`] failed.
+    ConnectFailed(ConnectError),
+    /// The socket broke (reset, write error): it is unusable from now on.
+    Error,
+}
+
+/// Something the runtime must do. Drain with [`Endpoint::poll_action`] after every mutation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Open a connection to `target` and report [`Input::Connected`] or
+    /// [`Input::ConnectFailed`] on `sock`.
+    Connect {
+        /// The id the new socket goes by.
+        sock: SockId,
+        /// Where to connect.
+        target: Target,
+    },
+    /// `sock` has new bytes in [`Endpoint::pending_write`] or may read again
+    /// ([`Endpoint::wants_read`]): write and read it as far as it goes.
+    Wake(SockId),
+    /// Stop writing on `sock` (half-close); keep reading it.
+    Shutdown(SockId),
+    /// Close `sock` and forget it; the core will not mention it again.
+    Close(SockId),
+}
+
+/// Timeouts of one endpoint (defaults from DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A client must send a complete request head within this (408 otherwise).
+    pub head: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub idle: Duration,
+    /// Connecting upstream may take this long (504 otherwise).
+    pub connect: Duration,
+    /// The upstream must answer (and keep sending) within this (504 otherwise).
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            connect: Duration::from_secs(30),
+            response: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What this endpoint is, with the settings only that role has.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Role {
+    /// The namespace proxy: strips identity headers, stamps the peer and scope, relays upstream.
+    NsProxy(NsProxyConfig),
+}
+
+/// Settings of the namespace proxy.
+#[derive(Clone, Debug)]
+pub struct NsProxyConfig {
+    /// The router or network this proxy serves (becomes `X-Neutron-Router-ID`/`-Network-ID`).
+    pub scope: Scope,
+    /// The metadata agent's socket.
+    pub upstream: Target,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_conns: usize,
+    /// Most client connections open at once from one IP.
+    pub max_conns_per_ip: usize,
+    /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Neutron's `[metadata_rate_limiting]`: a client may make at most `base_limit` requests per
+/// `base_window` and `burst_limit` per `burst_window`; beyond either it gets 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per base window.
+    pub base_limit: u32,
+    /// Length of the base window.
+    pub base_window: Duration,
+    /// Requests allowed per burst window.
+    pub burst_limit: u32,
+    /// Length of the burst window.
+    pub burst_window: Duration,
+}
+
+/// Everything an endpoint needs to start.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The role and its settings.
+    pub role: Role,
+    /// Limits on what clients send.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+}
+
+/// An idle upstream connection is closed after this, well before the agent's own 30 s idle
+/// timeout, so that we rarely pick one the other end is closing.
+const POOL_IDLE: Duration = Duration::from_secs(10);
+/// Most idle upstream connections kept.
+const POOL_MAX: usize = 64;
+
+/// Who a socket belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// The client side of the connection keyed by this same id.
+    Client,
+    /// The upstream side of the client connection with this id.
+    Upstream(SockId),
+    /// An idle upstream in the pool.
+    Pooled,
+}
+
+/// The parts of an endpoint that connections share. Connections reach them through
+/// `&mut Ctx` while the endpoint holds the connection itself.
+#[derive(Debug)]
+pub(crate) struct Ctx {
+    pub(crate) cfg: EndpointConfig,
+    pub(crate) draining: bool,
+    next_id: u64,
+    actions: VecDeque<Action>,
+    owners: BTreeMap<SockId, Owner>,
+    /// Idle upstream connections, most recently used last, with when they became idle.
+    pool: Vec<(SockId, Instant)>,
+    rate: Option<RateLimiter>,
+    /// Sockets pooled during the current mutation, whose idle timers are still to be armed.
+    released: Vec<SockId>,
+}
+
+impl Ctx {
+    fn new_id(&mut self) -> SockId {
+        self.next_id += 1;
+        SockId(self.next_id)
+    }
+
+    fn upstream_target(&self) -> Target {
+        match &self.cfg.role {
+            Role::NsProxy(c) => c.upstream.clone(),
+        }
+    }
+
+    /// What to do with a request head, per role.
+    pub(crate) fn plan(&mut self, now: Instant, peer: Option<IpAddr>, _head: &RequestHead) -> Plan {
+        let Role::NsProxy(c) = &self.cfg.role;
+        let Some(ip) = peer else {
+            return Plan::Refuse(400, "No client address.".to_owned());
+        };
+        if let Some(rate) = self.rate.as_mut() {
+            if !rate.allow(now, ip) {
+                return Plan::Refuse(429, "Too many requests.".to_owned());
+            }
+        }
+        let (name, id) = match c.scope {
+            Scope::Router(id) => ("X-Neutron-Router-ID", id),
+            Scope::Network(id) => ("X-Neutron-Network-ID", id),
+        };
+        Plan::Forward(vec![
+            ("X-Forwarded-For", ip.to_string().into_bytes()),
+            (name, id.to_string().into_bytes()),
+        ])
+    }
+
+    /// An upstream connection for the client `owner`: a pooled one (`true`) or a new one.
+    pub(crate) fn acquire_upstream(&mut self, owner: SockId) -> (SockId, bool) {
+        if let Some((sock, _)) = self.pool.pop() {
+            self.owners.insert(sock, Owner::Upstream(owner));
+            return (sock, true);
+        }
+        (self.connect_upstream(owner), false)
+    }
+
+    /// A new upstream connection for the client `owner`.
+    pub(crate) fn connect_upstream(&mut self, owner: SockId) -> SockId {
+        let sock = self.new_id();
+        self.owners.insert(sock, Owner::Upstream(owner));
+        let target = self.upstream_target();
+        self.actions.push_back(Action::Connect { sock, target });
+        sock
+    }
+
+    /// The exchange on `sock` is over: keep it for the next one if it is `clean`.
+    pub(crate) fn release_upstream(&mut self, now: Instant, sock: SockId, clean: bool) {
+        if clean && !self.draining {
+            self.owners.insert(sock, Owner::Pooled);
+            self.pool.push((sock, now));
+            self.released.push(sock);
+        } else {
+            self.close(sock);
+        }
+    }
+
+    pub(crate) fn close(&mut self, sock: SockId) {
+        if self.owners.remove(&sock).is_some() {
+            self.actions.push_back(Action::Close(sock));
+        }
+    }
+
+    pub(crate) fn shutdown(&mut self, sock: SockId) {
+        self.actions.push_back(Action::Shutdown(sock));
+    }
+}
+
+/// Every connection of one event loop, for one role. See the crate docs for the drive loop.
+#[derive(Debug)]
+pub struct Endpoint {
+    ctx: Ctx,
+    /// Client connections, keyed by their client socket.
+    conns: BTreeMap<SockId, Conn>,
+    /// Deadlines: (when, connection or pooled socket).
+    timers: BTreeSet<(Instant, SockId)>,
+    deadline_of: BTreeMap<SockId, Instant>,
+    per_ip: BTreeMap<IpAddr, usize>,
+    /// Sockets to offer [`Action::Wake`] for, after the queued actions.
+    wakes: BTreeSet<SockId>,
+}
+
+impl Endpoint {
+    /// A fresh endpoint with no sockets.
+    pub fn new(_now: Instant, cfg: EndpointConfig) -> Self {
+        let Role::NsProxy(c) = &cfg.role;
+        let rate = c.rate_limit.map(RateLimiter::new);
+        Endpoint {
+            ctx: Ctx {
+                cfg,
+                draining: false,
+                next_id: 0,
+                actions: VecDeque::new(),
+                owners: BTreeMap::new(),
+                pool: Vec::new(),
+                rate,
+                released: Vec::new(),
+            },
+            conns: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            deadline_of: BTreeMap::new(),
+            per_ip: BTreeMap::new(),
+            wakes: BTreeSet::new(),
+        }
+    }
+
+    fn limits(&self) -> (usize, usize) {
+        let Role::NsProxy(c) = &self.ctx.cfg.role;
+        (c.max_conns, c.max_conns_per_ip)
+    }
+
+    /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).
+    /// Returns the id the socket goes by; the core may answer and close it at once (limits).
+    pub fn accept(&mut self, now: Instant, peer: Option<SocketAddr>) -> SockId {
+        let sock = self.ctx.new_id();
+        let ip = peer.map(|p| canonical_ip(p.ip()));
+        self.ctx.owners.insert(sock, Owner::Client);
+        let mut conn = Conn::new(now, sock, ip, &self.ctx);
+        let (max, max_per_ip) = self.limits();
+        let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
+        if let Some(ip) = ip {
+            *self.per_ip.entry(ip).or_insert(0) += 1;
+        }
+        if self.ctx.draining {
+            conn.refuse(now, 503, "Shutting down.", &mut self.ctx);
+        } else if self.conns.len() >= max {
+            conn.refuse(now, 503, "Too many connections.", &mut self.ctx);
+        } else if from_ip >= max_per_ip {
+            conn.refuse(
+                now,
+                503,
+                "Too many connections from this address.",
+                &mut self.ctx,
+            );
+        }
+        self.conns.insert(sock, conn);
+        self.after(now, sock, &[], &[]);
+        sock
+    }
+
+    /// Something happened on `sock`. Ignored for unknown (already closed) ids.
+    pub fn handle(&mut self, now: Instant, sock: SockId, input: Input<'_>) {
+        match self.ctx.owners.get(&sock).copied() {
+            Some(Owner::Client) => self.with_conn(now, sock, |c, ctx| c.on_client(now, input, ctx)),
+            Some(Owner::Upstream(key)) => {
+                self.with_conn(now, key, |c, ctx| c.on_upstream(now, input, ctx))
+            }
+            // An idle upstream has nothing to say: any byte, EOF or error ends it.
+            Some(Owner::Pooled) => {
+                self.ctx.pool.retain(|(s, _)| *s != sock);
+                self.ctx.close(sock);
+                self.set_deadline(sock, None);
+            }
+            None => {}
+        }
+    }
+
+    /// Time has reached (or passed) a deadline from [`Endpoint::poll_timeout`]. Fine to call
+    /// early or twice.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(&(when, key)) = self.timers.first() {
+            if when > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.deadline_of.remove(&key);
+            if self.conns.contains_key(&key) {
+                self.with_conn(now, key, |c, ctx| c.on_timeout(now, ctx));
+            } else if self.ctx.owners.get(&key) == Some(&Owner::Pooled) {
+                self.ctx.pool.retain(|(s, _)| *s != key);
+                self.ctx.close(key);
+            }
+        }
+    }
+
+    /// Runs `f` on one connection and settles what it changed: wake-ups, timers, closing.
+    fn with_conn(&mut self, now: Instant, key: SockId, f: impl FnOnce(&mut Conn, &mut Ctx)) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        let socks = [Some(key), conn.upstream_sock()];
+        let before =
+            socks.map(|s| s.map(|s| (conn.pending_write(s).len(), conn.wants_read(s, &self.ctx))));
+        f(conn, &mut self.ctx);
+        let flat_socks: Vec<SockId> = socks.iter().flatten().copied().collect();
+        let flat_before: Vec<(usize, bool)> = before.iter().flatten().copied().collect();
+        self.after(now, key, &flat_socks, &flat_before);
+    }
+
+    /// After a connection changed: wake sockets with new output or renewed read interest,
+    /// re-arm its timer, drop it once closed.
+    fn after(&mut self, now: Instant, key: SockId, socks: &[SockId], before: &[(usize, bool)]) {
+        for sock in std::mem::take(&mut self.ctx.released) {
+            // It may have been taken again by a pipelined request in the same mutation.
+            if self.ctx.owners.get(&sock) != Some(&Owner::Pooled) {
+                continue;
+            }
+            self.set_deadline(sock, Some(now + POOL_IDLE));
+            if self.ctx.pool.len() > POOL_MAX {
+                let (old, _) = self.ctx.pool.remove(0);
+                self.ctx.close(old);
+                self.set_deadline(old, None);
+            }
+        }
+        let Some(conn) = self.conns.get(&key) else {
+            return;
+        };
+        if conn.is_closed() {
+            if let Some(ip) = conn.peer() {
+                if let Some(n) = self.per_ip.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.per_ip.remove(&ip);
+                    }
+                }
+            }
+            self.conns.remove(&key);
+            self.set_deadline(key, None);
+            return;
+        }
+        let mut check: Vec<(SockId, (usize, bool))> =
+            socks.iter().copied().zip(before.iter().copied()).collect();
+        for s in [Some(key), conn.upstream_sock()].into_iter().flatten() {
+            if !socks.contains(&s) {
+                check.push((s, (0, false)));
+            }
+        }
+        for (s, (len, readable)) in check {
+            if !self.ctx.owners.contains_key(&s) {
+                continue;
+            }
+            let now_len = conn.pending_write(s).len();
+            let now_readable = conn.wants_read(s, &self.ctx);
+            if now_len > len || (now_readable && !readable) {
+                self.wakes.insert(s);
+            }
+        }
+        let d = conn.deadline();
+        self.set_deadline(key, d);
+    }
+
+    fn set_deadline(&mut self, key: SockId, when: Option<Instant>) {
+        let old = self.deadline_of.get(&key).copied();
+        if old == when {
+            return;
+        }
+        if let Some(old) = old {
+            self.timers.remove(&(old, key));
+            self.deadline_of.remove(&key);
+        }
+        if let Some(when) = when {
+            self.timers.insert((when, key));
+            self.deadline_of.insert(key, when);
+        }
+    }
+
+    /// The next action. Call after `new`, `accept`, `handle`, `handle_timeout`,
+    /// `consume_write` and `begin_drain`, until it returns `None`.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if let Some(a) = self.ctx.actions.pop_front() {
+            if let Action::Close(s) = &a {
+                self.wakes.remove(s);
+            }
+            return Some(a);
+        }
+        self.wakes.pop_first().map(Action::Wake)
+    }
+
+    fn conn_of(&self, sock: SockId) -> Option<&Conn> {
+        match self.ctx.owners.get(&sock)? {
+            Owner::Client => self.conns.get(&sock),
+            Owner::Upstream(key) => self.conns.get(key),
+            Owner::Pooled => None,
+        }
+    }
+
+    /// Bytes waiting to be written on `sock` (empty for unknown ids).
+    pub fn pending_write(&self, sock: SockId) -> &[u8] {
+        self.conn_of(sock).map_or(&[], |c| c.pending_write(sock))
+    }
+
+    /// The runtime wrote `n` bytes of [`Endpoint::pending_write`].
+    pub fn consume_write(&mut self, now: Instant, sock: SockId, n: usize) {
+        let key = match self.ctx.owners.get(&sock) {
+            Some(Owner::Client) => sock,
+            Some(Owner::Upstream(key)) => *key,
+            _ => return,
+        };
+        self.with_conn(now, key, |c, ctx| c.consume_write(now, sock, n, ctx));
+    }
+
+    /// Whether the core wants bytes from `sock` now (false = back-pressure or finished).
+    pub fn wants_read(&self, sock: SockId) -> bool {
+        match self.ctx.owners.get(&sock) {
+            Some(Owner::Pooled) => true,
+            Some(_) => self
+                .conn_of(sock)
+                .is_some_and(|c| c.wants_read(sock, &self.ctx)),
+            None => false,
+        }
+    }
+
+    /// The earliest deadline; call after draining actions, before blocking.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|(when, _)| *when)
+    }
+
+    /// Graceful shutdown: idle connections close now, busy ones after their current exchange.
+    /// The runtime stops accepting and waits for [`Endpoint::is_drained`] (or its own deadline).
+    pub fn begin_drain(&mut self, now: Instant) {
+        self.ctx.draining = true;
+        for (sock, _) in std::mem::take(&mut self.ctx.pool) {
+            self.ctx.close(sock);
+            self.set_deadline(sock, None);
+        }
+        let keys: Vec<SockId> = self.conns.keys().copied().collect();
+        for key in keys {
+            self.with_conn(now, key, |c, ctx| c.drain(now, ctx));
+        }
+    }
+
+    /// No client connection is left.
+    pub fn is_drained(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Open client connections (for metrics and tests).
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+}

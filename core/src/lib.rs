@@ -1,0 +1,27 @@
+//! Sans-IO core of mdproxy: every protocol decision of the namespace proxy, the metadata agent
+//! and the metadata server, as deterministic state machines.
+//!
+//! # The contract
+//!
+//! Nothing in this crate touches the operating system: no sockets, files, threads, environment,
+//! clock or randomness. Time enters as a `now: Instant` argument, bytes as slices, randomness
+//! through a trait the runtime implements; side effects leave as values ("connect there",
+//! "close this") that a runtime carries out and reports back. The same inputs always give the
+//! same outputs, which is what lets one suite of tests, fuzz targets and two runtimes share it.
+//!
+//! # Driving it (the single-mutation invariant, after str0m)
+//!
+//! After **any** `handle*` call, drain every `poll_*` method until it returns `None`, write what
+//! `pending_write` offers, and only then ask `poll_timeout` and block. Skipping a drain can lose
+//! an action or a wake-up.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod cache;
+pub mod endpoint;
+pub mod http;
+pub mod proxy;
+pub mod sign;
+
+#[cfg(any(test, fuzzing, feature = "testing"))]
+pub mod testing;

@@ -1,0 +1,761 @@
+//! One client connection and the exchange it has with the upstream on each request.
+//!
+//! States (one request in flight per client; pipelined bytes wait in `inbuf`):
+//!
+//! | phase     | on                          | next                                         |
+//! |-----------|-----------------------------|----------------------------------------------|
+//! | Head      | complete head               | Exchange (upstream from the pool or connect) |
+//! | Head      | bad head / limit / timeout  | Closing (error answer queued)                |
+//! | Head      | idle timeout, EOF           | Closed                                       |
+//! | Exchange  | response complete, reusable | Head (upstream back to the pool)             |
+//! | Exchange  | response complete, not      | Closing                                      |
+//! | Exchange  | upstream fails before head  | Head or Closing (503/502/504 queued)         |
+//! | Exchange  | upstream fails after head   | Closed                                       |
+//! | Closing   | output flushed              | Lingering (write side shut down)             |
+//! | Lingering | EOF, timeout                | Closed                                       |
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+
+use super::error_page::{default_message, write_error, UPSTREAM_UNAVAILABLE};
+use super::rewrite::IDENTITY_HEADERS;
+use crate::endpoint::{ConnectError, Ctx, Input, SockId};
+use crate::http::{
+    write_request_head, write_response_head, Body, BodyDecoder, BodyKind, HeadScanner, Headers,
+    HttpError, Limits, Method, Rewrite, Version,
+};
+
+/// Above this many unsent bytes towards one side, the other side is not read (back-pressure).
+const HIGH_WATER: usize = 64 * 1024;
+/// Largest request (head + body) kept for one replay on a fresh upstream connection.
+const MAX_REPLAY: usize = 64 * 1024;
+/// Limits on upstream responses: heads may be larger than requests; bodies stream unbounded.
+const RESPONSE_LIMITS: Limits = Limits {
+    max_head: 64 * 1024,
+    max_headers: 200,
+    max_body: u64::MAX,
+    max_chunk_line: 4096,
+};
+/// How long a closed-for-writing connection may keep sending before it is cut off. Reading
+/// what a client still sends avoids a TCP reset that could destroy our error answer.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The upstream side of one exchange.
+#[derive(Debug)]
+struct Upstream {
+    sock: SockId,
+    connected: bool,
+    /// Came from the pool: a failure before any response byte may be a stale connection.
+    reused: bool,
+    inbuf: BytesMut,
+    out: BytesMut,
+    eof: bool,
+}
+
+#[derive(Debug)]
+enum Resp {
+    /// No final response head yet.
+    AwaitingHead,
+    /// Streaming the body to the client.
+    Body(BodyDecoder),
+    /// Completely forwarded.
+    Done,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    started: Instant,
+    /// `GET /path HTTP/1.1`, for the access log.
+    line: String,
+    method: Method,
+    request_headers: Headers,
+    req_body: BodyDecoder,
+    resp: Resp,
+    /// The response head has gone to the client: errors can no longer be answered.
+    resp_started: bool,
+    /// Response will be followed by another request on this client connection.
+    client_keep_alive: bool,
+    upstream_keep_alive: bool,
+    status: u16,
+    body_len: u64,
+    /// Activity deadline: connect, then response.
+    deadline: Instant,
+    replay: Option<BytesMut>,
+    up: Option<Upstream>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Waiting for a request head; `started` = its first byte arrived (else the conn is idle).
+    Head {
+        started: bool,
+        deadline: Instant,
+    },
+    Exchange(Box<Exchange>),
+    /// Writing a final answer; then the write side is shut down.
+    Closing {
+        deadline: Instant,
+    },
+    /// Write side shut down; reading and discarding until EOF or the deadline.
+    Lingering {
+        deadline: Instant,
+    },
+    Closed,
+}
+
+/// What the role decided for a request head.
+pub(crate) enum Plan {
+    /// Send it upstream with these fields added (after the identity fields were removed).
+    Forward(Vec<(&'static str, Vec<u8>)>),
+    /// Answer locally with an error.
+    Refuse(u16, String),
+}
+
+/// One accepted client connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    client: SockId,
+    peer: Option<IpAddr>,
+    peer_text: String,
+    inbuf: BytesMut,
+    out: BytesMut,
+    client_eof: bool,
+    scanner: HeadScanner,
+    phase: Phase,
+    /// Requests begun on this connection (0 = fresh).
+    requests: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(now: Instant, client: SockId, peer: Option<IpAddr>, ctx: &Ctx) -> Self {
+        Conn {
+            client,
+            peer,
+            peer_text: peer.map_or_else(|| "unix-peer".to_owned(), |p| p.to_string()),
+            inbuf: BytesMut::new(),
+            out: BytesMut::new(),
+            client_eof: false,
+            scanner: HeadScanner::new(),
+            // A fresh connection owes us a head within the head timeout (slowloris → 408).
+            phase: Phase::Head {
+                started: true,
+                deadline: now + ctx.cfg.timeouts.head,
+            },
+            requests: 0,
+        }
+    }
+
+    pub(crate) fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Answers at once and closes: used when a connection is over a limit on arrival.
+    pub(crate) fn refuse(&mut self, now: Instant, status: u16, message: &str, ctx: &mut Ctx) {
+        log::warn!("{} refused: {message}", self.peer_text);
+        write_error(status, message, None, false, true, &mut self.out);
+        self.phase = Phase::Closing {
+            deadline: now + ctx.cfg.timeouts.idle,
+        };
+        self.progress(now, ctx);
+    }
+
+    pub(crate) fn upstream_sock(&self) -> Option<SockId> {
+        match &self.phase {
+            Phase::Exchange(x) => x.up.as_ref().map(|u| u.sock),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Head { deadline, .. }
+            | Phase::Closing { deadline }
+            | Phase::Lingering { deadline } => Some(*deadline),
+            Phase::Exchange(x) => Some(x.deadline),
+            Phase::Closed => None,
+        }
+    }
+
+    pub(crate) fn pending_write(&self, sock: SockId) -> &[u8] {
+        if sock == self.client {
+            return &self.out;
+        }
+        match &self.phase {
+            Phase::Exchange(x) => match &x.up {
+                Some(u) if u.sock == sock && u.connected => &u.out,
+                _ => &[],
+            },
+            _ => &[],
+        }
+    }
+
+    pub(crate) fn wants_read(&self, sock: SockId, ctx: &Ctx) -> bool {
+        if sock == self.client {
+            if self.client_eof {
+                return false;
+            }
+            return match &self.phase {
+                Phase::Head { .. } => self.inbuf.len() <= ctx.cfg.limits.max_head,
+                Phase::Exchange(x) => {
+                    if x.req_body.is_done() {
+                        // Pipelined requests wait in the buffer, bounded like one head.
+                        self.inbuf.len() <= ctx.cfg.limits.max_head
+                    } else {
+                        x.up.as_ref().is_some_and(|u| u.out.len() < HIGH_WATER)
+                    }
+                }
+                Phase::Closing { .. } => false,
+                Phase::Lingering { .. } => true,
+                Phase::Closed => false,
+            };
+        }
+        match &self.phase {
+            Phase::Exchange(x) => x.up.as_ref().is_some_and(|u| {
+                u.sock == sock
+                    && u.connected
+                    && !u.eof
+                    && !matches!(x.resp, Resp::Done)
+                    && self.out.len() < HIGH_WATER
+            }),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn consume_write(&mut self, now: Instant, sock: SockId, n: usize, ctx: &mut Ctx) {
+        if sock == self.client {
+            self.out.advance(n.min(self.out.len()));
+        } else if let Phase::Exchange(x) = &mut self.phase {
+            if let Some(u) = x.up.as_mut().filter(|u| u.sock == sock) {
+                u.out.advance(n.min(u.out.len()));
+            }
+        }
+        self.progress(now, ctx);
+    }
+
+    pub(crate) fn on_client(&mut self, now: Instant, input: Input<'_>, ctx: &mut Ctx) {
+        match input {
+            Input::Read(bytes) => {
+                if let Phase::Lingering { .. } = self.phase {
+                    return; // discarded: we already answered and are closing
+                }
+                self.inbuf.extend_from_slice(bytes);
+                if let Phase::Head { started, deadline } = &mut self.phase {
+                    if !*started {
+                        *started = true;
+                        *deadline = now + ctx.cfg.timeouts.head;
+                    }
+                }
+            }
+            Input::Eof => self.client_eof = true,
+            Input::Error => {
+                self.abort(ctx, "client connection error");
+                return;
+            }
+            Input::Connected | Input::ConnectFailed(_) => {}
+        }
+        self.progress(now, ctx);
+    }
+
+    pub(crate) fn on_upstream(&mut self, now: Instant, input: Input<'_>, ctx: &mut Ctx) {
+        let Phase::Exchange(x) = &mut self.phase else {
+            return;
+        };
+        let Some(up) = x.up.as_mut() else {
+            return;
+        };
+        match input {
+            Input::Read(bytes) => {
+                up.inbuf.extend_from_slice(bytes);
+                x.deadline = now + ctx.cfg.timeouts.response;
+            }
+            Input::Eof => up.eof = true,
+            Input::Connected => {
+                up.connected = true;
+                x.deadline = now + ctx.cfg.timeouts.response;
+            }
+            Input::ConnectFailed(e) => {
+                let why = match e {
+                    ConnectError::Refused => "upstream refused the connection",
+                    ConnectError::Other => "upstream unreachable",
+                };
+                self.upstream_failed(now, 503, UPSTREAM_UNAVAILABLE, why, ctx);
+                return;
+            }
+            Input::Error => {
+                up.eof = true;
+                up.inbuf.clear();
+                if !x.resp_started && !retry(x, self.client, ctx) {
+                    self.upstream_failed(
+                        now,
+                        502,
+                        default_message(502),
+                        "upstream connection broke",
+                        ctx,
+                    );
+                    return;
+                }
+            }
+        }
+        self.progress(now, ctx);
+    }
+
+    pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx) {
+        match &self.phase {
+            Phase::Head { started, deadline } if now >= *deadline => {
+                if *started {
+                    self.fail_client(now, 408, None, ctx);
+                } else {
+                    self.abort(ctx, "");
+                }
+            }
+            Phase::Exchange(x) if now >= x.deadline => {
+                if x.resp_started {
+                    self.abort(ctx, "upstream stalled mid-response");
+                } else {
+                    let why = if x.up.as_ref().is_some_and(|u| u.connected) {
+                        "upstream did not answer in time"
+                    } else {
+                        "upstream connect timed out"
+                    };
+                    self.upstream_failed(now, 504, default_message(504), why, ctx);
+                }
+            }
+            Phase::Closing { deadline } | Phase::Lingering { deadline } if now >= *deadline => {
+                self.abort(ctx, "");
+            }
+            _ => {}
+        }
+    }
+
+    /// Graceful shutdown: an idle connection closes now; a busy one after its exchange.
+    pub(crate) fn drain(&mut self, now: Instant, ctx: &mut Ctx) {
+        if let Phase::Head { .. } = self.phase {
+            if self.inbuf.is_empty() {
+                self.finish(now, ctx);
+                self.progress(now, ctx);
+            }
+        }
+    }
+
+    /// Moves as far as the buffered bytes allow.
+    fn progress(&mut self, now: Instant, ctx: &mut Ctx) {
+        loop {
+            let advanced = match &mut self.phase {
+                Phase::Head { .. } => self.try_start(now, ctx),
+                Phase::Exchange(_) => self.pump(now, ctx),
+                Phase::Closing { .. } => {
+                    if self.out.is_empty() {
+                        ctx.shutdown(self.client);
+                        self.phase = Phase::Lingering {
+                            deadline: now + LINGER,
+                        };
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Phase::Lingering { .. } => {
+                    self.inbuf.clear();
+                    if self.client_eof {
+                        self.abort(ctx, "");
+                    }
+                    false
+                }
+                Phase::Closed => false,
+            };
+            if !advanced {
+                return;
+            }
+        }
+    }
+
+    /// In `Head`: parse a request head and start its exchange.
+    fn try_start(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
+        let limits = ctx.cfg.limits;
+        let head = match self.scanner.parse_request(&self.inbuf, &limits) {
+            Ok(Some((head, n))) => {
+                self.inbuf.advance(n);
+                self.scanner.reset();
+                head
+            }
+            Ok(None) => {
+                // A client that finished sending, or an idle one while we drain, is done.
+                if self.client_eof || (ctx.draining && self.inbuf.is_empty()) {
+                    self.finish(now, ctx);
+                    return true;
+                }
+                return false;
+            }
+            Err(e) => {
+                self.fail_client(now, e.status(), Some(e), ctx);
+                return true;
+            }
+        };
+        self.requests += 1;
+        let line = format!(
+            "{} {} {}",
+            String::from_utf8_lossy(&head.method_str),
+            String::from_utf8_lossy(&head.target),
+            head.version.as_str()
+        );
+        let plan = ctx.plan(now, self.peer, &head);
+        let client_keep_alive = head.keep_alive && !ctx.draining;
+        let mut x = Box::new(Exchange {
+            started: now,
+            line,
+            method: head.method,
+            request_headers: head.headers.clone(),
+            req_body: BodyDecoder::new(head.body),
+            resp: Resp::AwaitingHead,
+            resp_started: false,
+            client_keep_alive,
+            upstream_keep_alive: false,
+            status: 0,
+            body_len: 0,
+            deadline: now + ctx.cfg.timeouts.connect,
+            replay: None,
+            up: None,
+        });
+        match plan {
+            Plan::Refuse(status, message) => {
+                // The body (if any) is not read: the connection cannot continue after it.
+                let keep = client_keep_alive && matches!(head.body, BodyKind::Empty);
+                self.answer(now, &mut x, status, &message, "", keep, ctx);
+                true
+            }
+            Plan::Forward(add) => {
+                let add: Vec<(&str, &[u8])> = add.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+                let rw = Rewrite {
+                    remove: IDENTITY_HEADERS,
+                    strip_hop_by_hop: true,
+                    add: &add,
+                };
+                let mut head_bytes = Vec::with_capacity(512);
+                write_request_head(&head, &rw, &mut head_bytes);
+                let (sock, reused) = ctx.acquire_upstream(self.client);
+                let up = Upstream {
+                    sock,
+                    connected: reused,
+                    reused,
+                    inbuf: BytesMut::new(),
+                    out: BytesMut::from(&head_bytes[..]),
+                    eof: false,
+                };
+                if reused {
+                    x.deadline = now + ctx.cfg.timeouts.response;
+                    x.replay = Some(BytesMut::from(&head_bytes[..]));
+                }
+                x.up = Some(up);
+                self.phase = Phase::Exchange(x);
+                true
+            }
+        }
+    }
+
+    /// In `Exchange`: forward request body, read the response, finish.
+    fn pump(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
+        let Phase::Exchange(x) = &mut self.phase else {
+            return false;
+        };
+        let limits = ctx.cfg.limits;
+        // Request body → upstream.
+        while !x.req_body.is_done() {
+            let Some(up) = x.up.as_mut() else { break };
+            if up.out.len() >= HIGH_WATER {
+                break;
+            }
+            match x.req_body.decode(&self.inbuf, &limits) {
+                Ok((0, None)) => break,
+                Ok((n, _)) => {
+                    up.out.extend_from_slice(&self.inbuf[..n]);
+                    if let Some(r) = x.replay.as_mut() {
+                        if r.len() + n <= MAX_REPLAY {
+                            r.extend_from_slice(&self.inbuf[..n]);
+                        } else {
+                            x.replay = None;
+                        }
+                    }
+                    self.inbuf.advance(n);
+                }
+                Err(e) => {
+                    if let Some(x) = self.take_exchange() {
+                        release(now, x, ctx, false);
+                    }
+                    self.fail_client(now, e.status(), Some(e), ctx);
+                    return true;
+                }
+            }
+        }
+        if !x.req_body.is_done() && self.client_eof {
+            self.abort(ctx, "client closed during the request body");
+            return false;
+        }
+        let Some(up) = x.up.as_mut() else {
+            return false;
+        };
+        // Response head.
+        while let Resp::AwaitingHead = x.resp {
+            let mut scanner = HeadScanner::new();
+            match scanner.parse_response(&up.inbuf, x.method, &RESPONSE_LIMITS) {
+                Ok(Some((head, n))) => {
+                    up.inbuf.advance(n);
+                    if head.status == 101 {
+                        return self.bad_upstream(now, "upstream switched protocols", ctx);
+                    }
+                    let informational = head.status < 200;
+                    if !informational {
+                        x.status = head.status;
+                        x.upstream_keep_alive = head.keep_alive;
+                        if head.body == BodyKind::UntilClose || ctx.draining {
+                            x.client_keep_alive = false;
+                        }
+                        x.resp = Resp::Body(BodyDecoder::new(head.body));
+                    }
+                    let conn_field: &[(&str, &[u8])] = if informational {
+                        &[]
+                    } else if !x.client_keep_alive {
+                        &[("Connection", b"close")]
+                    } else if head.version == Version::Http10 {
+                        &[("Connection", b"keep-alive")]
+                    } else {
+                        &[]
+                    };
+                    let rw = Rewrite {
+                        remove: &[],
+                        strip_hop_by_hop: true,
+                        add: conn_field,
+                    };
+                    let mut buf = Vec::with_capacity(256);
+                    write_response_head(&head, &rw, &mut buf);
+                    self.out.extend_from_slice(&buf);
+                    x.resp_started = true;
+                }
+                Ok(None) => {
+                    if up.eof {
+                        if up.inbuf.is_empty() && retry(x, self.client, ctx) {
+                            return true;
+                        }
+                        return self.bad_upstream(now, "upstream closed before answering", ctx);
+                    }
+                    return false;
+                }
+                Err(e) => {
+                    return self.bad_upstream(
+                        now,
+                        &format!("malformed upstream response: {e}"),
+                        ctx,
+                    );
+                }
+            }
+        }
+        // Response body → client.
+        if let Resp::Body(dec) = &mut x.resp {
+            while self.out.len() < HIGH_WATER {
+                match dec.decode(&up.inbuf, &RESPONSE_LIMITS) {
+                    Ok((0, None)) => break,
+                    Ok((n, piece)) => {
+                        let done = matches!(piece, Some(Body::Done));
+                        if let Some(Body::Data(d)) = piece {
+                            x.body_len += d.len() as u64;
+                        }
+                        self.out.extend_from_slice(&up.inbuf[..n]);
+                        up.inbuf.advance(n);
+                        if done {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!("{} bad upstream body: {e}", self.peer_text);
+                        self.abort(ctx, "");
+                        return false;
+                    }
+                }
+            }
+            if !dec.is_done() && up.eof && up.inbuf.is_empty() {
+                if dec.eof().is_err() {
+                    self.abort(ctx, "upstream closed mid-response");
+                    return false;
+                }
+            }
+            if dec.is_done() {
+                x.resp = Resp::Done;
+            }
+        }
+        if !matches!(x.resp, Resp::Done) {
+            return false;
+        }
+        // Finished: log, recycle, continue or close.
+        let Some(x) = self.take_exchange() else {
+            return false;
+        };
+        let req_done = x.req_body.is_done();
+        let keep = x.client_keep_alive && req_done;
+        access_log(&self.peer_text, &x, now, "");
+        let reusable = x.upstream_keep_alive && req_done;
+        release(now, x, ctx, reusable);
+        self.after_exchange(now, keep, ctx);
+        true
+    }
+
+    fn bad_upstream(&mut self, now: Instant, why: &str, ctx: &mut Ctx) -> bool {
+        self.upstream_failed(now, 502, default_message(502), why, ctx);
+        false
+    }
+
+    /// The upstream failed: answer if nothing was sent yet, else cut the client off.
+    fn upstream_failed(&mut self, now: Instant, status: u16, msg: &str, why: &str, ctx: &mut Ctx) {
+        let Phase::Exchange(x) = &self.phase else {
+            return;
+        };
+        if x.resp_started {
+            self.abort(ctx, why);
+            return;
+        }
+        let Some(mut x) = self.take_exchange() else {
+            return;
+        };
+        let keep = x.client_keep_alive && x.req_body.is_done();
+        if let Some(up) = x.up.take() {
+            ctx.close(up.sock);
+        }
+        log::warn!("{} upstream failure: {why}", self.peer_text);
+        self.answer(now, &mut x, status, msg, why, keep, ctx);
+    }
+
+    /// A client error: answer with its status and close.
+    fn fail_client(&mut self, now: Instant, status: u16, err: Option<HttpError>, ctx: &mut Ctx) {
+        let why = err.map_or_else(|| "timed out".to_owned(), |e| e.to_string());
+        log::info!("{} bad request ({status}): {why}", self.peer_text);
+        write_error(
+            status,
+            default_message(status),
+            None,
+            false,
+            true,
+            &mut self.out,
+        );
+        self.finish(now, ctx);
+    }
+
+    /// Stops taking requests: flush what is queued, then close.
+    fn finish(&mut self, now: Instant, ctx: &Ctx) {
+        self.inbuf.clear();
+        self.phase = Phase::Closing {
+            deadline: now + ctx.cfg.timeouts.idle,
+        };
+    }
+
+    /// Queues a locally made answer to the current exchange and moves on.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        &mut self,
+        now: Instant,
+        x: &mut Exchange,
+        status: u16,
+        msg: &str,
+        why: &str,
+        keep: bool,
+        ctx: &mut Ctx,
+    ) {
+        let head_only = x.method == Method::Head;
+        x.body_len = write_error(
+            status,
+            msg,
+            Some(&x.request_headers),
+            head_only,
+            !keep,
+            &mut self.out,
+        );
+        x.status = status;
+        access_log(&self.peer_text, x, now, why);
+        self.after_exchange(now, keep, ctx);
+    }
+
+    fn after_exchange(&mut self, now: Instant, keep: bool, ctx: &Ctx) {
+        if !keep || ctx.draining {
+            self.finish(now, ctx);
+            return;
+        }
+        let pipelined = !self.inbuf.is_empty();
+        let timeout = if pipelined {
+            ctx.cfg.timeouts.head
+        } else {
+            ctx.cfg.timeouts.idle
+        };
+        self.phase = Phase::Head {
+            started: pipelined,
+            deadline: now + timeout,
+        };
+    }
+
+    fn take_exchange(&mut self) -> Option<Box<Exchange>> {
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Exchange(x) => Some(x),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+
+    /// Closes everything at once, without an answer.
+    fn abort(&mut self, ctx: &mut Ctx, why: &str) {
+        if !why.is_empty() {
+            log::info!("{} connection closed: {why}", self.peer_text);
+        }
+        if let Phase::Exchange(x) = std::mem::replace(&mut self.phase, Phase::Closed) {
+            if let Some(up) = x.up {
+                ctx.close(up.sock);
+            }
+        }
+        self.out.clear();
+        ctx.close(self.client);
+    }
+}
+
+/// Hands the upstream back: to the pool when it is clean and reusable, else closed.
+fn release(now: Instant, mut x: Box<Exchange>, ctx: &mut Ctx, reusable: bool) {
+    if let Some(up) = x.up.take() {
+        let clean = reusable && up.inbuf.is_empty() && up.out.is_empty() && !up.eof;
+        ctx.release_upstream(now, up.sock, clean);
+    }
+}
+
+/// A failure on a reused upstream before any response byte is most likely the pooled
+/// connection having been closed by the other end: replay the request once on a new one.
+fn retry(x: &mut Exchange, owner: SockId, ctx: &mut Ctx) -> bool {
+    let (Some(up), Some(replay)) = (x.up.as_mut(), x.replay.take()) else {
+        return false;
+    };
+    if !up.reused || !up.inbuf.is_empty() {
+        return false;
+    }
+    ctx.close(up.sock);
+    let sock = ctx.connect_upstream(owner);
+    *up = Upstream {
+        sock,
+        connected: false,
+        reused: false,
+        inbuf: BytesMut::new(),
+        out: replay,
+        eof: false,
+    };
+    true
+}
+
+fn access_log(peer: &str, x: &Exchange, now: Instant, why: &str) {
+    let secs = now.saturating_duration_since(x.started).as_secs_f64();
+    let sep = if why.is_empty() { "" } else { " " };
+    log::info!(
+        "{peer} \"{}\" status: {} len: {} time: {secs:.7}{sep}{why}",
+        x.line,
+        x.status,
+        x.body_len
+    );
+}

@@ -1,0 +1,6 @@
+//! Relaying requests between a client connection and an upstream, for the proxying roles.
+
+pub(crate) mod conn;
+pub mod error_page;
+pub(crate) mod ratelimit;
+pub mod rewrite;

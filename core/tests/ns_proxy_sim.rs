@@ -1,0 +1,492 @@
+//! The ns-proxy endpoint driven by a scripted runtime: every scenario runs in simulated time.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use mdproxy_core::cache::{Scope, Uuid};
+use mdproxy_core::endpoint::{
+    Action, ConnectError, Endpoint, EndpointConfig, Input, NsProxyConfig, RateLimit, Role, SockId,
+    Target, Timeouts,
+};
+use mdproxy_core::http::Limits;
+
+const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
+
+/// A runtime stand-in: sockets are byte logs, writes always complete, time is a number.
+struct Sim {
+    ep: Endpoint,
+    t0: Instant,
+    now: Instant,
+    /// Bytes the endpoint wrote, per socket.
+    written: BTreeMap<SockId, Vec<u8>>,
+    connects: Vec<SockId>,
+    closed: Vec<SockId>,
+    shut: Vec<SockId>,
+    /// Sockets that stop accepting writes (a client that does not read).
+    stalled: Vec<SockId>,
+}
+
+impl Sim {
+    fn new(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
+        let mut ns = NsProxyConfig {
+            scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
+            upstream: Target::Unix("/tmp/agent.sock".into()),
+            max_conns: 1024,
+            max_conns_per_ip: 64,
+            rate_limit: None,
+        };
+        let mut timeouts = Timeouts::default();
+        f(&mut ns, &mut timeouts);
+        #[allow(clippy::disallowed_methods)] // an opaque epoch; the sim moves time itself
+        let t0 = Instant::now();
+        let cfg = EndpointConfig {
+            role: Role::NsProxy(ns),
+            limits: Limits::default(),
+            timeouts,
+        };
+        Sim {
+            ep: Endpoint::new(t0, cfg),
+            t0,
+            now: t0,
+            written: BTreeMap::new(),
+            connects: Vec::new(),
+            closed: Vec::new(),
+            shut: Vec::new(),
+            stalled: Vec::new(),
+        }
+    }
+
+    fn drain(&mut self) {
+        for _ in 0..10_000 {
+            let Some(a) = self.ep.poll_action() else {
+                return;
+            };
+            match a {
+                Action::Connect { sock, .. } => self.connects.push(sock),
+                Action::Wake(sock) => self.flush(sock),
+                Action::Shutdown(sock) => self.shut.push(sock),
+                Action::Close(sock) => self.closed.push(sock),
+            }
+        }
+        panic!("endpoint never stopped producing actions");
+    }
+
+    fn flush(&mut self, sock: SockId) {
+        if self.stalled.contains(&sock) {
+            return;
+        }
+        let bytes = self.ep.pending_write(sock).to_vec();
+        if bytes.is_empty() {
+            return;
+        }
+        self.written
+            .entry(sock)
+            .or_default()
+            .extend_from_slice(&bytes);
+        self.ep.consume_write(self.now, sock, bytes.len());
+        self.drain();
+    }
+
+    fn accept(&mut self) -> SockId {
+        let s = self
+            .ep
+            .accept(self.now, Some("127.0.0.1:40000".parse().unwrap()));
+        self.drain();
+        s
+    }
+
+    fn input(&mut self, sock: SockId, input: Input<'_>) {
+        self.ep.handle(self.now, sock, input);
+        self.drain();
+    }
+
+    fn send(&mut self, sock: SockId, bytes: &[u8]) {
+        self.input(sock, Input::Read(bytes));
+    }
+
+    /// Completes the newest pending connect and returns its id.
+    fn connect_ok(&mut self) -> SockId {
+        let up = *self.connects.last().expect("a connect was requested");
+        self.input(up, Input::Connected);
+        up
+    }
+
+    fn take(&mut self, sock: SockId) -> String {
+        String::from_utf8_lossy(&self.written.remove(&sock).unwrap_or_default()).into_owned()
+    }
+
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        if self.ep.poll_timeout().is_some_and(|t| t <= self.now) {
+            self.ep.handle_timeout(self.now);
+            self.drain();
+        }
+    }
+}
+
+fn count(head: &str, name: &str) -> usize {
+    head.lines()
+        .filter(|l| {
+            l.split(':')
+                .next()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+        })
+        .count()
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+
+#[test]
+fn forged_identity_headers_never_reach_upstream() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(
+        c,
+        b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nx-forwarded-for: 203.0.113.7\r\n\
+X-Neutron-Router-ID: spoofed\r\nX-NEUTRON-ROUTER-ID: spoofed2\r\nX-Neutron-Network-ID: n\r\n\
+X-Instance-ID: i\r\nx-instance-id-signature: s\r\nX-Tenant-ID: t\r\nX-Metadata-Provider: p\r\n\
+X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
+    );
+    let up = s.connect_ok();
+    let head = s.take(up);
+    assert!(
+        head.starts_with("GET /latest/meta-data/ HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert_eq!(count(&head, "X-Forwarded-For"), 1, "{head}");
+    assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
+    assert_eq!(count(&head, "X-Neutron-Router-ID"), 1, "{head}");
+    assert!(
+        head.contains(&format!("X-Neutron-Router-ID: {ROUTER}\r\n")),
+        "{head}"
+    );
+    for h in [
+        "X-Neutron-Network-ID",
+        "X-Instance-ID",
+        "X-Instance-ID-Signature",
+        "X-Tenant-ID",
+        "X-Metadata-Provider",
+        "X-Metadata-Provider-Signature",
+    ] {
+        assert_eq!(count(&head, h), 0, "{h} leaked: {head}");
+    }
+    assert!(
+        head.contains("User-Agent: curl/8\r\n"),
+        "other fields pass: {head}"
+    );
+    s.send(up, OK);
+    let resp = s.take(c);
+    assert!(
+        resp.starts_with("HTTP/1.1 200 OK\r\n") && resp.ends_with("hello"),
+        "{resp}"
+    );
+}
+
+#[test]
+fn network_scope_sets_the_network_header() {
+    let mut s = Sim::new(|ns, _| {
+        ns.scope = Scope::Network(Uuid::parse(ROUTER.as_bytes()).unwrap());
+    });
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\nX-Neutron-Router-ID: x\r\n\r\n");
+    let up = s.connect_ok();
+    let head = s.take(up);
+    assert_eq!(count(&head, "X-Neutron-Router-ID"), 0, "{head}");
+    assert!(
+        head.contains(&format!("X-Neutron-Network-ID: {ROUTER}\r\n")),
+        "{head}"
+    );
+}
+
+#[test]
+fn keep_alive_reuses_the_pooled_upstream() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    for i in 0..3 {
+        s.send(c, b"GET /a HTTP/1.1\r\n\r\n");
+        if i == 0 {
+            s.connect_ok();
+        }
+        let up = s.connects[0];
+        assert!(s.take(up).starts_with("GET /a"), "request {i} forwarded");
+        s.send(up, OK);
+        assert!(s.take(c).ends_with("hello"), "response {i}");
+    }
+    assert_eq!(
+        s.connects.len(),
+        1,
+        "one upstream connection for three requests"
+    );
+    assert!(s.closed.is_empty());
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(
+        c,
+        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n",
+    );
+    let up = s.connect_ok();
+    for i in 1..=3 {
+        let fwd = s.take(up);
+        assert!(
+            fwd.starts_with(&format!("GET /{i} ")),
+            "only request {i} is in flight: {fwd}"
+        );
+        let body = format!("r{i}");
+        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{body}");
+        s.send(up, resp.as_bytes());
+        assert!(s.take(c).ends_with(&body));
+    }
+}
+
+#[test]
+fn refused_upstream_answers_503_and_keeps_serving() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    for _ in 0..2 {
+        s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+        let up = *s.connects.last().unwrap();
+        s.input(up, Input::ConnectFailed(ConnectError::Refused));
+        let resp = s.take(c);
+        assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+        assert!(
+            resp.contains(
+                "The remote metadata server is temporarily unavailable. Please try again later."
+            ),
+            "{resp}"
+        );
+    }
+    assert!(
+        !s.closed.contains(&c),
+        "client connection survives upstream failures"
+    );
+}
+
+#[test]
+fn json_error_when_accept_prefers_it() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\nAccept: application/json\r\n\r\n");
+    let up = *s.connects.last().unwrap();
+    s.input(up, Input::ConnectFailed(ConnectError::Refused));
+    let resp = s.take(c);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap();
+    let v: serde_json::Value = serde_json::from_str(body).expect("json body");
+    assert_eq!(v["code"], "503 Service Unavailable");
+}
+
+#[test]
+fn silent_upstream_gets_504_at_the_response_timeout() {
+    let mut s = Sim::new(|_, t| t.response = Duration::from_secs(5));
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+    s.connect_ok();
+    s.advance(Duration::from_millis(4900));
+    assert!(s.take(c).is_empty(), "not yet");
+    s.advance(Duration::from_millis(200));
+    assert!(s.take(c).starts_with("HTTP/1.1 504 "));
+}
+
+#[test]
+fn slow_head_gets_408() {
+    let mut s = Sim::new(|_, t| t.head = Duration::from_secs(3));
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\nHost: x\r\n");
+    s.advance(Duration::from_secs(3));
+    assert!(s.take(c).starts_with("HTTP/1.1 408 "));
+    assert!(s.shut.contains(&c), "write side shut after the answer");
+    s.input(c, Input::Eof);
+    assert!(s.closed.contains(&c));
+    assert!(s.connects.is_empty(), "nothing went upstream");
+}
+
+#[test]
+fn idle_keep_alive_closes_silently() {
+    let mut s = Sim::new(|_, t| t.idle = Duration::from_secs(2));
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+    let up = s.connect_ok();
+    s.send(up, OK);
+    s.take(c);
+    s.advance(Duration::from_secs(3));
+    assert!(s.take(c).is_empty(), "no answer to an idle connection");
+    assert!(s.closed.contains(&c));
+    assert_eq!(s.ep.connections(), 0);
+}
+
+#[test]
+fn garbage_from_upstream_is_502() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+    let up = s.connect_ok();
+    s.send(up, b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
+    assert!(s.take(c).starts_with("HTTP/1.1 502 "));
+    assert!(s.closed.contains(&up), "a broken upstream is not pooled");
+}
+
+#[test]
+fn client_errors_get_their_status_and_nothing_goes_upstream() {
+    let cases: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "both TE and CL",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "head over 16 KiB",
+            [
+                b"GET / HTTP/1.1\r\nX-Big: ".as_slice(),
+                &[b'a'; 20_000],
+                b"\r\n\r\n",
+            ]
+            .concat(),
+            "431",
+        ),
+        (
+            "body over 64 KiB",
+            b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n".to_vec(),
+            "413",
+        ),
+        (
+            "obs-fold",
+            b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n".to_vec(),
+            "400",
+        ),
+    ];
+    for (name, bytes, status) in cases {
+        let mut s = Sim::new(|_, _| {});
+        let c = s.accept();
+        s.send(c, bytes);
+        let resp = s.take(c);
+        assert!(
+            resp.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: {resp}"
+        );
+        assert!(resp.contains("Connection: close"), "{name}");
+        assert!(s.connects.is_empty(), "{name}: nothing upstream");
+    }
+}
+
+#[test]
+fn stale_pooled_upstream_is_retried_once_on_a_new_connection() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET /1 HTTP/1.1\r\n\r\n");
+    let up1 = s.connect_ok();
+    s.take(up1);
+    s.send(up1, OK);
+    s.take(c);
+    // The agent closed the idle connection just as the next request went out on it.
+    s.send(c, b"GET /2 HTTP/1.1\r\n\r\n");
+    assert!(s.take(up1).starts_with("GET /2"));
+    s.input(up1, Input::Eof);
+    assert_eq!(s.connects.len(), 2, "a fresh connection for the replay");
+    let up2 = s.connect_ok();
+    assert!(s.take(up2).starts_with("GET /2"), "the request is replayed");
+    s.send(up2, OK);
+    assert!(s.take(c).ends_with("hello"));
+}
+
+#[test]
+fn chunked_request_body_streams_upstream_verbatim() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
+    s.send(
+        c,
+        b"POST /openstack/latest/password HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    let up = s.connect_ok();
+    for piece in body.chunks(7) {
+        s.send(c, piece);
+    }
+    let fwd = s.take(up);
+    assert!(fwd.ends_with(std::str::from_utf8(body).unwrap()), "{fwd}");
+    s.send(up, OK);
+    assert!(s.take(c).ends_with("hello"));
+}
+
+#[test]
+fn a_client_that_does_not_read_stops_the_upstream_reads() {
+    let mut s = Sim::new(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET /big HTTP/1.1\r\n\r\n");
+    let up = s.connect_ok();
+    s.stalled.push(c);
+    s.send(up, b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n");
+    let chunk = vec![b'x'; 16 * 1024];
+    let mut sent = 0;
+    while s.ep.wants_read(up) && sent < 10 << 20 {
+        s.send(up, &chunk);
+        sent += chunk.len();
+    }
+    assert!(
+        sent < 256 * 1024,
+        "proxy buffered {sent} bytes for a stalled client"
+    );
+    // The client reads again: the upstream may be read again too.
+    s.stalled.clear();
+    s.flush(c);
+    assert!(s.ep.wants_read(up));
+}
+
+#[test]
+fn rate_limit_answers_429() {
+    let mut s = Sim::new(|ns, _| {
+        ns.rate_limit = Some(RateLimit {
+            base_limit: 2,
+            base_window: Duration::from_secs(10),
+            burst_limit: 100,
+            burst_window: Duration::from_secs(10),
+        })
+    });
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+    let up = s.connect_ok();
+    for _ in 0..2 {
+        s.send(up, OK);
+        assert!(s.take(c).starts_with("HTTP/1.1 200"));
+        s.send(c, b"GET / HTTP/1.1\r\n\r\n");
+    }
+    assert!(s.take(c).starts_with("HTTP/1.1 429 "));
+}
+
+#[test]
+fn connection_limit_per_ip() {
+    let mut s = Sim::new(|ns, _| ns.max_conns_per_ip = 2);
+    let a = s.accept();
+    let b = s.accept();
+    let third = s.accept();
+    assert!(s.take(third).starts_with("HTTP/1.1 503 "));
+    assert!(s.take(a).is_empty() && s.take(b).is_empty());
+}
+
+#[test]
+fn drain_waits_for_the_exchange_in_flight() {
+    let mut s = Sim::new(|_, _| {});
+    let idle = s.accept();
+    let busy = s.accept();
+    s.send(busy, b"GET / HTTP/1.1\r\n\r\n");
+    let up = s.connect_ok();
+    s.ep.begin_drain(s.now);
+    s.drain();
+    assert!(
+        s.closed.contains(&idle) || s.shut.contains(&idle),
+        "idle closes at once"
+    );
+    assert!(!s.ep.is_drained());
+    s.send(up, OK);
+    let resp = s.take(busy);
+    assert!(
+        resp.contains("Connection: close") && resp.ends_with("hello"),
+        "{resp}"
+    );
+    s.input(idle, Input::Eof);
+    s.input(busy, Input::Eof);
+    assert!(s.ep.is_drained());
+    let _ = s.t0;
+}
