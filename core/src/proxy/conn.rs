@@ -577,11 +577,9 @@ impl Conn {
                     }
                 }
             }
-            if !dec.is_done() && up.eof && up.inbuf.is_empty() {
-                if dec.eof().is_err() {
-                    self.abort(ctx, "upstream closed mid-response");
-                    return false;
-                }
+            if !dec.is_done() && up.eof && up.inbuf.is_empty() && dec.eof().is_err() {
+                self.abort(ctx, "upstream closed mid-response");
+                return false;
             }
             if dec.is_done() {
                 x.resp = Resp::Done;

@@ -1,0 +1,184 @@
+//! The process around a role: logging, daemonizing, the pid file and dropping privileges.
+
+use std::ffi::CString;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use log::LevelFilter;
+
+/// Logs to stderr or appends to `file`, at info (or debug); `RUST_LOG` overrides the level.
+pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filters);
+    }
+    if let Some(path) = file {
+        let f = OpenOptions::new().create(true).append(true).open(path);
+        let f = f.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
+        builder.target(env_logger::Target::Pipe(Box::new(f)));
+    }
+    builder.format(|buf, record| {
+        let (level, target) = (record.level(), record.target());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        writeln!(buf, "{} {level:<5} {target}: {}", utc(now), record.args())
+    });
+    builder.try_init().map_err(|e| e.to_string())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate (days-to-civil, H. Hinnant's algorithm).
+fn utc(t: Duration) -> String {
+    let (days, secs) = ((t.as_secs() / 86_400) as i64, t.as_secs() % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, ms) = (secs / 3600, secs / 60 % 60, secs % 60, t.subsec_millis());
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+/// Forks into the background: the parent exits 0, the child becomes a session leader with
+/// stdin/stdout/stderr on /dev/null. Call before any thread exists.
+pub fn daemonize() -> io::Result<()> {
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    // SAFETY: single-threaded here; the parent leaves with `_exit` so nothing of it runs twice.
+    match unsafe { libc::fork() } {
+        -1 => return Err(io::Error::last_os_error()),
+        0 => {}
+        _ => unsafe { libc::_exit(0) },
+    }
+    // SAFETY: plain syscalls on descriptors we own.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for fd in 0..3 {
+            if libc::dup2(null.as_raw_fd(), fd) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A pid file that disappears when dropped.
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    /// Writes a temporary file and renames it over `path`, so readers never see it half done.
+    pub fn write(path: &Path) -> io::Result<PidFile> {
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let mut f = File::create(&tmp)?;
+        writeln!(f, "{}", std::process::id())?;
+        std::fs::rename(&tmp, path)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        // After dropping privileges this may fail; the next start overwrites it anyway.
+        if let Err(e) = std::fs::remove_file(&self.0) {
+            log::debug!("cannot remove pid file {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// The ids to switch to, resolved while /etc is still readable.
+#[derive(Debug, Default)]
+pub struct Identity {
+    uid: Option<libc::uid_t>,
+    gid: Option<libc::gid_t>,
+}
+
+/// Resolves `--user`/`--group` (names or numeric ids). Without `group`, a named or known
+/// user's primary group is used.
+pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
+    let mut id = Identity::default();
+    if let Some(user) = user {
+        let c = CString::new(user).map_err(|_| format!("bad user name {user:?}"))?;
+        // SAFETY: getpwnam/getpwuid return NULL or a pointer valid until the next call; we
+        // copy the fields out at once and run single-threaded.
+        let pw = match user.parse::<libc::uid_t>() {
+            Ok(uid) => unsafe { libc::getpwuid(uid) },
+            Err(_) => unsafe { libc::getpwnam(c.as_ptr()) },
+        };
+        match (unsafe { pw.as_ref() }, user.parse::<libc::uid_t>()) {
+            (Some(pw), _) => (id.uid, id.gid) = (Some(pw.pw_uid), Some(pw.pw_gid)),
+            (None, Ok(uid)) => id.uid = Some(uid),
+            (None, Err(_)) => return Err(format!("unknown user {user:?}")),
+        }
+    }
+    if let Some(group) = group {
+        id.gid = Some(match group.parse::<libc::gid_t>() {
+            Ok(gid) => gid,
+            Err(_) => {
+                let c = CString::new(group).map_err(|_| format!("bad group name {group:?}"))?;
+                // SAFETY: as above.
+                let gr = unsafe { libc::getgrnam(c.as_ptr()).as_ref() };
+                gr.ok_or_else(|| format!("unknown group {group:?}"))?.gr_gid
+            }
+        });
+    }
+    Ok(id)
+}
+
+/// Switches to `id`: supplementary groups (when root), then group, then user.
+pub fn drop_privileges(id: &Identity) -> io::Result<()> {
+    let check = |r: libc::c_int| {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    };
+    // SAFETY: plain syscalls with valid arguments.
+    unsafe {
+        if let Some(gid) = id.gid {
+            if libc::geteuid() == 0 {
+                check(libc::setgroups(1, &gid))?;
+            }
+            check(libc::setgid(gid))?;
+        }
+        if let Some(uid) = id.uid {
+            check(libc::setuid(uid))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            super::utc(Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(
+            super::utc(Duration::from_millis(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
+}
