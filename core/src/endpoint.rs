@@ -10,11 +10,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::cache::Scope;
-use crate::http::{Limits, RequestHead};
-use crate::proxy::conn::{Conn, Plan};
+use std::num::NonZeroUsize;
+
+use crate::agent::request::lookup_key;
+use crate::agent::{mac_from_eui64, StaticMap};
+use crate::cache::{Instance, LookupCache, LookupKey, Scope};
+use crate::http::{Limits, Method, RequestHead};
+use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::canonical_ip;
+use crate::sign::Signer;
 
 /// One socket the runtime holds on the core's behalf. Ids are never reused within an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -103,6 +108,41 @@ impl Default for Timeouts {
 pub enum Role {
     /// The namespace proxy: strips identity headers, stamps the peer and scope, relays upstream.
     NsProxy(NsProxyConfig),
+    /// The metadata agent: resolves the instance, signs its ID, relays to the metadata server.
+    Agent(AgentConfig),
+}
+
+/// Settings of the metadata agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The metadata server.
+    pub metadata: Target,
+    /// Signs instance IDs with the secret shared with the metadata server.
+    pub signer: Signer,
+    /// Where instances are looked up.
+    pub backend: Backend,
+    /// Lookup cache capacity (entries).
+    pub cache_capacity: NonZeroUsize,
+    /// How long a found instance is cached.
+    pub cache_ttl: Duration,
+    /// How long "no such instance" is cached.
+    pub negative_ttl: Duration,
+}
+
+/// The agent's lookup backend.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A map from a file (see [`StaticMap`]); answers at once, so it bypasses the cache.
+    Static(StaticMap),
+}
+
+/// New data for a running endpoint (the runtime reads files; the core only takes values).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Reload {
+    /// Replace the agent's static map.
+    StaticMap(StaticMap),
 }
 
 /// Settings of the namespace proxy.
@@ -174,6 +214,8 @@ pub(crate) struct Ctx {
     /// Idle upstream connections, most recently used last, with when they became idle.
     pool: Vec<(SockId, Instant)>,
     rate: Option<RateLimiter>,
+    /// The agent's cache; waiters are client connection ids.
+    cache: Option<LookupCache<SockId>>,
     /// Sockets pooled during the current mutation, whose idle timers are still to be armed.
     released: Vec<SockId>,
 }
@@ -187,12 +229,21 @@ impl Ctx {
     fn upstream_target(&self) -> Target {
         match &self.cfg.role {
             Role::NsProxy(c) => c.upstream.clone(),
+            Role::Agent(c) => c.metadata.clone(),
         }
     }
 
     /// What to do with a request head, per role.
-    pub(crate) fn plan(&mut self, now: Instant, peer: Option<IpAddr>, _head: &RequestHead) -> Plan {
-        let Role::NsProxy(c) = &self.cfg.role;
+    pub(crate) fn plan(&mut self, now: Instant, peer: Option<IpAddr>, head: &RequestHead) -> Plan {
+        let c = match &self.cfg.role {
+            Role::NsProxy(c) => c,
+            Role::Agent(_) => {
+                return match lookup_key(&head.headers) {
+                    Ok(key) => Plan::Lookup(key),
+                    Err(why) => Plan::Refuse(400, why),
+                }
+            }
+        };
         let Some(ip) = peer else {
             return Plan::Refuse(400, "No client address.".to_owned());
         };
@@ -200,6 +251,17 @@ impl Ctx {
             if !rate.allow(now, ip) {
                 return Plan::Refuse(429, "Too many requests.".to_owned());
             }
+        }
+        if head.method == Method::Put
+            && is_token_path(&head.target)
+            && head.headers.count("X-Forwarded-For") > 0
+        {
+            // An IMDSv2 token request that already passed through an HTTP proxy inside the
+            // instance: AWS refuses these so a token cannot leak beyond the instance.
+            return Plan::Refuse(
+                403,
+                "Token requests through a proxy are refused.".to_owned(),
+            );
         }
         let (name, id) = match c.scope {
             Scope::Router(id) => ("X-Neutron-Router-ID", id),
@@ -209,6 +271,49 @@ impl Ctx {
             ("X-Forwarded-For", ip.to_string().into_bytes()),
             (name, id.to_string().into_bytes()),
         ])
+    }
+
+    /// Starts resolving `key` for the client connection `waiter` (agent role).
+    pub(crate) fn lookup(
+        &mut self,
+        now: Instant,
+        key: LookupKey,
+        _waiter: SockId,
+        skip_cache: bool,
+    ) -> LookupStart {
+        let Role::Agent(agent) = &self.cfg.role else {
+            return LookupStart::Done(None, false);
+        };
+        if let (Some(cache), true) = (self.cache.as_mut(), skip_cache) {
+            cache.invalidate(&key);
+        }
+        let _ = now;
+        match &agent.backend {
+            Backend::Static(map) => {
+                LookupStart::Done(map.resolve(&key, mac_from_eui64(key.ip)), false)
+            }
+        }
+    }
+
+    /// The fields the agent adds for a resolved instance (DESIGN.md, header contract).
+    pub(crate) fn identity_fields(
+        &self,
+        ip: IpAddr,
+        inst: &Instance,
+    ) -> Vec<(&'static str, Vec<u8>)> {
+        let Role::Agent(agent) = &self.cfg.role else {
+            return Vec::new();
+        };
+        let sig = agent.signer.sign(&inst.instance_id);
+        vec![
+            ("X-Forwarded-For", ip.to_string().into_bytes()),
+            ("X-Instance-ID", inst.instance_id.clone().into_bytes()),
+            ("X-Tenant-ID", inst.project_id.clone().into_bytes()),
+            (
+                "X-Instance-ID-Signature",
+                AsRef::<[u8]>::as_ref(&sig).to_vec(),
+            ),
+        ]
     }
 
     /// An upstream connection for the client `owner`: a pooled one (`true`) or a new one.
@@ -251,6 +356,17 @@ impl Ctx {
     }
 }
 
+/// Whether a request target names the IMDSv2 token endpoint (`/latest/api/token`, ignoring
+/// the query, repeated and trailing slashes).
+fn is_token_path(target: &[u8]) -> bool {
+    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+    let mut parts = path.split(|&b| b == b'/').filter(|p| !p.is_empty());
+    parts.next() == Some(b"latest")
+        && parts.next() == Some(b"api")
+        && parts.next() == Some(b"token")
+        && parts.next().is_none()
+}
+
 /// Every connection of one event loop, for one role. See the crate docs for the drive loop.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -268,8 +384,17 @@ pub struct Endpoint {
 impl Endpoint {
     /// A fresh endpoint with no sockets.
     pub fn new(_now: Instant, cfg: EndpointConfig) -> Self {
-        let Role::NsProxy(c) = &cfg.role;
-        let rate = c.rate_limit.map(RateLimiter::new);
+        let (rate, cache) = match &cfg.role {
+            Role::NsProxy(c) => (c.rate_limit.map(RateLimiter::new), None),
+            Role::Agent(a) => (
+                None,
+                Some(LookupCache::new(
+                    a.cache_capacity,
+                    a.cache_ttl,
+                    a.negative_ttl,
+                )),
+            ),
+        };
         Endpoint {
             ctx: Ctx {
                 cfg,
@@ -279,6 +404,7 @@ impl Endpoint {
                 owners: BTreeMap::new(),
                 pool: Vec::new(),
                 rate,
+                cache,
                 released: Vec::new(),
             },
             conns: BTreeMap::new(),
@@ -290,8 +416,22 @@ impl Endpoint {
     }
 
     fn limits(&self) -> (usize, usize) {
-        let Role::NsProxy(c) = &self.ctx.cfg.role;
-        (c.max_conns, c.max_conns_per_ip)
+        match &self.ctx.cfg.role {
+            Role::NsProxy(c) => (c.max_conns, c.max_conns_per_ip),
+            // The agent's clients are ns-proxies on a Unix socket: no per-IP accounting.
+            Role::Agent(_) => (usize::MAX, usize::MAX),
+        }
+    }
+
+    /// Swaps in new data (SIGHUP): takes effect for the next request.
+    pub fn reload(&mut self, _now: Instant, reload: Reload) {
+        match (reload, &mut self.ctx.cfg.role) {
+            (Reload::StaticMap(map), Role::Agent(agent)) => {
+                log::info!("static map reloaded: {} ports", map.ports());
+                agent.backend = Backend::Static(map);
+            }
+            (Reload::StaticMap(_), _) => log::warn!("ignoring a static map: not an agent"),
+        }
     }
 
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).

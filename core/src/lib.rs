@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod agent;
 pub mod cache;
 pub mod endpoint;
 pub mod http;

@@ -1,144 +1,33 @@
 //! The ns-proxy endpoint driven by a scripted runtime: every scenario runs in simulated time.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mdproxy_core::cache::{Scope, Uuid};
 use mdproxy_core::endpoint::{
-    Action, ConnectError, Endpoint, EndpointConfig, Input, NsProxyConfig, RateLimit, Role, SockId,
-    Target, Timeouts,
+    ConnectError, Input, NsProxyConfig, RateLimit, Role, Target, Timeouts,
 };
-use mdproxy_core::http::Limits;
 
 const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
 
-/// A runtime stand-in: sockets are byte logs, writes always complete, time is a number.
-struct Sim {
-    ep: Endpoint,
-    t0: Instant,
-    now: Instant,
-    /// Bytes the endpoint wrote, per socket.
-    written: BTreeMap<SockId, Vec<u8>>,
-    connects: Vec<SockId>,
-    closed: Vec<SockId>,
-    shut: Vec<SockId>,
-    /// Sockets that stop accepting writes (a client that does not read).
-    stalled: Vec<SockId>,
+mod sim;
+use sim::{count, Sim, OK};
+
+fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
+    let mut ns = NsProxyConfig {
+        scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
+        upstream: Target::Unix("/tmp/agent.sock".into()),
+        max_conns: 1024,
+        max_conns_per_ip: 64,
+        rate_limit: None,
+    };
+    let mut timeouts = Timeouts::default();
+    f(&mut ns, &mut timeouts);
+    Sim::with_role(Role::NsProxy(ns), timeouts)
 }
-
-impl Sim {
-    fn new(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
-        let mut ns = NsProxyConfig {
-            scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
-            upstream: Target::Unix("/tmp/agent.sock".into()),
-            max_conns: 1024,
-            max_conns_per_ip: 64,
-            rate_limit: None,
-        };
-        let mut timeouts = Timeouts::default();
-        f(&mut ns, &mut timeouts);
-        #[allow(clippy::disallowed_methods)] // an opaque epoch; the sim moves time itself
-        let t0 = Instant::now();
-        let cfg = EndpointConfig {
-            role: Role::NsProxy(ns),
-            limits: Limits::default(),
-            timeouts,
-        };
-        Sim {
-            ep: Endpoint::new(t0, cfg),
-            t0,
-            now: t0,
-            written: BTreeMap::new(),
-            connects: Vec::new(),
-            closed: Vec::new(),
-            shut: Vec::new(),
-            stalled: Vec::new(),
-        }
-    }
-
-    fn drain(&mut self) {
-        for _ in 0..10_000 {
-            let Some(a) = self.ep.poll_action() else {
-                return;
-            };
-            match a {
-                Action::Connect { sock, .. } => self.connects.push(sock),
-                Action::Wake(sock) => self.flush(sock),
-                Action::Shutdown(sock) => self.shut.push(sock),
-                Action::Close(sock) => self.closed.push(sock),
-            }
-        }
-        panic!("endpoint never stopped producing actions");
-    }
-
-    fn flush(&mut self, sock: SockId) {
-        if self.stalled.contains(&sock) {
-            return;
-        }
-        let bytes = self.ep.pending_write(sock).to_vec();
-        if bytes.is_empty() {
-            return;
-        }
-        self.written
-            .entry(sock)
-            .or_default()
-            .extend_from_slice(&bytes);
-        self.ep.consume_write(self.now, sock, bytes.len());
-        self.drain();
-    }
-
-    fn accept(&mut self) -> SockId {
-        let s = self
-            .ep
-            .accept(self.now, Some("127.0.0.1:40000".parse().unwrap()));
-        self.drain();
-        s
-    }
-
-    fn input(&mut self, sock: SockId, input: Input<'_>) {
-        self.ep.handle(self.now, sock, input);
-        self.drain();
-    }
-
-    fn send(&mut self, sock: SockId, bytes: &[u8]) {
-        self.input(sock, Input::Read(bytes));
-    }
-
-    /// Completes the newest pending connect and returns its id.
-    fn connect_ok(&mut self) -> SockId {
-        let up = *self.connects.last().expect("a connect was requested");
-        self.input(up, Input::Connected);
-        up
-    }
-
-    fn take(&mut self, sock: SockId) -> String {
-        String::from_utf8_lossy(&self.written.remove(&sock).unwrap_or_default()).into_owned()
-    }
-
-    fn advance(&mut self, d: Duration) {
-        self.now += d;
-        if self.ep.poll_timeout().is_some_and(|t| t <= self.now) {
-            self.ep.handle_timeout(self.now);
-            self.drain();
-        }
-    }
-}
-
-fn count(head: &str, name: &str) -> usize {
-    head.lines()
-        .filter(|l| {
-            l.split(':')
-                .next()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
-        })
-        .count()
-}
-
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
 
 #[test]
 fn forged_identity_headers_never_reach_upstream() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(
         c,
@@ -184,7 +73,7 @@ X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
 
 #[test]
 fn network_scope_sets_the_network_header() {
-    let mut s = Sim::new(|ns, _| {
+    let mut s = ns_sim(|ns, _| {
         ns.scope = Scope::Network(Uuid::parse(ROUTER.as_bytes()).unwrap());
     });
     let c = s.accept();
@@ -200,7 +89,7 @@ fn network_scope_sets_the_network_header() {
 
 #[test]
 fn keep_alive_reuses_the_pooled_upstream() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     for i in 0..3 {
         s.send(c, b"GET /a HTTP/1.1\r\n\r\n");
@@ -222,7 +111,7 @@ fn keep_alive_reuses_the_pooled_upstream() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(
         c,
@@ -244,7 +133,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn refused_upstream_answers_503_and_keeps_serving() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     for _ in 0..2 {
         s.send(c, b"GET / HTTP/1.1\r\n\r\n");
@@ -267,7 +156,7 @@ fn refused_upstream_answers_503_and_keeps_serving() {
 
 #[test]
 fn json_error_when_accept_prefers_it() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(c, b"GET / HTTP/1.1\r\nAccept: application/json\r\n\r\n");
     let up = *s.connects.last().unwrap();
@@ -280,7 +169,7 @@ fn json_error_when_accept_prefers_it() {
 
 #[test]
 fn silent_upstream_gets_504_at_the_response_timeout() {
-    let mut s = Sim::new(|_, t| t.response = Duration::from_secs(5));
+    let mut s = ns_sim(|_, t| t.response = Duration::from_secs(5));
     let c = s.accept();
     s.send(c, b"GET / HTTP/1.1\r\n\r\n");
     s.connect_ok();
@@ -292,7 +181,7 @@ fn silent_upstream_gets_504_at_the_response_timeout() {
 
 #[test]
 fn slow_head_gets_408() {
-    let mut s = Sim::new(|_, t| t.head = Duration::from_secs(3));
+    let mut s = ns_sim(|_, t| t.head = Duration::from_secs(3));
     let c = s.accept();
     s.send(c, b"GET / HTTP/1.1\r\nHost: x\r\n");
     s.advance(Duration::from_secs(3));
@@ -305,7 +194,7 @@ fn slow_head_gets_408() {
 
 #[test]
 fn idle_keep_alive_closes_silently() {
-    let mut s = Sim::new(|_, t| t.idle = Duration::from_secs(2));
+    let mut s = ns_sim(|_, t| t.idle = Duration::from_secs(2));
     let c = s.accept();
     s.send(c, b"GET / HTTP/1.1\r\n\r\n");
     let up = s.connect_ok();
@@ -319,7 +208,7 @@ fn idle_keep_alive_closes_silently() {
 
 #[test]
 fn garbage_from_upstream_is_502() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(c, b"GET / HTTP/1.1\r\n\r\n");
     let up = s.connect_ok();
@@ -358,7 +247,7 @@ fn client_errors_get_their_status_and_nothing_goes_upstream() {
         ),
     ];
     for (name, bytes, status) in cases {
-        let mut s = Sim::new(|_, _| {});
+        let mut s = ns_sim(|_, _| {});
         let c = s.accept();
         s.send(c, bytes);
         let resp = s.take(c);
@@ -373,7 +262,7 @@ fn client_errors_get_their_status_and_nothing_goes_upstream() {
 
 #[test]
 fn stale_pooled_upstream_is_retried_once_on_a_new_connection() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(c, b"GET /1 HTTP/1.1\r\n\r\n");
     let up1 = s.connect_ok();
@@ -393,7 +282,7 @@ fn stale_pooled_upstream_is_retried_once_on_a_new_connection() {
 
 #[test]
 fn chunked_request_body_streams_upstream_verbatim() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\n";
     s.send(
@@ -412,7 +301,7 @@ fn chunked_request_body_streams_upstream_verbatim() {
 
 #[test]
 fn a_client_that_does_not_read_stops_the_upstream_reads() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let c = s.accept();
     s.send(c, b"GET /big HTTP/1.1\r\n\r\n");
     let up = s.connect_ok();
@@ -436,7 +325,7 @@ fn a_client_that_does_not_read_stops_the_upstream_reads() {
 
 #[test]
 fn rate_limit_answers_429() {
-    let mut s = Sim::new(|ns, _| {
+    let mut s = ns_sim(|ns, _| {
         ns.rate_limit = Some(RateLimit {
             base_limit: 2,
             base_window: Duration::from_secs(10),
@@ -457,7 +346,7 @@ fn rate_limit_answers_429() {
 
 #[test]
 fn connection_limit_per_ip() {
-    let mut s = Sim::new(|ns, _| ns.max_conns_per_ip = 2);
+    let mut s = ns_sim(|ns, _| ns.max_conns_per_ip = 2);
     let a = s.accept();
     let b = s.accept();
     let third = s.accept();
@@ -467,7 +356,7 @@ fn connection_limit_per_ip() {
 
 #[test]
 fn drain_waits_for_the_exchange_in_flight() {
-    let mut s = Sim::new(|_, _| {});
+    let mut s = ns_sim(|_, _| {});
     let idle = s.accept();
     let busy = s.accept();
     s.send(busy, b"GET / HTTP/1.1\r\n\r\n");
@@ -489,4 +378,22 @@ fn drain_waits_for_the_exchange_in_flight() {
     s.input(busy, Input::Eof);
     assert!(s.ep.is_drained());
     let _ = s.t0;
+}
+
+#[test]
+fn token_put_through_an_instance_proxy_is_403() {
+    let mut s = ns_sim(|_, _| {});
+    let c = s.accept();
+    s.send(
+        c,
+        b"PUT //latest/api/token/ HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n",
+    );
+    assert!(s.take(c).starts_with("HTTP/1.1 403 "));
+    assert!(s.connects.is_empty());
+    // Without the header the PUT goes through; a GET with the header too.
+    s.send(
+        c,
+        b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
+    );
+    assert_eq!(s.connects.len(), 1);
 }

@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 
-use super::error_page::{default_message, write_error, UPSTREAM_UNAVAILABLE};
+use super::error_page::{default_message, write_error, LOOKUP_UNAVAILABLE, UPSTREAM_UNAVAILABLE};
 use super::rewrite::IDENTITY_HEADERS;
+use crate::agent::request::not_found_message;
+use crate::cache::{Instance, LookupKey};
 use crate::endpoint::{ConnectError, Ctx, Input, SockId};
 use crate::http::{
-    write_request_head, write_response_head, Body, BodyDecoder, BodyKind, HeadScanner, Headers,
-    HttpError, Limits, Method, Rewrite, Version,
+    write_request_head, write_response_head, Body, BodyDecoder, BodyKind, HeadScanner, HttpError,
+    Limits, Method, RequestHead, Rewrite, Version,
 };
 
 /// Above this many unsent bytes towards one side, the other side is not read (back-pressure).
@@ -69,8 +71,7 @@ struct Exchange {
     started: Instant,
     /// `GET /path HTTP/1.1`, for the access log.
     line: String,
-    method: Method,
-    request_headers: Headers,
+    head: RequestHead,
     req_body: BodyDecoder,
     resp: Resp,
     /// The response head has gone to the client: errors can no longer be answered.
@@ -82,7 +83,16 @@ struct Exchange {
     body_len: u64,
     /// Activity deadline: connect, then response.
     deadline: Instant,
-    replay: Option<BytesMut>,
+    /// Fields this hop adds (identity), kept to encode the head again for a replay.
+    fields: Vec<(&'static str, Vec<u8>)>,
+    /// Raw request body bytes forwarded so far, for a replay; `None` once too large.
+    replay_body: Option<BytesMut>,
+    /// The agent's lookup key, and whether its answer came from the cache.
+    key: Option<LookupKey>,
+    from_cache: bool,
+    /// The retry past the cache after the metadata server's 404 was made.
+    retried_lookup: bool,
+    /// `None` while the agent resolves the instance.
     up: Option<Upstream>,
 }
 
@@ -109,8 +119,18 @@ enum Phase {
 pub(crate) enum Plan {
     /// Send it upstream with these fields added (after the identity fields were removed).
     Forward(Vec<(&'static str, Vec<u8>)>),
+    /// Find the instance first (agent), then forward.
+    Lookup(LookupKey),
     /// Answer locally with an error.
     Refuse(u16, String),
+}
+
+/// How a lookup started.
+pub(crate) enum LookupStart {
+    /// Answered at once: the instance (if any) and whether it came from the cache.
+    Done(Option<Instance>, bool),
+    /// A backend query runs; [`Conn::on_lookup`] follows.
+    Pending,
 }
 
 /// One accepted client connection.
@@ -409,53 +429,112 @@ impl Conn {
         let mut x = Box::new(Exchange {
             started: now,
             line,
-            method: head.method,
-            request_headers: head.headers.clone(),
             req_body: BodyDecoder::new(head.body),
+            head,
             resp: Resp::AwaitingHead,
             resp_started: false,
             client_keep_alive,
             upstream_keep_alive: false,
             status: 0,
             body_len: 0,
-            deadline: now + ctx.cfg.timeouts.connect,
-            replay: None,
+            deadline: now + ctx.cfg.timeouts.response,
+            fields: Vec::new(),
+            replay_body: Some(BytesMut::new()),
+            key: None,
+            from_cache: false,
+            retried_lookup: false,
             up: None,
         });
         match plan {
             Plan::Refuse(status, message) => {
                 // The body (if any) is not read: the connection cannot continue after it.
-                let keep = client_keep_alive && matches!(head.body, BodyKind::Empty);
+                let keep = client_keep_alive && x.req_body.is_done();
                 self.answer(now, &mut x, status, &message, "", keep, ctx);
-                true
             }
-            Plan::Forward(add) => {
-                let add: Vec<(&str, &[u8])> = add.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-                let rw = Rewrite {
-                    remove: IDENTITY_HEADERS,
-                    strip_hop_by_hop: true,
-                    add: &add,
-                };
-                let mut head_bytes = Vec::with_capacity(512);
-                write_request_head(&head, &rw, &mut head_bytes);
-                let (sock, reused) = ctx.acquire_upstream(self.client);
-                let up = Upstream {
-                    sock,
-                    connected: reused,
-                    reused,
-                    inbuf: BytesMut::new(),
-                    out: BytesMut::from(&head_bytes[..]),
-                    eof: false,
-                };
-                if reused {
-                    x.deadline = now + ctx.cfg.timeouts.response;
-                    x.replay = Some(BytesMut::from(&head_bytes[..]));
-                }
-                x.up = Some(up);
+            Plan::Forward(fields) => {
+                x.fields = fields;
+                relay(now, &mut x, self.client, ctx);
                 self.phase = Phase::Exchange(x);
-                true
+            }
+            Plan::Lookup(key) => {
+                x.key = Some(key);
+                self.phase = Phase::Exchange(x);
+                self.resolve(now, false, ctx);
             }
         }
+        true
+    }
+
+    /// Starts (or restarts, past the cache) the lookup of the current exchange's key.
+    fn resolve(&mut self, now: Instant, skip_cache: bool, ctx: &mut Ctx) {
+        let Phase::Exchange(x) = &mut self.phase else {
+            return;
+        };
+        let Some(key) = x.key else { return };
+        match ctx.lookup(now, key, self.client, skip_cache) {
+            LookupStart::Done(found, from_cache) => {
+                self.resolved(now, key, Ok(found), from_cache, ctx)
+            }
+            LookupStart::Pending => {}
+        }
+    }
+
+    /// The backend answered the lookup of `key`: forward, or answer 404 / 503.
+    pub(crate) fn on_lookup(
+        &mut self,
+        now: Instant,
+        key: LookupKey,
+        result: Result<Option<Instance>, String>,
+        ctx: &mut Ctx,
+    ) {
+        self.resolved(now, key, result, false, ctx);
+        self.progress(now, ctx);
+    }
+
+    fn resolved(
+        &mut self,
+        now: Instant,
+        key: LookupKey,
+        result: Result<Option<Instance>, String>,
+        from_cache: bool,
+        ctx: &mut Ctx,
+    ) {
+        let Phase::Exchange(x) = &mut self.phase else {
+            return;
+        };
+        if x.key != Some(key) || x.up.is_some() {
+            return; // a late answer for a request that has moved on
+        }
+        match result {
+            Ok(Some(instance)) => {
+                x.fields = ctx.identity_fields(key.ip, &instance);
+                x.from_cache = from_cache;
+                relay(now, x, self.client, ctx);
+            }
+            Ok(None) => {
+                let msg = not_found_message(&key.scope);
+                self.local_error(now, 404, &msg, "", ctx);
+            }
+            Err(why) => {
+                let why = format!("lookup failed: {why}");
+                self.local_error(now, 503, LOOKUP_UNAVAILABLE, &why, ctx);
+            }
+        }
+    }
+
+    /// Answers the current exchange locally with an error, before anything went upstream.
+    fn local_error(&mut self, now: Instant, status: u16, msg: &str, why: &str, ctx: &mut Ctx) {
+        let Some(mut x) = self.take_exchange() else {
+            return;
+        };
+        let keep = x.client_keep_alive && x.req_body.is_done();
+        if let Some(up) = x.up.take() {
+            ctx.close(up.sock);
+        }
+        if !why.is_empty() {
+            log::warn!("{} {why}", self.peer_text);
+        }
+        self.answer(now, &mut x, status, msg, why, keep, ctx);
     }
 
     /// In `Exchange`: forward request body, read the response, finish.
@@ -464,7 +543,7 @@ impl Conn {
             return false;
         };
         let limits = ctx.cfg.limits;
-        // Request body → upstream.
+        // Request body → upstream (or into memory, to answer locally).
         while !x.req_body.is_done() {
             let Some(up) = x.up.as_mut() else { break };
             if up.out.len() >= HIGH_WATER {
@@ -474,11 +553,11 @@ impl Conn {
                 Ok((0, None)) => break,
                 Ok((n, _)) => {
                     up.out.extend_from_slice(&self.inbuf[..n]);
-                    if let Some(r) = x.replay.as_mut() {
+                    if let Some(r) = x.replay_body.as_mut() {
                         if r.len() + n <= MAX_REPLAY {
                             r.extend_from_slice(&self.inbuf[..n]);
                         } else {
-                            x.replay = None;
+                            x.replay_body = None;
                         }
                     }
                     self.inbuf.advance(n);
@@ -502,11 +581,38 @@ impl Conn {
         // Response head.
         while let Resp::AwaitingHead = x.resp {
             let mut scanner = HeadScanner::new();
-            match scanner.parse_response(&up.inbuf, x.method, &RESPONSE_LIMITS) {
+            match scanner.parse_response(&up.inbuf, x.head.method, &RESPONSE_LIMITS) {
                 Ok(Some((head, n))) => {
                     up.inbuf.advance(n);
                     if head.status == 101 {
                         return self.bad_upstream(now, "upstream switched protocols", ctx);
+                    }
+                    if let Some(key) = x.key {
+                        if head.status == 404
+                            && x.from_cache
+                            && !x.retried_lookup
+                            && x.req_body.is_done()
+                            && x.replay_body.is_some()
+                        {
+                            // The cached instance may be stale (IP reused, Neutron LP#1868867):
+                            // ask the backend again, once, before believing the 404.
+                            log::info!(
+                                "{} metadata server does not know the cached instance for {}; looking it up again",
+                                self.peer_text, key.ip
+                            );
+                            if let Some(up) = x.up.take() {
+                                ctx.close(up.sock);
+                            }
+                            x.retried_lookup = true;
+                            self.resolve(now, true, ctx);
+                            return true;
+                        }
+                        if head.status == 403 {
+                            log::warn!(
+                                "{} the metadata server answered 403 Forbidden: the shared secrets of agent and server likely differ",
+                                self.peer_text
+                            );
+                        }
                     }
                     let informational = head.status < 200;
                     if !informational {
@@ -661,11 +767,11 @@ impl Conn {
         keep: bool,
         ctx: &mut Ctx,
     ) {
-        let head_only = x.method == Method::Head;
+        let head_only = x.head.method == Method::Head;
         x.body_len = write_error(
             status,
             msg,
-            Some(&x.request_headers),
+            Some(&x.head.headers),
             head_only,
             !keep,
             &mut self.out,
@@ -725,25 +831,63 @@ fn release(now: Instant, mut x: Box<Exchange>, ctx: &mut Ctx, reusable: bool) {
     }
 }
 
+/// Sends the exchange upstream: encodes its head with the hop's fields, takes a pooled or new
+/// connection, and queues the head (and any body bytes already read).
+fn relay(now: Instant, x: &mut Exchange, owner: SockId, ctx: &mut Ctx) {
+    let (sock, reused) = ctx.acquire_upstream(owner);
+    x.deadline = now
+        + if reused {
+            ctx.cfg.timeouts.response
+        } else {
+            ctx.cfg.timeouts.connect
+        };
+    x.up = Some(Upstream {
+        sock,
+        connected: reused,
+        reused,
+        inbuf: BytesMut::new(),
+        out: request_bytes(x),
+        eof: false,
+    });
+}
+
+/// The head as this hop sends it, followed by the body bytes read so far.
+fn request_bytes(x: &Exchange) -> BytesMut {
+    let add: Vec<(&str, &[u8])> = x.fields.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+    let rw = Rewrite {
+        remove: IDENTITY_HEADERS,
+        strip_hop_by_hop: true,
+        add: &add,
+    };
+    let mut head = Vec::with_capacity(512);
+    write_request_head(&x.head, &rw, &mut head);
+    let mut out = BytesMut::from(&head[..]);
+    if let Some(body) = &x.replay_body {
+        out.extend_from_slice(body);
+    }
+    out
+}
+
 /// A failure on a reused upstream before any response byte is most likely the pooled
 /// connection having been closed by the other end: replay the request once on a new one.
 fn retry(x: &mut Exchange, owner: SockId, ctx: &mut Ctx) -> bool {
-    let (Some(up), Some(replay)) = (x.up.as_mut(), x.replay.take()) else {
+    let Some(up) = x.up.as_ref() else {
         return false;
     };
-    if !up.reused || !up.inbuf.is_empty() {
+    if !up.reused || !up.inbuf.is_empty() || x.replay_body.is_none() {
         return false;
     }
+    let out = request_bytes(x);
     ctx.close(up.sock);
     let sock = ctx.connect_upstream(owner);
-    *up = Upstream {
+    x.up = Some(Upstream {
         sock,
         connected: false,
         reused: false,
         inbuf: BytesMut::new(),
-        out: replay,
+        out,
         eof: false,
-    };
+    });
     true
 }
 

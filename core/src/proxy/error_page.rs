@@ -9,6 +9,10 @@ use crate::http::{reason_phrase, write_simple_response, Headers};
 pub const UPSTREAM_UNAVAILABLE: &str =
     "The remote metadata server is temporarily unavailable. Please try again later.";
 
+/// What the agent answers when its lookup backend (Neutron, Keystone) fails.
+pub const LOOKUP_UNAVAILABLE: &str =
+    "The metadata agent could not look up the instance. Please try again later.";
+
 /// The message for a status when the caller has nothing more specific to say.
 pub fn default_message(status: u16) -> &'static str {
     match status {

@@ -1,0 +1,7 @@
+//! The metadata agent's decisions: which instance a proxied request comes from.
+
+pub(crate) mod request;
+pub mod static_map;
+
+pub use request::mac_from_eui64;
+pub use static_map::{MapError, StaticMap};

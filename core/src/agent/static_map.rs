@@ -1,0 +1,338 @@
+//! The `static` lookup backend: Neutron's port model written down in a TOML file, for clouds
+//! (and appliances) that want no Neutron API round trip.
+//!
+//! ```toml
+//! [[router]]
+//! id = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6"
+//! networks = ["9c2b1a4e-0000-4000-8000-000000000001"]
+//!
+//! [[port]]
+//! network = "9c2b1a4e-0000-4000-8000-000000000001"
+//! ip = "10.0.0.5"                       # or: ips = ["10.0.0.5", "fd00::5"]
+//! mac = "fa:16:3e:00:00:05"             # optional; used for IPv6 link-local clients
+//! device_id = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01"
+//! project_id = "8f14e45fceea167a5a36dedd4bea2543"
+//! ```
+//!
+//! Resolution follows Neutron's agent: a router scope means "the networks of its interfaces",
+//! and exactly one port with that fixed IP (or MAC) on those networks is the instance; zero or
+//! several matches are "not found".
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::Deserialize;
+
+use crate::cache::{Instance, LookupKey, Scope, Uuid};
+
+/// A parse error with the 1-based line it was found on (0 when unknown).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapError {
+    /// Line of the first error, 1-based; 0 if the error is not tied to a line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for MapError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line > 0 {
+            write!(f, "line {}: {}", self.line, self.message)
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+impl std::error::Error for MapError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    router: Vec<RouterEntry>,
+    #[serde(default)]
+    port: Vec<PortEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterEntry {
+    id: String,
+    #[serde(default)]
+    networks: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortEntry {
+    network: String,
+    ip: Option<IpAddr>,
+    #[serde(default)]
+    ips: Vec<IpAddr>,
+    mac: Option<String>,
+    device_id: String,
+    project_id: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Port {
+    network: Uuid,
+    ips: Vec<IpAddr>,
+    mac: Option<[u8; 6]>,
+    instance: Instance,
+}
+
+/// A parsed static map, ready to answer lookups.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StaticMap {
+    routers: BTreeMap<Uuid, Vec<Uuid>>,
+    ports: Vec<Port>,
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (either case).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+/// The line (1-based) a byte offset falls on.
+pub fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
+    Uuid::parse(s.as_bytes()).ok_or_else(|| format!("{what} {s:?} is not a UUID"))
+}
+
+impl StaticMap {
+    /// Parses the TOML text of a static map. Errors name the line of the first problem.
+    pub fn parse(text: &str) -> Result<StaticMap, MapError> {
+        let file: File = toml::from_str(text).map_err(|e| MapError {
+            line: e.span().map_or(0, |s| line_of(text, s.start)),
+            message: e.message().to_owned(),
+        })?;
+        // Semantic errors carry the line of the entry's id, found by searching the text.
+        let at = |needle: &str, message: String| MapError {
+            line: text.find(needle).map_or(0, |o| line_of(text, o)),
+            message,
+        };
+        let mut map = StaticMap::default();
+        for r in file.router {
+            let id = uuid(&r.id, "router id").map_err(|m| at(&r.id, m))?;
+            let nets = r
+                .networks
+                .iter()
+                .map(|n| uuid(n, "network").map_err(|m| at(n, m)))
+                .collect::<Result<Vec<_>, _>>()?;
+            if map.routers.insert(id, nets).is_some() {
+                return Err(at(&r.id, format!("router {} is listed twice", r.id)));
+            }
+        }
+        for p in file.port {
+            let network = uuid(&p.network, "port network").map_err(|m| at(&p.device_id, m))?;
+            let mut ips = p.ips;
+            ips.extend(p.ip);
+            let mac = match &p.mac {
+                Some(m) => Some(
+                    parse_mac(m)
+                        .ok_or_else(|| at(m, format!("mac {m:?} is not aa:bb:cc:dd:ee:ff")))?,
+                ),
+                None => None,
+            };
+            if ips.is_empty() && mac.is_none() {
+                return Err(at(
+                    &p.device_id,
+                    format!("port of {} has neither ip, ips nor mac", p.device_id),
+                ));
+            }
+            map.ports.push(Port {
+                network,
+                ips,
+                mac,
+                instance: Instance {
+                    instance_id: p.device_id,
+                    project_id: p.project_id,
+                },
+            });
+        }
+        Ok(map)
+    }
+
+    /// Number of ports in the map.
+    pub fn ports(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// The instance behind `key`; with `mac`, the port is matched by MAC instead of IP (IPv6
+    /// link-local clients, whose address embeds the MAC).
+    pub fn resolve(&self, key: &LookupKey, mac: Option<[u8; 6]>) -> Option<Instance> {
+        let networks: &[Uuid] = match &key.scope {
+            Scope::Network(n) => std::slice::from_ref(n),
+            Scope::Router(r) => self.routers.get(r)?,
+        };
+        let mut found = self.ports.iter().filter(|p| {
+            networks.contains(&p.network)
+                && match mac {
+                    Some(m) => p.mac == Some(m),
+                    None => p.ips.contains(&key.ip),
+                }
+        });
+        let first = found.next()?;
+        if found.next().is_some() {
+            log::warn!(
+                "static map: several ports match {} in {:?}; treating as not found",
+                key.ip,
+                key.scope
+            );
+            return None;
+        }
+        Some(first.instance.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAP: &str = r#"
+[[router]]
+id = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6"
+networks = ["9c2b1a4e-0000-4000-8000-000000000001", "9c2b1a4e-0000-4000-8000-000000000002"]
+
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000001"
+ip = "10.0.0.5"
+mac = "fa:16:3e:00:00:05"
+device_id = "inst-a"
+project_id = "proj-a"
+
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000002"
+ips = ["10.0.1.7", "fd00::7"]
+device_id = "inst-b"
+project_id = "proj-b"
+
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000003"
+ip = "10.0.0.5"
+device_id = "inst-c"
+project_id = "proj-c"
+"#;
+
+    fn key(scope: Scope, ip: &str) -> LookupKey {
+        LookupKey {
+            scope,
+            ip: ip.parse().unwrap(),
+        }
+    }
+
+    fn router() -> Scope {
+        Scope::Router(Uuid::parse(b"5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6").unwrap())
+    }
+
+    fn net(n: u8) -> Scope {
+        Scope::Network(
+            Uuid::parse(format!("9c2b1a4e-0000-4000-8000-00000000000{n}").as_bytes()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn router_scope_searches_its_interface_networks_only() {
+        let m = StaticMap::parse(MAP).unwrap();
+        assert_eq!(
+            m.resolve(&key(router(), "10.0.0.5"), None)
+                .unwrap()
+                .instance_id,
+            "inst-a"
+        );
+        assert_eq!(
+            m.resolve(&key(router(), "fd00::7"), None)
+                .unwrap()
+                .project_id,
+            "proj-b"
+        );
+        assert_eq!(m.resolve(&key(router(), "10.9.9.9"), None), None);
+        // The same IP on a network the router does not have is someone else's.
+        assert_eq!(
+            m.resolve(&key(net(3), "10.0.0.5"), None)
+                .unwrap()
+                .instance_id,
+            "inst-c"
+        );
+    }
+
+    #[test]
+    fn unknown_router_is_not_found() {
+        let m = StaticMap::parse(MAP).unwrap();
+        let other = Scope::Router(Uuid(7));
+        assert_eq!(m.resolve(&key(other, "10.0.0.5"), None), None);
+    }
+
+    #[test]
+    fn mac_matching_for_link_local_clients() {
+        let m = StaticMap::parse(MAP).unwrap();
+        let mac = parse_mac("FA:16:3E:00:00:05");
+        let found = m
+            .resolve(&key(router(), "fe80::f816:3eff:fe00:5"), mac)
+            .unwrap();
+        assert_eq!(found.instance_id, "inst-a");
+    }
+
+    #[test]
+    fn two_matching_ports_are_not_found() {
+        let dup = format!(
+            "{MAP}\n[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\nip = \"10.0.0.5\"\ndevice_id = \"x\"\nproject_id = \"y\"\n"
+        );
+        let m = StaticMap::parse(&dup).unwrap();
+        assert_eq!(m.resolve(&key(router(), "10.0.0.5"), None), None);
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let typo = "[[router]]\nid = \"5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6\"\nnetwork = []\n";
+        let e = StaticMap::parse(typo).unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("network"), "{e}");
+        let bad_ip = "[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\nip = \"10.0.0.300\"\ndevice_id = \"a\"\nproject_id = \"b\"\n";
+        assert_eq!(StaticMap::parse(bad_ip).unwrap_err().line, 3);
+        let bad_uuid = "[[router]]\nid = \"r1\"\n";
+        let e = StaticMap::parse(bad_uuid).unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let no_addr = "[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\ndevice_id = \"dev\"\nproject_id = \"b\"\n";
+        assert!(StaticMap::parse(no_addr)
+            .unwrap_err()
+            .message
+            .contains("neither"));
+    }
+
+    #[test]
+    fn mac_parsing() {
+        assert_eq!(
+            parse_mac("fa:16:3e:00:00:05"),
+            Some([0xfa, 0x16, 0x3e, 0, 0, 5])
+        );
+        for bad in [
+            "fa:16:3e:00:00",
+            "fa:16:3e:00:00:05:06",
+            "fa:16:3e:00:00:5",
+            "zz:16:3e:00:00:05",
+            "",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+        }
+    }
+}
