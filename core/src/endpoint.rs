@@ -13,9 +13,12 @@ use std::time::{Duration, Instant};
 use std::num::NonZeroUsize;
 
 use crate::agent::request::lookup_key;
-use crate::agent::{mac_from_eui64, StaticMap};
-use crate::cache::{Instance, LookupCache, LookupKey, Scope};
+use crate::agent::StaticMap;
+use crate::cache::{Instance, Lookup, LookupCache, LookupKey, Scope};
 use crate::http::{Limits, Method, RequestHead};
+use crate::lookup::{
+    mac_from_eui64, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId,
+};
 use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::canonical_ip;
@@ -135,6 +138,8 @@ pub struct AgentConfig {
 pub enum Backend {
     /// A map from a file (see [`StaticMap`]); answers at once, so it bypasses the cache.
     Static(StaticMap),
+    /// Neutron's API (Keystone-authenticated), behind the cache.
+    Neutron(NeutronConfig),
 }
 
 /// New data for a running endpoint (the runtime reads files; the core only takes values).
@@ -200,6 +205,8 @@ enum Owner {
     Upstream(SockId),
     /// An idle upstream in the pool.
     Pooled,
+    /// A connection of the Neutron client.
+    Backend(ReqId),
 }
 
 /// The parts of an endpoint that connections share. Connections reach them through
@@ -216,6 +223,9 @@ pub(crate) struct Ctx {
     rate: Option<RateLimiter>,
     /// The agent's cache; waiters are client connection ids.
     cache: Option<LookupCache<SockId>>,
+    neutron: Option<NeutronClient>,
+    /// The Neutron client's connections and the sockets carrying them.
+    backend_socks: BTreeMap<ReqId, SockId>,
     /// Sockets pooled during the current mutation, whose idle timers are still to be armed.
     released: Vec<SockId>,
 }
@@ -278,20 +288,33 @@ impl Ctx {
         &mut self,
         now: Instant,
         key: LookupKey,
-        _waiter: SockId,
+        waiter: SockId,
         skip_cache: bool,
     ) -> LookupStart {
         let Role::Agent(agent) = &self.cfg.role else {
             return LookupStart::Done(None, false);
         };
-        if let (Some(cache), true) = (self.cache.as_mut(), skip_cache) {
+        if let Backend::Static(map) = &agent.backend {
+            let mac = match key.ip {
+                IpAddr::V6(v6) => mac_from_eui64(v6),
+                IpAddr::V4(_) => None,
+            };
+            return LookupStart::Done(map.resolve(&key, mac), false);
+        }
+        let (Some(cache), Some(client)) = (self.cache.as_mut(), self.neutron.as_mut()) else {
+            return LookupStart::Done(None, false);
+        };
+        if skip_cache {
             cache.invalidate(&key);
         }
-        let _ = now;
-        match &agent.backend {
-            Backend::Static(map) => {
-                LookupStart::Done(map.resolve(&key, mac_from_eui64(key.ip)), false)
+        match cache.lookup(now, key, waiter) {
+            Lookup::Hit(found) => LookupStart::Done(Some(found.clone()), true),
+            Lookup::Negative => LookupStart::Done(None, true),
+            Lookup::Query => {
+                client.query(now, key);
+                LookupStart::Pending
             }
+            Lookup::Queued => LookupStart::Pending,
         }
     }
 
@@ -384,8 +407,8 @@ pub struct Endpoint {
 impl Endpoint {
     /// A fresh endpoint with no sockets.
     pub fn new(_now: Instant, cfg: EndpointConfig) -> Self {
-        let (rate, cache) = match &cfg.role {
-            Role::NsProxy(c) => (c.rate_limit.map(RateLimiter::new), None),
+        let (rate, cache, neutron) = match &cfg.role {
+            Role::NsProxy(c) => (c.rate_limit.map(RateLimiter::new), None, None),
             Role::Agent(a) => (
                 None,
                 Some(LookupCache::new(
@@ -393,6 +416,10 @@ impl Endpoint {
                     a.cache_ttl,
                     a.negative_ttl,
                 )),
+                match &a.backend {
+                    Backend::Neutron(n) => Some(NeutronClient::new(n.clone())),
+                    Backend::Static(_) => None,
+                },
             ),
         };
         Endpoint {
@@ -405,6 +432,8 @@ impl Endpoint {
                 pool: Vec::new(),
                 rate,
                 cache,
+                neutron,
+                backend_socks: BTreeMap::new(),
                 released: Vec::new(),
             },
             conns: BTreeMap::new(),
@@ -426,11 +455,15 @@ impl Endpoint {
     /// Swaps in new data (SIGHUP): takes effect for the next request.
     pub fn reload(&mut self, _now: Instant, reload: Reload) {
         match (reload, &mut self.ctx.cfg.role) {
-            (Reload::StaticMap(map), Role::Agent(agent)) => {
+            (Reload::StaticMap(map), Role::Agent(agent))
+                if matches!(agent.backend, Backend::Static(_)) =>
+            {
                 log::info!("static map reloaded: {} ports", map.ports());
                 agent.backend = Backend::Static(map);
             }
-            (Reload::StaticMap(_), _) => log::warn!("ignoring a static map: not an agent"),
+            (Reload::StaticMap(_), _) => {
+                log::warn!("ignoring a static map: this endpoint has no static backend")
+            }
         }
     }
 
@@ -476,7 +509,65 @@ impl Endpoint {
                 self.ctx.close(sock);
                 self.set_deadline(sock, None);
             }
+            Some(Owner::Backend(req)) => {
+                if let Some(client) = self.ctx.neutron.as_mut() {
+                    client.handle(now, req, input);
+                }
+            }
             None => {}
+        }
+        self.pump_backend(now);
+    }
+
+    /// Carries out what the Neutron client asks for and hands its answers to the waiting
+    /// connections (which may start new queries: loop until quiet).
+    fn pump_backend(&mut self, now: Instant) {
+        loop {
+            let Some(client) = self.ctx.neutron.as_mut() else {
+                return;
+            };
+            let actions: Vec<ClientAction> = std::iter::from_fn(|| client.poll_action()).collect();
+            for a in actions {
+                match a {
+                    ClientAction::Connect(req, target) => {
+                        let sock = self.ctx.new_id();
+                        self.ctx.owners.insert(sock, Owner::Backend(req));
+                        self.ctx.backend_socks.insert(req, sock);
+                        self.ctx.actions.push_back(Action::Connect { sock, target });
+                    }
+                    ClientAction::Close(req) => {
+                        if let Some(sock) = self.ctx.backend_socks.remove(&req) {
+                            self.ctx.close(sock);
+                        }
+                    }
+                }
+            }
+            let Some(client) = self.ctx.neutron.as_mut() else {
+                return;
+            };
+            for (&req, &sock) in &self.ctx.backend_socks {
+                if !client.pending_write(req).is_empty() || client.wants_read(req) {
+                    self.wakes.insert(sock);
+                }
+            }
+            let Some(event) = client.poll_event() else {
+                return;
+            };
+            let (key, result) = match event {
+                ClientEvent::Answer(key, found) => (key, Ok(found)),
+                ClientEvent::Failed(key, why) => (key, Err(why)),
+            };
+            let Some(cache) = self.ctx.cache.as_mut() else {
+                return;
+            };
+            let waiters = match &result {
+                Ok(found) => cache.complete(now, key, found.clone()),
+                Err(_) => cache.fail(&key),
+            };
+            for w in waiters {
+                let r = result.clone();
+                self.with_conn(now, w, |c, ctx| c.on_lookup(now, key, r, ctx));
+            }
         }
     }
 
@@ -496,6 +587,12 @@ impl Endpoint {
                 self.ctx.close(key);
             }
         }
+        if let Some(client) = self.ctx.neutron.as_mut() {
+            if client.poll_timeout().is_some_and(|t| t <= now) {
+                client.handle_timeout(now);
+            }
+        }
+        self.pump_backend(now);
     }
 
     /// Runs `f` on one connection and settles what it changed: wake-ups, timers, closing.
@@ -595,12 +692,17 @@ impl Endpoint {
         match self.ctx.owners.get(&sock)? {
             Owner::Client => self.conns.get(&sock),
             Owner::Upstream(key) => self.conns.get(key),
-            Owner::Pooled => None,
+            Owner::Pooled | Owner::Backend(_) => None,
         }
     }
 
     /// Bytes waiting to be written on `sock` (empty for unknown ids).
     pub fn pending_write(&self, sock: SockId) -> &[u8] {
+        if let (Some(Owner::Backend(req)), Some(client)) =
+            (self.ctx.owners.get(&sock), self.ctx.neutron.as_ref())
+        {
+            return client.pending_write(*req);
+        }
         self.conn_of(sock).map_or(&[], |c| c.pending_write(sock))
     }
 
@@ -609,6 +711,13 @@ impl Endpoint {
         let key = match self.ctx.owners.get(&sock) {
             Some(Owner::Client) => sock,
             Some(Owner::Upstream(key)) => *key,
+            Some(Owner::Backend(req)) => {
+                if let Some(client) = self.ctx.neutron.as_mut() {
+                    client.consume_write(*req, n);
+                }
+                self.pump_backend(now);
+                return;
+            }
             _ => return,
         };
         self.with_conn(now, key, |c, ctx| c.consume_write(now, sock, n, ctx));
@@ -618,6 +727,11 @@ impl Endpoint {
     pub fn wants_read(&self, sock: SockId) -> bool {
         match self.ctx.owners.get(&sock) {
             Some(Owner::Pooled) => true,
+            Some(Owner::Backend(req)) => self
+                .ctx
+                .neutron
+                .as_ref()
+                .is_some_and(|c| c.wants_read(*req)),
             Some(_) => self
                 .conn_of(sock)
                 .is_some_and(|c| c.wants_read(sock, &self.ctx)),
@@ -627,7 +741,16 @@ impl Endpoint {
 
     /// The earliest deadline; call after draining actions, before blocking.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|(when, _)| *when)
+        let conns = self.timers.first().map(|(when, _)| *when);
+        let backend = self
+            .ctx
+            .neutron
+            .as_ref()
+            .and_then(NeutronClient::poll_timeout);
+        match (conns, backend) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Graceful shutdown: idle connections close now, busy ones after their current exchange.

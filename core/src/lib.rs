@@ -21,6 +21,8 @@ pub mod agent;
 pub mod cache;
 pub mod endpoint;
 pub mod http;
+pub mod lookup;
+pub mod metadata;
 pub mod proxy;
 pub mod sign;
 

@@ -3,5 +3,4 @@
 pub(crate) mod request;
 pub mod static_map;
 
-pub use request::mac_from_eui64;
 pub use static_map::{MapError, StaticMap};

@@ -63,19 +63,6 @@ pub(crate) fn not_found_message(scope: &Scope) -> String {
     }
 }
 
-/// The MAC embedded in an IPv6 link-local address built by EUI-64 (`fe80::/64` with `ff:fe` in
-/// the middle of the interface ID): how Neutron identifies IPv6 clients whose address it does
-/// not store.
-pub fn mac_from_eui64(ip: IpAddr) -> Option<[u8; 6]> {
-    let IpAddr::V6(v6) = ip else { return None };
-    let o = v6.octets();
-    let link_local = o[0] == 0xfe && (o[1] & 0xc0) == 0x80;
-    if !link_local || o[11] != 0xff || o[12] != 0xfe {
-        return None;
-    }
-    Some([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,17 +109,5 @@ mod tests {
             let err = key(&fields.replace(": R", &format!(": {R}"))).unwrap_err();
             assert!(err.contains(want), "{fields:?}: {err}");
         }
-    }
-
-    #[test]
-    fn eui64() {
-        let mac = mac_from_eui64("fe80::f816:3eff:fe00:5".parse().unwrap());
-        assert_eq!(mac, Some([0xfa, 0x16, 0x3e, 0x00, 0x00, 0x05]));
-        assert_eq!(
-            mac_from_eui64("fd00::f816:3eff:fe00:5".parse().unwrap()),
-            None
-        );
-        assert_eq!(mac_from_eui64("fe80::1".parse().unwrap()), None);
-        assert_eq!(mac_from_eui64("10.0.0.5".parse().unwrap()), None);
     }
 }

@@ -53,8 +53,11 @@ impl Headers {
             .map(|(_, v)| v)
     }
 
-    /// Every copy of `name`, in order.
-    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+    /// Every copy of `name`, in order. The values borrow only `self`, not `name`.
+    pub fn get_all<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s [u8]> + use<'s, 'n> {
         self.fields()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
@@ -143,6 +146,16 @@ mod tests {
         let names: Vec<&str> = h.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["Host", "X-Thing", "x-thing", "Connection"]);
         assert!(Headers::default().is_empty());
+    }
+
+    #[test]
+    fn values_outlive_the_name_used_to_find_them() {
+        fn first<'h>(h: &'h Headers, name: &str) -> Option<&'h [u8]> {
+            h.get_all(name).next()
+        }
+        let h = headers(b"X-A: 1\r\n");
+        let v = first(&h, &String::from("x-a"));
+        assert_eq!(v, Some(&b"1"[..]));
     }
 
     #[test]

@@ -1,0 +1,961 @@
+//! The Neutron API lookup backend, as Neutron's metadata agent does it (reference §B2):
+//!
+//! 1. networks: `[N]` for a network-scoped request; for a router, the networks of its interface
+//!    ports (`GET /v2.0/ports?device_id=R&device_owner=…&fields=network_id`), cached for
+//!    `router_networks_ttl`.
+//! 2. the port: `GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=…` (by `mac_address` for
+//!    an IPv6 link-local client); exactly one port is the instance (`device_id`, `project_id`
+//!    or else `tenant_id`), none or several is "not found".
+//!
+//! With Keystone credentials, requests carry `X-Auth-Token`. One token is fetched at a time and
+//! shared by every query; it is reused until a safety margin before `expires_at`. A 401 from
+//! Neutron drops that token, re-authenticates once and retries that request once; a second 401
+//! fails the query.
+//!
+//! # Query states
+//!
+//! ```text
+//! state                    event                              next
+//! (new)                    router networks not cached         RouterNetworks
+//! (new)                    network scope / networks cached    Ports (no networks: Answer(None))
+//! any request              no usable token                    waiting for the token
+//! waiting for the token    token arrives / auth fails         the request / Failed
+//! RouterNetworks           2xx                                Ports (no networks: Answer(None))
+//! Ports                    2xx                                Answer
+//! RouterNetworks/Ports     401, first time for this request   waiting for the token (re-auth)
+//! RouterNetworks/Ports     401 again, other error, timeout    Failed
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+use serde::Deserialize;
+
+use super::exchange::{build_request, excerpt, Exchange, Progress, Response};
+use super::keystone::{parse_issued, safety_margin, CatalogChoice, KeystoneAuth};
+use super::url::{HttpTarget, Query};
+use super::{format_mac, mac_from_eui64};
+use crate::cache::{Instance, LookupKey, Scope, Uuid};
+use crate::endpoint::{ConnectError, Input, Target};
+use crate::http::Method;
+
+/// Router interface owners whose networks a router serves (neutron-lib `ROUTER_INTERFACE_OWNERS`).
+const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
+    "network:router_interface",
+    "network:ha_router_replicated_interface",
+    "network:router_interface_distributed",
+];
+
+/// Most routers whose networks are remembered (expired entries are dropped first).
+const MAX_ROUTERS: usize = 4096;
+
+/// A token is never reused for longer than this, whatever Keystone says.
+const MAX_TOKEN_REUSE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Longest `device_id` / `project_id` passed on: they become header values one hop later.
+const MAX_ID_LEN: usize = 255;
+
+/// Settings of the Neutron backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NeutronConfig {
+    /// Neutron's endpoint (`neutron_url`). `None`: take it from the Keystone catalog.
+    pub neutron: Option<HttpTarget>,
+    /// Keystone credentials; `None` sends no token (a `noauth` Neutron, tests).
+    pub keystone: Option<KeystoneAuth>,
+    /// Which catalog endpoint to use: `public` (default), `internal` or `admin`; the old
+    /// `publicURL` spellings are accepted.
+    pub interface: String,
+    /// Region whose catalog endpoint to use; `None` takes the first match.
+    pub region: Option<String>,
+    /// Each backend HTTP exchange (connect included) must finish within this.
+    pub timeout: Duration,
+    /// How long a router's list of networks is reused; zero asks every time.
+    pub router_networks_ttl: Duration,
+}
+
+impl NeutronConfig {
+    /// Default request timeout.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Default catalog interface (python-neutronclient's historical `publicURL`).
+    pub const DEFAULT_INTERFACE: &'static str = "public";
+    /// Default router-networks TTL (the lookup cache's positive TTL).
+    pub const DEFAULT_ROUTER_NETWORKS_TTL: Duration = Duration::from_secs(5);
+
+    /// A configuration with the defaults above.
+    pub fn new(neutron: Option<HttpTarget>, keystone: Option<KeystoneAuth>) -> Self {
+        NeutronConfig {
+            neutron,
+            keystone,
+            interface: Self::DEFAULT_INTERFACE.to_owned(),
+            region: None,
+            timeout: Self::DEFAULT_TIMEOUT,
+            router_networks_ttl: Self::DEFAULT_ROUTER_NETWORKS_TTL,
+        }
+    }
+}
+
+/// The client's own id for one backend HTTP exchange (the runtime maps it to a socket). Ids are
+/// never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ReqId(pub u64);
+
+/// Something the runtime must do for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientAction {
+    /// Open a connection to the target; report [`Input::Connected`] or
+    /// [`Input::ConnectFailed`] for this id, then write [`NeutronClient::pending_write`].
+    Connect(ReqId, Target),
+    /// Close this connection and forget the id; the client will not mention it again and the
+    /// runtime must not report on it again.
+    Close(ReqId),
+}
+
+/// The outcome of a [`NeutronClient::query`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Neutron answered: the instance, or `None` if no single port matched.
+    Answer(LookupKey, Option<Instance>),
+    /// The backend could not answer (unreachable, timeout, refused credentials, bad data).
+    /// The text is for the log.
+    Failed(LookupKey, String),
+}
+
+/// How the port is searched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PortFilter {
+    Ip(IpAddr),
+    Mac([u8; 6]),
+}
+
+impl PortFilter {
+    /// `with IP address 10.0.0.5` / `with MAC address fa:16:…` for log lines.
+    fn describe(&self) -> String {
+        match self {
+            PortFilter::Ip(ip) => format!("IP address {ip}"),
+            PortFilter::Mac(mac) => format!("MAC address {}", format_mac(*mac)),
+        }
+    }
+}
+
+/// Which of the two Neutron requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    RouterNetworks,
+    Ports,
+}
+
+/// One [`NeutronClient::query`] in progress.
+#[derive(Debug)]
+struct QueryState {
+    filter: PortFilter,
+    /// Known once the network scope or the router's interfaces are.
+    networks: Option<Vec<String>>,
+    /// The current request already had its one 401 retry.
+    retried: bool,
+    /// Generation of the token the current request carries (0 = none).
+    token_gen: u64,
+}
+
+/// What an exchange is for.
+#[derive(Clone, Copy, Debug)]
+enum Purpose {
+    Auth,
+    Neutron(LookupKey, Step),
+}
+
+#[derive(Debug)]
+struct Pending {
+    purpose: Purpose,
+    ex: Exchange,
+    /// When the request was started (a token's lifetime counts from here).
+    started: Instant,
+    /// `GET http://host/path` for log lines (no query string, no credentials).
+    what: String,
+}
+
+struct Token {
+    value: String,
+    gen: u64,
+    usable_until: Instant,
+    neutron: HttpTarget,
+}
+
+enum TokenState {
+    Absent,
+    Fetching,
+    Valid(Token),
+}
+
+/// Where and how to send a Neutron request.
+#[derive(Clone, Debug)]
+struct Creds {
+    target: HttpTarget,
+    token: Option<String>,
+    gen: u64,
+}
+
+enum CredState {
+    Ready(Creds),
+    Wait,
+    Error(String),
+}
+
+/// Sans-IO Neutron API client. See the [module docs](self).
+///
+/// Driving it: after every `query`, `handle` or `handle_timeout`, drain
+/// [`poll_action`](Self::poll_action) and [`poll_event`](Self::poll_event), write
+/// [`pending_write`](Self::pending_write) of every connected id, then re-arm the timer from
+/// [`poll_timeout`](Self::poll_timeout).
+pub struct NeutronClient {
+    cfg: NeutronConfig,
+    next_req: u64,
+    exchanges: BTreeMap<ReqId, Pending>,
+    queries: BTreeMap<LookupKey, QueryState>,
+    token: TokenState,
+    /// Bumped for each new token, so a 401 only drops the token it was about.
+    token_gen: u64,
+    /// Queries waiting for a token, in arrival order.
+    token_waiters: VecDeque<LookupKey>,
+    /// Router → (its networks, reusable until).
+    routers: BTreeMap<Uuid, (Vec<String>, Instant)>,
+    actions: VecDeque<ClientAction>,
+    events: VecDeque<ClientEvent>,
+    auths: u64,
+    neutron_requests: u64,
+}
+
+impl std::fmt::Debug for NeutronClient {
+    /// Never prints the token or the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = match &self.token {
+            TokenState::Absent => "absent",
+            TokenState::Fetching => "fetching",
+            TokenState::Valid(_) => "valid",
+        };
+        f.debug_struct("NeutronClient")
+            .field("cfg", &self.cfg)
+            .field("exchanges", &self.exchanges.len())
+            .field("queries", &self.queries.len())
+            .field("token", &token)
+            .field("routers", &self.routers.len())
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl NeutronClient {
+    /// A client with nothing in flight and no token yet.
+    pub fn new(cfg: NeutronConfig) -> Self {
+        NeutronClient {
+            cfg,
+            next_req: 0,
+            exchanges: BTreeMap::new(),
+            queries: BTreeMap::new(),
+            token: TokenState::Absent,
+            token_gen: 0,
+            token_waiters: VecDeque::new(),
+            routers: BTreeMap::new(),
+            actions: VecDeque::new(),
+            events: VecDeque::new(),
+            auths: 0,
+            neutron_requests: 0,
+        }
+    }
+
+    /// Starts resolving `key`. The caller guarantees one query per key at a time
+    /// (single-flight is in the cache); a second query for a key already in progress is
+    /// ignored, and the first one's event answers both.
+    ///
+    /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a link-local
+    /// address without an EUI-64 MAC, a cached router with no networks, no endpoint configured).
+    pub fn query(&mut self, now: Instant, key: LookupKey) {
+        if self.queries.contains_key(&key) {
+            warn!("lookup of {} on {:?} is already running", key.ip, key.scope);
+            return;
+        }
+        let filter = match port_filter(key.ip) {
+            Ok(f) => f,
+            Err(why) => {
+                warn!("{why}");
+                self.events.push_back(ClientEvent::Answer(key, None));
+                return;
+            }
+        };
+        self.queries.insert(
+            key,
+            QueryState {
+                filter,
+                networks: None,
+                retried: false,
+                token_gen: 0,
+            },
+        );
+        self.advance(now, key, None);
+    }
+
+    /// Something happened on exchange `req`'s connection. Unknown (closed) ids are ignored.
+    ///
+    /// May queue: `Close(req)` once the exchange is over (answered or failed), then what the
+    /// answer leads to (further `Connect`s, events).
+    pub fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
+        let Some(p) = self.exchanges.get_mut(&req) else {
+            return;
+        };
+        let progress = match input {
+            Input::Connected => {
+                p.ex.connected();
+                Progress::More
+            }
+            Input::Read(data) => p.ex.read(data),
+            Input::Eof => p.ex.eof(),
+            Input::ConnectFailed(ConnectError::Refused) => {
+                Progress::Failed("connection refused".into())
+            }
+            Input::ConnectFailed(ConnectError::Other) => Progress::Failed("connect failed".into()),
+            Input::Error => Progress::Failed("connection broke".into()),
+        };
+        match progress {
+            Progress::More => {}
+            Progress::Done(resp) => {
+                if let Some(p) = self.close(req) {
+                    self.on_response(now, p, resp);
+                }
+            }
+            Progress::Failed(why) => {
+                if let Some(p) = self.close(req) {
+                    self.on_failure(&p, &why);
+                }
+            }
+        }
+    }
+
+    /// Fails every exchange whose deadline is at or before `now`. Idempotent; early calls are
+    /// no-ops.
+    ///
+    /// May queue: `Close` for each expired exchange, `Failed` events, and `Connect`s of queries
+    /// that move on.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let expired: Vec<ReqId> = self
+            .exchanges
+            .iter()
+            .filter(|(_, p)| p.ex.deadline <= now)
+            .map(|(&id, _)| id)
+            .collect();
+        let why = format!("no complete answer within {:?}", self.cfg.timeout);
+        for req in expired {
+            if let Some(p) = self.close(req) {
+                self.on_failure(&p, &why);
+            }
+        }
+    }
+
+    /// The next thing for the runtime to do.
+    ///
+    /// Call after: `query`, `handle`, `handle_timeout`, until `None`.
+    pub fn poll_action(&mut self) -> Option<ClientAction> {
+        self.actions.pop_front()
+    }
+
+    /// The next finished query.
+    ///
+    /// Call after: `query`, `handle`, `handle_timeout`, until `None`.
+    pub fn poll_event(&mut self) -> Option<ClientEvent> {
+        self.events.pop_front()
+    }
+
+    /// Request bytes still to be written on `req`: empty until `Connected` was reported, and
+    /// for unknown ids.
+    ///
+    /// Call after: `handle(req, Connected)` and after each `consume_write(req, _)`.
+    pub fn pending_write(&self, req: ReqId) -> &[u8] {
+        self.exchanges
+            .get(&req)
+            .map_or(&[][..], |p| p.ex.pending_write())
+    }
+
+    /// `n` bytes of [`pending_write`](Self::pending_write) were written.
+    pub fn consume_write(&mut self, req: ReqId, n: usize) {
+        if let Some(p) = self.exchanges.get_mut(&req) {
+            p.ex.consume_write(n);
+        }
+    }
+
+    /// Whether the runtime should read `req`'s socket (connected and not finished).
+    pub fn wants_read(&self, req: ReqId) -> bool {
+        self.exchanges.get(&req).is_some_and(|p| p.ex.wants_read())
+    }
+
+    /// The earliest exchange deadline. Token and router-network expiry need no timer (they
+    /// are checked when used).
+    ///
+    /// Call after: draining `poll_action` / `poll_event`.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.exchanges.values().map(|p| p.ex.deadline).min()
+    }
+
+    /// Counters for tests and metrics: (Keystone authentications started, Neutron requests
+    /// started — router-network and port queries alike, retries included).
+    pub fn stats(&self) -> (u64, u64) {
+        (self.auths, self.neutron_requests)
+    }
+
+    /// Removes exchange `req` and tells the runtime to close its connection.
+    fn close(&mut self, req: ReqId) -> Option<Pending> {
+        let p = self.exchanges.remove(&req)?;
+        self.actions.push_back(ClientAction::Close(req));
+        Some(p)
+    }
+
+    fn finish(&mut self, ev: ClientEvent) {
+        let key = match &ev {
+            ClientEvent::Answer(k, _) | ClientEvent::Failed(k, _) => *k,
+        };
+        if let ClientEvent::Failed(_, why) = &ev {
+            debug!("lookup of {} on {:?} failed: {why}", key.ip, key.scope);
+        }
+        self.queries.remove(&key);
+        self.events.push_back(ev);
+    }
+
+    /// Sends the query's next request, or parks it until a token is there. `creds` are used
+    /// as given (a token just issued serves its waiters even if its reuse window is empty).
+    fn advance(&mut self, now: Instant, key: LookupKey, creds: Option<Creds>) {
+        let Some(q) = self.queries.get_mut(&key) else {
+            return;
+        };
+        let step = match (&q.networks, key.scope) {
+            (Some(_), _) => Step::Ports,
+            (None, Scope::Network(n)) => {
+                q.networks = Some(vec![n.to_string()]);
+                Step::Ports
+            }
+            (None, Scope::Router(r)) => match self.routers.get(&r) {
+                Some((nets, until)) if now < *until => {
+                    q.networks = Some(nets.clone());
+                    Step::Ports
+                }
+                _ => Step::RouterNetworks,
+            },
+        };
+        if step == Step::Ports && q.networks.as_ref().is_some_and(Vec::is_empty) {
+            warn!(
+                "Router {} has no interface networks; no instance with {}",
+                key.scope.id(),
+                q.filter.describe()
+            );
+            self.finish(ClientEvent::Answer(key, None));
+            return;
+        }
+        let creds = match creds {
+            Some(c) => c,
+            None => match self.credentials(now) {
+                CredState::Ready(c) => c,
+                CredState::Wait => {
+                    self.token_waiters.push_back(key);
+                    return;
+                }
+                CredState::Error(why) => {
+                    self.finish(ClientEvent::Failed(key, why));
+                    return;
+                }
+            },
+        };
+        self.send(now, key, step, creds);
+    }
+
+    /// A usable token (and Neutron's address), or the news that one is being fetched.
+    fn credentials(&mut self, now: Instant) -> CredState {
+        if self.cfg.keystone.is_none() {
+            return match &self.cfg.neutron {
+                Some(t) => CredState::Ready(Creds {
+                    target: t.clone(),
+                    token: None,
+                    gen: 0,
+                }),
+                None => CredState::Error(
+                    "neither neutron_url nor Keystone credentials are configured".into(),
+                ),
+            };
+        }
+        match &self.token {
+            TokenState::Valid(t) if now < t.usable_until => CredState::Ready(Creds {
+                target: t.neutron.clone(),
+                token: Some(t.value.clone()),
+                gen: t.gen,
+            }),
+            TokenState::Fetching => CredState::Wait,
+            TokenState::Valid(_) | TokenState::Absent => match self.start_auth(now) {
+                Ok(()) => CredState::Wait,
+                Err(why) => CredState::Error(why),
+            },
+        }
+    }
+
+    fn start_auth(&mut self, now: Instant) -> Result<(), String> {
+        let Some(ks) = &self.cfg.keystone else {
+            return Err("no Keystone credentials configured".into());
+        };
+        let body = ks.request_body()?;
+        let path = ks.token_path(self.cfg.neutron.is_some());
+        let request = build_request("POST", &ks.endpoint.host, &path, &[], Some(&body));
+        let what = format!(
+            "POST http://{}{}",
+            ks.endpoint.host,
+            path.split('?').next().unwrap_or_default()
+        );
+        let addr = ks.endpoint.addr;
+        debug!("authenticating with Keystone: {what}");
+        self.start(now, Purpose::Auth, Method::Post, request, addr, what);
+        self.token = TokenState::Fetching;
+        self.auths += 1;
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        now: Instant,
+        purpose: Purpose,
+        method: Method,
+        request: Vec<u8>,
+        addr: SocketAddr,
+        what: String,
+    ) {
+        self.next_req += 1;
+        let req = ReqId(self.next_req);
+        let deadline = now
+            .checked_add(self.cfg.timeout)
+            .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+            .unwrap_or(now);
+        self.exchanges.insert(
+            req,
+            Pending {
+                purpose,
+                ex: Exchange::new(method, request, deadline),
+                started: now,
+                what,
+            },
+        );
+        self.actions
+            .push_back(ClientAction::Connect(req, Target::Tcp(addr)));
+    }
+
+    fn send(&mut self, now: Instant, key: LookupKey, step: Step, creds: Creds) {
+        let Some(q) = self.queries.get_mut(&key) else {
+            return;
+        };
+        let mut query = Query::new();
+        match step {
+            Step::RouterNetworks => {
+                query.push("device_id", &key.scope.id().to_string());
+                for owner in ROUTER_INTERFACE_OWNERS {
+                    query.push("device_owner", owner);
+                }
+                query.push("fields", "network_id");
+            }
+            Step::Ports => {
+                match q.filter {
+                    PortFilter::Ip(ip) => query.push("fixed_ips", &format!("ip_address={ip}")),
+                    PortFilter::Mac(mac) => query.push("mac_address", &format_mac(mac)),
+                };
+                for n in q.networks.iter().flatten() {
+                    query.push("network_id", n);
+                }
+                for field in ["device_id", "project_id", "tenant_id"] {
+                    query.push("fields", field);
+                }
+            }
+        }
+        q.token_gen = creds.gen;
+        let path = format!("{}/v2.0/ports", creds.target.path_prefix);
+        let target = format!("{path}?{}", query.as_str());
+        let headers: Vec<(&str, &str)> = creds
+            .token
+            .as_deref()
+            .map(|t| ("X-Auth-Token", t))
+            .into_iter()
+            .collect();
+        let request = build_request("GET", &creds.target.host, &target, &headers, None);
+        let what = format!("GET http://{}{path}", creds.target.host);
+        self.neutron_requests += 1;
+        self.start(
+            now,
+            Purpose::Neutron(key, step),
+            Method::Get,
+            request,
+            creds.target.addr,
+            what,
+        );
+    }
+
+    fn on_failure(&mut self, p: &Pending, why: &str) {
+        match p.purpose {
+            Purpose::Auth => self.auth_failed(&format!("{}: {why}", p.what)),
+            Purpose::Neutron(key, _) => {
+                self.finish(ClientEvent::Failed(key, format!("{}: {why}", p.what)));
+            }
+        }
+    }
+
+    fn auth_failed(&mut self, why: &str) {
+        self.token = TokenState::Absent;
+        warn!("Keystone authentication failed: {why}");
+        for key in std::mem::take(&mut self.token_waiters) {
+            self.finish(ClientEvent::Failed(
+                key,
+                format!("Keystone authentication failed: {why}"),
+            ));
+        }
+    }
+
+    fn on_response(&mut self, now: Instant, p: Pending, resp: Response) {
+        match p.purpose {
+            Purpose::Auth => self.on_auth_response(now, &p, resp),
+            Purpose::Neutron(key, step) => self.on_neutron_response(now, &p, key, step, resp),
+        }
+    }
+
+    fn on_auth_response(&mut self, now: Instant, p: &Pending, resp: Response) {
+        if !(200..300).contains(&resp.status) {
+            let hint = if resp.status == 401 {
+                " (credentials refused)"
+            } else {
+                ""
+            };
+            let why = format!(
+                "{} answered {}{hint}: {}",
+                p.what,
+                resp.status,
+                excerpt(&resp.body)
+            );
+            return self.auth_failed(&why);
+        }
+        let choice = CatalogChoice {
+            interface: &self.cfg.interface,
+            region: self.cfg.region.as_deref(),
+        };
+        let catalog = self.cfg.neutron.is_none().then_some(choice);
+        let issued = match parse_issued(&resp.headers, &resp.body, catalog) {
+            Ok(i) => i,
+            Err(why) => return self.auth_failed(&why),
+        };
+        let neutron = match (&self.cfg.neutron, &issued.neutron_url) {
+            (Some(t), _) => t.clone(),
+            (None, Some(url)) => match HttpTarget::parse_ip_url(url) {
+                Ok(t) => t,
+                Err(why) => {
+                    let why = format!("unusable Neutron endpoint in the Keystone catalog: {why}");
+                    return self.auth_failed(&why);
+                }
+            },
+            (None, None) => return self.auth_failed("no Neutron endpoint"),
+        };
+        let reuse = issued
+            .lifetime
+            .saturating_sub(safety_margin(issued.lifetime))
+            .min(MAX_TOKEN_REUSE);
+        // Counted from when we asked: the token was issued after that, so this errs early.
+        let usable_until = p.started.checked_add(reuse).unwrap_or(p.started);
+        self.token_gen += 1;
+        info!(
+            "Keystone issued a token for {:?} (reused for {reuse:?}); Neutron at http://{}{}",
+            issued.lifetime, neutron.host, neutron.path_prefix
+        );
+        let creds = Creds {
+            target: neutron.clone(),
+            token: Some(issued.token.clone()),
+            gen: self.token_gen,
+        };
+        self.token = TokenState::Valid(Token {
+            value: issued.token,
+            gen: self.token_gen,
+            usable_until,
+            neutron,
+        });
+        for key in std::mem::take(&mut self.token_waiters) {
+            self.advance(now, key, Some(creds.clone()));
+        }
+    }
+
+    fn on_neutron_response(
+        &mut self,
+        now: Instant,
+        p: &Pending,
+        key: LookupKey,
+        step: Step,
+        resp: Response,
+    ) {
+        let has_keystone = self.cfg.keystone.is_some();
+        let Some(q) = self.queries.get_mut(&key) else {
+            return;
+        };
+        if resp.status == 401 && has_keystone && !q.retried {
+            q.retried = true;
+            let gen = q.token_gen;
+            if matches!(&self.token, TokenState::Valid(t) if t.gen == gen) {
+                info!("Neutron refused the token (401); authenticating again");
+                self.token = TokenState::Absent;
+            }
+            return self.advance(now, key, None);
+        }
+        if !(200..300).contains(&resp.status) {
+            let hint = match resp.status {
+                401 if has_keystone => " (a fresh token was refused too)",
+                401 => " (no Keystone credentials configured)",
+                _ => "",
+            };
+            let why = format!(
+                "{} answered {}{hint}: {}",
+                p.what,
+                resp.status,
+                excerpt(&resp.body)
+            );
+            return self.finish(ClientEvent::Failed(key, why));
+        }
+        q.retried = false;
+        match step {
+            Step::RouterNetworks => match router_networks(&resp.body) {
+                Ok(nets) => {
+                    q.networks = Some(nets.clone());
+                    if let Scope::Router(r) = key.scope {
+                        self.remember_router(now, r, nets);
+                    }
+                    self.advance(now, key, None);
+                }
+                Err(why) => self.finish(ClientEvent::Failed(
+                    key,
+                    format!("{}: router ports: {why}", p.what),
+                )),
+            },
+            Step::Ports => {
+                let filter = q.filter;
+                let nets = q.networks.as_deref().unwrap_or_default().join(", ");
+                let ev = match choose_port(&resp.body, &nets, &filter) {
+                    Ok(found) => ClientEvent::Answer(key, found),
+                    Err(why) => ClientEvent::Failed(key, format!("{}: ports: {why}", p.what)),
+                };
+                self.finish(ev);
+            }
+        }
+    }
+
+    fn remember_router(&mut self, now: Instant, router: Uuid, nets: Vec<String>) {
+        let Some(until) = now.checked_add(self.cfg.router_networks_ttl) else {
+            return;
+        };
+        if until <= now {
+            return;
+        }
+        if self.routers.len() >= MAX_ROUTERS {
+            self.routers.retain(|_, (_, u)| *u > now);
+        }
+        if self.routers.len() >= MAX_ROUTERS {
+            let oldest = self
+                .routers
+                .iter()
+                .min_by_key(|(_, (_, u))| *u)
+                .map(|(&r, _)| r);
+            if let Some(r) = oldest {
+                self.routers.remove(&r);
+            }
+        }
+        self.routers.insert(router, (nets, until));
+    }
+}
+
+/// Neutron's rules for the client address (reference §B2 step 3): an IPv4-mapped IPv6 address
+/// is its IPv4; an IPv6 link-local address is searched by the MAC inside it.
+fn port_filter(ip: IpAddr) -> Result<PortFilter, String> {
+    match ip {
+        IpAddr::V4(_) => Ok(PortFilter::Ip(ip)),
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                Ok(PortFilter::Ip(IpAddr::V4(v4)))
+            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
+                mac_from_eui64(v6).map(PortFilter::Mac).ok_or_else(|| {
+                    format!("link-local address {v6} carries no EUI-64 MAC; no instance found")
+                })
+            } else {
+                Ok(PortFilter::Ip(ip))
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct PortList<T> {
+    ports: Vec<T>,
+}
+
+#[derive(Deserialize)]
+struct NetworkOnly {
+    network_id: String,
+}
+
+#[derive(Deserialize)]
+struct PortOwner {
+    #[serde(default)]
+    device_id: Option<String>,
+    #[serde(default)]
+    project_id: Option<String>,
+    #[serde(default)]
+    tenant_id: Option<String>,
+}
+
+/// The distinct `network_id`s of a router's interface ports, in first-seen order.
+fn router_networks(body: &[u8]) -> Result<Vec<String>, String> {
+    let list: PortList<NetworkOnly> =
+        serde_json::from_slice(body).map_err(|e| format!("not the expected JSON: {e}"))?;
+    let mut nets: Vec<String> = Vec::new();
+    for p in list.ports {
+        if !nets.contains(&p.network_id) {
+            nets.push(p.network_id);
+        }
+    }
+    Ok(nets)
+}
+
+/// An ID that will be a header value on the next hop: visible ASCII, bounded.
+fn header_safe(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Exactly one port is the instance; none or several is "not found" (with Neutron's warning).
+fn choose_port(body: &[u8], nets: &str, filter: &PortFilter) -> Result<Option<Instance>, String> {
+    let mut list: PortList<PortOwner> =
+        serde_json::from_slice(body).map_err(|e| format!("not the expected JSON: {e}"))?;
+    let port = match list.ports.len() {
+        1 => list.ports.pop(),
+        0 => {
+            warn!("No port found in network {nets} with {}", filter.describe());
+            None
+        }
+        n => {
+            warn!(
+                "{n} ports matched in network {nets} with {}; expected exactly one",
+                filter.describe()
+            );
+            None
+        }
+    };
+    let Some(port) = port else {
+        return Ok(None);
+    };
+    let device_id = port.device_id.unwrap_or_default();
+    if device_id.is_empty() {
+        warn!(
+            "The port in network {nets} with {} has no device_id",
+            filter.describe()
+        );
+        return Ok(None);
+    }
+    let project_id = [port.project_id, port.tenant_id]
+        .into_iter()
+        .flatten()
+        .find(|p| !p.is_empty())
+        .ok_or("the port has neither project_id nor tenant_id")?;
+    if !header_safe(&device_id) || !header_safe(&project_id) {
+        return Err("device_id or project_id is not a plain ASCII identifier".into());
+    }
+    Ok(Some(Instance {
+        instance_id: device_id,
+        project_id,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn filters() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            port_filter(ip("10.0.0.5")),
+            Ok(PortFilter::Ip(ip("10.0.0.5")))
+        );
+        assert_eq!(
+            port_filter(ip("::ffff:10.0.0.5")),
+            Ok(PortFilter::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))))
+        );
+        assert_eq!(
+            port_filter(ip("fd00::5")),
+            Ok(PortFilter::Ip(ip("fd00::5")))
+        );
+        assert_eq!(
+            port_filter(ip("fe80::f816:3eff:fe12:3456")),
+            Ok(PortFilter::Mac([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]))
+        );
+        // A global address with an EUI-64 identifier is still searched by IP.
+        assert_eq!(
+            port_filter(ip("2001:db8::f816:3eff:fe12:3456")),
+            Ok(PortFilter::Ip(ip("2001:db8::f816:3eff:fe12:3456")))
+        );
+        assert!(port_filter(ip("fe80::1")).is_err());
+    }
+
+    #[test]
+    fn port_choice() {
+        let f = PortFilter::Ip("10.0.0.5".parse().unwrap());
+        let inst = |i: &str, p: &str| {
+            Some(Instance {
+                instance_id: i.into(),
+                project_id: p.into(),
+            })
+        };
+        let cases: &[(&str, Result<Option<Instance>, &str>)] = &[
+            (
+                r#"{"ports":[{"device_id":"i1","project_id":"p1","tenant_id":"t1"}]}"#,
+                Ok(inst("i1", "p1")),
+            ),
+            (
+                r#"{"ports":[{"device_id":"i1","tenant_id":"t1"}]}"#,
+                Ok(inst("i1", "t1")),
+            ),
+            (
+                r#"{"ports":[{"device_id":"i1","project_id":"","tenant_id":"t1"}]}"#,
+                Ok(inst("i1", "t1")),
+            ),
+            (
+                r#"{"ports":[{"device_id":"i1","project_id":null,"tenant_id":"t1"}]}"#,
+                Ok(inst("i1", "t1")),
+            ),
+            (r#"{"ports":[]}"#, Ok(None)),
+            (
+                r#"{"ports":[{"device_id":"i1","project_id":"p"},{"device_id":"i2","project_id":"p"}]}"#,
+                Ok(None),
+            ),
+            (r#"{"ports":[{"device_id":"","project_id":"p"}]}"#, Ok(None)),
+            (r#"{"ports":[{"device_id":"i1"}]}"#, Err("neither")),
+            (
+                r#"{"ports":[{"device_id":"i1\r\nX-Evil: 1","project_id":"p"}]}"#,
+                Err("plain ASCII"),
+            ),
+            (r#"{"ports":{}}"#, Err("JSON")),
+            (r#"{"port":[]}"#, Err("JSON")),
+            (r#"[1"#, Err("JSON")),
+        ];
+        for (body, want) in cases {
+            let got = choose_port(body.as_bytes(), "n1", &f);
+            match (got, want) {
+                (Ok(g), Ok(w)) => assert_eq!(&g, w, "{body}"),
+                (Err(e), Err(w)) => assert!(e.contains(w), "{body}: {e}"),
+                (g, w) => panic!("{body}: {g:?} vs {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn router_network_lists() {
+        assert_eq!(
+            router_networks(
+                br#"{"ports":[{"network_id":"a"},{"network_id":"b"},{"network_id":"a"}]}"#
+            ),
+            Ok(vec!["a".to_owned(), "b".to_owned()])
+        );
+        assert_eq!(router_networks(br#"{"ports":[]}"#), Ok(vec![]));
+        assert!(router_networks(br#"{"ports":[{"id":"x"}]}"#).is_err());
+    }
+}

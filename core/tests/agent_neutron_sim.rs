@@ -1,0 +1,202 @@
+//! The agent with the Neutron backend, against a scripted Neutron, in simulated time: the
+//! cache, single-flight and the retry past the cache.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use mdproxy_core::endpoint::{AgentConfig, Backend, Role, SockId, Target, Timeouts};
+use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
+use mdproxy_core::sign::Signer;
+
+mod sim;
+use sim::{Sim, OK};
+
+const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
+const NET: &str = "9c2b1a4e-0000-4000-8000-000000000001";
+
+fn agent() -> Sim {
+    let neutron = HttpTarget::parse_ip_url("http://127.0.0.1:9696").expect("url");
+    let cfg = AgentConfig {
+        metadata: Target::Tcp("127.0.0.1:8775".parse().unwrap()),
+        signer: Signer::new(b"s3cr3t"),
+        backend: Backend::Neutron(NeutronConfig::new(Some(neutron), None)),
+        cache_capacity: NonZeroUsize::new(100).unwrap(),
+        cache_ttl: Duration::from_secs(5),
+        negative_ttl: Duration::from_secs(1),
+    };
+    Sim::with_role(Role::Agent(cfg), Timeouts::default())
+}
+
+fn request(ip: &str) -> Vec<u8> {
+    format!("GET /latest/meta-data/ HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Router-ID: {ROUTER}\r\n\r\n")
+        .into_bytes()
+}
+
+fn json_response(status: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn networks() -> Vec<u8> {
+    json_response(
+        "200 OK",
+        &format!(r#"{{"ports": [{{"network_id": "{NET}"}}]}}"#),
+    )
+}
+
+fn port(device: &str) -> Vec<u8> {
+    json_response(
+        "200 OK",
+        &format!(r#"{{"ports": [{{"device_id": "{device}", "project_id": "p1"}}]}}"#),
+    )
+}
+
+/// Connects every pending socket and sorts them by what went out first: Neutron queries
+/// (`GET /v2.0/…`) or metadata requests.
+fn open_all(s: &mut Sim, seen: &mut usize) -> (Vec<SockId>, Vec<SockId>) {
+    let (mut neutron, mut metadata) = (Vec::new(), Vec::new());
+    while *seen < s.connects.len() {
+        let sock = s.connects[*seen];
+        *seen += 1;
+        s.input(sock, mdproxy_core::endpoint::Input::Connected);
+        let out = s.written.get(&sock).cloned().unwrap_or_default();
+        if out.starts_with(b"GET /v2.0/") {
+            neutron.push(sock);
+        } else {
+            metadata.push(sock);
+        }
+    }
+    (neutron, metadata)
+}
+
+#[test]
+fn a_burst_of_first_requests_makes_one_port_query() {
+    let mut s = agent();
+    let clients: Vec<SockId> = (0..1000)
+        .map(|_| {
+            let c = s.ep.accept(s.now, None);
+            s.drain();
+            c
+        })
+        .collect();
+    for &c in &clients {
+        s.send(c, &request("10.0.0.5"));
+    }
+    let mut seen = 0;
+    let (q1, m) = open_all(&mut s, &mut seen);
+    assert_eq!(
+        (q1.len(), m.len()),
+        (1, 0),
+        "one router-networks query, nothing forwarded yet"
+    );
+    let first = s.take(q1[0]);
+    assert!(first.contains(&format!("device_id={ROUTER}")), "{first}");
+    s.send(q1[0], &networks());
+    let (q2, m) = open_all(&mut s, &mut seen);
+    assert_eq!(
+        (q2.len(), m.len()),
+        (1, 0),
+        "one port query for 1000 waiters"
+    );
+    let second = s.take(q2[0]);
+    assert!(
+        second.contains("fixed_ips=ip_address%3D10.0.0.5"),
+        "{second}"
+    );
+    s.send(q2[0], &port("inst-1"));
+    let (q3, metadata) = open_all(&mut s, &mut seen);
+    assert!(q3.is_empty());
+    assert_eq!(metadata.len(), 1000, "every waiter is forwarded");
+    for m in metadata {
+        assert!(s.take(m).contains("X-Instance-ID: inst-1\r\n"));
+    }
+}
+
+#[test]
+fn cached_instances_are_served_without_neutron_and_expire() {
+    let mut s = agent();
+    let c = s.ep.accept(s.now, None);
+    s.drain();
+    let mut seen = 0;
+    s.send(c, &request("10.0.0.5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &networks());
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &port("inst-1"));
+    let (_, m) = open_all(&mut s, &mut seen);
+    s.send(m[0], OK);
+    assert!(s.take(c).ends_with("hello"));
+    // Within the TTL: no Neutron query, the pooled metadata connection is reused.
+    s.advance(Duration::from_secs(4));
+    s.send(c, &request("10.0.0.5"));
+    let (q, fresh) = open_all(&mut s, &mut seen);
+    assert!(q.is_empty() && fresh.is_empty());
+    assert!(s.take(m[0]).contains("X-Instance-ID: inst-1"));
+    s.send(m[0], OK);
+    s.take(c);
+    // Past the TTL: asked again (router networks expired too).
+    s.advance(Duration::from_secs(2));
+    s.send(c, &request("10.0.0.5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert_eq!(q.len(), 1, "a new query after expiry");
+}
+
+#[test]
+fn neutron_failure_is_503_but_cached_instances_keep_working() {
+    let mut s = agent();
+    let c = s.ep.accept(s.now, None);
+    s.drain();
+    let mut seen = 0;
+    s.send(c, &request("10.0.0.5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &networks());
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &port("inst-1"));
+    let (_, m) = open_all(&mut s, &mut seen);
+    s.send(m[0], OK);
+    s.take(c);
+    // Another instance: Neutron fails.
+    s.send(c, &request("10.0.0.6"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &json_response("500 Internal Server Error", "{}"));
+    let resp = s.take(c);
+    assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+    // The cached one is still served.
+    s.send(c, &request("10.0.0.5"));
+    assert!(s.take(m[0]).contains("X-Instance-ID: inst-1"));
+}
+
+#[test]
+fn metadata_404_for_a_cached_instance_looks_it_up_again_once() {
+    let mut s = agent();
+    let c = s.ep.accept(s.now, None);
+    s.drain();
+    let mut seen = 0;
+    s.send(c, &request("10.0.0.5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &networks());
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &port("old-instance"));
+    let (_, m) = open_all(&mut s, &mut seen);
+    s.send(m[0], OK);
+    s.take(c);
+    // The IP now belongs to a new instance; the cache still says the old one.
+    s.send(c, &request("10.0.0.5"));
+    assert!(s.take(m[0]).contains("X-Instance-ID: old-instance"));
+    s.send(m[0], b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+    assert!(s.take(c).is_empty(), "the 404 is not passed on yet");
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert_eq!(
+        q.len(),
+        1,
+        "one port query past the cache (router networks still cached)"
+    );
+    s.send(q[0], &port("new-instance"));
+    let (_, m2) = open_all(&mut s, &mut seen);
+    assert!(s.take(m2[0]).contains("X-Instance-ID: new-instance"));
+    s.send(m2[0], OK);
+    assert!(s.take(c).ends_with("hello"));
+}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for N seconds (default 10), seeded from fuzz/seeds/<target>.
+# New inputs go to fuzz/corpus/<target> (git-ignored): libFuzzer writes into the FIRST corpus
+# directory it is given, so the checked-in seeds stay untouched.
+# Usage: fuzz/run.sh [seconds] [target...]   (from anywhere; needs cargo-fuzz)
+set -euo pipefail
+secs="${1:-10}"
+shift || true
+cd "$(dirname "$0")/.."
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(parse_request_head parse_response_head chunked_body split_equivalence)
+fi
+for t in "${targets[@]}"; do
+    mkdir -p "fuzz/corpus/$t"
+    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+        -max_total_time="$secs" -print_final_stats=1
+done
