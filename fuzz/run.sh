@@ -9,9 +9,10 @@ shift || true
 cd "$(dirname "$0")/.."
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(parse_request_head parse_response_head chunked_body split_equivalence)
+    mapfile -t targets < <(cd fuzz && cargo fuzz list)
 fi
 for t in "${targets[@]}"; do
+    echo "== fuzz target $t"
     mkdir -p "fuzz/corpus/$t"
     RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$secs" -print_final_stats=1
