@@ -19,6 +19,9 @@ use crate::http::{Limits, Method, RequestHead};
 use crate::lookup::{
     mac_from_eui64, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId,
 };
+use crate::metadata::{
+    InstanceData, MetaRequest, MetaResponse, MetadataService, ServerConfig, StoreRequest,
+};
 use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::canonical_ip;
@@ -79,6 +82,9 @@ pub enum Action {
     Shutdown(SockId),
     /// Close `sock` and forget it; the core will not mention it again.
     Close(SockId),
+    /// Persist a password the server accepted (it is already served from memory); the
+    /// runtime hands it to whoever owns the instance files.
+    Store(StoreRequest),
 }
 
 /// Timeouts of one endpoint (defaults from DESIGN.md).
@@ -106,6 +112,9 @@ impl Default for Timeouts {
 }
 
 /// What this endpoint is, with the settings only that role has.
+// One value per endpoint, built once at start: the size difference between variants costs
+// nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Role {
@@ -113,6 +122,8 @@ pub enum Role {
     NsProxy(NsProxyConfig),
     /// The metadata agent: resolves the instance, signs its ID, relays to the metadata server.
     Agent(AgentConfig),
+    /// The metadata server: checks the agent's signature and serves the metadata trees.
+    Server(ServerConfig),
 }
 
 /// Settings of the metadata agent.
@@ -133,6 +144,7 @@ pub struct AgentConfig {
 }
 
 /// The agent's lookup backend.
+#[allow(clippy::large_enum_variant)] // one per agent, built once
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Backend {
@@ -148,6 +160,8 @@ pub enum Backend {
 pub enum Reload {
     /// Replace the agent's static map.
     StaticMap(StaticMap),
+    /// Replace the server's instances (and today's date, which decides the listed versions).
+    Instances(Vec<InstanceData>, (u16, u8, u8)),
 }
 
 /// Settings of the namespace proxy.
@@ -224,6 +238,8 @@ pub(crate) struct Ctx {
     /// The agent's cache; waiters are client connection ids.
     cache: Option<LookupCache<SockId>>,
     neutron: Option<NeutronClient>,
+    /// The server's instances and tokens.
+    service: Option<MetadataService>,
     /// The Neutron client's connections and the sockets carrying them.
     backend_socks: BTreeMap<ReqId, SockId>,
     /// Sockets pooled during the current mutation, whose idle timers are still to be armed.
@@ -240,6 +256,8 @@ impl Ctx {
         match &self.cfg.role {
             Role::NsProxy(c) => c.upstream.clone(),
             Role::Agent(c) => c.metadata.clone(),
+            // The server never connects upstream; an unreachable path makes that visible.
+            Role::Server(_) => Target::Unix(PathBuf::new()),
         }
     }
 
@@ -253,6 +271,7 @@ impl Ctx {
                     Err(why) => Plan::Refuse(400, why),
                 }
             }
+            Role::Server(_) => return Plan::Serve,
         };
         let Some(ip) = peer else {
             return Plan::Refuse(400, "No client address.".to_owned());
@@ -316,6 +335,38 @@ impl Ctx {
             }
             Lookup::Queued => LookupStart::Pending,
         }
+    }
+
+    /// The server role's answer to a complete request.
+    pub(crate) fn serve(
+        &mut self,
+        now: Instant,
+        peer: Option<IpAddr>,
+        head: &RequestHead,
+        body: &[u8],
+    ) -> MetaResponse {
+        let req = MetaRequest {
+            method: head.method,
+            target: &head.target,
+            headers: &head.headers,
+            body,
+            peer,
+        };
+        let Some(service) = self.service.as_mut() else {
+            // Only a server endpoint plans to serve, and it always has a service.
+            return MetaResponse {
+                status: 404,
+                content_type: "text/plain",
+                body: b"Not found.".to_vec(),
+                headers: Vec::new(),
+                store: None,
+            };
+        };
+        let resp = service.respond(now, &req);
+        if let Some(store) = resp.store.clone() {
+            self.actions.push_back(Action::Store(store));
+        }
+        resp
     }
 
     /// The fields the agent adds for a resolved instance (DESIGN.md, header contract).
@@ -407,8 +458,13 @@ pub struct Endpoint {
 impl Endpoint {
     /// A fresh endpoint with no sockets.
     pub fn new(_now: Instant, cfg: EndpointConfig) -> Self {
+        let service = match &cfg.role {
+            Role::Server(c) => Some(MetadataService::new(c.clone())),
+            _ => None,
+        };
         let (rate, cache, neutron) = match &cfg.role {
             Role::NsProxy(c) => (c.rate_limit.map(RateLimiter::new), None, None),
+            Role::Server(_) => (None, None, None),
             Role::Agent(a) => (
                 None,
                 Some(LookupCache::new(
@@ -433,6 +489,7 @@ impl Endpoint {
                 rate,
                 cache,
                 neutron,
+                service,
                 backend_socks: BTreeMap::new(),
                 released: Vec::new(),
             },
@@ -447,8 +504,9 @@ impl Endpoint {
     fn limits(&self) -> (usize, usize) {
         match &self.ctx.cfg.role {
             Role::NsProxy(c) => (c.max_conns, c.max_conns_per_ip),
-            // The agent's clients are ns-proxies on a Unix socket: no per-IP accounting.
-            Role::Agent(_) => (usize::MAX, usize::MAX),
+            // The agent's clients are ns-proxies on a Unix socket, the server's are agents:
+            // no per-IP accounting.
+            Role::Agent(_) | Role::Server(_) => (usize::MAX, usize::MAX),
         }
     }
 
@@ -464,6 +522,14 @@ impl Endpoint {
             (Reload::StaticMap(_), _) => {
                 log::warn!("ignoring a static map: this endpoint has no static backend")
             }
+            (Reload::Instances(instances, today), _) => match self.ctx.service.as_mut() {
+                Some(service) => {
+                    service.set_instances(instances);
+                    service.set_today(today);
+                    log::info!("serving {} instances", service.instance_count());
+                }
+                None => log::warn!("ignoring instances: this endpoint is not a metadata server"),
+            },
         }
     }
 

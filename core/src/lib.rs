@@ -22,6 +22,7 @@ pub mod cache;
 pub mod endpoint;
 pub mod http;
 pub mod lookup;
+pub mod metadata;
 pub mod proxy;
 pub mod sign;
 

@@ -25,9 +25,10 @@ use crate::agent::request::not_found_message;
 use crate::cache::{Instance, LookupKey};
 use crate::endpoint::{ConnectError, Ctx, Input, SockId};
 use crate::http::{
-    write_request_head, write_response_head, Body, BodyDecoder, BodyKind, HeadScanner, HttpError,
-    Limits, Method, RequestHead, Rewrite, Version,
+    reason_phrase, write_request_head, write_response_head, write_simple_response, Body,
+    BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method, RequestHead, Rewrite, Version,
 };
+use crate::metadata::MetaResponse;
 
 /// Above this many unsent bytes towards one side, the other side is not read (back-pressure).
 const HIGH_WATER: usize = 64 * 1024;
@@ -87,6 +88,8 @@ struct Exchange {
     fields: Vec<(&'static str, Vec<u8>)>,
     /// Raw request body bytes forwarded so far, for a replay; `None` once too large.
     replay_body: Option<BytesMut>,
+    /// The decoded request body, when this endpoint answers itself (server role).
+    local_body: Option<Vec<u8>>,
     /// The agent's lookup key, and whether its answer came from the cache.
     key: Option<LookupKey>,
     from_cache: bool,
@@ -121,6 +124,8 @@ pub(crate) enum Plan {
     Forward(Vec<(&'static str, Vec<u8>)>),
     /// Find the instance first (agent), then forward.
     Lookup(LookupKey),
+    /// Read the whole body and answer locally (server).
+    Serve,
     /// Answer locally with an error.
     Refuse(u16, String),
 }
@@ -335,7 +340,9 @@ impl Conn {
                 }
             }
             Phase::Exchange(x) if now >= x.deadline => {
-                if x.resp_started {
+                if x.local_body.is_some() {
+                    self.fail_client(now, 408, None, ctx);
+                } else if x.resp_started {
                     self.abort(ctx, "upstream stalled mid-response");
                 } else {
                     let why = if x.up.as_ref().is_some_and(|u| u.connected) {
@@ -440,6 +447,7 @@ impl Conn {
             deadline: now + ctx.cfg.timeouts.response,
             fields: Vec::new(),
             replay_body: Some(BytesMut::new()),
+            local_body: None,
             key: None,
             from_cache: false,
             retried_lookup: false,
@@ -460,6 +468,13 @@ impl Conn {
                 x.key = Some(key);
                 self.phase = Phase::Exchange(x);
                 self.resolve(now, false, ctx);
+            }
+            Plan::Serve => {
+                // The client owes us its body as promptly as its head.
+                x.deadline = now + ctx.cfg.timeouts.head;
+                x.local_body = Some(Vec::new());
+                x.replay_body = None;
+                self.phase = Phase::Exchange(x);
             }
         }
         true
@@ -522,6 +537,39 @@ impl Conn {
         }
     }
 
+    /// Sends the server role's answer and moves on.
+    fn local_answer(&mut self, now: Instant, local: MetaResponse, ctx: &Ctx) {
+        let Some(mut x) = self.take_exchange() else {
+            return;
+        };
+        let keep = x.client_keep_alive && !ctx.draining;
+        let mut fields: Vec<(&str, &[u8])> = vec![("Content-Type", local.content_type.as_bytes())];
+        fields.extend(local.headers.iter().map(|(n, v)| (*n, v.as_bytes())));
+        if !keep {
+            fields.push(("Connection", b"close"));
+        }
+        let head_only = x.head.method == Method::Head;
+        let mut buf = Vec::with_capacity(256 + local.body.len());
+        write_simple_response(
+            local.status,
+            reason_phrase(local.status),
+            &fields,
+            &local.body,
+            head_only,
+            &mut buf,
+        );
+        self.out.extend_from_slice(&buf);
+        x.status = local.status;
+        x.body_len = local.body.len() as u64;
+        // Nova's access log names the instance's address (X-Forwarded-For) and the peer.
+        let who = match x.head.headers.get("X-Forwarded-For") {
+            Some(xff) => format!("{},{}", String::from_utf8_lossy(xff), self.peer_text),
+            None => self.peer_text.clone(),
+        };
+        access_log(&who, &x, now, "");
+        self.after_exchange(now, keep, ctx);
+    }
+
     /// Answers the current exchange locally with an error, before anything went upstream.
     fn local_error(&mut self, now: Instant, status: u16, msg: &str, why: &str, ctx: &mut Ctx) {
         let Some(mut x) = self.take_exchange() else {
@@ -545,14 +593,22 @@ impl Conn {
         let limits = ctx.cfg.limits;
         // Request body → upstream (or into memory, to answer locally).
         while !x.req_body.is_done() {
-            let Some(up) = x.up.as_mut() else { break };
-            if up.out.len() >= HIGH_WATER {
+            let room = match &x.up {
+                Some(up) => up.out.len() < HIGH_WATER,
+                None => x.local_body.is_some(),
+            };
+            if !room {
                 break;
             }
             match x.req_body.decode(&self.inbuf, &limits) {
                 Ok((0, None)) => break,
-                Ok((n, _)) => {
-                    up.out.extend_from_slice(&self.inbuf[..n]);
+                Ok((n, piece)) => {
+                    if let (Some(local), Some(Body::Data(d))) = (x.local_body.as_mut(), piece) {
+                        local.extend_from_slice(d);
+                    }
+                    if let Some(up) = x.up.as_mut() {
+                        up.out.extend_from_slice(&self.inbuf[..n]);
+                    }
                     if let Some(r) = x.replay_body.as_mut() {
                         if r.len() + n <= MAX_REPLAY {
                             r.extend_from_slice(&self.inbuf[..n]);
@@ -574,6 +630,15 @@ impl Conn {
         if !x.req_body.is_done() && self.client_eof {
             self.abort(ctx, "client closed during the request body");
             return false;
+        }
+        if x.local_body.is_some() {
+            if !x.req_body.is_done() {
+                return false;
+            }
+            let body = x.local_body.take().unwrap_or_default();
+            let local = ctx.serve(now, self.peer, &x.head, &body);
+            self.local_answer(now, local, ctx);
+            return true;
         }
         let Some(up) = x.up.as_mut() else {
             return false;

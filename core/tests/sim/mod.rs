@@ -20,6 +20,8 @@ pub struct Sim {
     pub shut: Vec<SockId>,
     /// Sockets that stop accepting writes (a client that does not read).
     pub stalled: Vec<SockId>,
+    /// Passwords the server asked to persist.
+    pub stored: Vec<mdproxy_core::metadata::StoreRequest>,
 }
 
 impl Sim {
@@ -40,6 +42,7 @@ impl Sim {
             closed: Vec::new(),
             shut: Vec::new(),
             stalled: Vec::new(),
+            stored: Vec::new(),
         }
     }
 
@@ -53,6 +56,7 @@ impl Sim {
                 Action::Wake(sock) => self.flush(sock),
                 Action::Shutdown(sock) => self.shut.push(sock),
                 Action::Close(sock) => self.closed.push(sock),
+                Action::Store(req) => self.stored.push(req),
             }
         }
         panic!("endpoint never stopped producing actions");
