@@ -1,9 +1,12 @@
-//! The process around a role: logging, daemonizing, the pid file and dropping privileges.
+//! The process around a role: logging, daemonizing, the pid file, dropping privileges and the
+//! life cycle of a listening socket's file.
 
 use std::ffi::CString;
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -98,6 +101,63 @@ impl Drop for PidFile {
         // After dropping privileges this may fail; the next start overwrites it anyway.
         if let Err(e) = std::fs::remove_file(&self.0) {
             log::debug!("cannot remove pid file {}: {e}", self.0.display());
+        }
+    }
+}
+
+/// Makes `path` free for a new Unix socket: nothing there is fine; a socket nobody listens
+/// on (its agent died) is removed; a socket someone answers on, or anything that is not a
+/// socket, is an error and is left alone.
+pub fn claim_socket_path(path: &Path) -> Result<(), String> {
+    let shown = path.display();
+    match fs::symlink_metadata(path) {
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot inspect {shown}: {e}")),
+        Ok(m) if !m.file_type().is_socket() => Err(format!(
+            "{shown} exists and is not a socket; not removing it"
+        )),
+        Ok(_) => match UnixStream::connect(path) {
+            Ok(_) => Err(format!("another agent is listening on {shown}")),
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+                fs::remove_file(path)
+                    .map_err(|e| format!("cannot remove stale socket {shown}: {e}"))?;
+                log::info!("removed stale socket {shown} (nobody was listening on it)");
+                Ok(())
+            }
+            Err(e) => Err(format!("cannot tell whether {shown} is in use: {e}")),
+        },
+    }
+}
+
+/// The file of a Unix socket we bound, removed when dropped, unless by then it is another
+/// file (a later agent replaced it after we stopped listening).
+pub struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    /// Remembers which file `path` is now (call right after binding).
+    pub fn new(path: &Path) -> SocketFile {
+        let id = fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        SocketFile {
+            path: path.to_path_buf(),
+            id,
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        let now = fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now.is_none() || now != self.id {
+            return;
+        }
+        if let Err(e) = fs::remove_file(&self.path) {
+            // E.g. no write permission on the directory after dropping privileges.
+            log::warn!("cannot remove socket {}: {e}", self.path.display());
         }
     }
 }

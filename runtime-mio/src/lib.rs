@@ -11,8 +11,13 @@
 //! [`Action::Wake`] that resumes it reads the bytes no new event would announce.
 //!
 //! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
-//! ([`RunOptions::on_hangup`]); see `signal.rs`. Writes to a closed peer are errors, not
-//! SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux, and Rust binaries ignore SIGPIPE anyway.
+//! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
+//! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
+//! and Rust binaries ignore SIGPIPE anyway.
+//!
+//! Workers: [`run_workers`] runs the same loop on N threads, each with its own [`Endpoint`]
+//! (so its own connections, pool and cache) on its own handle of the shared listeners; the
+//! calling thread only relays each caught signal to every worker. See `workers.rs`.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -20,7 +25,9 @@ use std::mem;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::endpoint::{Action, ConnectError, Endpoint, EndpointConfig, Input, SockId};
+use mdproxy_core::endpoint::{
+    Action, ConnectError, Endpoint, EndpointConfig, Input, Reload, SockId,
+};
 use mio::event::Event;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -28,10 +35,12 @@ use mio::{Events, Interest, Poll, Registry, Token};
 pub use net::Listener;
 use net::Stream;
 use signal::SignalGuard;
+pub use workers::run_workers;
 
 #[macro_use]
 mod net;
 mod signal;
+mod workers;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Socket tokens start after the listeners' (`Token(i)` for listener `i`).
@@ -43,15 +52,17 @@ pub struct RunOptions {
     /// After SIGTERM/SIGINT, how long busy connections may take to finish before `run`
     /// returns anyway.
     pub drain_timeout: Duration,
-    /// Called on SIGHUP, from the loop (not from the signal handler).
-    pub on_hangup: Box<dyn FnMut()>,
+    /// Called on SIGHUP, from the loop's thread (not from the signal handler). What it returns
+    /// is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was bad and
+    /// the hook logged why).
+    pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             drain_timeout: Duration::from_secs(10),
-            on_hangup: Box::new(|| {}),
+            on_hangup: Box::new(|| None),
         }
     }
 }
@@ -60,10 +71,22 @@ impl Default for RunOptions {
 /// stops accepting, lets busy connections finish (up to [`RunOptions::drain_timeout`]) and
 /// returns `Ok(())`. A second SIGTERM/SIGINT returns at once. Errors are failures of the
 /// poller itself. Installs process-wide handlers for SIGTERM, SIGINT and SIGHUP for its
-/// duration, so run one loop per process.
+/// duration, so call `run` (or [`run_workers`], for several loops) once per process.
 pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> io::Result<()> {
+    let (sig_rx, sig_tx) = UnixStream::pair()?;
+    let _signals = SignalGuard::install(sig_tx)?;
+    serve(cfg, listeners, opts, sig_rx)
+}
+
+/// The loop itself. `sig_rx` delivers caught signals, one byte (the signal number) each:
+/// straight from the handler, or relayed by [`run_workers`].
+fn serve(
+    cfg: EndpointConfig,
+    listeners: Vec<Listener>,
+    opts: RunOptions,
+    mut sig_rx: UnixStream,
+) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    let (mut sig_rx, sig_tx) = UnixStream::pair()?;
     poll.registry()
         .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
     let mut listeners: Vec<Option<Listener>> = listeners.into_iter().map(Some).collect();
@@ -71,7 +94,6 @@ pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> i
         poll.registry()
             .register(l.source(), Token(i), Interest::READABLE)?;
     }
-    let _signals = SignalGuard::install(sig_tx)?;
     let mut now = Instant::now();
     let mut d = Driver {
         ep: Endpoint::new(now, cfg),
@@ -153,7 +175,10 @@ impl Driver {
     fn on_signal(&mut self, now: Instant, sig: libc::c_int) -> bool {
         if sig == libc::SIGHUP {
             log::debug!("SIGHUP received");
-            (self.opts.on_hangup)();
+            if let Some(reload) = (self.opts.on_hangup)() {
+                self.ep.reload(now, reload);
+                self.settle(now);
+            }
             return false;
         }
         if self.drain_deadline.is_some() {
@@ -229,6 +254,12 @@ impl Driver {
                         let _ = self.registry.deregister(s.stream.source());
                     }
                 }
+                // The server role's persistence is not wired into this runtime yet; the core
+                // already serves the value from memory. (Never log the password itself.)
+                Action::Store(req) => log::warn!(
+                    "the password of instance {} was not persisted: this runtime has no store",
+                    req.instance_uuid
+                ),
             }
         }
     }

@@ -3,15 +3,16 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use mdproxy_core::endpoint::Target;
 use mio::event::Source;
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-/// Listen backlog; the kernel caps it at `net.core.somaxconn`.
-const BACKLOG: libc::c_int = 4096;
+/// Listen backlog unless [`Listener::set_backlog`] says otherwise; the kernel caps it at
+/// `net.core.somaxconn`.
+const BACKLOG: u32 = 4096;
 
 /// A bound listening socket. Bind before [`run`](crate::run) so that port 0, privilege dropping and the
 /// startup log see the real address.
@@ -29,7 +30,7 @@ impl Listener {
     /// default allows it; the core turns IPv4-mapped peers into IPv4.
     pub fn bind_tcp(addr: SocketAddr) -> io::Result<Listener> {
         let l = TcpListener::bind(addr)?;
-        raise_backlog(l.as_raw_fd())?;
+        set_backlog(l.as_raw_fd(), BACKLOG)?;
         Ok(Listener {
             kind: ListenerKind::Tcp(l),
         })
@@ -38,10 +39,41 @@ impl Listener {
     /// Binds a Unix stream listener at `path`, which must not exist yet.
     pub fn bind_unix(path: impl AsRef<Path>) -> io::Result<Listener> {
         let l = UnixListener::bind(path.as_ref())?;
-        raise_backlog(l.as_raw_fd())?;
+        set_backlog(l.as_raw_fd(), BACKLOG)?;
         Ok(Listener {
             kind: ListenerKind::Unix(l, path.as_ref().to_path_buf()),
         })
+    }
+
+    /// Sets the length of the queue of connections not yet accepted (default 4096), by calling
+    /// `listen(2)` again, which Linux allows on a listening socket. The kernel caps it at
+    /// `net.core.somaxconn`.
+    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
+        set_backlog(self.as_raw_fd(), backlog)
+    }
+
+    /// Another handle on the same listening socket (`dup(2)`): each worker of
+    /// [`run_workers`](crate::run_workers) registers its own, and the kernel hands each
+    /// connection to one of them.
+    pub fn try_clone(&self) -> io::Result<Listener> {
+        let kind = match &self.kind {
+            ListenerKind::Tcp(l) => {
+                let std = std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?);
+                ListenerKind::Tcp(TcpListener::from_std(std))
+            }
+            ListenerKind::Unix(l, path) => {
+                let std = std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?);
+                ListenerKind::Unix(UnixListener::from_std(std), path.clone())
+            }
+        };
+        Ok(Listener { kind })
+    }
+
+    fn as_raw_fd(&self) -> libc::c_int {
+        match &self.kind {
+            ListenerKind::Tcp(l) => l.as_raw_fd(),
+            ListenerKind::Unix(l, _) => l.as_raw_fd(),
+        }
     }
 
     /// The bound address of a TCP listener (`None` for Unix listeners).
@@ -64,9 +96,10 @@ impl fmt::Display for Listener {
 }
 
 /// Linux lets `listen(2)` on a listening socket change its backlog; mio binds with 128.
-fn raise_backlog(fd: libc::c_int) -> io::Result<()> {
+fn set_backlog(fd: libc::c_int, backlog: u32) -> io::Result<()> {
+    let backlog = libc::c_int::try_from(backlog).unwrap_or(libc::c_int::MAX);
     // SAFETY: plain syscall on a descriptor we own.
-    match unsafe { libc::listen(fd, BACKLOG) } {
+    match unsafe { libc::listen(fd, backlog) } {
         0 => Ok(()),
         _ => Err(io::Error::last_os_error()),
     }

@@ -1,10 +1,13 @@
 //! Harness for end-to-end tests of the real `mdproxy` binary over real sockets: a child
-//! process per test, a scripted upstream on a Unix socket that records what reaches it, and a
-//! raw HTTP client. Every wait is bounded by [`WAIT`]; nothing sleeps to synchronise.
+//! process per test, a scripted upstream (on a Unix socket, or on loopback TCP as a metadata
+//! server) that records what reaches it, and a raw HTTP client over TCP or a Unix socket.
+//! Every wait is bounded by [`WAIT`]; nothing sleeps to synchronise.
+#![allow(dead_code)] // each test binary uses its own part of the harness
 
 use std::fs::{self, File};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::ops::{Deref, DerefMut};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -119,29 +122,69 @@ impl Recorded {
     }
 }
 
-/// A scripted HTTP server on a Unix socket that records every request it receives.
+/// A scripted HTTP server that records every request it receives: on a Unix socket (what an
+/// ns-proxy talks to) or on loopback TCP (a metadata server, what the agent talks to).
 pub struct Upstream {
+    /// The Unix socket path (empty for a TCP upstream).
     pub path: PathBuf,
+    tcp: Option<SocketAddr>,
     seen: Arc<(Mutex<Vec<Recorded>>, Condvar)>,
 }
 
 type Script = dyn Fn(&Recorded) -> Reply + Send + Sync;
+type Seen = (Mutex<Vec<Recorded>>, Condvar);
+
+/// What the upstream needs of a connected stream, TCP or Unix.
+trait Conn: Read + Write + Send + Sized + 'static {
+    fn duplicate(&self) -> io::Result<Self>;
+    fn close(&self);
+}
+
+macro_rules! impl_conn {
+    ($($stream:ty),*) => {$(
+        impl Conn for $stream {
+            fn duplicate(&self) -> io::Result<Self> {
+                self.try_clone()
+            }
+            fn close(&self) {
+                let _ = self.shutdown(Shutdown::Both);
+            }
+        }
+    )*};
+}
+
+impl_conn!(UnixStream, TcpStream);
 
 impl Upstream {
+    /// Serves `script` on a new Unix socket at `path`.
     pub fn start(
         path: PathBuf,
         script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
     ) -> Upstream {
         let listener = UnixListener::bind(&path).expect("bind upstream socket");
-        let seen = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let (script, shared): (Arc<Script>, _) = (Arc::new(script), seen.clone());
-        thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let (script, seen) = (script.clone(), shared.clone());
-                thread::spawn(move || serve_upstream(conn, &*script, &seen));
-            }
-        });
-        Upstream { path, seen }
+        let seen = serve_all(move || listener.accept().map(|(c, _)| c), Arc::new(script));
+        Upstream {
+            path,
+            tcp: None,
+            seen,
+        }
+    }
+
+    /// Serves `script` on a free loopback TCP port: a fake metadata server.
+    pub fn start_tcp(script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream port");
+        let addr = listener.local_addr().unwrap();
+        let seen = serve_all(move || listener.accept().map(|(c, _)| c), Arc::new(script));
+        Upstream {
+            path: PathBuf::new(),
+            tcp: Some(addr),
+            seen,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of a TCP upstream.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.tcp.expect("a TCP upstream"))
     }
 
     /// Answers every request `200 OK` with `body`.
@@ -169,8 +212,24 @@ impl Upstream {
     }
 }
 
-fn serve_upstream(conn: UnixStream, script: &Script, seen: &(Mutex<Vec<Recorded>>, Condvar)) {
-    let mut writer = conn.try_clone().expect("clone upstream conn");
+/// Accepts connections on a thread, each served by its own thread; returns the record.
+fn serve_all<C: Conn>(
+    mut accept: impl FnMut() -> io::Result<C> + Send + 'static,
+    script: Arc<Script>,
+) -> Arc<Seen> {
+    let seen = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+    let shared = seen.clone();
+    thread::spawn(move || {
+        while let Ok(conn) = accept() {
+            let (script, seen) = (script.clone(), shared.clone());
+            thread::spawn(move || serve_upstream(conn, &*script, &seen));
+        }
+    });
+    seen
+}
+
+fn serve_upstream<C: Conn>(conn: C, script: &Script, seen: &Seen) {
+    let mut writer = conn.duplicate().expect("clone upstream conn");
     let mut reader = BufReader::new(conn);
     loop {
         let Ok(Some(head)) = read_head(&mut reader) else {
@@ -196,7 +255,7 @@ fn serve_upstream(conn: UnixStream, script: &Script, seen: &(Mutex<Vec<Recorded>
             }
         };
         if writer.write_all(&bytes).is_err() || close {
-            let _ = writer.shutdown(Shutdown::Both);
+            writer.close();
             return;
         }
     }
@@ -287,24 +346,37 @@ impl Response {
     }
 }
 
-/// A raw TCP client; reads time out after [`WAIT`].
+/// A raw client over TCP or a Unix socket; reads time out after [`WAIT`].
 pub struct Client {
-    stream: TcpStream,
-    reader: BufReader<TcpStream>,
+    writer: Box<dyn Write + Send>,
+    reader: BufReader<Box<dyn Read + Send>>,
 }
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to proxy");
         stream.set_read_timeout(Some(WAIT)).unwrap();
-        let reader = BufReader::new(stream.try_clone().unwrap());
-        Client { stream, reader }
+        Client::over(stream)
+    }
+
+    pub fn connect_unix(path: &Path) -> Client {
+        let stream = UnixStream::connect(path).expect("connect to the Unix socket");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client::over(stream)
+    }
+
+    fn over<C: Conn>(stream: C) -> Client {
+        let reader: Box<dyn Read + Send> = Box::new(stream.duplicate().unwrap());
+        Client {
+            writer: Box::new(stream),
+            reader: BufReader::new(reader),
+        }
     }
 
     /// Writes `bytes`; a proxy that already answered and closed may refuse some, which the
     /// tests of early answers (413, 431) expect.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.stream.write_all(bytes)
+        self.writer.write_all(bytes)
     }
 
     pub fn try_response(&mut self) -> io::Result<Response> {
@@ -337,71 +409,65 @@ pub fn request(addr: SocketAddr, bytes: &[u8]) -> Response {
     Client::connect(addr).exchange(bytes)
 }
 
-/// A running `mdproxy` child, killed on drop. Its stderr goes to a file for failure messages.
-pub struct Proxy {
-    child: Child,
-    pub addr: SocketAddr,
-    stderr: PathBuf,
-    _dir: TempDir,
+/// One request on a fresh connection to a Unix socket.
+pub fn request_unix(path: &Path, bytes: &[u8]) -> Response {
+    Client::connect_unix(path).exchange(bytes)
 }
 
-impl Proxy {
-    /// `mdproxy ns-proxy` for [`ROUTER`] relaying to `upstream`, plus `extra` flags.
-    pub fn start(rt: Runtime, upstream: &Path, extra: &[&str]) -> Proxy {
-        let upstream = upstream.to_str().unwrap().to_owned();
-        Proxy::start_with(rt, |port| {
-            let mut args = vec!["ns-proxy".to_owned(), format!("--listen=127.0.0.1:{port}")];
-            if !extra.iter().any(|a| a.starts_with("--network-id")) {
-                args.extend(["--router-id".to_owned(), ROUTER.to_owned()]);
-            }
-            args.extend(["--upstream-socket".to_owned(), upstream.clone()]);
-            args.extend(extra.iter().map(|s| s.to_string()));
-            args
-        })
-    }
+/// A running `mdproxy` child, killed on drop. Its stderr goes to a file for failure messages.
+pub struct Running {
+    child: Child,
+    stderr: PathBuf,
+    /// The `--log-file` the harness gave it, if any.
+    log_file: Option<PathBuf>,
+    dir: TempDir,
+}
 
-    /// Starts the binary with `args(port)` (plus `--runtime`) on a free loopback port and
-    /// waits until it accepts; retries with another port if the port was taken meanwhile.
-    pub fn start_with(rt: Runtime, args: impl Fn(u16) -> Vec<String>) -> Proxy {
-        for _ in 0..5 {
-            let port = free_port();
-            let dir = TempDir::new();
-            let stderr = dir.join("stderr");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_mdproxy"))
-                .args(args(port))
-                .arg(format!("--runtime={}", rt.name()))
-                .stdin(Stdio::null())
-                .stderr(File::create(&stderr).unwrap())
-                .spawn()
-                .expect("spawn mdproxy");
-            let addr = SocketAddr::from(([127, 0, 0, 1], port));
-            let deadline = Instant::now() + WAIT;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // probably lost the port race: try another one
-                }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return Proxy {
-                        child,
-                        addr,
-                        stderr,
-                        _dir: dir,
-                    };
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-            eprintln!(
-                "mdproxy did not start on port {port}: {}",
-                fs::read_to_string(&stderr).unwrap_or_default()
-            );
+impl Running {
+    /// Spawns the binary with `args` and `--runtime`; `log_file` (a name in the child's own
+    /// temp dir) becomes `--log-file`.
+    fn spawn(rt: Runtime, args: &[String], log_file: Option<&str>) -> Running {
+        let dir = TempDir::new();
+        let stderr = dir.join("stderr");
+        let log_file = log_file.map(|name| dir.join(name));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdproxy"));
+        cmd.args(args).arg(format!("--runtime={}", rt.name()));
+        if let Some(path) = &log_file {
+            cmd.arg(format!("--log-file={}", path.display()));
         }
-        panic!("mdproxy never started");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stderr(File::create(&stderr).unwrap())
+            .spawn()
+            .expect("spawn mdproxy");
+        Running {
+            child,
+            stderr,
+            log_file,
+            dir,
+        }
     }
 
+    /// Everything it logged: stderr, then the log file.
     pub fn log(&self) -> String {
-        fs::read_to_string(&self.stderr).unwrap_or_default()
+        let mut log = fs::read_to_string(&self.stderr).unwrap_or_default();
+        if let Some(path) = &self.log_file {
+            log += &fs::read_to_string(path).unwrap_or_default();
+        }
+        log
+    }
+
+    /// Waits (bounded) until the log says `text`.
+    pub fn wait_for_log(&self, text: &str) -> String {
+        self.wait_for_log_count(text, 1)
+    }
+
+    /// Waits (bounded) until the log says `text` at least `n` times.
+    pub fn wait_for_log_count(&self, text: &str, n: usize) -> String {
+        let said = eventually(|| self.log().matches(text).count() >= n);
+        let log = self.log();
+        assert!(said, "the log never said {text:?} {n} times:\n{log}");
+        log
     }
 
     pub fn pid(&self) -> u32 {
@@ -427,24 +493,131 @@ impl Proxy {
         wait_child(&mut self.child)
             .unwrap_or_else(|| panic!("mdproxy did not exit; log:\n{}", self.log()))
     }
-}
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
+    /// Kills it and waits.
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
 
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Gives each `$child` (a struct with a `running: Running` field) `Running`'s methods.
+macro_rules! running_child {
+    ($($child:ident),*) => {$(
+        impl Deref for $child {
+            type Target = Running;
+            fn deref(&self) -> &Running {
+                &self.running
+            }
+        }
+
+        impl DerefMut for $child {
+            fn deref_mut(&mut self) -> &mut Running {
+                &mut self.running
+            }
+        }
+    )*};
+}
+
+running_child!(Proxy, Agent);
+
+/// A running `mdproxy ns-proxy`, listening on `addr`.
+pub struct Proxy {
+    running: Running,
+    pub addr: SocketAddr,
+}
+
+impl Proxy {
+    /// `mdproxy ns-proxy` for [`ROUTER`] relaying to `upstream`, plus `extra` flags.
+    pub fn start(rt: Runtime, upstream: &Path, extra: &[&str]) -> Proxy {
+        let upstream = upstream.to_str().unwrap().to_owned();
+        Proxy::start_with(rt, |port| {
+            let mut args = vec!["ns-proxy".to_owned(), format!("--listen=127.0.0.1:{port}")];
+            if !extra.iter().any(|a| a.starts_with("--network-id")) {
+                args.extend(["--router-id".to_owned(), ROUTER.to_owned()]);
+            }
+            args.extend(["--upstream-socket".to_owned(), upstream.clone()]);
+            args.extend(extra.iter().map(|s| s.to_string()));
+            args
+        })
+    }
+
+    /// Starts the binary with `args(port)` (plus `--runtime`) on a free loopback port and
+    /// waits until it accepts; retries with another port if the port was taken meanwhile.
+    pub fn start_with(rt: Runtime, args: impl Fn(u16) -> Vec<String>) -> Proxy {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut running = Running::spawn(rt, &args(port), None);
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            let connects = || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+            // An early exit probably means it lost the port race: try another port.
+            eventually(|| !running.is_running() || connects());
+            if running.is_running() {
+                return Proxy { running, addr };
+            }
+            running.stop();
+            eprintln!("mdproxy did not start on port {port}: {}", running.log());
+        }
+        panic!("mdproxy never started");
+    }
+}
+
+/// A running `mdproxy agent`, listening on the Unix socket `socket`, logging to a file.
+pub struct Agent {
+    running: Running,
+    pub socket: PathBuf,
+}
+
+impl Agent {
+    /// Starts `mdproxy agent --listen-socket socket` plus `args` (and `--runtime`,
+    /// `--log-file`) and waits until the socket accepts.
+    pub fn start(rt: Runtime, socket: &Path, args: &[String]) -> Agent {
+        let mut all = vec![
+            "agent".to_owned(),
+            format!("--listen-socket={}", socket.display()),
+        ];
+        all.extend_from_slice(args);
+        let mut running = Running::spawn(rt, &all, Some("agent.log"));
+        let listening = eventually(|| !running.is_running() || UnixStream::connect(socket).is_ok());
+        assert!(
+            listening && running.is_running(),
+            "mdproxy agent did not start: {}",
+            running.log()
+        );
+        Agent {
+            running,
+            socket: socket.to_path_buf(),
+        }
+    }
+}
+
 pub fn wait_child(child: &mut Child) -> Option<ExitStatus> {
+    let mut status = None;
+    eventually(|| {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status
+}
+
+/// Checks `done` every 20 ms until it holds or [`WAIT`] has passed; whether it held.
+pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + WAIT;
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
         }
         thread::sleep(Duration::from_millis(20));
     }
-    None
 }
 
 /// A loopback port nobody listened on a moment ago.
@@ -454,6 +627,15 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Runs `mdproxy <args>` (a `--help`), which must succeed and name every one of `flags`.
+pub fn assert_help_mentions(args: &[&str], flags: &[&str]) {
+    let (status, out, _) = run_binary(args);
+    assert!(status.success(), "{out}");
+    for flag in flags {
+        assert!(out.contains(flag), "{args:?} does not mention {flag}");
+    }
 }
 
 /// Runs the binary to completion with `args`; returns (status, stdout, stderr).

@@ -1,0 +1,313 @@
+//! Command-line parsing: the `mdproxy` subcommands, the flags every role shares (process,
+//! logging, timeouts) and each role's own flags, including the legacy Neutron spellings. Pure:
+//! no file, socket or user-database access.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use lexopt::Arg::{Long, Short, Value};
+use mdproxy_core::cache::Uuid;
+use mdproxy_core::endpoint::Timeouts;
+
+mod agent;
+mod ns_proxy;
+
+pub use agent::{Agent, MetadataUrl};
+pub use ns_proxy::NsProxy;
+
+pub const TOP_HELP: &str = "\
+mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
+
+Usage: mdproxy <COMMAND> [OPTIONS]
+
+Commands:
+  ns-proxy   Namespace proxy: serves instances in one router or network namespace and relays
+             their requests to the metadata agent's Unix socket (replaces Neutron's haproxy /
+             neutron-ns-metadata-proxy)
+  agent      Metadata agent: resolves which instance a proxied request comes from, signs its
+             ID and relays the request to the metadata server (replaces
+             neutron-metadata-agent)
+  server     Metadata server (not implemented yet in this build: exits with status 2)
+  demo       All three roles on loopback (not implemented yet in this build: exits with status 2)
+
+Options:
+  -h, --help     Print this help (`mdproxy <COMMAND> --help` for a command's options)
+  -V, --version  Print the version and the runtimes compiled in
+
+Invoked as `neutron-ns-metadata-proxy` (e.g. through a symlink), mdproxy runs `ns-proxy`; as
+`neutron-metadata-agent`, it runs `agent`.
+";
+
+/// The help sections of the flags [`Common`] parses; `$upstream` names what the role connects
+/// to (`$Upstream` capitalised). A macro so that `concat!` can splice it into each role's help.
+macro_rules! common_help {
+    ($upstream:literal, $Upstream:literal) => {
+        concat!(
+            "\
+Timeouts (in seconds; fractions allowed):
+      --timeout-head S           A client must send a whole request head within S (408)
+                                 [default: 30]
+      --timeout-idle S           Idle keep-alive client connections close after S [default: 30]
+      --timeout-connect S        Connecting to ",
+            $upstream,
+            " may take S (504)
+                                 [default: 30]
+      --timeout-response S       ",
+            $Upstream,
+            " must answer, and keep sending,
+                                 within S (504) [default: 60]
+      --drain-timeout S          After SIGTERM, exit once in-flight requests finish or after S
+                                 [default: 10]
+
+Process:
+      --runtime NAME             Event loop to use [default and only choice in this build: mio]
+      --pid-file PATH            Write the process id here once listening; removed on exit
+      --user USER                Switch to this user (name or uid) after binding
+      --group GROUP              Switch to this group (name or gid) after binding
+                                 [default with --user: the user's primary group]
+      --daemonize                Fork into the background, detached from the terminal (stdio
+                                 goes to /dev/null: use --log-file)
+      --nodaemonize              Stay in the foreground (the default)
+
+Logging (to stderr unless --log-file):
+      --log-file PATH            Append log lines to PATH (relative to --log-dir if given)
+      --log-dir DIR              Directory for a relative --log-file; alone: DIR/mdproxy.log
+      --verbose                  Log at info level (the default; accepted for compatibility)
+      --debug                    Log at debug level
+                                 RUST_LOG, when set, overrides both (e.g. RUST_LOG=warn)
+  -h, --help                     Print this help
+
+Every flag may also be spelled with underscores (--pid_file), and take its value as
+`--flag=value` or `--flag value`.
+"
+        )
+    };
+}
+pub(crate) use common_help;
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Print this text to stdout and exit 0.
+    Help(&'static str),
+    Version,
+    NsProxy(Box<NsProxy>),
+    Agent(Box<Agent>),
+    /// A role that a later version implements.
+    NotYet(&'static str),
+}
+
+/// Settings of the process rather than of a role.
+#[derive(Debug, Default)]
+pub struct Process {
+    pub pid_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub daemonize: bool,
+    pub log_file: Option<PathBuf>,
+    pub debug: bool,
+    /// Flags that are accepted but do nothing, for a debug line.
+    pub ignored: Vec<String>,
+}
+
+/// The flags every role takes (see [`common_help`]), collected while a role's flags are parsed.
+#[derive(Debug)]
+pub struct Common {
+    pub process: Process,
+    pub timeouts: Timeouts,
+    pub drain_timeout: Duration,
+    log_dir: Option<PathBuf>,
+}
+
+impl Default for Common {
+    fn default() -> Self {
+        Common {
+            process: Process::default(),
+            timeouts: Timeouts::default(),
+            drain_timeout: Duration::from_secs(10),
+            log_dir: None,
+        }
+    }
+}
+
+impl Common {
+    /// Takes the flag `name` (spelled `flag` on the command line) if it is a shared one;
+    /// `Ok(false)` leaves it to the role.
+    fn parse(&mut self, name: &str, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+        let (t, process) = (&mut self.timeouts, &mut self.process);
+        match name {
+            "runtime" => match value(p, flag)?.as_str() {
+                "mio" => {}
+                other => {
+                    return Err(format!(
+                        "{flag}: runtime {other:?} is not built in (only mio)"
+                    ))
+                }
+            },
+            "timeout-head" => t.head = seconds(flag, &value(p, flag)?, false)?,
+            "timeout-idle" => t.idle = seconds(flag, &value(p, flag)?, false)?,
+            "timeout-connect" => t.connect = seconds(flag, &value(p, flag)?, false)?,
+            "timeout-response" => t.response = seconds(flag, &value(p, flag)?, false)?,
+            "drain-timeout" => self.drain_timeout = seconds(flag, &value(p, flag)?, true)?,
+            "pid-file" => process.pid_file = Some(value(p, flag)?.into()),
+            "user" => process.user = Some(value(p, flag)?),
+            "group" => process.group = Some(value(p, flag)?),
+            "daemonize" => process.daemonize = true,
+            "nodaemonize" => process.daemonize = false,
+            "log-file" => process.log_file = Some(value(p, flag)?.into()),
+            "log-dir" => self.log_dir = Some(value(p, flag)?.into()),
+            "verbose" => {}
+            "debug" => process.debug = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Resolves `--log-dir` against `--log-file`.
+    fn finish(mut self) -> Common {
+        self.process.log_file = match (self.process.log_file.take(), self.log_dir.take()) {
+            (Some(file), Some(dir)) => Some(dir.join(file)),
+            (None, Some(dir)) => Some(dir.join("mdproxy.log")),
+            (file, None) => file,
+        };
+        self
+    }
+}
+
+/// Parses the whole command line, program name included.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let mut p = lexopt::Parser::from_iter(args);
+    match p.bin_name() {
+        Some(n) if n.ends_with("neutron-ns-metadata-proxy") => return ns_proxy::parse(&mut p),
+        Some(n) if n.ends_with("neutron-metadata-agent") => return agent::parse(&mut p),
+        _ => {}
+    }
+    match p.next().map_err(|e| e.to_string())? {
+        Some(Short('h') | Long("help")) => Ok(Command::Help(TOP_HELP)),
+        Some(Short('V') | Long("version")) => Ok(Command::Version),
+        Some(Value(cmd)) => match cmd.to_str() {
+            Some("ns-proxy") => ns_proxy::parse(&mut p),
+            Some("agent") => agent::parse(&mut p),
+            Some("server") => Ok(Command::NotYet("server")),
+            Some("demo") => Ok(Command::NotYet("demo")),
+            _ => Err(format!("unknown command {cmd:?} (try --help)")),
+        },
+        Some(arg) => Err(format!(
+            "{} before the command (try --help)",
+            unexpected(&arg)
+        )),
+        None => Err("missing command (try --help)".to_owned()),
+    }
+}
+
+fn unexpected(arg: &lexopt::Arg<'_>) -> String {
+    match arg {
+        Short(c) => format!("unknown option -{c}"),
+        Long(name) => format!("unknown option --{name}"),
+        Value(v) => format!("unexpected argument {v:?}"),
+    }
+}
+
+/// The next flag of a role's command line: its canonical name (`-h` is `help`, underscores
+/// become dashes) and how to quote it in messages (`--name`); `None` at the end.
+fn next_flag(p: &mut lexopt::Parser) -> Result<Option<(String, String)>, String> {
+    let Some(arg) = p.next().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let name = match &arg {
+        Short('h') => "help".to_owned(),
+        Long(name) => name.replace('_', "-"),
+        _ => return Err(unexpected(&arg)),
+    };
+    let flag = format!("--{name}");
+    Ok(Some((name, flag)))
+}
+
+/// The value of `flag`, as UTF-8.
+fn value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = p.value().map_err(|e| e.to_string())?;
+    v.into_string()
+        .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8"))
+}
+
+fn unknown(flag: &str) -> String {
+    format!("unknown option {flag} (try --help)")
+}
+
+fn uuid(flag: &str, v: &str) -> Result<Uuid, String> {
+    Uuid::parse(v.as_bytes()).ok_or_else(|| format!("{flag}: {v:?} is not a UUID"))
+}
+
+fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, String> {
+    v.parse()
+        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
+}
+
+fn positive<T: FromStr + Default + PartialOrd>(flag: &str, v: &str) -> Result<T, String> {
+    let n: T = number(flag, v)?;
+    if n > T::default() {
+        Ok(n)
+    } else {
+        Err(format!("{flag}: must be at least 1"))
+    }
+}
+
+fn seconds(flag: &str, v: &str, zero_ok: bool) -> Result<Duration, String> {
+    let s: f64 = number(flag, v)?;
+    match Duration::try_from_secs_f64(s) {
+        Ok(d) if zero_ok || !d.is_zero() => Ok(d),
+        _ => Err(format!("{flag}: {v:?} is not a positive number of seconds")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(args: &[&str]) -> Result<Command, String> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn top_level() {
+        assert!(matches!(
+            cmd(&["mdproxy", "--help"]),
+            Ok(Command::Help(TOP_HELP))
+        ));
+        assert!(matches!(cmd(&["mdproxy", "-V"]), Ok(Command::Version)));
+        assert!(matches!(
+            cmd(&["mdproxy", "server"]),
+            Ok(Command::NotYet("server"))
+        ));
+        for bad in [&["mdproxy"][..], &["mdproxy", "nope"], &["mdproxy", "--x"]] {
+            assert!(cmd(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn role_help_includes_the_shared_sections() {
+        for role in ["ns-proxy", "agent"] {
+            let Ok(Command::Help(text)) = cmd(&["mdproxy", role, "-h"]) else {
+                panic!("{role} -h")
+            };
+            for flag in ["--timeout-connect", "--pid-file", "--log-dir", "--runtime"] {
+                assert!(text.contains(flag), "{role} --help lacks {flag}");
+            }
+        }
+    }
+
+    #[test]
+    fn values() {
+        assert_eq!(
+            seconds("--t", "0.25", false),
+            Ok(Duration::from_millis(250))
+        );
+        assert!(seconds("--t", "0", false).is_err());
+        assert_eq!(seconds("--t", "0", true), Ok(Duration::ZERO));
+        assert!(seconds("--t", "nan", true).is_err());
+        assert_eq!(positive::<usize>("--n", "3"), Ok(3));
+        assert!(positive::<usize>("--n", "0").is_err());
+    }
+}

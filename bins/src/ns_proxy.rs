@@ -1,0 +1,52 @@
+//! `mdproxy ns-proxy`: binds the instance-facing TCP listeners and runs the namespace proxy.
+
+use mdproxy_core::cache::Scope;
+use mdproxy_core::endpoint::{EndpointConfig, NsProxyConfig, Role, Target};
+use mdproxy_core::http::Limits;
+use mdproxy_mio::{Listener, RunOptions};
+
+use crate::{cli, start, Failure};
+
+pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
+    let (listeners, _pid_file) = start(&cfg.process, || {
+        let mut listeners = Vec::with_capacity(cfg.listen.len());
+        for addr in &cfg.listen {
+            let l = Listener::bind_tcp(*addr);
+            listeners
+                .push(l.map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))?);
+        }
+        Ok(listeners)
+    })?;
+    let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
+    let scope = match cfg.scope {
+        Scope::Router(id) => format!("router {id}"),
+        Scope::Network(id) => format!("network {id}"),
+    };
+    log::info!(
+        "ns-proxy for {scope} listening on {}, upstream unix:{} (mio runtime)",
+        addrs.join(", "),
+        cfg.upstream.display()
+    );
+    let endpoint = EndpointConfig {
+        role: Role::NsProxy(NsProxyConfig {
+            scope: cfg.scope,
+            upstream: Target::Unix(cfg.upstream),
+            max_conns: cfg.max_conns,
+            max_conns_per_ip: cfg.max_conns_per_ip,
+            rate_limit: cfg.rate_limit,
+        }),
+        limits: Limits::default(),
+        timeouts: cfg.timeouts,
+    };
+    let opts = RunOptions {
+        drain_timeout: cfg.drain_timeout,
+        on_hangup: Box::new(|| {
+            log::info!("SIGHUP: the ns-proxy has nothing to reload");
+            None
+        }),
+    };
+    mdproxy_mio::run(endpoint, listeners, opts)
+        .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
+    log::info!("ns-proxy stopped");
+    Ok(())
+}

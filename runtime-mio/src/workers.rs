@@ -1,0 +1,172 @@
+//! Several loops in one process: N threads each run [`serve`] with their own [`Endpoint`] on
+//! their own `dup` of every listener, and the calling thread relays signals.
+//!
+//! Signal handlers are process-wide and write to one socket, so the calling thread reads that
+//! socket and copies each signal byte to every worker's control socket; a worker reads its
+//! control socket exactly as a lone loop reads the handler's. A worker that returns drops its
+//! end, which the relay sees as end-of-file: that is how it learns a worker is done.
+//!
+//! [`Endpoint`]: mdproxy_core::endpoint::Endpoint
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::thread::{self, JoinHandle};
+
+use mdproxy_core::endpoint::EndpointConfig;
+use mio::net::UnixStream;
+use mio::{Events, Interest, Poll, Token};
+
+use crate::signal::SignalGuard;
+use crate::{run, serve, Listener, RunOptions};
+
+const SIGNALS: Token = Token(usize::MAX);
+
+/// One running worker: the relay's end of its control socket and its thread.
+struct Worker {
+    ctl: UnixStream,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// Like [`run`], with `workers` event loops on as many threads sharing `listeners`; the kernel
+/// gives each new connection to one of them. `options` is called once per worker (on the
+/// calling thread), so each has its own [`RunOptions::on_hangup`] hook, and SIGHUP reaches
+/// every worker's endpoint through its hook. SIGTERM/SIGINT make every worker drain; this
+/// returns when all have stopped, with the first error any of them had (a worker that fails
+/// makes the others drain and stop too).
+///
+/// Each worker has its own endpoint, so nothing is shared between them: in the agent role each
+/// keeps its own lookup cache and its own single-flight, and a burst of first requests for one
+/// instance can make up to one backend query per worker.
+///
+/// `workers <= 1` is [`run`] on the calling thread.
+pub fn run_workers(
+    workers: usize,
+    cfg: EndpointConfig,
+    listeners: Vec<Listener>,
+    mut options: impl FnMut() -> RunOptions,
+) -> io::Result<()> {
+    if workers <= 1 {
+        return run(cfg, listeners, options());
+    }
+    let (mut sig_rx, sig_tx) = UnixStream::pair()?;
+    let _signals = SignalGuard::install(sig_tx)?;
+    let mut sets = Vec::with_capacity(workers);
+    for _ in 1..workers {
+        sets.push(
+            listeners
+                .iter()
+                .map(Listener::try_clone)
+                .collect::<io::Result<_>>()?,
+        );
+    }
+    sets.push(listeners);
+    let mut pool: Vec<Worker> = Vec::with_capacity(workers);
+    for (i, set) in sets.into_iter().enumerate() {
+        match spawn(i, cfg.clone(), set, options()) {
+            Ok(w) => pool.push(w),
+            Err(e) => {
+                stop_all(&mut pool);
+                for w in &mut pool {
+                    let _ = finish(w);
+                }
+                return Err(e);
+            }
+        }
+    }
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
+    for (i, w) in pool.iter_mut().enumerate() {
+        poll.registry()
+            .register(&mut w.ctl, Token(i), Interest::READABLE)?;
+    }
+    relay(poll, sig_rx, pool)
+}
+
+fn spawn(
+    i: usize,
+    cfg: EndpointConfig,
+    listeners: Vec<Listener>,
+    opts: RunOptions,
+) -> io::Result<Worker> {
+    let (ctl, theirs) = UnixStream::pair()?;
+    let thread = thread::Builder::new()
+        .name(format!("worker-{i}"))
+        .spawn(move || serve(cfg, listeners, opts, theirs))?;
+    Ok(Worker {
+        ctl,
+        thread: Some(thread),
+    })
+}
+
+/// Copies signals to the workers until every worker has returned.
+fn relay(mut poll: Poll, mut sig_rx: UnixStream, mut pool: Vec<Worker>) -> io::Result<()> {
+    let mut first_error = None;
+    let mut events = Events::with_capacity(64);
+    while pool.iter().any(|w| w.thread.is_some()) {
+        match poll.poll(&mut events, None) {
+            Err(e) if e.kind() != ErrorKind::Interrupted => {
+                // Without the relay the workers would never hear a signal: stop them now.
+                stop_all(&mut pool);
+                pool.iter_mut().for_each(|w| drop(finish(w)));
+                return Err(e);
+            }
+            _ => {}
+        }
+        for ev in events.iter() {
+            if ev.token() == SIGNALS {
+                let mut sigs = [0u8; 16];
+                while let Ok(n @ 1..) = sig_rx.read(&mut sigs) {
+                    for w in pool.iter_mut().filter(|w| w.thread.is_some()) {
+                        // A full socket drops the byte, as the handler itself would.
+                        let _ = w.ctl.write(&sigs[..n]);
+                    }
+                }
+                continue;
+            }
+            let w = &mut pool[ev.token().0];
+            if !ended(&mut w.ctl) {
+                continue;
+            }
+            let _ = poll.registry().deregister(&mut w.ctl);
+            if let Err(e) = finish(w) {
+                log::error!("a worker failed: {e}; stopping the others");
+                if first_error.is_none() {
+                    first_error = Some(e);
+                    stop_all(&mut pool);
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Whether the worker behind `ctl` has dropped its end (it never writes to it).
+fn ended(ctl: &mut UnixStream) -> bool {
+    let mut b = [0u8; 1];
+    loop {
+        match ctl.read(&mut b) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return false,
+            Err(_) => return true,
+        }
+    }
+}
+
+/// Asks every running worker to drain, as SIGTERM does.
+fn stop_all(pool: &mut [Worker]) {
+    let sig = [libc::SIGTERM as u8];
+    for w in pool.iter_mut().filter(|w| w.thread.is_some()) {
+        let _ = w.ctl.write(&sig);
+    }
+}
+
+/// Joins a worker's thread (once) and returns how it ended.
+fn finish(w: &mut Worker) -> io::Result<()> {
+    match w.thread.take().map(JoinHandle::join) {
+        None | Some(Ok(Ok(()))) => Ok(()),
+        Some(Ok(Err(e))) => Err(e),
+        Some(Err(_)) => Err(io::Error::other("a worker thread panicked")),
+    }
+}
