@@ -149,8 +149,6 @@ pub(crate) struct Conn {
     client_eof: bool,
     scanner: HeadScanner,
     phase: Phase,
-    /// Requests begun on this connection (0 = fresh).
-    requests: u64,
 }
 
 impl Conn {
@@ -168,7 +166,6 @@ impl Conn {
                 started: true,
                 deadline: now + ctx.cfg.timeouts.head,
             },
-            requests: 0,
         }
     }
 
@@ -232,7 +229,13 @@ impl Conn {
                         // Pipelined requests wait in the buffer, bounded like one head.
                         self.inbuf.len() <= ctx.cfg.limits.max_head
                     } else {
-                        x.up.as_ref().is_some_and(|u| u.out.len() < HIGH_WATER)
+                        match &x.up {
+                            Some(u) => u.out.len() < HIGH_WATER,
+                            // Answering locally: the decoder bounds the body (413).
+                            None if x.local_body.is_some() => true,
+                            // Resolving: a little of the body may wait in the buffer.
+                            None => self.inbuf.len() <= ctx.cfg.limits.max_head,
+                        }
                     }
                 }
                 Phase::Closing { .. } => false,
@@ -424,7 +427,6 @@ impl Conn {
                 return true;
             }
         };
-        self.requests += 1;
         let line = format!(
             "{} {} {}",
             String::from_utf8_lossy(&head.method_str),

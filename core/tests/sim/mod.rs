@@ -91,7 +91,9 @@ impl Sim {
         self.drain();
     }
 
+    /// Delivers bytes read from `sock`, as a runtime would: only while the core wants them.
     pub fn send(&mut self, sock: SockId, bytes: &[u8]) {
+        assert!(self.ep.wants_read(sock), "{sock:?} is not being read");
         self.input(sock, Input::Read(bytes));
     }
 
