@@ -9,16 +9,22 @@ cargo fmt --all -- --check
 echo "--- cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "--- cargo test"
-cargo test --workspace
+tests_log=$(mktemp)
+cargo test --workspace 2>&1 | tee "$tests_log"
+# One total over every test binary, printed last so it closes the run.
+summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$tests_log")
+rm -f "$tests_log"
 secs=${FUZZ_SECONDS:-20}
 if [ "$secs" -gt 0 ]; then
   echo "--- fuzz smoke (${secs}s per target)"
   log=$(mktemp)
-  trap 'rm -f "$log"' EXIT
   if ! fuzz/run.sh "$secs" >"$log" 2>&1; then
     tail -n 80 "$log"
     echo "fuzz smoke failed"
     exit 1
   fi
   grep -E '^(== fuzz target|stat::number_of_executed_units|stat::new_units_added)' "$log" || true
+  rm -f "$log"
 fi
+echo "--- summary"
+echo "tests: $summary"
