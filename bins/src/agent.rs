@@ -1,25 +1,58 @@
-//! `mdproxy agent`: reads the secret and the static map, resolves the metadata server, claims
-//! and binds the Unix socket, and runs the agent on one or more workers. SIGHUP re-reads the
-//! static map.
+//! `mdproxy agent`: reads the secret and the backend's files, resolves the metadata server
+//! (and Neutron and Keystone), claims and binds the Unix socket, and runs the agent on one or
+//! more workers. SIGHUP re-reads the static map.
 
 use std::fs::{self, Permissions};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
 use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, Reload, Role, Target};
 use mdproxy_core::http::Limits;
+use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_mio::{Listener, RunOptions};
 
 use crate::{cli, os, start, Failure};
 
+/// SIGHUP hook of one worker.
+type Hangup = Box<dyn FnMut() -> Option<Reload> + Send>;
+
 pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
-    let secret = read_secret(&cfg.shared_secret_file).map_err(Failure::Config)?;
-    let map = load_map(&cfg.static_map).map_err(Failure::Config)?;
-    let metadata = resolve(&cfg.metadata).map_err(Failure::Config)?;
+    let secret = read_secret(&cfg.shared_secret_file, "shared secret").map_err(Failure::Config)?;
+    let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hangup>) = match &cfg.backend {
+        cli::LookupBackend::Static(path) => {
+            let map = load_map(path).map_err(Failure::Config)?;
+            let described = format!("static map {} with {} ports", path.display(), map.ports());
+            let reloader = MapReloader::new(path.clone());
+            (
+                Backend::Static(map),
+                described,
+                Box::new(move || reloader.hook()),
+            )
+        }
+        cli::LookupBackend::Neutron(args) => {
+            let neutron = neutron_config(args, cfg.cache_ttl).map_err(Failure::Config)?;
+            let described = describe_neutron(args, &neutron);
+            let hangups = Arc::new(AtomicU64::new(0));
+            (
+                Backend::Neutron(neutron),
+                described,
+                Box::new(move || nothing_to_reload(&hangups)),
+            )
+        }
+    };
+    let metadata = resolve(
+        "--metadata-url",
+        &cfg.metadata.to_string(),
+        &cfg.metadata.host,
+        cfg.metadata.port,
+    )
+    .map_err(Failure::Config)?;
     let path = &cfg.listen_socket;
     let ((listener, _socket_file), _pid_file) = start(&cfg.process, || {
         let system = |what: &str, e: std::io::Error| {
@@ -39,18 +72,16 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         Ok((listener, file))
     })?;
     log::info!(
-        "agent listening on {listener}, metadata server {} ({metadata}), static map {} with {} \
-         ports, {} worker(s) (mio runtime)",
+        "agent listening on {listener}, metadata server {} ({metadata}), {described}, {} \
+         worker(s) (mio runtime)",
         cfg.metadata,
-        cfg.static_map.display(),
-        map.ports(),
         cfg.workers,
     );
     let endpoint = EndpointConfig {
         role: Role::Agent(AgentConfig {
             metadata: Target::Tcp(metadata),
             signer: Signer::new(&secret),
-            backend: Backend::Static(map),
+            backend,
             cache_capacity: cfg.cache_size,
             cache_ttl: cfg.cache_ttl,
             negative_ttl: cfg.negative_ttl,
@@ -59,10 +90,10 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         timeouts: cfg.timeouts,
     };
     drop(secret);
-    let reloader = MapReloader::new(cfg.static_map.clone());
     let options = || RunOptions {
         drain_timeout: cfg.drain_timeout,
-        on_hangup: reloader.hook(),
+        on_hangup: hangup(),
+        ..RunOptions::default()
     };
     mdproxy_mio::run_workers(cfg.workers, endpoint, vec![listener], options)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
@@ -70,12 +101,90 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The shared secret: the file's bytes without one trailing newline (`\n` or `\r\n`). Never
-/// logged.
-fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
+/// The neutron backend's settings: URLs resolved, the password read. The router-networks
+/// cache lives as long as the instance cache.
+fn neutron_config(args: &cli::NeutronArgs, cache_ttl: Duration) -> Result<NeutronConfig, String> {
+    let neutron = match &args.neutron_url {
+        Some(url) => Some(target("--neutron-url", url)?),
+        None => None,
+    };
+    let keystone = match &args.keystone {
+        Some(ks) => {
+            let password = read_secret(&ks.password_file, "password")?;
+            let password = String::from_utf8(password).map_err(|_| {
+                format!("password file {} is not UTF-8", ks.password_file.display())
+            })?;
+            Some(KeystoneAuth {
+                endpoint: target("--auth-url", &ks.auth_url)?,
+                username: ks.username.clone(),
+                password,
+                project_name: ks.project_name.clone(),
+                user_domain_name: ks.user_domain_name.clone(),
+                project_domain_name: ks.project_domain_name.clone(),
+            })
+        }
+        None => None,
+    };
+    let mut cfg = NeutronConfig::new(neutron, keystone);
+    cfg.interface = args.interface.to_owned();
+    cfg.region = args.region_name.clone();
+    cfg.timeout = args.timeout;
+    cfg.router_networks_ttl = cache_ttl;
+    Ok(cfg)
+}
+
+/// For the startup log line: where Neutron is and who we are to Keystone (never the password).
+fn describe_neutron(args: &cli::NeutronArgs, cfg: &NeutronConfig) -> String {
+    let at = match (&args.neutron_url, &cfg.neutron) {
+        (Some(url), Some(t)) => format!("{url} ({})", t.addr),
+        _ => {
+            let region = args
+                .region_name
+                .as_deref()
+                .map_or(String::new(), |r| format!(" in region {r}"));
+            format!(
+                "the {} endpoint{region} of Keystone's catalog",
+                args.interface
+            )
+        }
+    };
+    let auth = match (&args.keystone, &cfg.keystone) {
+        (Some(ks), Some(auth)) => format!(
+            "Keystone {} ({}) as user {} ({}) in project {} ({})",
+            ks.auth_url,
+            auth.endpoint.addr,
+            ks.username,
+            ks.user_domain_name,
+            ks.project_name,
+            ks.project_domain_name
+        ),
+        _ => "no authentication".to_owned(),
+    };
+    format!(
+        "neutron backend at {at}, {auth}, timeout {:?}",
+        args.timeout
+    )
+}
+
+/// A SIGHUP hook that says once per SIGHUP, whatever the number of workers, that the neutron
+/// backend has nothing to re-read.
+fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hangup {
+    let last = last.clone();
+    let mut hangups = 0u64;
+    Box::new(move || {
+        hangups += 1;
+        if last.fetch_max(hangups, Ordering::Relaxed) < hangups {
+            log::info!("SIGHUP: the neutron backend has nothing to reload");
+        }
+        None
+    })
+}
+
+/// A secret (the shared secret, a password): the file's bytes without one trailing newline
+/// (`\n` or `\r\n`). Never logged.
+pub(crate) fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let mut secret =
-        fs::read(path).map_err(|e| format!("cannot read shared secret file {shown}: {e}"))?;
+    let mut secret = fs::read(path).map_err(|e| format!("cannot read {what} file {shown}: {e}"))?;
     if secret.ends_with(b"\n") {
         secret.pop();
         if secret.ends_with(b"\r") {
@@ -84,7 +193,7 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
     }
     let meta = fs::metadata(path);
     if meta.is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o004 != 0) {
-        log::warn!("shared secret file {shown} is readable by every user");
+        log::warn!("{what} file {shown} is readable by every user");
     }
     Ok(secret)
 }
@@ -100,14 +209,21 @@ fn load_map(path: &Path) -> Result<StaticMap, String> {
     })
 }
 
-/// The metadata server's address, resolved once (the core never resolves names).
-fn resolve(url: &cli::MetadataUrl) -> Result<SocketAddr, String> {
-    let mut addrs = (url.host.as_str(), url.port)
+/// `host:port` resolved once (the core never resolves names); `flag` and `url` name it in
+/// errors.
+fn resolve(flag: &str, url: &str, host: &str, port: u16) -> Result<SocketAddr, String> {
+    let mut addrs = (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("--metadata-url {url}: cannot resolve {}: {e}", url.host))?;
+        .map_err(|e| format!("{flag} {url}: cannot resolve {host}: {e}"))?;
     addrs
         .next()
-        .ok_or_else(|| format!("--metadata-url {url}: {} has no address", url.host))
+        .ok_or_else(|| format!("{flag} {url}: {host} has no address"))
+}
+
+/// A Neutron or Keystone URL as the lookup client takes it: resolved, `Host` as written.
+fn target(flag: &str, url: &cli::ServiceUrl) -> Result<HttpTarget, String> {
+    let addr = resolve(flag, &url.url, &url.host, url.port)?;
+    HttpTarget::parse_resolved(&url.url, addr).map_err(|e| format!("{flag}: {e}"))
 }
 
 /// Re-reads the static map on SIGHUP, for every worker. Each worker calls its own hook once
@@ -162,12 +278,71 @@ mod tests {
 
     #[test]
     fn secret_loses_one_trailing_newline_only() {
-        assert_eq!(read_secret(&temp("s1", "s3cr3t\n")).unwrap(), b"s3cr3t");
-        assert_eq!(read_secret(&temp("s2", "s3cr3t\r\n")).unwrap(), b"s3cr3t");
-        assert_eq!(read_secret(&temp("s3", "s3cr3t\n\n")).unwrap(), b"s3cr3t\n");
-        assert_eq!(read_secret(&temp("s4", " s ")).unwrap(), b" s ");
-        assert_eq!(read_secret(Path::new("/dev/null")).unwrap(), b"");
-        assert!(read_secret(Path::new("/nonexistent/secret")).is_err());
+        assert_eq!(
+            read_secret(&temp("s1", "s3cr3t\n"), "secret").unwrap(),
+            b"s3cr3t"
+        );
+        assert_eq!(
+            read_secret(&temp("s2", "s3cr3t\r\n"), "secret").unwrap(),
+            b"s3cr3t"
+        );
+        assert_eq!(
+            read_secret(&temp("s3", "s3cr3t\n\n"), "secret").unwrap(),
+            b"s3cr3t\n"
+        );
+        assert_eq!(read_secret(&temp("s4", " s "), "secret").unwrap(), b" s ");
+        assert_eq!(read_secret(Path::new("/dev/null"), "secret").unwrap(), b"");
+        assert!(read_secret(Path::new("/nonexistent/secret"), "secret").is_err());
+    }
+
+    #[test]
+    fn neutron_settings_from_flags() {
+        let password = temp("password", "hunter2\n");
+        let argv = [
+            "mdproxy",
+            "agent",
+            "--shared-secret-file=/dev/null",
+            "--backend=neutron",
+            "--neutron-url=http://localhost:9696/networking/",
+            "--auth-url=http://127.0.0.1:5000/v3",
+            "--username=neutron",
+            &format!("--password-file={}", password.display()),
+            "--project-name=service",
+            "--region-name=RegionTwo",
+            "--interface=internal",
+            "--neutron-timeout=3",
+            "--cache-ttl=7",
+        ];
+        let Ok(cli::Command::Agent(agent)) = cli::parse(argv.map(Into::into)) else {
+            panic!("{argv:?} did not parse");
+        };
+        let cli::LookupBackend::Neutron(args) = &agent.backend else {
+            panic!("{:?}", agent.backend);
+        };
+        let cfg = neutron_config(args, agent.cache_ttl).unwrap();
+        let neutron = cfg.neutron.as_ref().unwrap();
+        assert!(neutron.addr.ip().is_loopback(), "{neutron:?}");
+        assert_eq!(neutron.addr.port(), 9696);
+        assert_eq!(
+            (neutron.host.as_str(), neutron.path_prefix.as_str()),
+            ("localhost:9696", "/networking")
+        );
+        let ks = cfg.keystone.as_ref().unwrap();
+        assert_eq!(ks.endpoint.addr, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(ks.endpoint.path_prefix, "/v3");
+        assert_eq!(ks.password, "hunter2");
+        assert_eq!(
+            (cfg.interface.as_str(), cfg.region.as_deref()),
+            ("internal", Some("RegionTwo"))
+        );
+        assert_eq!(cfg.timeout, Duration::from_secs(3));
+        assert_eq!(cfg.router_networks_ttl, Duration::from_secs(7));
+        let shown = format!("{cfg:?} {}", describe_neutron(args, &cfg));
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("at http://localhost:9696/networking/ (127.0.0.1:9696)"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 
 mod agent;
 mod cli;
+mod demo;
 mod ns_proxy;
 mod os;
+mod server;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,10 +24,6 @@ fn main() -> ExitCode {
     match command {
         cli::Command::Help(text) => print!("{text}"),
         cli::Command::Version => println!("mdproxy {} (runtimes: mio)", env!("CARGO_PKG_VERSION")),
-        cli::Command::NotYet(role) => {
-            eprintln!("mdproxy {role}: not implemented yet in this build");
-            return ExitCode::from(2);
-        }
         cli::Command::NsProxy(cfg) => {
             let logging = (cfg.process.log_file.clone(), cfg.process.debug);
             return launch(logging, move || ns_proxy::serve(*cfg));
@@ -33,6 +31,14 @@ fn main() -> ExitCode {
         cli::Command::Agent(cfg) => {
             let logging = (cfg.process.log_file.clone(), cfg.process.debug);
             return launch(logging, move || agent::serve(*cfg));
+        }
+        cli::Command::Server(cfg) => {
+            let logging = (cfg.process.log_file.clone(), cfg.process.debug);
+            return launch(logging, move || server::serve(*cfg));
+        }
+        cli::Command::Demo(cfg) => {
+            let logging = (cfg.process.log_file.clone(), cfg.process.debug);
+            return launch(logging, move || demo::serve(*cfg));
         }
     }
     ExitCode::SUCCESS

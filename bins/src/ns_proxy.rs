@@ -44,6 +44,7 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
             log::info!("SIGHUP: the ns-proxy has nothing to reload");
             None
         }),
+        ..RunOptions::default()
     };
     mdproxy_mio::run(endpoint, listeners, opts)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;

@@ -38,10 +38,27 @@ pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
     builder.try_init().map_err(|e| e.to_string())
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, without a date crate (days-to-civil, H. Hinnant's algorithm).
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` of `t` since the epoch.
 fn utc(t: Duration) -> String {
-    let (days, secs) = ((t.as_secs() / 86_400) as i64, t.as_secs() % 86_400);
-    let z = days + 719_468;
+    let (year, month, day) = utc_date(t);
+    let secs = t.as_secs() % 86_400;
+    let (h, m, s, ms) = (secs / 3600, secs / 60 % 60, secs % 60, t.subsec_millis());
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+}
+
+/// Today's UTC date (year, month, day), from the system clock.
+pub fn utc_today() -> (u16, u8, u8) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    let (y, m, d) = utc_date(now);
+    (u16::try_from(y).unwrap_or(u16::MAX), m as u8, d as u8)
+}
+
+/// The UTC date of `t` since the epoch, without a date crate (days-to-civil, H. Hinnant's
+/// algorithm).
+fn utc_date(t: Duration) -> (i64, i64, i64) {
+    let z = (t.as_secs() / 86_400) as i64 + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
@@ -49,9 +66,7 @@ fn utc(t: Duration) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, ms) = (secs / 3600, secs / 60 % 60, secs % 60, t.subsec_millis());
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// Forks into the background: the parent exits 0, the child becomes a session leader with

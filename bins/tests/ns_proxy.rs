@@ -32,7 +32,7 @@ runtime_tests! {
     max_conns_flag_limits_connections,
     rate_limit_flag_answers_429,
     dual_stack_listener_reports_ipv4_peer,
-    help_version_and_unimplemented_roles,
+    help_version_and_usage_errors,
 }
 
 fn forged_identity_headers_never_reach_upstream(rt: Runtime) {
@@ -495,7 +495,7 @@ fn dual_stack_listener_reports_ipv4_peer(rt: Runtime) {
     );
 }
 
-fn help_version_and_unimplemented_roles(rt: Runtime) {
+fn help_version_and_usage_errors(rt: Runtime) {
     let (status, out, _) = run_binary(&["--version"]);
     assert!(status.success() && out.contains(rt.name()), "{out}");
     let flags = [
@@ -506,9 +506,8 @@ fn help_version_and_unimplemented_roles(rt: Runtime) {
         "--metadata_port",
     ];
     assert_help_mentions(&["ns-proxy", "--help"], &flags);
-    for role in ["server", "demo"] {
-        let (status, _, err) = run_binary(&[role]);
-        assert_eq!(status.code(), Some(2));
-        assert!(err.contains("not implemented yet"), "{err}");
-    }
+    // A role without its required flags is a usage error (`demo` needs none: not run here).
+    let (status, _, err) = run_binary(&["server"]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("--instances"), "{err}");
 }

@@ -12,12 +12,16 @@
 //!
 //! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
 //! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
+//! Hooks: [`RunOptions::tick`] runs on a timer (e.g. to notice changed files) and feeds its
+//! [`Reload`] to the endpoint the same way; [`Action::Store`] goes to [`RunOptions::on_store`].
+//! The hooks run on the loop's thread, between events: they should be quick.
 //! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
 //! and Rust binaries ignore SIGPIPE anyway.
 //!
 //! Workers: [`run_workers`] runs the same loop on N threads, each with its own [`Endpoint`]
 //! (so its own connections, pool and cache) on its own handle of the shared listeners; the
-//! calling thread only relays each caught signal to every worker. See `workers.rs`.
+//! calling thread only relays each caught signal to every worker. [`run_loops`] does the same
+//! for loops of different endpoints (the demo's three roles). See `workers.rs`.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -28,6 +32,7 @@ use std::time::{Duration, Instant};
 use mdproxy_core::endpoint::{
     Action, ConnectError, Endpoint, EndpointConfig, Input, Reload, SockId,
 };
+use mdproxy_core::metadata::StoreRequest;
 use mio::event::Event;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -35,7 +40,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 pub use net::Listener;
 use net::Stream;
 use signal::SignalGuard;
-pub use workers::run_workers;
+pub use workers::{run_loops, run_workers, Loop};
 
 #[macro_use]
 mod net;
@@ -56,13 +61,31 @@ pub struct RunOptions {
     /// is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was bad and
     /// the hook logged why).
     pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
+    /// Called for every [`Action::Store`] (a password the server accepted and already serves
+    /// from memory), from the loop's thread. The default logs that nothing was persisted.
+    pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
+    /// A periodic hook: called once when the loop starts, then at least every interval (the
+    /// loop wakes for it), also while busy. What it returns goes to [`Endpoint::reload`], as
+    /// for SIGHUP. Not called once draining.
+    pub tick: Option<(Duration, Tick)>,
 }
+
+/// The hook of [`RunOptions::tick`].
+pub type Tick = Box<dyn FnMut() -> Option<Reload> + Send>;
 
 impl Default for RunOptions {
     fn default() -> Self {
         RunOptions {
             drain_timeout: Duration::from_secs(10),
             on_hangup: Box::new(|| None),
+            // Never log the password itself.
+            on_store: Box::new(|req| {
+                log::warn!(
+                    "the password of instance {} was not persisted: no store is configured",
+                    req.instance_uuid
+                )
+            }),
+            tick: None,
         }
     }
 }
@@ -71,7 +94,8 @@ impl Default for RunOptions {
 /// stops accepting, lets busy connections finish (up to [`RunOptions::drain_timeout`]) and
 /// returns `Ok(())`. A second SIGTERM/SIGINT returns at once. Errors are failures of the
 /// poller itself. Installs process-wide handlers for SIGTERM, SIGINT and SIGHUP for its
-/// duration, so call `run` (or [`run_workers`], for several loops) once per process.
+/// duration, so call `run` (or [`run_workers`] or [`run_loops`], for several loops) once per
+/// process.
 pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> io::Result<()> {
     let (sig_rx, sig_tx) = UnixStream::pair()?;
     let _signals = SignalGuard::install(sig_tx)?;
@@ -79,7 +103,7 @@ pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> i
 }
 
 /// The loop itself. `sig_rx` delivers caught signals, one byte (the signal number) each:
-/// straight from the handler, or relayed by [`run_workers`].
+/// straight from the handler, or relayed by [`run_loops`].
 fn serve(
     cfg: EndpointConfig,
     listeners: Vec<Listener>,
@@ -101,16 +125,18 @@ fn serve(
         socks: HashMap::new(),
         scratch: vec![0; SCRATCH],
         listeners,
-        opts,
         drain_deadline: None,
+        next_tick: opts.tick.is_some().then_some(now),
+        opts,
     };
     d.settle(now);
+    d.tick(now);
     let mut events = Events::with_capacity(1024);
     loop {
-        let deadline = match (d.ep.poll_timeout(), d.drain_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let deadline = [d.ep.poll_timeout(), d.drain_deadline, d.next_tick]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = deadline.map(|t| t.saturating_duration_since(now));
         let polled = poll.poll(&mut events, timeout);
         now = Instant::now();
@@ -137,6 +163,7 @@ fn serve(
             d.ep.handle_timeout(now);
             d.settle(now);
         }
+        d.tick(now);
         match d.drain_deadline {
             Some(_) if d.ep.is_drained() => return Ok(()),
             Some(t) if t <= now => {
@@ -168,9 +195,26 @@ struct Driver {
     listeners: Vec<Option<Listener>>,
     opts: RunOptions,
     drain_deadline: Option<Instant>,
+    /// When [`RunOptions::tick`] is due; `None` without one, or once draining.
+    next_tick: Option<Instant>,
 }
 
 impl Driver {
+    /// Runs the tick hook if it is due, and schedules the next call.
+    fn tick(&mut self, now: Instant) {
+        let (Some(due), Some((every, hook))) = (self.next_tick, self.opts.tick.as_mut()) else {
+            return;
+        };
+        if due > now {
+            return;
+        }
+        self.next_tick = Some(now + *every);
+        if let Some(reload) = hook() {
+            self.ep.reload(now, reload);
+            self.settle(now);
+        }
+    }
+
     /// Handles one caught signal; true asks the loop to return at once.
     fn on_signal(&mut self, now: Instant, sig: libc::c_int) -> bool {
         if sig == libc::SIGHUP {
@@ -189,6 +233,7 @@ impl Driver {
             let _ = self.registry.deregister(l.source());
         }
         self.drain_deadline = Some(now + self.opts.drain_timeout);
+        self.next_tick = None;
         self.ep.begin_drain(now);
         self.settle(now);
         false
@@ -254,12 +299,7 @@ impl Driver {
                         let _ = self.registry.deregister(s.stream.source());
                     }
                 }
-                // The server role's persistence is not wired into this runtime yet; the core
-                // already serves the value from memory. (Never log the password itself.)
-                Action::Store(req) => log::warn!(
-                    "the password of instance {} was not persisted: this runtime has no store",
-                    req.instance_uuid
-                ),
+                Action::Store(req) => (self.opts.on_store)(req),
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Several loops in one process: N threads each run [`serve`] with their own [`Endpoint`] on
-//! their own `dup` of every listener, and the calling thread relays signals.
+//! their own listeners (for [`run_workers`], their own `dup` of every shared listener), and the
+//! calling thread relays signals.
 //!
 //! Signal handlers are process-wide and write to one socket, so the calling thread reads that
 //! socket and copies each signal byte to every worker's control socket; a worker reads its
@@ -47,21 +48,46 @@ pub fn run_workers(
     if workers <= 1 {
         return run(cfg, listeners, options());
     }
-    let (mut sig_rx, sig_tx) = UnixStream::pair()?;
-    let _signals = SignalGuard::install(sig_tx)?;
-    let mut sets = Vec::with_capacity(workers);
+    let mut loops = Vec::with_capacity(workers);
     for _ in 1..workers {
-        sets.push(
-            listeners
+        loops.push(Loop {
+            cfg: cfg.clone(),
+            listeners: listeners
                 .iter()
                 .map(Listener::try_clone)
                 .collect::<io::Result<_>>()?,
-        );
+            options: options(),
+        });
     }
-    sets.push(listeners);
-    let mut pool: Vec<Worker> = Vec::with_capacity(workers);
-    for (i, set) in sets.into_iter().enumerate() {
-        match spawn(i, cfg.clone(), set, options()) {
+    let options = options();
+    loops.push(Loop {
+        cfg,
+        listeners,
+        options,
+    });
+    run_loops(loops)
+}
+
+/// One event loop of [`run_loops`]: an endpoint, its listeners and its hooks.
+pub struct Loop {
+    /// The endpoint this loop drives.
+    pub cfg: EndpointConfig,
+    /// The listeners it accepts on (its own: not shared with other loops).
+    pub listeners: Vec<Listener>,
+    /// Its hooks and drain timeout.
+    pub options: RunOptions,
+}
+
+/// Runs each of `loops` on a thread of its own (even a single one), as [`run_workers`] does
+/// with copies of one endpoint: signals reach every loop, and this returns when all have
+/// stopped, with the first error any of them had (a loop that fails makes the others drain
+/// and stop too). Each loop has its own endpoint; the demo runs the three roles this way.
+pub fn run_loops(loops: Vec<Loop>) -> io::Result<()> {
+    let (mut sig_rx, sig_tx) = UnixStream::pair()?;
+    let _signals = SignalGuard::install(sig_tx)?;
+    let mut pool: Vec<Worker> = Vec::with_capacity(loops.len());
+    for (i, l) in loops.into_iter().enumerate() {
+        match spawn(i, l) {
             Ok(w) => pool.push(w),
             Err(e) => {
                 stop_all(&mut pool);
@@ -82,16 +108,11 @@ pub fn run_workers(
     relay(poll, sig_rx, pool)
 }
 
-fn spawn(
-    i: usize,
-    cfg: EndpointConfig,
-    listeners: Vec<Listener>,
-    opts: RunOptions,
-) -> io::Result<Worker> {
+fn spawn(i: usize, l: Loop) -> io::Result<Worker> {
     let (ctl, theirs) = UnixStream::pair()?;
     let thread = thread::Builder::new()
         .name(format!("worker-{i}"))
-        .spawn(move || serve(cfg, listeners, opts, theirs))?;
+        .spawn(move || serve(l.cfg, l.listeners, l.options, theirs))?;
     Ok(Worker {
         ctl,
         thread: Some(thread),

@@ -2,12 +2,13 @@
 //! flags).
 
 use std::fmt;
-use std::net::Ipv6Addr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::lookup::HttpTarget;
 
 use super::{common_help, next_flag, positive, seconds, unknown, value, Command, Common, Process};
 
@@ -26,11 +27,23 @@ Copies of those headers sent by the client are dropped. The metadata server's an
 through; a 403 is logged as a warning (the shared secrets likely differ). 503 when the server
 cannot be reached, 504 when it does not answer in time, 502 when its answer is malformed.
 
+With --backend neutron, the agent asks Neutron's API what neutron-metadata-agent asks over
+RPC: the router's interface networks (GET /v2.0/ports?device_id=R&device_owner=...), then the
+port with the client's fixed IP on them (GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=
+N&..., by mac_address for an IPv6 link-local client). Answers are cached (--cache-ttl); concurrent
+first requests for one instance make one query. When the metadata server answers 404 for a
+cached instance, the agent looks it up once more past the cache (the IP may have been reused).
+When Neutron or Keystone fails or does not answer within --neutron-timeout, the request gets
+503 and instances still cached keep being served.
+
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, remove the socket file, exit 0.
 SIGHUP: re-read --static-map; a file with errors is logged (with its line) and the previous map
-is kept.
+is kept. The neutron backend has nothing to re-read.
 
 Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]
+       mdproxy agent --shared-secret-file PATH --backend neutron --auth-url URL --username NAME
+                     --password-file PATH --project-name NAME [OPTIONS]
+       mdproxy agent --shared-secret-file PATH --backend neutron --neutron-url URL [OPTIONS]
 
 Metadata server:
       --metadata-url URL         http://HOST[:PORT] of the metadata server (Nova's, or
@@ -43,15 +56,43 @@ Metadata server:
                                  secret, give /dev/null. The secret is never logged
 
 Lookup:
-      --backend NAME             Where instances are looked up [default and only choice in
-                                 this build: static]
-      --static-map FILE          The static backend's TOML file (format below); required
+      --backend NAME             Where instances are looked up: static (a file) or neutron
+                                 (Neutron's API) [default: static]
+      --static-map FILE          The static backend's TOML file (format below); required with
+                                 --backend static
       --cache-size N             Lookup cache entries [default: 10000]
-      --cache-ttl S              Seconds a found instance stays cached [default: 5]
+      --cache-ttl S              Seconds a found instance (and a router's list of networks)
+                                 stays cached [default: 5]
       --negative-cache-ttl S     Seconds \"no such instance\" stays cached [default: 1]
-                                 The static backend answers from memory and bypasses the
-                                 cache, so the cache flags only matter for backends that query
-                                 a service (none in this build yet)
+                                 The cache serves the neutron backend; the static backend
+                                 answers from memory and bypasses it, so with --backend static
+                                 the three cache flags change nothing
+
+Neutron backend (--backend neutron; URLs are http://HOST[:PORT][/PATH], HOST resolved once at
+startup, PORT 80 when absent; https:// is not supported in this build):
+      --neutron-url URL          Neutron's API endpoint, e.g. http://192.0.2.10:9696 [default:
+                                 the network endpoint of Keystone's catalog, which must then
+                                 name its host by IP address]
+      --auth-url URL             Keystone, with or without /v3, e.g. http://192.0.2.10:5000/v3.
+                                 The agent authenticates with Keystone v3 password credentials
+                                 and reuses the token until shortly before it expires; a 401
+                                 from Neutron makes it authenticate once more and retry once.
+                                 Without --auth-url no authentication is done at all (a noauth
+                                 Neutron), and --neutron-url is required
+      --username NAME            Keystone user (required with --auth-url)
+      --password-file PATH       File holding that user's password (required with --auth-url);
+                                 one trailing newline is ignored. There is no flag taking the
+                                 password itself; it is never logged
+      --project-name NAME        Project the token is scoped to (required with --auth-url)
+      --user-domain-name NAME    Domain of the user [default: Default]
+      --project-domain-name NAME Domain of the project [default: Default]
+      --region-name NAME         Region of the catalog endpoint to use [default: the first
+                                 network endpoint with the right interface]
+      --interface NAME           Catalog endpoint to use: public, internal or admin
+                                 [default: public]
+      --neutron-timeout S        Each request to Neutron or Keystone, connecting included, must
+                                 be answered within S seconds, else the lookup fails (503)
+                                 [default: 10]
 
 Socket:
       --listen-socket PATH       Unix socket the namespace proxies connect to
@@ -91,7 +132,7 @@ Invoked as `neutron-metadata-agent`, mdproxy runs `agent`.
 
 Exit status: 0 after a clean stop, 1 when the agent cannot start (the socket is taken, a
 system call fails) or its event loop fails, 2 for a usage or configuration error (bad flag,
-unreadable secret, a static map with errors, a metadata URL that does not resolve).
+unreadable secret or password file, a static map with errors, a URL that does not resolve).
 "
 );
 
@@ -105,14 +146,45 @@ pub struct Agent {
     pub workers: usize,
     pub metadata: MetadataUrl,
     pub shared_secret_file: PathBuf,
-    /// The static backend's file (the only backend so far).
-    pub static_map: PathBuf,
+    pub backend: LookupBackend,
     pub cache_size: NonZeroUsize,
     pub cache_ttl: Duration,
     pub negative_ttl: Duration,
     pub timeouts: Timeouts,
     pub drain_timeout: Duration,
     pub process: Process,
+}
+
+/// Where instances are looked up (`--backend`).
+#[derive(Debug)]
+pub enum LookupBackend {
+    /// The static backend's file.
+    Static(PathBuf),
+    Neutron(Box<NeutronArgs>),
+}
+
+/// The neutron backend's flags, checked but not resolved or read.
+#[derive(Debug)]
+pub struct NeutronArgs {
+    /// `None`: take Neutron's endpoint from Keystone's catalog.
+    pub neutron_url: Option<ServiceUrl>,
+    /// `None`: a noauth Neutron (then `neutron_url` is set).
+    pub keystone: Option<KeystoneArgs>,
+    pub region_name: Option<String>,
+    /// `public`, `internal` or `admin`.
+    pub interface: &'static str,
+    pub timeout: Duration,
+}
+
+/// Keystone v3 password credentials; the password stays in its file until startup.
+#[derive(Debug)]
+pub struct KeystoneArgs {
+    pub auth_url: ServiceUrl,
+    pub username: String,
+    pub password_file: PathBuf,
+    pub project_name: String,
+    pub user_domain_name: String,
+    pub project_domain_name: String,
 }
 
 /// Neutron's `metadata_proxy_socket_mode` choices (without `deduce`).
@@ -150,6 +222,119 @@ impl fmt::Display for MetadataUrl {
     }
 }
 
+/// `http://HOST[:PORT][/PATH]` of a lookup service (Neutron, Keystone), checked but not yet
+/// resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceUrl {
+    /// The URL as given.
+    pub url: String,
+    /// A name or an IP address (IPv6 without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+impl fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// The neutron backend's flags as they come, checked once the whole command line is read.
+#[derive(Default)]
+struct NeutronFlags {
+    neutron_url: Option<ServiceUrl>,
+    auth_url: Option<ServiceUrl>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    project_name: Option<String>,
+    user_domain_name: Option<String>,
+    project_domain_name: Option<String>,
+    region_name: Option<String>,
+    interface: Option<&'static str>,
+    timeout: Option<Duration>,
+    /// The flags given, as spelled in messages, in order.
+    given: Vec<String>,
+}
+
+impl NeutronFlags {
+    /// Takes `name` if it is a neutron backend flag; `Ok(false)` leaves it to the caller.
+    fn parse(&mut self, name: &str, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+        match name {
+            "neutron-url" => self.neutron_url = Some(service_url(flag, &value(p, flag)?)?),
+            "auth-url" => self.auth_url = Some(service_url(flag, &value(p, flag)?)?),
+            "username" => self.username = Some(name_value(p, flag)?),
+            "password-file" => self.password_file = Some(value(p, flag)?.into()),
+            "project-name" => self.project_name = Some(name_value(p, flag)?),
+            "user-domain-name" => self.user_domain_name = Some(name_value(p, flag)?),
+            "project-domain-name" => self.project_domain_name = Some(name_value(p, flag)?),
+            "region-name" => self.region_name = Some(name_value(p, flag)?),
+            "interface" => self.interface = Some(interface(flag, &value(p, flag)?)?),
+            "neutron-timeout" => self.timeout = Some(seconds(flag, &value(p, flag)?, false)?),
+            _ => return Ok(false),
+        }
+        self.given.push(flag.to_owned());
+        Ok(true)
+    }
+
+    /// The neutron backend these flags describe.
+    fn finish(self) -> Result<NeutronArgs, String> {
+        let keystone = match self.auth_url {
+            Some(auth_url) => {
+                let need = |v: Option<String>, flag: &str| {
+                    v.ok_or_else(|| format!("--auth-url needs {flag} too"))
+                };
+                Some(KeystoneArgs {
+                    auth_url,
+                    username: need(self.username, "--username")?,
+                    password_file: self
+                        .password_file
+                        .ok_or("--auth-url needs --password-file too")?,
+                    project_name: need(self.project_name, "--project-name")?,
+                    user_domain_name: self.user_domain_name.unwrap_or_else(|| "Default".into()),
+                    project_domain_name: self
+                        .project_domain_name
+                        .unwrap_or_else(|| "Default".into()),
+                })
+            }
+            None => {
+                const KEYSTONE_ONLY: [&str; 7] = [
+                    "--username",
+                    "--password-file",
+                    "--project-name",
+                    "--user-domain-name",
+                    "--project-domain-name",
+                    "--region-name",
+                    "--interface",
+                ];
+                if let Some(flag) = self
+                    .given
+                    .iter()
+                    .find(|f| KEYSTONE_ONLY.contains(&f.as_str()))
+                {
+                    return Err(format!(
+                        "{flag} needs --auth-url (without it, no Keystone authentication is done)"
+                    ));
+                }
+                if self.neutron_url.is_none() {
+                    return Err(
+                        "--backend neutron needs --neutron-url, or --auth-url to find \
+                                Neutron in Keystone's catalog"
+                            .to_owned(),
+                    );
+                }
+                None
+            }
+        };
+        Ok(NeutronArgs {
+            neutron_url: self.neutron_url,
+            keystone,
+            region_name: self.region_name,
+            interface: self.interface.unwrap_or("public"),
+            timeout: self.timeout.unwrap_or(Duration::from_secs(10)),
+        })
+    }
+}
+
 pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
@@ -157,12 +342,13 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         host: "127.0.0.1".to_owned(),
         port: 8775,
     };
-    let (mut secret, mut static_map) = (None, None);
+    let (mut secret, mut static_map, mut neutron_backend) = (None, None, false);
+    let mut neutron = NeutronFlags::default();
     let mut cache_size = NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN);
     let (mut cache_ttl, mut negative_ttl) = (Duration::from_secs(5), Duration::from_secs(1));
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
-        if common.parse(&name, &flag, p)? {
+        if common.parse(&name, &flag, p)? || neutron.parse(&name, &flag, p)? {
             continue;
         }
         match name.as_str() {
@@ -173,14 +359,17 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             "workers" => workers = positive(&flag, &value(p, &flag)?)?,
             "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
             "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
-            "backend" => match value(p, &flag)?.as_str() {
-                "static" => {}
-                other => {
-                    return Err(format!(
-                        "{flag}: backend {other:?} is not supported in this build (only static)"
-                    ))
+            "backend" => {
+                neutron_backend = match value(p, &flag)?.as_str() {
+                    "static" => false,
+                    "neutron" => true,
+                    other => {
+                        return Err(format!(
+                            "{flag}: {other:?} is not a backend (static or neutron)"
+                        ))
+                    }
                 }
-            },
+            }
             "static-map" => static_map = Some(value(p, &flag)?.into()),
             "cache-size" => {
                 let n: usize = positive(&flag, &value(p, &flag)?)?;
@@ -194,7 +383,18 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     let shared_secret_file = secret.ok_or(
         "--shared-secret-file is required (for the empty secret: --shared-secret-file /dev/null)",
     )?;
-    let static_map = static_map.ok_or("--static-map is required with --backend static")?;
+    let backend = match (neutron_backend, static_map) {
+        (false, static_map) => {
+            if let Some(flag) = neutron.given.first() {
+                return Err(format!("{flag} is a flag of --backend neutron"));
+            }
+            LookupBackend::Static(
+                static_map.ok_or("--static-map is required with --backend static")?,
+            )
+        }
+        (true, Some(_)) => return Err("--static-map is a flag of --backend static".to_owned()),
+        (true, None) => LookupBackend::Neutron(Box::new(neutron.finish()?)),
+    };
     let common = common.finish();
     Ok(Command::Agent(Box::new(Agent {
         listen_socket,
@@ -203,7 +403,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         workers,
         metadata,
         shared_secret_file,
-        static_map,
+        backend,
         cache_size,
         cache_ttl,
         negative_ttl,
@@ -225,10 +425,33 @@ fn mode(flag: &str, v: &str) -> Result<SocketMode, String> {
     }
 }
 
-/// `http://HOST[:PORT][/]`: a name, an IPv4 address or a bracketed IPv6 address; no path,
-/// query or user info (the agent appends each request's own path).
-fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
-    let bad = || format!("{flag}: {v:?} is not http://HOST[:PORT] (e.g. http://127.0.0.1:8775)");
+/// Keystone's catalog interfaces.
+fn interface(flag: &str, v: &str) -> Result<&'static str, String> {
+    ["public", "internal", "admin"]
+        .into_iter()
+        .find(|i| *i == v)
+        .ok_or_else(|| format!("{flag}: {v:?} is not one of public, internal, admin"))
+}
+
+/// A name for Keystone (user, project, domain, region): anything but empty.
+fn name_value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+    let v = value(p, flag)?;
+    match v.is_empty() {
+        true => Err(format!("{flag}: must not be empty")),
+        false => Ok(v),
+    }
+}
+
+/// The parts of `http://HOST[:PORT][/PATH]`: the host (a name, an IPv4 address or a
+/// bracketed IPv6 address, returned without brackets), the port (80 when absent) and the
+/// path (`""` or from its `/` on). No user info, query or fragment in the authority. `shape`
+/// is the form named in the error, e.g. `http://HOST[:PORT] (e.g. http://127.0.0.1:8775)`.
+fn split_http_url<'a>(
+    flag: &str,
+    v: &'a str,
+    shape: &str,
+) -> Result<(&'a str, u16, &'a str), String> {
+    let bad = || format!("{flag}: {v:?} is not {shape}");
     let rest = match v.split_once("://") {
         Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
         Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
@@ -238,8 +461,8 @@ fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
         }
         _ => return Err(bad()),
     };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@']) {
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if authority.is_empty() || authority.contains(['?', '#', '@']) {
         return Err(bad());
     }
     let (host, port) = match authority.strip_prefix('[') {
@@ -263,7 +486,33 @@ fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
         None => 80,
         Some(p) => p.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?,
     };
+    Ok((host, port, path))
+}
+
+/// `http://HOST[:PORT][/]`: no path, query or user info (the agent appends each request's own
+/// path).
+fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
+    let shape = "http://HOST[:PORT] (e.g. http://127.0.0.1:8775)";
+    let (host, port, path) = split_http_url(flag, v, shape)?;
+    if !matches!(path, "" | "/") {
+        return Err(format!("{flag}: {v:?} is not {shape}"));
+    }
     Ok(MetadataUrl {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// `http://HOST[:PORT][/PATH]` of Neutron or Keystone, checked as the lookup client will take
+/// it once HOST is resolved.
+fn service_url(flag: &str, v: &str) -> Result<ServiceUrl, String> {
+    let shape = "http://HOST[:PORT][/PATH] (e.g. http://192.0.2.10:9696)";
+    let (host, port, _) = split_http_url(flag, v, shape)?;
+    // The address is a stand-in: this only checks what the URL itself must satisfy.
+    let stand_in = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
+    HttpTarget::parse_resolved(v, stand_in).map_err(|e| format!("{flag}: {e}"))?;
+    Ok(ServiceUrl {
+        url: v.to_owned(),
         host: host.to_owned(),
         port,
     })
@@ -272,6 +521,7 @@ fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
 #[cfg(test)]
 mod tests {
     use std::ffi::OsString;
+    use std::path::Path;
 
     use super::*;
     use crate::cli::parse;
@@ -302,7 +552,157 @@ mod tests {
         );
         assert_eq!(cfg.timeouts, Timeouts::default());
         assert_eq!(cfg.shared_secret_file, PathBuf::from("/s"));
-        assert_eq!(cfg.static_map, PathBuf::from("/m.toml"));
+        assert!(
+            matches!(&cfg.backend, LookupBackend::Static(p) if p.as_path() == Path::new("/m.toml")),
+            "{:?}",
+            cfg.backend
+        );
+    }
+
+    /// The secret plus `--backend neutron` plus `args`.
+    fn neutron(args: &[&str]) -> Result<NeutronArgs, String> {
+        let mut all = vec!["--shared-secret-file", "/s", "--backend", "neutron"];
+        all.extend(args);
+        match agent(&all)?.backend {
+            LookupBackend::Neutron(n) => Ok(*n),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    const KEYSTONE: [&str; 8] = [
+        "--auth-url",
+        "http://keystone.example:5000/v3",
+        "--username",
+        "neutron",
+        "--password-file",
+        "/etc/mdproxy/password",
+        "--project-name",
+        "service",
+    ];
+
+    #[test]
+    fn neutron_defaults() {
+        let n = neutron(&KEYSTONE).unwrap();
+        assert_eq!(n.neutron_url, None);
+        assert_eq!((n.interface, n.region_name), ("public", None));
+        assert_eq!(n.timeout, Duration::from_secs(10));
+        let ks = n.keystone.unwrap();
+        assert_eq!(
+            ks.auth_url,
+            ServiceUrl {
+                url: "http://keystone.example:5000/v3".into(),
+                host: "keystone.example".into(),
+                port: 5000
+            }
+        );
+        assert_eq!(
+            (ks.username.as_str(), ks.project_name.as_str()),
+            ("neutron", "service")
+        );
+        assert_eq!(ks.password_file, PathBuf::from("/etc/mdproxy/password"));
+        assert_eq!(
+            (
+                ks.user_domain_name.as_str(),
+                ks.project_domain_name.as_str()
+            ),
+            ("Default", "Default")
+        );
+    }
+
+    #[test]
+    fn neutron_flags() {
+        let mut args = KEYSTONE.to_vec();
+        args.extend([
+            "--neutron-url=http://[fd00::9]/networking/",
+            "--user_domain_name=users",
+            "--project-domain-name",
+            "projects",
+            "--region-name=RegionTwo",
+            "--interface=internal",
+            "--neutron-timeout=2.5",
+        ]);
+        let n = neutron(&args).unwrap();
+        let url = n.neutron_url.unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("fd00::9", 80));
+        assert_eq!(url.to_string(), "http://[fd00::9]/networking/");
+        assert_eq!(
+            (n.interface, n.region_name.as_deref()),
+            ("internal", Some("RegionTwo"))
+        );
+        assert_eq!(n.timeout, Duration::from_millis(2500));
+        let ks = n.keystone.unwrap();
+        assert_eq!(
+            (
+                ks.user_domain_name.as_str(),
+                ks.project_domain_name.as_str()
+            ),
+            ("users", "projects")
+        );
+        // Without Keystone: a noauth Neutron at an explicit URL.
+        let n = neutron(&["--neutron-url", "http://10.0.0.1:9696"]).unwrap();
+        assert!(n.keystone.is_none());
+        let url = n.neutron_url.unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("10.0.0.1", 9696));
+    }
+
+    #[test]
+    fn neutron_errors_are_messages() {
+        let without = |flag: &str| -> Vec<&str> {
+            let i = KEYSTONE.iter().position(|f| *f == flag).unwrap();
+            let mut args = KEYSTONE.to_vec();
+            args.drain(i..i + 2);
+            args
+        };
+        // (arguments after `--backend neutron`, a word the error must contain)
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (vec![], "--neutron-url"),
+            (without("--username"), "--username"),
+            (without("--password-file"), "--password-file"),
+            (without("--project-name"), "--project-name"),
+            (
+                vec!["--neutron-url=http://n:9696", "--username=u"],
+                "--username needs --auth-url",
+            ),
+            (
+                vec!["--neutron-url=http://n:9696", "--interface=admin"],
+                "--interface needs --auth-url",
+            ),
+            (
+                vec!["--auth-url=https://ks:5000"],
+                "not supported in this build",
+            ),
+            (
+                vec!["--neutron-url=https://n:9696"],
+                "not supported in this build",
+            ),
+            (vec!["--neutron-url=n:9696"], "http://HOST"),
+            (vec!["--neutron-url=http://n:9696/a b"], "character"),
+            (vec!["--neutron-url=http://n:9696/x?y"], "query"),
+            (vec!["--neutron-url=http://bad_host:9696"], "host"),
+            (vec!["--neutron-url=http://n:0"], "http://HOST"),
+            (vec!["--interface=publicURL"], "public, internal, admin"),
+            (vec!["--neutron-timeout=0"], "--neutron-timeout"),
+            (vec!["--username="], "empty"),
+            (vec!["--password=hunter2"], "unknown option --password"),
+            (
+                vec!["--neutron-url=http://n:9696", "--static-map=/m"],
+                "--static-map is a flag of --backend static",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = neutron(&args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: wanted {want:?} in {e}");
+        }
+        // A neutron flag with the static backend is a mistake, not something to ignore.
+        let mut args = REQUIRED.to_vec();
+        args.push("--neutron-url=http://n:9696");
+        let e = agent(&args).unwrap_err();
+        assert!(
+            e.contains("--neutron-url is a flag of --backend neutron"),
+            "{e}"
+        );
+        let e = agent(&["--shared-secret-file=/s", "--backend=nova"]).unwrap_err();
+        assert!(e.contains("static or neutron"), "{e}");
     }
 
     #[test]
@@ -402,6 +802,7 @@ mod tests {
         assert!(e.contains("--static-map"), "{e}");
         for extra in [
             &["--backend", "neutron"][..],
+            &["--backend", "nova"],
             &["--socket-mode", "deduce"],
             &["--workers", "0"],
             &["--backlog", "0"],

@@ -12,10 +12,14 @@ use mdproxy_core::cache::Uuid;
 use mdproxy_core::endpoint::Timeouts;
 
 mod agent;
+mod demo;
 mod ns_proxy;
+mod server;
 
-pub use agent::{Agent, MetadataUrl};
+pub use agent::{Agent, LookupBackend, NeutronArgs, ServiceUrl};
+pub use demo::Demo;
 pub use ns_proxy::NsProxy;
+pub use server::Server;
 
 pub const TOP_HELP: &str = "\
 mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
@@ -29,8 +33,9 @@ Commands:
   agent      Metadata agent: resolves which instance a proxied request comes from, signs its
              ID and relays the request to the metadata server (replaces
              neutron-metadata-agent)
-  server     Metadata server (not implemented yet in this build: exits with status 2)
-  demo       All three roles on loopback (not implemented yet in this build: exits with status 2)
+  server     Metadata server: serves instance metadata from files as Nova's metadata API
+             does, plus IMDSv2 tokens (replaces nova-api-metadata)
+  demo       All three roles on loopback with a sample instance, and the curl commands to try
 
 Options:
   -h, --help     Print this help (`mdproxy <COMMAND> --help` for a command's options)
@@ -95,8 +100,8 @@ pub enum Command {
     Version,
     NsProxy(Box<NsProxy>),
     Agent(Box<Agent>),
-    /// A role that a later version implements.
-    NotYet(&'static str),
+    Server(Box<Server>),
+    Demo(Box<Demo>),
 }
 
 /// Settings of the process rather than of a role.
@@ -190,8 +195,8 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         Some(Value(cmd)) => match cmd.to_str() {
             Some("ns-proxy") => ns_proxy::parse(&mut p),
             Some("agent") => agent::parse(&mut p),
-            Some("server") => Ok(Command::NotYet("server")),
-            Some("demo") => Ok(Command::NotYet("demo")),
+            Some("server") => server::parse(&mut p),
+            Some("demo") => demo::parse(&mut p),
             _ => Err(format!("unknown command {cmd:?} (try --help)")),
         },
         Some(arg) => Err(format!(
@@ -277,10 +282,7 @@ mod tests {
             Ok(Command::Help(TOP_HELP))
         ));
         assert!(matches!(cmd(&["mdproxy", "-V"]), Ok(Command::Version)));
-        assert!(matches!(
-            cmd(&["mdproxy", "server"]),
-            Ok(Command::NotYet("server"))
-        ));
+        assert!(matches!(cmd(&["mdproxy", "demo"]), Ok(Command::Demo(_))));
         for bad in [&["mdproxy"][..], &["mdproxy", "nope"], &["mdproxy", "--x"]] {
             assert!(cmd(bad).is_err(), "{bad:?}");
         }
@@ -288,7 +290,7 @@ mod tests {
 
     #[test]
     fn role_help_includes_the_shared_sections() {
-        for role in ["ns-proxy", "agent"] {
+        for role in ["ns-proxy", "agent", "server", "demo"] {
             let Ok(Command::Help(text)) = cmd(&["mdproxy", role, "-h"]) else {
                 panic!("{role} -h")
             };

@@ -142,7 +142,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     })))
 }
 
-fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
+pub(super) fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
     v.parse()
         .map_err(|_| format!("{flag}: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:9697 or [::]:9697)"))
 }

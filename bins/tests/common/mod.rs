@@ -666,3 +666,430 @@ pub fn run_binary(args: &[&str]) -> (ExitStatus, String, String) {
         .unwrap();
     (status, out.0, out.1)
 }
+
+impl Recorded {
+    /// The request method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.head.split(' ').next().unwrap_or("")
+    }
+
+    /// The request target without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path().split('?').next().unwrap_or("")
+    }
+
+    /// The raw query string (after `?`), `""` if none.
+    pub fn query(&self) -> &str {
+        self.path().split_once('?').map_or("", |(_, q)| q)
+    }
+
+    /// The query string as percent-decoded `(key, value)` pairs, in order.
+    pub fn query_pairs(&self) -> Vec<(String, String)> {
+        query_pairs(self.query())
+    }
+}
+
+impl Upstream {
+    /// Every request received so far.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.seen.0.lock().unwrap().clone()
+    }
+}
+
+/// `a=1&b=x%3Ay` as `[("a", "1"), ("b", "x:y")]`.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Runs `python3 -c code args…` and returns its stdout, trimmed.
+pub fn python(code: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(code)
+        .args(args)
+        .output()
+        .expect("run python3");
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A port in the fake Neutron's table.
+#[derive(Clone, Debug)]
+pub struct FakePort {
+    pub network: String,
+    pub ip: String,
+    pub device_id: String,
+    pub project_id: String,
+}
+
+impl FakePort {
+    pub fn new(network: &str, ip: &str, device_id: &str, project_id: &str) -> FakePort {
+        FakePort {
+            network: network.to_owned(),
+            ip: ip.to_owned(),
+            device_id: device_id.to_owned(),
+            project_id: project_id.to_owned(),
+        }
+    }
+}
+
+/// How the fake Neutron answers, whatever it is asked (after checking the token).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NeutronMode {
+    /// From its tables.
+    Normal,
+    /// This status, with an error body.
+    Status(u16),
+    /// Never: the connection is held until the agent closes it.
+    Hang,
+}
+
+/// What the fake Keystone and Neutron know and have done.
+struct OpenStackState {
+    /// The password Keystone accepts; `None`: Neutron wants no token (noauth).
+    password: Option<String>,
+    routers: Vec<(String, Vec<String>)>,
+    ports: Vec<FakePort>,
+    mode: NeutronMode,
+    /// Port queries wait for this gate before they are answered.
+    port_gate: Option<Arc<Gate>>,
+    token_lifetime: Duration,
+    /// Every token issued, with when the fake Neutron stops taking it.
+    tokens: Vec<(String, Instant)>,
+    /// `tokens[..revoked]` are refused whatever their expiry.
+    revoked: usize,
+    /// 401s Neutron sent.
+    unauthorized: usize,
+}
+
+/// A fake Keystone (v3 password auth, under `/identity`) and a fake Neutron (`GET
+/// /v2.0/ports`, under `/networking`), as devstack lays them out, each on its own loopback
+/// port and each recording every request. Neutron answers from a scripted table: router →
+/// interface networks, and (IP, networks) → ports; it checks `X-Auth-Token` against the tokens
+/// Keystone issued (unless started without a password: a noauth Neutron).
+pub struct FakeOpenStack {
+    pub keystone: Upstream,
+    pub neutron: Upstream,
+    state: Arc<Mutex<OpenStackState>>,
+}
+
+impl FakeOpenStack {
+    /// Starts both services. `password`: what Keystone accepts; `None` for a noauth Neutron.
+    pub fn start(password: Option<&str>, routers: &[(&str, &[&str])], ports: &[FakePort]) -> Self {
+        let state = Arc::new(Mutex::new(OpenStackState {
+            password: password.map(str::to_owned),
+            routers: routers
+                .iter()
+                .map(|(r, nets)| (r.to_string(), nets.iter().map(|n| n.to_string()).collect()))
+                .collect(),
+            ports: ports.to_vec(),
+            mode: NeutronMode::Normal,
+            port_gate: None,
+            token_lifetime: Duration::from_secs(3600),
+            tokens: Vec::new(),
+            revoked: 0,
+            unauthorized: 0,
+        }));
+        let shared = state.clone();
+        let neutron = Upstream::start_tcp(move |req| fake_neutron(&shared, req));
+        let neutron_url = format!("{}/networking", neutron.url());
+        let shared = state.clone();
+        let keystone = Upstream::start_tcp(move |req| fake_keystone(&shared, req, &neutron_url));
+        FakeOpenStack {
+            keystone,
+            neutron,
+            state,
+        }
+    }
+
+    /// `--auth-url`: Keystone's v3 endpoint.
+    pub fn auth_url(&self) -> String {
+        format!("{}/identity/v3", self.keystone.url())
+    }
+
+    /// `--neutron-url`: what the catalog names as the `public` endpoint in `RegionOne`.
+    pub fn neutron_url(&self) -> String {
+        format!("{}/networking", self.neutron.url())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, OpenStackState> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn set_mode(&self, mode: NeutronMode) {
+        self.state().mode = mode;
+    }
+
+    /// Holds every port query until `gate` opens (`None`: answer at once).
+    pub fn set_port_gate(&self, gate: Option<Arc<Gate>>) {
+        self.state().port_gate = gate;
+    }
+
+    /// Gives the port with `ip` a new `device_id` (a new instance took the address).
+    pub fn reassign(&self, ip: &str, device_id: &str) {
+        let mut state = self.state();
+        let port = state.ports.iter_mut().find(|p| p.ip == ip).expect("a port");
+        port.device_id = device_id.to_owned();
+    }
+
+    /// How long tokens issued from now on live.
+    pub fn set_token_lifetime(&self, lifetime: Duration) {
+        self.state().token_lifetime = lifetime;
+    }
+
+    /// Neutron refuses every token issued so far.
+    pub fn revoke_tokens(&self) {
+        let mut state = self.state();
+        state.revoked = state.tokens.len();
+    }
+
+    /// Every token Keystone issued, in order.
+    pub fn tokens(&self) -> Vec<String> {
+        self.state().tokens.iter().map(|(t, _)| t.clone()).collect()
+    }
+
+    /// Whether the `n`th token issued (from 0) has expired by the fake's clock.
+    pub fn token_expired(&self, n: usize) -> bool {
+        self.state()
+            .tokens
+            .get(n)
+            .is_some_and(|(_, until)| Instant::now() >= *until)
+    }
+
+    /// How many 401s Neutron answered.
+    pub fn unauthorized(&self) -> usize {
+        self.state().unauthorized
+    }
+
+    /// Neutron's requests for a router's interface networks.
+    pub fn router_queries(&self) -> Vec<Recorded> {
+        self.neutron_requests_with("device_id")
+    }
+
+    /// Neutron's requests for the port with an address.
+    pub fn port_queries(&self) -> Vec<Recorded> {
+        self.neutron_requests_with("fixed_ips")
+    }
+
+    fn neutron_requests_with(&self, key: &str) -> Vec<Recorded> {
+        let has = |r: &Recorded| r.query_pairs().iter().any(|(k, _)| k == key);
+        self.neutron.recorded().into_iter().filter(has).collect()
+    }
+}
+
+/// A complete HTTP/1.1 response with a body.
+pub fn http_response(status: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut head = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\n", body.len());
+    for (name, value) in headers {
+        head += &format!("{name}: {value}\r\n");
+    }
+    let mut r = (head + "\r\n").into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn json_response(status: &str, body: &str) -> Reply {
+    Reply::Send(http_response(
+        status,
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    ))
+}
+
+/// `POST /identity/v3/auth/tokens[?nocatalog]`: 201 with `X-Subject-Token` and a token body
+/// whose catalog (unless `nocatalog`) lists decoys before the real Neutron endpoint.
+fn fake_keystone(state: &Mutex<OpenStackState>, req: &Recorded, neutron_url: &str) -> Reply {
+    if req.method() != "POST" || req.path_only() != "/identity/v3/auth/tokens" {
+        return json_response("404 Not Found", r#"{"error": {"code": 404}}"#);
+    }
+    let mut state = state.lock().unwrap();
+    let accepted = state.password.as_deref().is_some_and(|pw| {
+        String::from_utf8_lossy(&req.body).contains(&format!(r#""password":"{pw}""#))
+    });
+    if !accepted {
+        return json_response("401 Unauthorized", r#"{"error": {"code": 401}}"#);
+    }
+    let token = format!("gAAAAAB-token-{}", state.tokens.len() + 1);
+    let lifetime = state.token_lifetime;
+    state
+        .tokens
+        .push((token.clone(), Instant::now() + lifetime));
+    let secs = lifetime.as_secs().min(86_399);
+    let expires = format!(
+        "2030-01-01T{:02}:{:02}:{:02}.000000Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
+    let nowhere = format!("http://127.0.0.1:{}/", free_port());
+    let catalog = match req.query() {
+        "nocatalog" => String::new(),
+        _ => format!(
+            r#", "catalog": [
+                {{"type": "identity", "name": "keystone", "id": "k", "endpoints": [
+                    {{"id": "k1", "interface": "public", "region_id": "RegionOne",
+                      "region": "RegionOne", "url": "http://127.0.0.1:1/identity"}}]}},
+                {{"type": "network", "name": "neutron", "id": "n", "endpoints": [
+                    {{"id": "n1", "interface": "public", "region_id": "RegionTwo",
+                      "region": "RegionTwo", "url": "{nowhere}"}},
+                    {{"id": "n2", "interface": "internal", "region_id": "RegionOne",
+                      "region": "RegionOne", "url": "{nowhere}"}},
+                    {{"id": "n3", "interface": "public", "region_id": "RegionOne",
+                      "region": "RegionOne", "url": "{neutron_url}"}}]}}]"#
+        ),
+    };
+    let body = format!(
+        r#"{{"token": {{"methods": ["password"], "user": {{"id": "u", "name": "mdproxy"}},
+            "issued_at": "2030-01-01T00:00:00.000000Z", "expires_at": "{expires}"{catalog}}}}}"#
+    );
+    Reply::Send(http_response(
+        "201 Created",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Subject-Token", &token),
+        ],
+        body.as_bytes(),
+    ))
+}
+
+/// `GET /networking/v2.0/ports?…`: a router's interface networks (`device_id=R`), or the ports
+/// with an IP on some networks (`fixed_ips=ip_address=IP&network_id=N…`).
+fn fake_neutron(state: &Mutex<OpenStackState>, req: &Recorded) -> Reply {
+    if req.method() != "GET" || req.path_only() != "/networking/v2.0/ports" {
+        return json_response(
+            "404 Not Found",
+            r#"{"NeutronError": {"type": "HTTPNotFound"}}"#,
+        );
+    }
+    let mut state = state.lock().unwrap();
+    if state.password.is_some() {
+        let token = req.header_values("x-auth-token");
+        let now = Instant::now();
+        let valid = state
+            .tokens
+            .iter()
+            .enumerate()
+            .any(|(i, (t, until))| i >= state.revoked && token == [t.as_str()] && now < *until);
+        if !valid {
+            state.unauthorized += 1;
+            return json_response(
+                "401 Unauthorized",
+                r#"{"error": {"code": 401, "title": "Unauthorized"}}"#,
+            );
+        }
+    }
+    match state.mode {
+        NeutronMode::Normal => {}
+        NeutronMode::Hang => return Reply::Hang,
+        NeutronMode::Status(status) => {
+            if status == 401 {
+                state.unauthorized += 1;
+            }
+            return json_response(
+                &format!("{status} Oops"),
+                r#"{"NeutronError": {"type": "Oops"}}"#,
+            );
+        }
+    }
+    let pairs = req.query_pairs();
+    let all = |key: &str| -> Vec<&str> {
+        pairs
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    if let [router] = all("device_id")[..] {
+        let nets = state
+            .routers
+            .iter()
+            .filter(|(r, _)| r == router)
+            .flat_map(|(_, nets)| nets.iter())
+            .map(|n| format!(r#"{{"network_id": "{n}"}}"#))
+            .collect::<Vec<_>>();
+        return json_response("200 OK", &format!(r#"{{"ports": [{}]}}"#, nets.join(", ")));
+    }
+    let ip = match all("fixed_ips")[..] {
+        [f] => f.strip_prefix("ip_address=").unwrap_or(""),
+        _ => return json_response("400 Bad Request", r#"{"NeutronError": {}}"#),
+    };
+    let nets = all("network_id");
+    let ports = state
+        .ports
+        .iter()
+        .filter(|p| p.ip == ip && nets.contains(&p.network.as_str()))
+        .map(|p| {
+            format!(
+                r#"{{"device_id": "{}", "project_id": "{}", "tenant_id": "{}"}}"#,
+                p.device_id, p.project_id, p.project_id
+            )
+        })
+        .collect::<Vec<_>>();
+    let body = format!(r#"{{"ports": [{}]}}"#, ports.join(", ")).into_bytes();
+    let response = http_response("200 OK", &[("Content-Type", "application/json")], &body);
+    match state.port_gate.clone() {
+        Some(gate) => Reply::AfterGate(gate, response),
+        None => Reply::Send(response),
+    }
+}
+
+impl Client {
+    /// A client over an already connected Unix stream (keep a `try_clone` of it to watch it
+    /// with [`unread_by_peer`]).
+    pub fn over_unix(stream: UnixStream) -> Client {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client::over(stream)
+    }
+}
+
+/// Bytes written on `stream` that the peer has not read yet (`SIOCOUTQ`): 0 once the other
+/// end consumed everything sent.
+pub fn unread_by_peer(stream: &UnixStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut n: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer.
+    let rc = unsafe { libc::ioctl(stream.as_raw_fd(), libc::TIOCOUTQ, &mut n) };
+    assert_eq!(rc, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Runs the binary with `args`: it must exit 2 (a usage or configuration error) and say `want`
+/// on stderr.
+pub fn assert_exit_2(args: &[String], want: &str) {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (status, _, stderr) = run_binary(&args);
+    assert_eq!(status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(want),
+        "{args:?}: wanted {want:?} in {stderr}"
+    );
+}

@@ -1,0 +1,230 @@
+//! `mdproxy server`: the metadata server's flags (Nova's metadata API, plus IMDSv2 tokens).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::metadata::ImdsV2;
+
+use super::ns_proxy::addr;
+use super::{common_help, next_flag, seconds, unknown, value, Command, Common, Process};
+
+pub const HELP: &str = concat!(
+    "\
+mdproxy server: the metadata server
+
+Serves instance metadata as Nova's metadata API does: the EC2 tree (/latest/meta-data/, ...),
+the OpenStack tree (/openstack/latest/meta_data.json, ...), user data, the password endpoint,
+and IMDSv2 session tokens. Behind `mdproxy agent` (or neutron-metadata-agent), each request
+names its instance with X-Instance-ID, X-Tenant-ID and X-Instance-ID-Signature (lowercase hex
+HMAC-SHA256 of the instance ID keyed with the shared secret): a missing or repeated header is
+400 with Nova's message, a wrong signature 403 \"Invalid proxy request signature.\", an unknown
+instance or another project 404. One access-log line per request.
+
+SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: re-read every
+instance file now.
+
+Usage: mdproxy server --instances DIR (--shared-secret-file PATH | --direct) [OPTIONS]
+
+Instances:
+      --instances DIR            One instance per file DIR/<name>.toml or DIR/<name>.json
+                                 (schema: docs/server.md); other names and dot-files are
+                                 ignored. A file with an error is logged with its line and
+                                 skipped; the others keep serving. Required
+      --rescan-interval S        Check the files for changes (mtime, size, inode) every S
+                                 seconds; a changed file is re-read without failing any
+                                 request [default: 2]
+      --dhcp-domain DOMAIN       Served hostnames are HOSTNAME.DOMAIN (Nova's dhcp_domain);
+                                 empty: the bare hostname [default: novalocal]
+
+Passwords: a password an instance POSTs to /openstack/latest/password is written into its
+file (a temporary DIR/.<name>.tmp, fsync, renamed over the file), so a restart keeps it.
+Should that fail, the error is logged and the password is still served from memory.
+
+Identity:
+      --shared-secret-file PATH  File holding the secret shared with the metadata agents
+                                 (Nova's [neutron] metadata_proxy_shared_secret); one
+                                 trailing newline is ignored; /dev/null for the empty secret.
+                                 Required unless --direct. Never logged
+      --direct                   No agent in front: identify the instance by the client's
+                                 address among its fixed_ips (for labs and appliances
+                                 without Neutron); identity headers are not needed
+      --imdsv2 MODE              IMDSv2 session tokens (PUT /latest/api/token with
+                                 X-aws-ec2-metadata-token-ttl-seconds: 1..21600):
+                                 off (PUT answers 404, as Nova), optional (tokens issued; a
+                                 token sent must be valid), or required (EC2 requests without
+                                 a valid X-aws-ec2-metadata-token get 401)
+                                 [default: optional]
+
+Sockets:
+      --listen ADDR:PORT         Address to serve on; repeatable [default: 0.0.0.0:8775].
+                                 `[::]:PORT` accepts IPv4 too. One event loop serves them all
+                                 (tokens and posted passwords live in its memory)
+
+",
+    common_help!(
+        "an upstream (the server has none)",
+        "An upstream (unused here)"
+    ),
+    "
+Exit status: 0 after a clean stop, 1 when the server cannot start (a port is taken) or its
+event loop fails, 2 for a usage or configuration error (bad flag, unreadable secret or
+instance directory).
+"
+);
+
+/// Everything `server` was told.
+#[derive(Debug)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    /// `None` only with `direct`.
+    pub shared_secret_file: Option<PathBuf>,
+    pub instances: PathBuf,
+    pub rescan_interval: Duration,
+    pub direct: bool,
+    pub imdsv2: ImdsV2,
+    pub dhcp_domain: String,
+    pub timeouts: Timeouts,
+    pub drain_timeout: Duration,
+    pub process: Process,
+}
+
+pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
+    let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
+    let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
+    let mut rescan_interval = Duration::from_secs(2);
+    let mut dhcp_domain = "novalocal".to_owned();
+    let mut common = Common::default();
+    while let Some((name, flag)) = next_flag(p)? {
+        if common.parse(&name, &flag, p)? {
+            continue;
+        }
+        match name.as_str() {
+            "help" => return Ok(Command::Help(HELP)),
+            "listen" => listen.push(addr(&flag, &value(p, &flag)?)?),
+            "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
+            "instances" => instances = Some(PathBuf::from(value(p, &flag)?)),
+            "rescan-interval" => rescan_interval = seconds(&flag, &value(p, &flag)?, false)?,
+            "direct" => direct = true,
+            "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
+            "dhcp-domain" => dhcp_domain = value(p, &flag)?,
+            _ => return Err(unknown(&flag)),
+        }
+    }
+    let instances = instances.ok_or("--instances DIR is required")?;
+    if secret.is_none() && !direct {
+        return Err(
+            "--shared-secret-file is required unless --direct (for the empty \
+                    secret: --shared-secret-file /dev/null)"
+                .to_owned(),
+        );
+    }
+    if listen.is_empty() {
+        listen.push(SocketAddr::from(([0, 0, 0, 0], 8775)));
+    }
+    let common = common.finish();
+    Ok(Command::Server(Box::new(Server {
+        listen,
+        shared_secret_file: secret,
+        instances,
+        rescan_interval,
+        direct,
+        imdsv2,
+        dhcp_domain,
+        timeouts: common.timeouts,
+        drain_timeout: common.drain_timeout,
+        process: common.process,
+    })))
+}
+
+fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
+    match v {
+        "off" => Ok(ImdsV2::Off),
+        "optional" => Ok(ImdsV2::Optional),
+        "required" => Ok(ImdsV2::Required),
+        _ => Err(format!(
+            "{flag}: {v:?} is not one of off, optional, required"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use super::*;
+    use crate::cli::parse;
+
+    const REQUIRED: [&str; 4] = ["--instances", "/srv/i", "--shared-secret-file", "/s"];
+
+    fn server(args: &[&str]) -> Result<Server, String> {
+        let argv = ["mdproxy", "server"].iter().chain(args).map(OsString::from);
+        match parse(argv)? {
+            Command::Server(cfg) => Ok(*cfg),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let cfg = server(&REQUIRED).unwrap();
+        assert_eq!(cfg.listen, vec!["0.0.0.0:8775".parse().unwrap()]);
+        assert_eq!(cfg.instances, PathBuf::from("/srv/i"));
+        assert_eq!(cfg.shared_secret_file, Some(PathBuf::from("/s")));
+        assert_eq!(cfg.rescan_interval, Duration::from_secs(2));
+        assert_eq!((cfg.direct, cfg.imdsv2), (false, ImdsV2::Optional));
+        assert_eq!(cfg.dhcp_domain, "novalocal");
+        assert_eq!(cfg.timeouts, Timeouts::default());
+    }
+
+    #[test]
+    fn flags() {
+        let cfg = server(&[
+            "--instances=/i",
+            "--direct",
+            "--listen=127.0.0.1:1",
+            "--listen",
+            "[::1]:2",
+            "--rescan_interval=0.5",
+            "--imdsv2",
+            "required",
+            "--dhcp-domain=",
+            "--drain-timeout=0",
+            "--runtime=mio",
+            "--debug",
+        ])
+        .unwrap();
+        assert_eq!(cfg.listen.len(), 2);
+        assert_eq!(cfg.shared_secret_file, None);
+        assert_eq!(cfg.rescan_interval, Duration::from_millis(500));
+        assert_eq!((cfg.direct, cfg.imdsv2), (true, ImdsV2::Required));
+        assert_eq!(cfg.dhcp_domain, "");
+        assert_eq!(cfg.drain_timeout, Duration::ZERO);
+        assert!(cfg.process.debug);
+        let cfg = server(&[&REQUIRED[..], &["--imdsv2=off"]].concat()).unwrap();
+        assert_eq!(cfg.imdsv2, ImdsV2::Off);
+    }
+
+    #[test]
+    fn errors_are_messages() {
+        let e = server(&["--shared-secret-file", "/s"]).unwrap_err();
+        assert!(e.contains("--instances"), "{e}");
+        let e = server(&["--instances", "/i"]).unwrap_err();
+        assert!(
+            e.contains("--shared-secret-file") && e.contains("--direct"),
+            "{e}"
+        );
+        for extra in [
+            &["--imdsv2", "v2"][..],
+            &["--rescan-interval", "0"],
+            &["--listen", "8775"],
+            &["--workers", "2"],
+            &["--static-map", "/m"],
+            &["--direct=yes"],
+        ] {
+            let args: Vec<&str> = REQUIRED.iter().chain(extra).copied().collect();
+            assert!(server(&args).is_err(), "{extra:?} was accepted");
+        }
+    }
+}

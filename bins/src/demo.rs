@@ -1,0 +1,261 @@
+//! `mdproxy demo`: the three roles in one process on loopback, each on its own event loop,
+//! around the sample instance of `core/tests/golden/instance.toml`, in a temporary directory
+//! that is removed on exit.
+
+use std::fmt::Write as _;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use mdproxy_core::agent::StaticMap;
+use mdproxy_core::cache::{Scope, Uuid};
+use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Role, Target};
+use mdproxy_core::http::Limits;
+use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
+use mdproxy_core::sign::Signer;
+use mdproxy_mio::{Listener, Loop, RunOptions};
+
+use crate::agent::read_secret;
+use crate::server::{bind_tcp, OsEntropy};
+use crate::{cli, start, Failure};
+
+/// The sample instance, one source of truth with the core's golden tests.
+const SAMPLE: &str = include_str!("../../core/tests/golden/instance.toml");
+/// The demo's router and its one network.
+const ROUTER: &str = "de300000-0000-4000-8000-000000000001";
+const NETWORK: &str = "de300000-0000-4000-8000-000000000002";
+
+pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
+    let sample = parse_instance(SAMPLE, Format::Toml)
+        .map_err(|e| Failure::System(format!("the bundled sample instance is invalid: {e}")))?;
+    let dir = TempDir::create()?;
+    let files = dir.populate(&sample)?;
+    let server = cli::Server {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        shared_secret_file: Some(files.secret.clone()),
+        instances: files.instances.clone(),
+        rescan_interval: Duration::from_secs(2),
+        direct: false,
+        imdsv2: ImdsV2::Optional,
+        dhcp_domain: "novalocal".to_owned(),
+        timeouts: cfg.timeouts,
+        drain_timeout: cfg.drain_timeout,
+        process: cli::Process::default(),
+    };
+    let (server_ep, server_opts) = crate::server::prepare(&server)?;
+    let secret = read_secret(&files.secret, "shared secret").map_err(Failure::Config)?;
+    let map = StaticMap::parse(&static_map(&sample))
+        .map_err(|e| Failure::System(format!("the demo's static map is invalid: {e}")))?;
+    let Some(router) = Uuid::parse(ROUTER.as_bytes()) else {
+        return Err(Failure::System(
+            "the demo's router id is invalid".to_owned(),
+        ));
+    };
+    let ((server_l, agent_l, proxy_l), _pid_file) = start(&cfg.process, || {
+        let server_l = bind_tcp(&server.listen)?;
+        let agent_l = Listener::bind_unix(&files.socket).map_err(|e| {
+            let shown = files.socket.display();
+            Failure::System(format!("cannot listen on {shown}: {e}"))
+        })?;
+        Ok((server_l, agent_l, bind_tcp(&[cfg.listen])?))
+    })?;
+    let (Some(server_addr), Some(proxy_addr)) = (
+        server_l.first().and_then(Listener::local_addr),
+        proxy_l.first().and_then(Listener::local_addr),
+    ) else {
+        return Err(Failure::System("a listener has no address".to_owned()));
+    };
+    let endpoint = |role| EndpointConfig {
+        role,
+        limits: Limits::default(),
+        timeouts: cfg.timeouts,
+    };
+    let agent_ep = endpoint(Role::Agent(AgentConfig {
+        metadata: Target::Tcp(server_addr),
+        signer: Signer::new(&secret),
+        backend: Backend::Static(map),
+        cache_capacity: NonZeroUsize::MIN,
+        cache_ttl: Duration::from_secs(5),
+        negative_ttl: Duration::from_secs(1),
+    }));
+    drop(secret);
+    let proxy_ep = endpoint(Role::NsProxy(NsProxyConfig {
+        scope: Scope::Router(router),
+        upstream: Target::Unix(files.socket.clone()),
+        max_conns: 1024,
+        max_conns_per_ip: 64,
+        rate_limit: None,
+    }));
+    let quiet = || RunOptions {
+        drain_timeout: cfg.drain_timeout,
+        ..RunOptions::default()
+    };
+    log::info!(
+        "demo: ns-proxy on {proxy_addr} (router {ROUTER}) → agent on unix:{} → server on \
+         {server_addr}, instance {} in {} (mio runtime)",
+        files.socket.display(),
+        sample.uuid,
+        dir.0.display(),
+    );
+    // Nobody may read stdout (e.g. with --daemonize): the demo runs all the same.
+    let _ = io::stdout()
+        .lock()
+        .write_all(instructions(proxy_addr, &sample).as_bytes());
+    let loops = vec![
+        Loop {
+            cfg: server_ep,
+            listeners: server_l,
+            options: server_opts,
+        },
+        Loop {
+            cfg: agent_ep,
+            listeners: vec![agent_l],
+            options: quiet(),
+        },
+        Loop {
+            cfg: proxy_ep,
+            listeners: proxy_l,
+            options: quiet(),
+        },
+    ];
+    mdproxy_mio::run_loops(loops)
+        .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
+    log::info!("demo stopped; removing {}", dir.0.display());
+    Ok(())
+}
+
+/// The agent's map: 127.0.0.1 and ::1 on the demo router are the sample instance.
+fn static_map(sample: &InstanceData) -> String {
+    format!(
+        "[[router]]\nid = \"{ROUTER}\"\nnetworks = [\"{NETWORK}\"]\n\n\
+         [[port]]\nnetwork = \"{NETWORK}\"\nips = [\"127.0.0.1\", \"::1\"]\n\
+         device_id = \"{}\"\nproject_id = \"{}\"\n",
+        sample.uuid, sample.project_id
+    )
+}
+
+/// What to try, for stdout.
+fn instructions(addr: SocketAddr, sample: &InstanceData) -> String {
+    let url = format!("http://{addr}");
+    let ec2_id = sample.ec2_id.as_deref().unwrap_or("its EC2 id");
+    let mut out = format!(
+        "\nmdproxy demo: instance {} ({}) answers through the ns-proxy on {url}\n\
+         (what an instance sees at http://169.254.169.254). Try:\n\n",
+        sample.uuid,
+        sample.name.as_deref().unwrap_or("unnamed"),
+    );
+    for (what, cmd) in [
+        ("the EC2 listing", format!("curl {url}/latest/meta-data/")),
+        (
+            &format!("the instance id ({ec2_id})"),
+            format!("curl {url}/latest/meta-data/instance-id"),
+        ),
+        (
+            "OpenStack metadata (JSON)",
+            format!("curl {url}/openstack/latest/meta_data.json"),
+        ),
+        ("user data", format!("curl {url}/latest/user-data")),
+        (
+            "an IMDSv2 token",
+            format!(
+                "TOKEN=$(curl -s -X PUT -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' \
+                 {url}/latest/api/token)"
+            ),
+        ),
+        (
+            "a request with it",
+            format!("curl -H \"X-aws-ec2-metadata-token: $TOKEN\" {url}/latest/meta-data/hostname"),
+        ),
+    ] {
+        let _ = writeln!(out, "  # {what}\n  {cmd}\n");
+    }
+    out.push_str("Ctrl-C stops the demo.\n");
+    out
+}
+
+/// The demo's files.
+struct Files {
+    instances: PathBuf,
+    secret: PathBuf,
+    socket: PathBuf,
+}
+
+/// A private temporary directory, removed with everything in it when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn create() -> Result<TempDir, Failure> {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos();
+        let name = format!("mdproxy-demo-{}-{nanos:08x}", std::process::id());
+        let path = std::env::temp_dir().join(name);
+        // Not `recursive`: the directory must be new, and ours alone.
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(|e| Failure::System(format!("cannot create {}: {e}", path.display())))?;
+        Ok(TempDir(path))
+    }
+
+    /// Writes the sample instance and a random shared secret.
+    fn populate(&self, sample: &InstanceData) -> Result<Files, Failure> {
+        let files = Files {
+            instances: self.0.join("instances"),
+            secret: self.0.join("shared-secret"),
+            socket: self.0.join("agent.sock"),
+        };
+        let mut random = [0u8; 32];
+        OsEntropy::new().map_err(Failure::System)?.fill(&mut random);
+        let secret: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let written = fs::create_dir(&files.instances)
+            .and_then(|()| {
+                let path = files.instances.join(format!("{}.toml", sample.uuid));
+                fs::write(path, SAMPLE)
+            })
+            .and_then(|()| write_private(&files.secret, secret.as_bytes()));
+        written
+            .map_err(|e| Failure::System(format!("cannot write in {}: {e}", self.0.display())))?;
+        Ok(files)
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.0) {
+            log::warn!("cannot remove {}: {e}", self.0.display());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_and_map_parse() {
+        let sample = parse_instance(SAMPLE, Format::Toml).unwrap();
+        let map = StaticMap::parse(&static_map(&sample)).unwrap();
+        assert_eq!(map.ports(), 1);
+        assert!(
+            Uuid::parse(ROUTER.as_bytes()).is_some() && Uuid::parse(NETWORK.as_bytes()).is_some()
+        );
+        let text = instructions("127.0.0.1:9697".parse().unwrap(), &sample);
+        assert!(text.contains("curl http://127.0.0.1:9697/latest/meta-data/instance-id"));
+        assert!(text.contains("i-0000002a"));
+    }
+}
