@@ -15,16 +15,14 @@ use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, Reload, Role,
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
-use mdproxy_mio::{Listener, RunOptions};
 
+use crate::runtime::{Hook, Listener, Options};
 use crate::{cli, os, start, Failure};
 
-/// SIGHUP hook of one worker.
-type Hangup = Box<dyn FnMut() -> Option<Reload> + Send>;
-
 pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
+    let rt = cfg.process.runtime;
     let secret = read_secret(&cfg.shared_secret_file, "shared secret").map_err(Failure::Config)?;
-    let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hangup>) = match &cfg.backend {
+    let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hook>) = match &cfg.backend {
         cli::LookupBackend::Static(path) => {
             let map = load_map(path).map_err(Failure::Config)?;
             let described = format!("static map {} with {} ports", path.display(), map.ports());
@@ -59,7 +57,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
             Failure::System(format!("cannot {what} {}: {e}", path.display()))
         };
         os::claim_socket_path(path).map_err(Failure::System)?;
-        let listener = Listener::bind_unix(path).map_err(|e| system("listen on", e))?;
+        let listener = Listener::bind_unix(rt, path).map_err(|e| system("listen on", e))?;
         // From here on the file is ours: removed however we leave.
         let file = os::SocketFile::new(path);
         listener
@@ -73,7 +71,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
     })?;
     log::info!(
         "agent listening on {listener}, metadata server {} ({metadata}), {described}, {} \
-         worker(s) (mio runtime)",
+         worker(s) ({rt} runtime)",
         cfg.metadata,
         cfg.workers,
     );
@@ -90,12 +88,12 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         timeouts: cfg.timeouts,
     };
     drop(secret);
-    let options = || RunOptions {
+    let options = || Options {
         drain_timeout: cfg.drain_timeout,
         on_hangup: hangup(),
-        ..RunOptions::default()
+        ..Options::default()
     };
-    mdproxy_mio::run_workers(cfg.workers, endpoint, vec![listener], options)
+    rt.run_workers(cfg.workers, endpoint, vec![listener], options)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("agent stopped");
     Ok(())
@@ -168,7 +166,7 @@ fn describe_neutron(args: &cli::NeutronArgs, cfg: &NeutronConfig) -> String {
 
 /// A SIGHUP hook that says once per SIGHUP, whatever the number of workers, that the neutron
 /// backend has nothing to re-read.
-fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hangup {
+fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hook {
     let last = last.clone();
     let mut hangups = 0u64;
     Box::new(move || {
@@ -243,7 +241,7 @@ impl MapReloader {
         }
     }
 
-    fn hook(&self) -> Box<dyn FnMut() -> Option<Reload> + Send> {
+    fn hook(&self) -> Hook {
         let (path, last) = (self.path.clone(), self.last.clone());
         let mut hangups = 0u64;
         Box::new(move || {

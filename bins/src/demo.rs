@@ -17,9 +17,9 @@ use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, NsProxyConfig
 use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
 use mdproxy_core::sign::Signer;
-use mdproxy_mio::{Listener, Loop, RunOptions};
 
 use crate::agent::read_secret;
+use crate::runtime::{Listener, Loop, Options};
 use crate::server::{bind_tcp, OsEntropy};
 use crate::{cli, start, Failure};
 
@@ -30,6 +30,7 @@ const ROUTER: &str = "de300000-0000-4000-8000-000000000001";
 const NETWORK: &str = "de300000-0000-4000-8000-000000000002";
 
 pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
+    let rt = cfg.process.runtime;
     let sample = parse_instance(SAMPLE, Format::Toml)
         .map_err(|e| Failure::System(format!("the bundled sample instance is invalid: {e}")))?;
     let dir = TempDir::create()?;
@@ -56,12 +57,12 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         ));
     };
     let ((server_l, agent_l, proxy_l), _pid_file) = start(&cfg.process, || {
-        let server_l = bind_tcp(&server.listen)?;
-        let agent_l = Listener::bind_unix(&files.socket).map_err(|e| {
+        let server_l = bind_tcp(rt, &server.listen)?;
+        let agent_l = Listener::bind_unix(rt, &files.socket).map_err(|e| {
             let shown = files.socket.display();
             Failure::System(format!("cannot listen on {shown}: {e}"))
         })?;
-        Ok((server_l, agent_l, bind_tcp(&[cfg.listen])?))
+        Ok((server_l, agent_l, bind_tcp(rt, &[cfg.listen])?))
     })?;
     let (Some(server_addr), Some(proxy_addr)) = (
         server_l.first().and_then(Listener::local_addr),
@@ -90,13 +91,13 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         max_conns_per_ip: 64,
         rate_limit: None,
     }));
-    let quiet = || RunOptions {
+    let quiet = || Options {
         drain_timeout: cfg.drain_timeout,
-        ..RunOptions::default()
+        ..Options::default()
     };
     log::info!(
         "demo: ns-proxy on {proxy_addr} (router {ROUTER}) → agent on unix:{} → server on \
-         {server_addr}, instance {} in {} (mio runtime)",
+         {server_addr}, instance {} in {} ({rt} runtime)",
         files.socket.display(),
         sample.uuid,
         dir.0.display(),
@@ -122,7 +123,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
             options: quiet(),
         },
     ];
-    mdproxy_mio::run_loops(loops)
+    rt.run_loops(loops)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("demo stopped; removing {}", dir.0.display());
     Ok(())

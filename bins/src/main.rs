@@ -1,13 +1,15 @@
 //! `mdproxy`: the command-line front of mdproxy. It parses flags, sets up logging and the
 //! process (pid file, daemon, privileges), binds the listeners and hands them with an
-//! [`EndpointConfig`](mdproxy_core::endpoint::EndpointConfig) to a runtime. Every protocol
-//! decision lives in `mdproxy-core`.
+//! [`EndpointConfig`](mdproxy_core::endpoint::EndpointConfig) to the runtime `--runtime` chose,
+//! through `runtime.rs`, the only module that knows which runtimes are compiled in. Every
+//! protocol decision lives in `mdproxy-core`.
 
 mod agent;
 mod cli;
 mod demo;
 mod ns_proxy;
 mod os;
+mod runtime;
 mod server;
 
 use std::path::PathBuf;
@@ -23,7 +25,11 @@ fn main() -> ExitCode {
     };
     match command {
         cli::Command::Help(text) => print!("{text}"),
-        cli::Command::Version => println!("mdproxy {} (runtimes: mio)", env!("CARGO_PKG_VERSION")),
+        cli::Command::Version => println!(
+            "mdproxy {} (runtimes: {})",
+            env!("CARGO_PKG_VERSION"),
+            runtime::Runtime::names()
+        ),
         cli::Command::NsProxy(cfg) => {
             let logging = (cfg.process.log_file.clone(), cfg.process.debug);
             return launch(logging, move || ns_proxy::serve(*cfg));

@@ -3,27 +3,21 @@
 use mdproxy_core::cache::Scope;
 use mdproxy_core::endpoint::{EndpointConfig, NsProxyConfig, Role, Target};
 use mdproxy_core::http::Limits;
-use mdproxy_mio::{Listener, RunOptions};
 
+use crate::runtime::Options;
+use crate::server::bind_tcp;
 use crate::{cli, start, Failure};
 
 pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
-    let (listeners, _pid_file) = start(&cfg.process, || {
-        let mut listeners = Vec::with_capacity(cfg.listen.len());
-        for addr in &cfg.listen {
-            let l = Listener::bind_tcp(*addr);
-            listeners
-                .push(l.map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))?);
-        }
-        Ok(listeners)
-    })?;
+    let rt = cfg.process.runtime;
+    let (listeners, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let scope = match cfg.scope {
         Scope::Router(id) => format!("router {id}"),
         Scope::Network(id) => format!("network {id}"),
     };
     log::info!(
-        "ns-proxy for {scope} listening on {}, upstream unix:{} (mio runtime)",
+        "ns-proxy for {scope} listening on {}, upstream unix:{} ({rt} runtime)",
         addrs.join(", "),
         cfg.upstream.display()
     );
@@ -38,15 +32,15 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
         limits: Limits::default(),
         timeouts: cfg.timeouts,
     };
-    let opts = RunOptions {
+    let opts = Options {
         drain_timeout: cfg.drain_timeout,
         on_hangup: Box::new(|| {
             log::info!("SIGHUP: the ns-proxy has nothing to reload");
             None
         }),
-        ..RunOptions::default()
+        ..Options::default()
     };
-    mdproxy_mio::run(endpoint, listeners, opts)
+    rt.run(endpoint, listeners, opts)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("ns-proxy stopped");
     Ok(())

@@ -22,14 +22,15 @@ use mdproxy_core::metadata::{
     parse_instance, set_password, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
 };
 use mdproxy_core::sign::Signer;
-use mdproxy_mio::{Listener, RunOptions};
 
 use crate::agent::read_secret;
+use crate::runtime::{Listener, Options, Runtime};
 use crate::{cli, os, start, Failure};
 
 pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     let (endpoint, options) = prepare(&cfg)?;
-    let (listeners, _pid_file) = start(&cfg.process, || bind_tcp(&cfg.listen))?;
+    let rt = cfg.process.runtime;
+    let (listeners, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let identity = match cfg.direct {
         true => "by client address (--direct)",
@@ -42,12 +43,12 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     };
     log::info!(
         "server listening on {}, instances in {} (rescanned every {:?}), identity {identity}, \
-         IMDSv2 {imdsv2} (mio runtime)",
+         IMDSv2 {imdsv2} ({rt} runtime)",
         addrs.join(", "),
         cfg.instances.display(),
         cfg.rescan_interval,
     );
-    mdproxy_mio::run(endpoint, listeners, options)
+    rt.run(endpoint, listeners, options)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("server stopped");
     Ok(())
@@ -55,7 +56,7 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
 
 /// The server's endpoint and the hooks of its loop: reads the secret and the instance
 /// directory (an unreadable one is a configuration error; bad files are only logged).
-pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, RunOptions), Failure> {
+pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Failure> {
     let signer = match (&cfg.shared_secret_file, cfg.direct) {
         (_, true) => None,
         (Some(path), false) => {
@@ -89,9 +90,9 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, RunOptions),
 }
 
 /// Binds a TCP listener on each of `addrs`.
-pub(crate) fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
+pub(crate) fn bind_tcp(rt: Runtime, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
     let bind = |addr: &SocketAddr| {
-        Listener::bind_tcp(*addr)
+        Listener::bind_tcp(rt, *addr)
             .map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
     };
     addrs.iter().map(bind).collect()
@@ -234,10 +235,10 @@ impl InstanceDir {
 
     /// The loop's hooks around this directory; the tick's first call (at the loop's start)
     /// hands the endpoint its instances.
-    pub(crate) fn options(self, rescan: Duration, drain_timeout: Duration) -> RunOptions {
+    pub(crate) fn options(self, rescan: Duration, drain_timeout: Duration) -> Options {
         let shared = Arc::new(Mutex::new(self));
         let (tick, hangup, store) = (shared.clone(), shared.clone(), shared);
-        RunOptions {
+        Options {
             drain_timeout,
             on_hangup: Box::new(move || {
                 let mut d = hangup.lock().unwrap_or_else(PoisonError::into_inner);

@@ -525,6 +525,7 @@ mod tests {
 
     use super::*;
     use crate::cli::parse;
+    use crate::runtime::Runtime;
 
     const REQUIRED: [&str; 4] = ["--shared-secret-file", "/s", "--static-map", "/m.toml"];
 
@@ -725,9 +726,12 @@ mod tests {
             "--drain-timeout=0",
             "--log-dir=/var/log/m",
             "--debug",
-            "--runtime=mio",
         ]);
+        // The last runtime of the build: not the default where there are two.
+        let rt = *Runtime::BUILT.last().unwrap();
+        args.extend(["--runtime", rt.name()]);
         let cfg = agent(&args).unwrap();
+        assert_eq!(cfg.process.runtime, rt);
         assert_eq!(cfg.listen_socket, PathBuf::from("/run/mp"));
         assert_eq!(
             (cfg.backlog, cfg.socket_mode, cfg.workers),

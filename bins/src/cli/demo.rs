@@ -66,20 +66,30 @@ mod tests {
     use std::ffi::OsString;
 
     use super::*;
+    use crate::runtime::Runtime;
 
-    fn listen(args: &[&str]) -> Result<SocketAddr, String> {
+    fn demo(args: &[&str]) -> Result<Demo, String> {
         let argv = ["mdproxy", "demo"].iter().chain(args).map(OsString::from);
         match super::super::parse(argv)? {
-            Command::Demo(cfg) => Ok(cfg.listen),
+            Command::Demo(cfg) => Ok(*cfg),
             other => Err(format!("{other:?}")),
         }
+    }
+
+    fn listen(args: &[&str]) -> Result<SocketAddr, String> {
+        demo(args).map(|cfg| cfg.listen)
     }
 
     #[test]
     fn flags() {
         assert_eq!(listen(&[]), Ok("127.0.0.1:9697".parse().unwrap()));
-        let moved = listen(&["--listen", "[::1]:8080", "--runtime", "mio", "--debug"]);
+        let moved = listen(&["--listen", "[::1]:8080", "--debug"]);
         assert_eq!(moved, Ok("[::1]:8080".parse().unwrap()));
+        assert_eq!(demo(&[]).unwrap().process.runtime, Runtime::default());
+        for &rt in Runtime::BUILT {
+            let cfg = demo(&["--runtime", rt.name()]).unwrap();
+            assert_eq!(cfg.process.runtime, rt);
+        }
         for bad in [&["--listen", "9697"][..], &["--runtime", "tokio"], &["--x"]] {
             assert!(listen(bad).is_err(), "{bad:?} was accepted");
         }

@@ -11,6 +11,8 @@ use lexopt::Arg::{Long, Short, Value};
 use mdproxy_core::cache::Uuid;
 use mdproxy_core::endpoint::Timeouts;
 
+use crate::runtime::Runtime;
+
 mod agent;
 mod demo;
 mod ns_proxy;
@@ -67,7 +69,9 @@ Timeouts (in seconds; fractions allowed):
                                  [default: 10]
 
 Process:
-      --runtime NAME             Event loop to use [default and only choice in this build: mio]
+",
+            $crate::runtime::runtime_help!(),
+            "\
       --pid-file PATH            Write the process id here once listening; removed on exit
       --user USER                Switch to this user (name or uid) after binding
       --group GROUP              Switch to this group (name or gid) after binding
@@ -107,6 +111,8 @@ pub enum Command {
 /// Settings of the process rather than of a role.
 #[derive(Debug, Default)]
 pub struct Process {
+    /// `--runtime`.
+    pub runtime: Runtime,
     pub pid_file: Option<PathBuf>,
     pub user: Option<String>,
     pub group: Option<String>,
@@ -143,14 +149,10 @@ impl Common {
     fn parse(&mut self, name: &str, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
         let (t, process) = (&mut self.timeouts, &mut self.process);
         match name {
-            "runtime" => match value(p, flag)?.as_str() {
-                "mio" => {}
-                other => {
-                    return Err(format!(
-                        "{flag}: runtime {other:?} is not built in (only mio)"
-                    ))
-                }
-            },
+            "runtime" => {
+                process.runtime =
+                    Runtime::parse(&value(p, flag)?).map_err(|e| format!("{flag}: {e}"))?
+            }
             "timeout-head" => t.head = seconds(flag, &value(p, flag)?, false)?,
             "timeout-idle" => t.idle = seconds(flag, &value(p, flag)?, false)?,
             "timeout-connect" => t.connect = seconds(flag, &value(p, flag)?, false)?,

@@ -155,6 +155,7 @@ mod tests {
 
     use super::*;
     use crate::cli::parse;
+    use crate::runtime::Runtime;
 
     const REQUIRED: [&str; 4] = ["--instances", "/srv/i", "--shared-secret-file", "/s"];
 
@@ -180,6 +181,7 @@ mod tests {
 
     #[test]
     fn flags() {
+        let rt = *Runtime::BUILT.last().unwrap();
         let cfg = server(&[
             "--instances=/i",
             "--direct",
@@ -191,10 +193,12 @@ mod tests {
             "required",
             "--dhcp-domain=",
             "--drain-timeout=0",
-            "--runtime=mio",
+            "--runtime",
+            rt.name(),
             "--debug",
         ])
         .unwrap();
+        assert_eq!(cfg.process.runtime, rt);
         assert_eq!(cfg.listen.len(), 2);
         assert_eq!(cfg.shared_secret_file, None);
         assert_eq!(cfg.rescan_interval, Duration::from_millis(500));

@@ -21,29 +21,38 @@ pub const WAIT: Duration = Duration::from_secs(20);
 pub const ROUTER: &str = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01";
 pub const NETWORK: &str = "5a1c9e3b-7d2f-4e6a-8b0c-1f2e3d4c5b6a";
 
-/// The event loops the binary can run; every test runs once per variant.
+/// The event loops the binary can run; every test runs once per variant compiled in.
 #[derive(Clone, Copy, Debug)]
 pub enum Runtime {
     Mio,
+    Smol,
 }
 
 impl Runtime {
     pub fn name(self) -> &'static str {
         match self {
             Runtime::Mio => "mio",
+            Runtime::Smol => "smol",
         }
     }
 }
 
-/// `runtime_tests! { a, b }` turns each `fn a(rt: Runtime)` into one `#[test]` per runtime:
-/// `mio::a`, and `smol::a` once that runtime exists.
+/// `runtime_tests! { a, b }` turns each `fn a(rt: Runtime)` into one `#[test]` per runtime
+/// the binary was built with (its Cargo features): `mio::a` and `smol::a`.
+#[allow(unused_macros)] // tests/runtime.rs has no per-runtime test
 macro_rules! runtime_tests {
     ($($name:ident),* $(,)?) => {
-        mod mio {
-            $( #[test] fn $name() { super::$name($crate::common::Runtime::Mio) } )*
+        runtime_tests!(@ "mio", mio, Mio; $($name),*);
+        runtime_tests!(@ "smol", smol, Smol; $($name),*);
+    };
+    (@ $feature:literal, $module:ident, $variant:ident; $($name:ident),*) => {
+        #[cfg(feature = $feature)]
+        mod $module {
+            $( #[test] fn $name() { super::$name($crate::common::Runtime::$variant) } )*
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use runtime_tests;
 
 /// A fresh directory under the system temp dir, removed on drop. Paths stay short enough
