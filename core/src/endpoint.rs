@@ -450,6 +450,8 @@ pub struct Endpoint {
     /// Deadlines: (when, connection or pooled socket).
     timers: BTreeSet<(Instant, SockId)>,
     deadline_of: BTreeMap<SockId, Instant>,
+    /// Connections that count against the limits (not yet closing), overall and per IP.
+    active: usize,
     per_ip: BTreeMap<IpAddr, usize>,
     /// Sockets to offer [`Action::Wake`] for, after the queued actions.
     wakes: BTreeSet<SockId>,
@@ -496,6 +498,7 @@ impl Endpoint {
             conns: BTreeMap::new(),
             timers: BTreeSet::new(),
             deadline_of: BTreeMap::new(),
+            active: 0,
             per_ip: BTreeMap::new(),
             wakes: BTreeSet::new(),
         }
@@ -542,12 +545,9 @@ impl Endpoint {
         let mut conn = Conn::new(now, sock, ip, &self.ctx);
         let (max, max_per_ip) = self.limits();
         let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
-        if let Some(ip) = ip {
-            *self.per_ip.entry(ip).or_insert(0) += 1;
-        }
         if self.ctx.draining {
             conn.refuse(now, 503, "Shutting down.", &mut self.ctx);
-        } else if self.conns.len() >= max {
+        } else if self.active >= max {
             conn.refuse(now, 503, "Too many connections.", &mut self.ctx);
         } else if from_ip >= max_per_ip {
             conn.refuse(
@@ -556,6 +556,12 @@ impl Endpoint {
                 "Too many connections from this address.",
                 &mut self.ctx,
             );
+        } else {
+            conn.counted = true;
+            self.active += 1;
+            if let Some(ip) = ip {
+                *self.per_ip.entry(ip).or_insert(0) += 1;
+            }
         }
         self.conns.insert(sock, conn);
         self.after(now, sock, &[], &[]);
@@ -690,18 +696,11 @@ impl Endpoint {
                 self.set_deadline(old, None);
             }
         }
+        self.uncount(key);
         let Some(conn) = self.conns.get(&key) else {
             return;
         };
         if conn.is_closed() {
-            if let Some(ip) = conn.peer() {
-                if let Some(n) = self.per_ip.get_mut(&ip) {
-                    *n -= 1;
-                    if *n == 0 {
-                        self.per_ip.remove(&ip);
-                    }
-                }
-            }
             self.conns.remove(&key);
             self.set_deadline(key, None);
             return;
@@ -725,6 +724,28 @@ impl Endpoint {
         }
         let d = conn.deadline();
         self.set_deadline(key, d);
+    }
+
+    /// A connection that is closing no longer counts against the limits: a client that
+    /// reconnects at once (one request per connection) must not find its old connection,
+    /// still flushing or lingering, standing in its way.
+    fn uncount(&mut self, key: SockId) {
+        let Some(conn) = self.conns.get_mut(&key) else {
+            return;
+        };
+        if !conn.counted || !conn.is_finishing() {
+            return;
+        }
+        conn.counted = false;
+        self.active -= 1;
+        if let Some(ip) = conn.peer() {
+            if let Some(n) = self.per_ip.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&ip);
+                }
+            }
+        }
     }
 
     fn set_deadline(&mut self, key: SockId, when: Option<Instant>) {

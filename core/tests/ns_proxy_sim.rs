@@ -397,3 +397,21 @@ fn token_put_through_an_instance_proxy_is_403() {
     );
     assert_eq!(s.connects.len(), 1);
 }
+
+#[test]
+fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
+    let mut s = ns_sim(|ns, _| ns.max_conns_per_ip = 1);
+    let first = s.accept();
+    s.send(first, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let up = s.connect_ok();
+    s.send(up, OK);
+    let resp = s.take(first);
+    assert!(resp.ends_with("hello") && s.shut.contains(&first), "{resp}");
+    // The client reconnects before its old connection saw EOF: it is served.
+    let second = s.accept();
+    s.send(second, b"GET / HTTP/1.1\r\n\r\n");
+    assert!(s.take(second).is_empty(), "forwarded, not refused");
+    // A third while the second is active is over the limit.
+    let third = s.accept();
+    assert!(s.take(third).starts_with("HTTP/1.1 503 "));
+}

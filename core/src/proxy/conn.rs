@@ -149,6 +149,8 @@ pub(crate) struct Conn {
     client_eof: bool,
     scanner: HeadScanner,
     phase: Phase,
+    /// Counted against the endpoint's connection limits (until it starts closing).
+    pub(crate) counted: bool,
 }
 
 impl Conn {
@@ -161,6 +163,7 @@ impl Conn {
             out: BytesMut::new(),
             client_eof: false,
             scanner: HeadScanner::new(),
+            counted: false,
             // A fresh connection owes us a head within the head timeout (slowloris → 408).
             phase: Phase::Head {
                 started: true,
@@ -175,6 +178,14 @@ impl Conn {
 
     pub(crate) fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
+    }
+
+    /// Done with requests: flushing its last answer, lingering, or closed.
+    pub(crate) fn is_finishing(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Closing { .. } | Phase::Lingering { .. } | Phase::Closed
+        )
     }
 
     /// Answers at once and closes: used when a connection is over a limit on arrival.
