@@ -181,6 +181,9 @@ struct Sock {
     connecting: bool,
     readable: bool,
     writable: bool,
+    /// The peer's FIN (or an error) was reported: read until end of stream, since no further
+    /// edge will announce it.
+    read_closed: bool,
     eof: bool,
     /// The core asked for a half-close; done once its pending bytes are written.
     shutdown: bool,
@@ -268,6 +271,7 @@ impl Driver {
             connecting,
             readable: ready,
             writable: ready,
+            read_closed: false,
             eof: false,
             shutdown: false,
         };
@@ -309,6 +313,7 @@ impl Driver {
             return;
         };
         s.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        s.read_closed |= ev.is_read_closed() || ev.is_error();
         s.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
         if s.connecting && s.writable {
             match s.stream.connected() {
@@ -349,8 +354,14 @@ impl Driver {
                 }
                 break;
             }
+            let offered = buf.len();
             match either!(&mut s.stream, x => x.write(buf)) {
-                Ok(n) if n > 0 => self.ep.consume_write(now, id, n),
+                Ok(n) if n > 0 => {
+                    // A short write means the send buffer is full: skip the write that would
+                    // only say WouldBlock; the next writable edge resumes.
+                    s.writable = n == offered;
+                    self.ep.consume_write(now, id, n);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.writable = false,
                 _ => return broken(&mut self.ep, now, id, s),
@@ -362,7 +373,15 @@ impl Driver {
                     s.eof = true;
                     self.ep.handle(now, id, Input::Eof);
                 }
-                Ok(n) => self.ep.handle(now, id, Input::Read(&self.scratch[..n])),
+                Ok(n) => {
+                    // A short read drained the socket: on Linux's edge-triggered epoll, more
+                    // data raises a new edge, so the read that would only say WouldBlock is
+                    // skipped (a syscall per wake-up). A pending FIN raises none: keep reading.
+                    if n < self.scratch.len() && !s.read_closed {
+                        s.readable = false;
+                    }
+                    self.ep.handle(now, id, Input::Read(&self.scratch[..n]));
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => s.readable = false,
                 Err(_) => return broken(&mut self.ep, now, id, s),
