@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The project's test command (README "Testing"): formatting, lints, every test, a fuzz smoke.
+# The project's test command (README "Testing"): formatting, lints, every test, the network
+# namespace test (scripts/netns-test.sh), the systemd units (scripts/check-units.sh), a fuzz smoke.
 # FUZZ_SECONDS sets the smoke length per fuzz target (default 20; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,10 @@ cargo test --workspace 2>&1 | tee "$tests_log"
 # One total over every test binary, printed last so it closes the run.
 summary=$(awk '/^test result:/ { p += $4; f += $6 } END { printf "%d passed, %d failed", p, f }' "$tests_log")
 rm -f "$tests_log"
+echo "--- netns: the seed's path in network namespaces (root only; skips elsewhere)"
+./scripts/netns-test.sh
+echo "--- systemd units (dist/systemd)"
+./scripts/check-units.sh
 secs=${FUZZ_SECONDS:-20}
 if [ "$secs" -gt 0 ]; then
   echo "--- fuzz smoke (${secs}s per target)"

@@ -15,9 +15,10 @@ use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, Reload, Role,
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
 use crate::runtime::{Hook, Listener, Options};
-use crate::{cli, os, start, Failure};
+use crate::{cli, os, start, tls, Failure};
 
 pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
     let rt = cfg.process.runtime;
@@ -51,6 +52,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         cfg.metadata.port,
     )
     .map_err(Failure::Config)?;
+    let metadata_tls = metadata_tls(&cfg).map_err(Failure::Config)?;
     let path = &cfg.listen_socket;
     let ((listener, _socket_file), _pid_file) = start(&cfg.process, || {
         let system = |what: &str, e: std::io::Error| {
@@ -70,9 +72,10 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         Ok((listener, file))
     })?;
     log::info!(
-        "agent listening on {listener}, metadata server {} ({metadata}), {described}, {} \
+        "agent listening on {listener}, metadata server {} ({metadata}{}), {described}, {} \
          worker(s) ({rt} runtime)",
         cfg.metadata,
+        describe_tls(&cfg.metadata_tls, cfg.metadata.https),
         cfg.workers,
     );
     let endpoint = EndpointConfig {
@@ -86,6 +89,10 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         }),
         limits: Limits::default(),
         timeouts: cfg.timeouts,
+        tls: EndpointTls {
+            accept: None,
+            upstream: metadata_tls,
+        },
     };
     drop(secret);
     let options = || Options {
@@ -97,6 +104,51 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("agent stopped");
     Ok(())
+}
+
+/// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
+/// certificate must carry checked.
+fn metadata_tls(cfg: &cli::Agent) -> Result<Option<TlsTarget>, String> {
+    if !cfg.metadata.https {
+        return Ok(None);
+    }
+    let client = tls::client(&cfg.metadata_tls, "--metadata")?;
+    let target = TlsTarget::new(client, &cfg.metadata.host);
+    target
+        .map(Some)
+        .map_err(|e| format!("--metadata-url {}: {e}", cfg.metadata))
+}
+
+/// TLS for the neutron backend: needed for an https URL or when TLS flags were given; when
+/// Neutron's URL comes from the catalog, which may name an https endpoint, the system's CAs
+/// are used if there are any (and that endpoint fails, saying why, if there are none).
+fn neutron_tls(args: &cli::NeutronArgs) -> Result<Option<ClientTls>, String> {
+    let urls = [
+        args.neutron_url.as_ref(),
+        args.keystone.as_ref().map(|k| &k.auth_url),
+    ];
+    let https = urls.into_iter().flatten().any(|u| u.https);
+    let from_catalog = args.neutron_url.is_none();
+    if https || args.tls.given() || (from_catalog && tls::system_roots_present()) {
+        return tls::client(&args.tls, "--neutron").map(Some);
+    }
+    Ok(None)
+}
+
+/// ` over TLS (…)` for the startup line, or nothing for plain HTTP.
+fn describe_tls(args: &cli::ClientTlsArgs, https: bool) -> String {
+    if !https {
+        return String::new();
+    }
+    let check = match (&args.ca_file, args.insecure) {
+        (_, true) => "certificate NOT checked".to_owned(),
+        (Some(ca), false) => format!("CA {}", ca.display()),
+        (None, false) => "system CAs".to_owned(),
+    };
+    match &args.client_cert {
+        Some((cert, _)) => format!(", TLS: {check}, client certificate {}", cert.display()),
+        None => format!(", TLS: {check}"),
+    }
 }
 
 /// The neutron backend's settings: URLs resolved, the password read. The router-networks
@@ -124,6 +176,7 @@ fn neutron_config(args: &cli::NeutronArgs, cache_ttl: Duration) -> Result<Neutro
         None => None,
     };
     let mut cfg = NeutronConfig::new(neutron, keystone);
+    cfg.tls = neutron_tls(args)?;
     cfg.interface = args.interface.to_owned();
     cfg.region = args.region_name.clone();
     cfg.timeout = args.timeout;
@@ -158,9 +211,15 @@ fn describe_neutron(args: &cli::NeutronArgs, cfg: &NeutronConfig) -> String {
         ),
         _ => "no authentication".to_owned(),
     };
+    let urls = [
+        args.neutron_url.as_ref(),
+        args.keystone.as_ref().map(|k| &k.auth_url),
+    ];
+    let https = urls.into_iter().flatten().any(|u| u.https);
     format!(
-        "neutron backend at {at}, {auth}, timeout {:?}",
-        args.timeout
+        "neutron backend at {at}, {auth}, timeout {:?}{}",
+        args.timeout,
+        describe_tls(&args.tls, https)
     )
 }
 

@@ -43,6 +43,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         direct: false,
         imdsv2: ImdsV2::Optional,
         dhcp_domain: "novalocal".to_owned(),
+        tls: None,
         timeouts: cfg.timeouts,
         drain_timeout: cfg.drain_timeout,
         process: cli::Process::default(),
@@ -74,6 +75,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         role,
         limits: Limits::default(),
         timeouts: cfg.timeouts,
+        tls: Default::default(),
     };
     let agent_ep = endpoint(Role::Agent(AgentConfig {
         metadata: Target::Tcp(server_addr),

@@ -7,10 +7,12 @@
 mod agent;
 mod cli;
 mod demo;
+mod notify;
 mod ns_proxy;
 mod os;
 mod runtime;
 mod server;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -79,8 +81,9 @@ fn launch(
 }
 
 /// The process setup every role shares, around `bind`: `--user`/`--group` are resolved before
-/// it (while /etc is readable), then the process daemonizes, writes its pid file and drops
-/// privileges. Returns what `bind` made and the pid file, which is removed when dropped.
+/// it (while /etc is readable), then the process daemonizes, writes its pid file, drops
+/// privileges and tells systemd it is ready (`Type=notify`). Returns what `bind` made and the
+/// pid file, which is removed when dropped.
 fn start<T>(
     p: &cli::Process,
     bind: impl FnOnce() -> Result<T, Failure>,
@@ -102,5 +105,6 @@ fn start<T>(
     };
     os::drop_privileges(&identity)
         .map_err(|e| Failure::System(format!("cannot switch user/group: {e}")))?;
+    notify::ready();
     Ok((bound, pid_file))
 }

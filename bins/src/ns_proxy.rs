@@ -31,6 +31,7 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
         }),
         limits: Limits::default(),
         timeouts: cfg.timeouts,
+        tls: Default::default(),
     };
     let opts = Options {
         drain_timeout: cfg.drain_timeout,

@@ -22,10 +22,11 @@ use mdproxy_core::metadata::{
     parse_instance, set_password, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
 };
 use mdproxy_core::sign::Signer;
+use mdproxy_core::tls::EndpointTls;
 
 use crate::agent::read_secret;
 use crate::runtime::{Listener, Options, Runtime};
-use crate::{cli, os, start, Failure};
+use crate::{cli, os, start, tls, Failure};
 
 pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     let (endpoint, options) = prepare(&cfg)?;
@@ -41,9 +42,19 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
         ImdsV2::Optional => "optional",
         ImdsV2::Required => "required",
     };
+    let https = match &cfg.tls {
+        None => String::new(),
+        Some(t) if t.client_ca.is_some() => {
+            format!(
+                " (HTTPS, {}, client certificates required)",
+                t.cert.display()
+            )
+        }
+        Some(t) => format!(" (HTTPS, {})", t.cert.display()),
+    };
     log::info!(
-        "server listening on {}, instances in {} (rescanned every {:?}), identity {identity}, \
-         IMDSv2 {imdsv2} ({rt} runtime)",
+        "server listening on {}{https}, instances in {} (rescanned every {:?}), identity \
+         {identity}, IMDSv2 {imdsv2} ({rt} runtime)",
         addrs.join(", "),
         cfg.instances.display(),
         cfg.rescan_interval,
@@ -68,6 +79,10 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
             return Err(Failure::Config(msg.to_owned()));
         }
     };
+    let accept = match &cfg.tls {
+        Some(args) => Some(tls::server(args).map_err(Failure::Config)?),
+        None => None,
+    };
     let entropy = OsEntropy::new().map_err(Failure::System)?;
     let instances = InstanceDir::open(&cfg.instances).map_err(Failure::Config)?;
     let today = os::utc_today();
@@ -82,6 +97,10 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
         }),
         limits: Limits::default(),
         timeouts: cfg.timeouts,
+        tls: EndpointTls {
+            accept,
+            upstream: None,
+        },
     };
     Ok((
         endpoint,

@@ -389,11 +389,19 @@ fn bad_startup_configuration_exits_2(rt: Runtime) {
     let at = format!("{}:2: ", files.map.display());
     assert_config_error(rt, &files, &[], &at);
     let files = Files::new(&map(&[]));
+    // https with an unreadable CA file (a build without TLS refuses https itself).
+    let want = match cfg!(feature = "tls") {
+        true => "cannot read /nonexistent/ca.pem",
+        false => "this build has no TLS",
+    };
     assert_config_error(
         rt,
         &files,
-        &["--metadata-url=https://127.0.0.1:8775"],
-        "not supported in this build",
+        &[
+            "--metadata-url=https://127.0.0.1:8775",
+            "--metadata-ca-file=/nonexistent/ca.pem",
+        ],
+        want,
     );
     assert_config_error(
         rt,

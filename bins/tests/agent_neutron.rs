@@ -581,14 +581,21 @@ fn bad_neutron_configuration_exits_2(rt: Runtime) {
         ]
     };
     let ok_url = "http://127.0.0.1:5000/v3";
+    // A build without TLS refuses https itself.
+    let tls = |want| match cfg!(feature = "tls") {
+        true => want,
+        false => "this build has no TLS",
+    };
+    let mut https_keystone = keystone("https://127.0.0.1:5000/v3", "/p");
+    https_keystone.extend(["--neutron-insecure".into(), "--neutron-ca-file=/ca".into()]);
     let cases: Vec<(Vec<String>, &str)> = vec![
+        (https_keystone, tls("give one of them")),
         (
-            keystone("https://127.0.0.1:5000/v3", "/p"),
-            "not supported in this build",
-        ),
-        (
-            vec!["--neutron-url=https://127.0.0.1:9696".to_owned()],
-            "not supported in this build",
+            vec![
+                "--neutron-url=https://127.0.0.1:9696".to_owned(),
+                "--neutron-ca-file=/nonexistent/ca.pem".to_owned(),
+            ],
+            tls("cannot read /nonexistent/ca.pem"),
         ),
         (
             keystone(ok_url, "/nonexistent/password"),

@@ -4,6 +4,8 @@
 //! socket ([`Endpoint::handle`]), carries out the [`Action`]s it is given, and writes what
 //! [`Endpoint::pending_write`] offers. Socket ids are handed out by the core (on `accept`, and in
 //! [`Action::Connect`]), so the runtime needs no knowledge of which socket plays which part.
+//! Nor of which socket speaks TLS: the endpoint wraps those in a session of its own
+//! ([`crate::tls`]), so that `pending_write` offers ciphertext and `Input::Read` takes it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -26,6 +28,7 @@ use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::canonical_ip;
 use crate::sign::Signer;
+use crate::tls::{Clocks, EndpointTls, EofMeaning, Session, Sessions};
 
 /// One socket the runtime holds on the core's behalf. Ids are never reused within an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -202,6 +205,8 @@ pub struct EndpointConfig {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// TLS for accepted and upstream connections (see [`crate::tls`]); none by default.
+    pub tls: EndpointTls,
 }
 
 /// An idle upstream connection is closed after this, well before the agent's own 30 s idle
@@ -244,6 +249,10 @@ pub(crate) struct Ctx {
     backend_socks: BTreeMap<ReqId, SockId>,
     /// Sockets pooled during the current mutation, whose idle timers are still to be armed.
     released: Vec<SockId>,
+    /// The TLS sessions of the sockets that speak TLS.
+    tls: Sessions,
+    /// The wall clocks rustls reads, moved with every input's `now` (see [`crate::tls`]).
+    clocks: Clocks,
 }
 
 impl Ctx {
@@ -404,6 +413,9 @@ impl Ctx {
         let sock = self.new_id();
         self.owners.insert(sock, Owner::Upstream(owner));
         let target = self.upstream_target();
+        if let Some(tls) = &self.cfg.tls.upstream {
+            self.tls.insert(sock, Session::client(tls));
+        }
         self.actions.push_back(Action::Connect { sock, target });
         sock
     }
@@ -420,12 +432,18 @@ impl Ctx {
     }
 
     pub(crate) fn close(&mut self, sock: SockId) {
+        self.tls.remove(&sock);
         if self.owners.remove(&sock).is_some() {
             self.actions.push_back(Action::Close(sock));
         }
     }
 
+    /// Half-closes `sock` once its pending bytes are out; a TLS socket says `close_notify`
+    /// first (its owner's plaintext is all in the session by then: see `Endpoint::feed_tls`).
     pub(crate) fn shutdown(&mut self, sock: SockId) {
+        if let Some(session) = self.tls.get_mut(&sock) {
+            session.close_notify();
+        }
         self.actions.push_back(Action::Shutdown(sock));
     }
 }
@@ -459,7 +477,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A fresh endpoint with no sockets.
-    pub fn new(_now: Instant, cfg: EndpointConfig) -> Self {
+    pub fn new(now: Instant, cfg: EndpointConfig) -> Self {
         let service = match &cfg.role {
             Role::Server(c) => Some(MetadataService::new(c.clone())),
             _ => None,
@@ -480,6 +498,15 @@ impl Endpoint {
                 },
             ),
         };
+        let backend_tls = match &cfg.role {
+            Role::Agent(AgentConfig {
+                backend: Backend::Neutron(n),
+                ..
+            }) => n.tls.as_ref(),
+            _ => None,
+        };
+        let clocks = Clocks::new(&cfg.tls, backend_tls);
+        clocks.advance(now);
         Endpoint {
             ctx: Ctx {
                 cfg,
@@ -494,6 +521,8 @@ impl Endpoint {
                 service,
                 backend_socks: BTreeMap::new(),
                 released: Vec::new(),
+                tls: Sessions::new(),
+                clocks,
             },
             conns: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -539,9 +568,13 @@ impl Endpoint {
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).
     /// Returns the id the socket goes by; the core may answer and close it at once (limits).
     pub fn accept(&mut self, now: Instant, peer: Option<SocketAddr>) -> SockId {
+        self.ctx.clocks.advance(now);
         let sock = self.ctx.new_id();
         let ip = peer.map(|p| canonical_ip(p.ip()));
         self.ctx.owners.insert(sock, Owner::Client);
+        if let Some(tls) = &self.ctx.cfg.tls.accept {
+            self.ctx.tls.insert(sock, Session::server(tls));
+        }
         let mut conn = Conn::new(now, sock, ip, &self.ctx);
         let (max, max_per_ip) = self.limits();
         let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
@@ -565,11 +598,24 @@ impl Endpoint {
         }
         self.conns.insert(sock, conn);
         self.after(now, sock, &[], &[]);
+        self.flush_tls(now);
         sock
     }
 
     /// Something happened on `sock`. Ignored for unknown (already closed) ids.
     pub fn handle(&mut self, now: Instant, sock: SockId, input: Input<'_>) {
+        self.ctx.clocks.advance(now);
+        if self.ctx.tls.contains_key(&sock) {
+            self.handle_tls(now, sock, input);
+        } else {
+            self.dispatch(now, sock, input);
+        }
+        self.pump_backend(now);
+        self.flush_tls(now);
+    }
+
+    /// Hands an input to the owner of `sock`.
+    fn dispatch(&mut self, now: Instant, sock: SockId, input: Input<'_>) {
         match self.ctx.owners.get(&sock).copied() {
             Some(Owner::Client) => self.with_conn(now, sock, |c, ctx| c.on_client(now, input, ctx)),
             Some(Owner::Upstream(key)) => {
@@ -588,7 +634,148 @@ impl Endpoint {
             }
             None => {}
         }
-        self.pump_backend(now);
+    }
+
+    /// An input on a TLS socket: the session takes the bytes, the owner hears what they
+    /// carried (see [`crate::tls`] for what it is told when).
+    fn handle_tls(&mut self, now: Instant, sock: SockId, input: Input<'_>) {
+        let Some(session) = self.ctx.tls.get_mut(&sock) else {
+            return;
+        };
+        match input {
+            Input::Connected => match session.failure().map(str::to_owned) {
+                Some(why) => self.tls_failed(now, sock, why),
+                // The ClientHello is waiting; the owner hears `Connected` after the handshake.
+                None => {
+                    self.wakes.insert(sock);
+                }
+            },
+            Input::Read(data) => {
+                let got = session.read(now, data);
+                if !session.pending().is_empty() || got.established {
+                    self.wakes.insert(sock);
+                }
+                if got.established && session.is_client() {
+                    self.dispatch(now, sock, Input::Connected);
+                }
+                if !got.plain.is_empty() {
+                    self.dispatch(now, sock, Input::Read(&got.plain));
+                }
+                match got.failed {
+                    Some(why) => self.tls_failed(now, sock, why),
+                    None if got.closed => self.dispatch(now, sock, Input::Eof),
+                    None => {}
+                }
+            }
+            Input::Eof => match session.eof() {
+                EofMeaning::Eof => self.dispatch(now, sock, Input::Eof),
+                EofMeaning::Nothing => {}
+                EofMeaning::Failed(why) => self.tls_failed(now, sock, why),
+            },
+            Input::ConnectFailed(_) | Input::Error => self.dispatch(now, sock, input),
+        }
+    }
+
+    /// The TLS session of `sock` failed: its owner learns why. An upstream's client gets 503,
+    /// a Neutron exchange fails with the reason, a pooled socket goes. An accepted client's
+    /// socket sends the session's alert and is shut down; its connection is not told (it hears
+    /// the client's EOF, or its own timeout ends it).
+    fn tls_failed(&mut self, now: Instant, sock: SockId, why: String) {
+        match self.ctx.owners.get(&sock).copied() {
+            Some(Owner::Upstream(key)) => {
+                self.with_conn(now, key, |c, ctx| c.on_upstream_tls_failure(now, &why, ctx));
+            }
+            Some(Owner::Backend(req)) => {
+                if let Some(client) = self.ctx.neutron.as_mut() {
+                    client.fail(req, &why);
+                }
+            }
+            Some(Owner::Pooled) => {
+                log::debug!("idle upstream connection closed: {why}");
+                self.ctx.pool.retain(|(s, _)| *s != sock);
+                self.ctx.close(sock);
+                self.set_deadline(sock, None);
+            }
+            Some(Owner::Client) => {
+                let peer = self.conns.get(&sock).and_then(Conn::peer);
+                let peer = peer.map_or_else(|| "unix-peer".to_owned(), |p| p.to_string());
+                log::info!("{peer} {why}");
+                self.ctx.shutdown(sock);
+                self.wakes.insert(sock);
+            }
+            None => {}
+        }
+    }
+
+    /// Moves the plaintext the owner of TLS socket `sock` has for it into the session, as far
+    /// as the session takes it (not during the handshake, not past [`crate::tls::HIGH_WATER`]),
+    /// and tells the owner how much of it is on the wire by now: the owner's bytes count as
+    /// written only once their ciphertext is, so a connection that closes after its last
+    /// bytes were "written" loses none. Returns whether anything moved.
+    fn feed_tls(&mut self, now: Instant, sock: SockId) -> bool {
+        let mut moved = false;
+        loop {
+            let owner = self.ctx.owners.get(&sock).copied();
+            let Some(session) = self.ctx.tls.get_mut(&sock) else {
+                return moved;
+            };
+            let plain: &[u8] = match owner {
+                Some(Owner::Client) => self.conns.get(&sock).map_or(&[], |c| c.pending_write(sock)),
+                Some(Owner::Upstream(key)) => {
+                    self.conns.get(&key).map_or(&[], |c| c.pending_write(sock))
+                }
+                Some(Owner::Backend(req)) => self
+                    .ctx
+                    .neutron
+                    .as_ref()
+                    .map_or(&[], |c| c.pending_write(req)),
+                Some(Owner::Pooled) | None => &[],
+            };
+            let took = session.write(plain);
+            let n = session.take_acked();
+            if !session.pending().is_empty() {
+                self.wakes.insert(sock);
+            }
+            if !took && n == 0 {
+                return moved;
+            }
+            moved = true;
+            if n == 0 {
+                continue;
+            }
+            match owner {
+                Some(Owner::Backend(req)) => {
+                    if let Some(client) = self.ctx.neutron.as_mut() {
+                        client.consume_write(req, n);
+                    }
+                }
+                Some(Owner::Upstream(key)) => {
+                    self.with_conn(now, key, |c, ctx| c.consume_write(now, sock, n, ctx));
+                }
+                _ => self.with_conn(now, sock, |c, ctx| c.consume_write(now, sock, n, ctx)),
+            }
+        }
+    }
+
+    /// Feeds the TLS sockets that may have new plaintext (those with a wake-up pending) until
+    /// nothing moves. Runs at the end of every mutation.
+    fn flush_tls(&mut self, now: Instant) {
+        if self.ctx.tls.is_empty() {
+            return;
+        }
+        loop {
+            let socks: Vec<SockId> = (self.wakes.iter())
+                .filter(|s| self.ctx.tls.contains_key(s))
+                .copied()
+                .collect();
+            let mut moved = false;
+            for sock in socks {
+                moved |= self.feed_tls(now, sock);
+            }
+            if !moved {
+                return;
+            }
+        }
     }
 
     /// Carries out what the Neutron client asks for and hands its answers to the waiting
@@ -605,6 +792,10 @@ impl Endpoint {
                         let sock = self.ctx.new_id();
                         self.ctx.owners.insert(sock, Owner::Backend(req));
                         self.ctx.backend_socks.insert(req, sock);
+                        let tls = self.ctx.neutron.as_ref().and_then(|c| c.tls_target(req));
+                        if let Some(tls) = tls {
+                            self.ctx.tls.insert(sock, Session::client(tls));
+                        }
                         self.ctx.actions.push_back(Action::Connect { sock, target });
                     }
                     ClientAction::Close(req) => {
@@ -646,6 +837,7 @@ impl Endpoint {
     /// Time has reached (or passed) a deadline from [`Endpoint::poll_timeout`]. Fine to call
     /// early or twice.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.ctx.clocks.advance(now);
         while let Some(&(when, key)) = self.timers.first() {
             if when > now {
                 break;
@@ -665,6 +857,7 @@ impl Endpoint {
             }
         }
         self.pump_backend(now);
+        self.flush_tls(now);
     }
 
     /// Runs `f` on one connection and settles what it changed: wake-ups, timers, closing.
@@ -783,8 +976,12 @@ impl Endpoint {
         }
     }
 
-    /// Bytes waiting to be written on `sock` (empty for unknown ids).
+    /// Bytes waiting to be written on `sock` (empty for unknown ids): ciphertext for a TLS
+    /// socket.
     pub fn pending_write(&self, sock: SockId) -> &[u8] {
+        if let Some(session) = self.ctx.tls.get(&sock) {
+            return session.pending();
+        }
         if let (Some(Owner::Backend(req)), Some(client)) =
             (self.ctx.owners.get(&sock), self.ctx.neutron.as_ref())
         {
@@ -795,6 +992,13 @@ impl Endpoint {
 
     /// The runtime wrote `n` bytes of [`Endpoint::pending_write`].
     pub fn consume_write(&mut self, now: Instant, sock: SockId, n: usize) {
+        if let Some(session) = self.ctx.tls.get_mut(&sock) {
+            session.consume(n);
+            self.feed_tls(now, sock);
+            self.pump_backend(now);
+            self.flush_tls(now);
+            return;
+        }
         let key = match self.ctx.owners.get(&sock) {
             Some(Owner::Client) => sock,
             Some(Owner::Upstream(key)) => *key,
@@ -808,10 +1012,14 @@ impl Endpoint {
             _ => return,
         };
         self.with_conn(now, key, |c, ctx| c.consume_write(now, sock, n, ctx));
+        self.flush_tls(now);
     }
 
     /// Whether the core wants bytes from `sock` now (false = back-pressure or finished).
     pub fn wants_read(&self, sock: SockId) -> bool {
+        if self.ctx.tls.get(&sock).is_some_and(Session::handshaking) {
+            return true;
+        }
         match self.ctx.owners.get(&sock) {
             Some(Owner::Pooled) => true,
             Some(Owner::Backend(req)) => self
@@ -852,6 +1060,7 @@ impl Endpoint {
         for key in keys {
             self.with_conn(now, key, |c, ctx| c.drain(now, ctx));
         }
+        self.flush_tls(now);
     }
 
     /// No client connection is left.

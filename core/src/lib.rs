@@ -8,6 +8,8 @@
 //! through a trait the runtime implements; side effects leave as values ("connect there",
 //! "close this") that a runtime carries out and reports back. The same inputs always give the
 //! same outputs, which is what lets one suite of tests, fuzz targets and two runtimes share it.
+//! TLS (feature `tls`, [`tls`]) keeps to this but for one thing: the handshake's random bytes
+//! come from the cryptographic provider (ring, from the operating system).
 //!
 //! # Driving it (the single-mutation invariant, after str0m)
 //!
@@ -25,6 +27,7 @@ pub mod lookup;
 pub mod metadata;
 pub mod proxy;
 pub mod sign;
+pub mod tls;
 
 #[cfg(any(test, fuzzing, feature = "testing"))]
 pub mod testing;

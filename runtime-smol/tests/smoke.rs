@@ -74,6 +74,7 @@ impl Proxy {
             }),
             limits: Default::default(),
             timeouts,
+            tls: Default::default(),
         };
         let driver = thread::spawn(move || runner(cfg, vec![tcp, l_unix]));
         Proxy {

@@ -10,7 +10,9 @@ use std::time::Duration;
 use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::lookup::HttpTarget;
 
-use super::{common_help, next_flag, positive, seconds, unknown, value, Command, Common, Process};
+use super::{
+    common_help, needs_tls, next_flag, positive, seconds, unknown, value, Command, Common, Process,
+};
 
 pub const HELP: &str = concat!(
     "\
@@ -46,10 +48,25 @@ Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]
        mdproxy agent --shared-secret-file PATH --backend neutron --neutron-url URL [OPTIONS]
 
 Metadata server:
-      --metadata-url URL         http://HOST[:PORT] of the metadata server (Nova's, or
-                                 `mdproxy server`); PORT defaults to 80 when the URL has none.
-                                 HOST is resolved once, at startup. https:// is not supported
-                                 in this build [default: http://127.0.0.1:8775]
+      --metadata-url URL         http[s]://HOST[:PORT] of the metadata server (Nova's, or
+                                 `mdproxy server`); PORT defaults to 80 (443 for https) when
+                                 the URL has none. HOST is resolved once, at startup, and is
+                                 the name an https server's certificate must carry
+                                 [default: http://127.0.0.1:8775]
+      --metadata-ca-file FILE    PEM CA certificates an https metadata server's certificate
+                                 must lead to (Neutron's auth_ca_cert) [default: the system's
+                                 CAs, from $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt
+                                 and the other usual bundle paths]
+      --metadata-insecure        Do not check the metadata server's certificate at all
+                                 (nova_metadata_insecure); logged as a warning at startup
+      --metadata-client-cert FILE
+                                 PEM certificate (chain) to present when the metadata server
+                                 asks for one: mutual TLS (nova_client_cert)
+      --metadata-client-key FILE PEM private key of --metadata-client-cert
+                                 (nova_client_priv_key)
+                                 A certificate the agent refuses (unknown CA, wrong name,
+                                 expired), or a server that refuses the agent's, makes the
+                                 request 503, and the log line says why
       --shared-secret-file PATH  File holding the secret shared with the metadata server
                                  (Nova's [neutron] metadata_proxy_shared_secret); one trailing
                                  newline is ignored. Required: for Neutron's default, the empty
@@ -68,8 +85,8 @@ Lookup:
                                  answers from memory and bypasses it, so with --backend static
                                  the three cache flags change nothing
 
-Neutron backend (--backend neutron; URLs are http://HOST[:PORT][/PATH], HOST resolved once at
-startup, PORT 80 when absent; https:// is not supported in this build):
+Neutron backend (--backend neutron; URLs are http[s]://HOST[:PORT][/PATH], HOST resolved once
+at startup, PORT 80 (443 for https) when absent):
       --neutron-url URL          Neutron's API endpoint, e.g. http://192.0.2.10:9696 [default:
                                  the network endpoint of Keystone's catalog, which must then
                                  name its host by IP address]
@@ -93,6 +110,15 @@ startup, PORT 80 when absent; https:// is not supported in this build):
       --neutron-timeout S        Each request to Neutron or Keystone, connecting included, must
                                  be answered within S seconds, else the lookup fails (503)
                                  [default: 10]
+      --neutron-ca-file FILE     PEM CA certificates that https Neutron and Keystone
+                                 certificates must lead to (auth_ca_cert) [default: the
+                                 system's CAs, as for --metadata-ca-file]
+      --neutron-insecure         Do not check Neutron's and Keystone's certificates (insecure);
+                                 logged as a warning at startup. A refused certificate fails
+                                 the lookup (503) with the reason in the log
+
+TLS (https:// URLs and the TLS flags) needs a build with the `tls` feature, the default; a
+build without it says so and exits 2.
 
 Socket:
       --listen-socket PATH       Unix socket the namespace proxies connect to
@@ -145,6 +171,8 @@ pub struct Agent {
     pub socket_mode: Option<SocketMode>,
     pub workers: usize,
     pub metadata: MetadataUrl,
+    /// TLS to an https metadata server.
+    pub metadata_tls: ClientTlsArgs,
     pub shared_secret_file: PathBuf,
     pub backend: LookupBackend,
     pub cache_size: NonZeroUsize,
@@ -174,6 +202,26 @@ pub struct NeutronArgs {
     /// `public`, `internal` or `admin`.
     pub interface: &'static str,
     pub timeout: Duration,
+    /// TLS to https Neutron and Keystone URLs (client certificates are not offered).
+    pub tls: ClientTlsArgs,
+}
+
+/// The TLS flags of a client (`--metadata-*`, `--neutron-*`), checked but not read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientTlsArgs {
+    /// CA certificates; `None`: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Skip certificate checks.
+    pub insecure: bool,
+    /// Certificate and key presented for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl ClientTlsArgs {
+    /// Whether any flag was given.
+    pub fn given(&self) -> bool {
+        *self != ClientTlsArgs::default()
+    }
 }
 
 /// Keystone v3 password credentials; the password stays in its file until startup.
@@ -205,9 +253,10 @@ impl SocketMode {
     }
 }
 
-/// `http://HOST[:PORT]`, not yet resolved.
+/// `http[s]://HOST[:PORT]`, not yet resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MetadataUrl {
+    pub https: bool,
     /// A name or an IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
@@ -215,19 +264,21 @@ pub struct MetadataUrl {
 
 impl fmt::Display for MetadataUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
         match self.host.contains(':') {
-            true => write!(f, "http://[{}]:{}", self.host, self.port),
-            false => write!(f, "http://{}:{}", self.host, self.port),
+            true => write!(f, "{scheme}://[{}]:{}", self.host, self.port),
+            false => write!(f, "{scheme}://{}:{}", self.host, self.port),
         }
     }
 }
 
-/// `http://HOST[:PORT][/PATH]` of a lookup service (Neutron, Keystone), checked but not yet
+/// `http[s]://HOST[:PORT][/PATH]` of a lookup service (Neutron, Keystone), checked but not yet
 /// resolved.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceUrl {
     /// The URL as given.
     pub url: String,
+    pub https: bool,
     /// A name or an IP address (IPv6 without brackets).
     pub host: String,
     pub port: u16,
@@ -252,6 +303,7 @@ struct NeutronFlags {
     region_name: Option<String>,
     interface: Option<&'static str>,
     timeout: Option<Duration>,
+    tls: ClientTlsArgs,
     /// The flags given, as spelled in messages, in order.
     given: Vec<String>,
 }
@@ -270,6 +322,14 @@ impl NeutronFlags {
             "region-name" => self.region_name = Some(name_value(p, flag)?),
             "interface" => self.interface = Some(interface(flag, &value(p, flag)?)?),
             "neutron-timeout" => self.timeout = Some(seconds(flag, &value(p, flag)?, false)?),
+            "neutron-ca-file" => {
+                needs_tls(flag)?;
+                self.tls.ca_file = Some(value(p, flag)?.into());
+            }
+            "neutron-insecure" => {
+                needs_tls(flag)?;
+                self.tls.insecure = true;
+            }
             _ => return Ok(false),
         }
         self.given.push(flag.to_owned());
@@ -278,6 +338,17 @@ impl NeutronFlags {
 
     /// The neutron backend these flags describe.
     fn finish(self) -> Result<NeutronArgs, String> {
+        check_client_tls(&self.tls, "--neutron")?;
+        let urls = [&self.neutron_url, &self.auth_url];
+        let any_https = urls.iter().any(|u| u.as_ref().is_some_and(|u| u.https));
+        // Without --neutron-url, Neutron's URL comes from the catalog and may be https.
+        if self.tls.given() && !any_https && self.neutron_url.is_some() {
+            return Err(
+                "--neutron-ca-file and --neutron-insecure need an https:// --neutron-url or \
+                 --auth-url"
+                    .to_owned(),
+            );
+        }
         let keystone = match self.auth_url {
             Some(auth_url) => {
                 let need = |v: Option<String>, flag: &str| {
@@ -331,6 +402,7 @@ impl NeutronFlags {
             region_name: self.region_name,
             interface: self.interface.unwrap_or("public"),
             timeout: self.timeout.unwrap_or(Duration::from_secs(10)),
+            tls: self.tls,
         })
     }
 }
@@ -339,9 +411,12 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
     let mut metadata = MetadataUrl {
+        https: false,
         host: "127.0.0.1".to_owned(),
         port: 8775,
     };
+    let mut metadata_tls = ClientTlsArgs::default();
+    let (mut client_cert, mut client_key) = (None, None);
     let (mut secret, mut static_map, mut neutron_backend) = (None, None, false);
     let mut neutron = NeutronFlags::default();
     let mut cache_size = NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN);
@@ -358,6 +433,22 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             "socket-mode" => socket_mode = Some(mode(&flag, &value(p, &flag)?)?),
             "workers" => workers = positive(&flag, &value(p, &flag)?)?,
             "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
+            "metadata-ca-file" => {
+                needs_tls(&flag)?;
+                metadata_tls.ca_file = Some(value(p, &flag)?.into());
+            }
+            "metadata-insecure" => {
+                needs_tls(&flag)?;
+                metadata_tls.insecure = true;
+            }
+            "metadata-client-cert" => {
+                needs_tls(&flag)?;
+                client_cert = Some(PathBuf::from(value(p, &flag)?));
+            }
+            "metadata-client-key" => {
+                needs_tls(&flag)?;
+                client_key = Some(PathBuf::from(value(p, &flag)?));
+            }
             "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
             "backend" => {
                 neutron_backend = match value(p, &flag)?.as_str() {
@@ -379,6 +470,19 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             "negative-cache-ttl" => negative_ttl = seconds(&flag, &value(p, &flag)?, true)?,
             _ => return Err(unknown(&flag)),
         }
+    }
+    metadata_tls.client_cert = match (client_cert, client_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err("--metadata-client-cert needs --metadata-client-key".into()),
+        (None, Some(_)) => return Err("--metadata-client-key needs --metadata-client-cert".into()),
+    };
+    check_client_tls(&metadata_tls, "--metadata")?;
+    if metadata_tls.given() && !metadata.https {
+        return Err(format!(
+            "the --metadata-ca-file/-insecure/-client-* flags need an https:// --metadata-url \
+             (it is {metadata})"
+        ));
     }
     let shared_secret_file = secret.ok_or(
         "--shared-secret-file is required (for the empty secret: --shared-secret-file /dev/null)",
@@ -402,6 +506,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         socket_mode,
         workers,
         metadata,
+        metadata_tls,
         shared_secret_file,
         backend,
         cache_size,
@@ -442,22 +547,34 @@ fn name_value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
     }
 }
 
-/// The parts of `http://HOST[:PORT][/PATH]`: the host (a name, an IPv4 address or a
-/// bracketed IPv6 address, returned without brackets), the port (80 when absent) and the
-/// path (`""` or from its `/` on). No user info, query or fragment in the authority. `shape`
-/// is the form named in the error, e.g. `http://HOST[:PORT] (e.g. http://127.0.0.1:8775)`.
+/// TLS flags that contradict each other: `-insecure` checks nothing, so a CA file would be
+/// silently unused.
+fn check_client_tls(args: &ClientTlsArgs, prefix: &str) -> Result<(), String> {
+    if args.insecure && args.ca_file.is_some() {
+        return Err(format!(
+            "{prefix}-insecure checks no certificate, so {prefix}-ca-file would be unused: \
+             give one of them"
+        ));
+    }
+    Ok(())
+}
+
+/// The parts of `http[s]://HOST[:PORT][/PATH]`: whether it is https, the host (a name, an IPv4
+/// address or a bracketed IPv6 address, returned without brackets), the port (80, or 443 for
+/// https, when absent) and the path (`""` or from its `/` on). No user info, query or fragment
+/// in the authority. `shape` is the form named in the error, e.g. `http[s]://HOST[:PORT] (e.g.
+/// http://127.0.0.1:8775)`. https is refused by a build without TLS.
 fn split_http_url<'a>(
     flag: &str,
     v: &'a str,
     shape: &str,
-) -> Result<(&'a str, u16, &'a str), String> {
+) -> Result<(bool, &'a str, u16, &'a str), String> {
     let bad = || format!("{flag}: {v:?} is not {shape}");
-    let rest = match v.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(format!(
-                "{flag}: https is not supported in this build (no TLS); use http://HOST:PORT"
-            ))
+    let (https, rest) = match v.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
+            needs_tls(&format!("{flag} {v}"))?;
+            (true, rest)
         }
         _ => return Err(bad()),
     };
@@ -483,21 +600,23 @@ fn split_http_url<'a>(
         return Err(bad());
     }
     let port = match port {
+        None if https => 443,
         None => 80,
         Some(p) => p.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?,
     };
-    Ok((host, port, path))
+    Ok((https, host, port, path))
 }
 
 /// `http://HOST[:PORT][/]`: no path, query or user info (the agent appends each request's own
 /// path).
 fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
-    let shape = "http://HOST[:PORT] (e.g. http://127.0.0.1:8775)";
-    let (host, port, path) = split_http_url(flag, v, shape)?;
+    let shape = "http[s]://HOST[:PORT] (e.g. http://127.0.0.1:8775)";
+    let (https, host, port, path) = split_http_url(flag, v, shape)?;
     if !matches!(path, "" | "/") {
         return Err(format!("{flag}: {v:?} is not {shape}"));
     }
     Ok(MetadataUrl {
+        https,
         host: host.to_owned(),
         port,
     })
@@ -506,13 +625,14 @@ fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
 /// `http://HOST[:PORT][/PATH]` of Neutron or Keystone, checked as the lookup client will take
 /// it once HOST is resolved.
 fn service_url(flag: &str, v: &str) -> Result<ServiceUrl, String> {
-    let shape = "http://HOST[:PORT][/PATH] (e.g. http://192.0.2.10:9696)";
-    let (host, port, _) = split_http_url(flag, v, shape)?;
+    let shape = "http[s]://HOST[:PORT][/PATH] (e.g. http://192.0.2.10:9696)";
+    let (https, host, port, _) = split_http_url(flag, v, shape)?;
     // The address is a stand-in: this only checks what the URL itself must satisfy.
     let stand_in = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
     HttpTarget::parse_resolved(v, stand_in).map_err(|e| format!("{flag}: {e}"))?;
     Ok(ServiceUrl {
         url: v.to_owned(),
+        https,
         host: host.to_owned(),
         port,
     })
@@ -592,6 +712,7 @@ mod tests {
             ks.auth_url,
             ServiceUrl {
                 url: "http://keystone.example:5000/v3".into(),
+                https: false,
                 host: "keystone.example".into(),
                 port: 5000
             }
@@ -668,19 +789,11 @@ mod tests {
                 vec!["--neutron-url=http://n:9696", "--interface=admin"],
                 "--interface needs --auth-url",
             ),
-            (
-                vec!["--auth-url=https://ks:5000"],
-                "not supported in this build",
-            ),
-            (
-                vec!["--neutron-url=https://n:9696"],
-                "not supported in this build",
-            ),
-            (vec!["--neutron-url=n:9696"], "http://HOST"),
+            (vec!["--neutron-url=n:9696"], "http[s]://HOST"),
             (vec!["--neutron-url=http://n:9696/a b"], "character"),
             (vec!["--neutron-url=http://n:9696/x?y"], "query"),
             (vec!["--neutron-url=http://bad_host:9696"], "host"),
-            (vec!["--neutron-url=http://n:0"], "http://HOST"),
+            (vec!["--neutron-url=http://n:0"], "http[s]://HOST"),
             (vec!["--interface=publicURL"], "public, internal, admin"),
             (vec!["--neutron-timeout=0"], "--neutron-timeout"),
             (vec!["--username="], "empty"),
@@ -741,6 +854,7 @@ mod tests {
         assert_eq!(
             cfg.metadata,
             MetadataUrl {
+                https: false,
                 host: "fd00::1".into(),
                 port: 9000
             }
@@ -782,8 +896,109 @@ mod tests {
         ] {
             assert!(metadata_url("--u", bad).is_err(), "{bad} was accepted");
         }
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_flags() {
+        let got = metadata_url("--u", "https://nova.example").unwrap();
+        assert_eq!((got.https, got.port), (true, 443));
+        assert_eq!(got.to_string(), "https://nova.example:443");
+        let mut args = REQUIRED.to_vec();
+        args.extend([
+            "--metadata-url=https://[::1]:8775",
+            "--metadata-ca-file=/ca.pem",
+            "--metadata-client-cert=/c.pem",
+            "--metadata-client-key=/k.pem",
+        ]);
+        let cfg = agent(&args).unwrap();
+        assert!(cfg.metadata.https);
+        assert_eq!(cfg.metadata_tls.ca_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(
+            cfg.metadata_tls.client_cert,
+            Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+        );
+        assert!(!cfg.metadata_tls.insecure);
+        let n = neutron(&[
+            "--auth-url=https://ks.example/v3",
+            "--username=u",
+            "--password-file=/p",
+            "--project-name=p",
+            "--neutron-insecure",
+        ])
+        .unwrap();
+        let ks = n.keystone.unwrap();
+        assert!(ks.auth_url.https && ks.auth_url.port == 443);
+        assert!(n.tls.insecure);
+        // (extra flags, a word the error must contain)
+        let cases: &[(&[&str], &str)] = &[
+            (&["--metadata-ca-file=/ca.pem"], "need an https://"),
+            (&["--metadata-insecure"], "need an https://"),
+            (
+                &["--metadata-url=https://n", "--metadata-client-cert=/c"],
+                "needs --metadata-client-key",
+            ),
+            (
+                &["--metadata-url=https://n", "--metadata-client-key=/k"],
+                "needs --metadata-client-cert",
+            ),
+            (
+                &[
+                    "--metadata-url=https://n",
+                    "--metadata-insecure",
+                    "--metadata-ca-file=/c",
+                ],
+                "give one of them",
+            ),
+            (
+                &["--neutron-insecure"],
+                "--neutron-insecure is a flag of --backend neutron",
+            ),
+        ];
+        for (extra, want) in cases {
+            let args: Vec<&str> = REQUIRED.iter().chain(extra.iter()).copied().collect();
+            let e = agent(&args).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: wanted {want:?} in {e}");
+        }
+        let cases: &[(&[&str], &str)] = &[
+            (
+                &["--neutron-url=http://n:9696", "--neutron-insecure"],
+                "need an https://",
+            ),
+            (
+                &[
+                    "--neutron-url=https://n:9696",
+                    "--neutron-insecure",
+                    "--neutron-ca-file=/ca.pem",
+                ],
+                "give one of them",
+            ),
+        ];
+        for (args, want) in cases {
+            let e = neutron(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: wanted {want:?} in {e}");
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_flags_say_this_build_has_none() {
         let e = metadata_url("--metadata-url", "https://nova:8775").unwrap_err();
-        assert!(e.contains("not supported in this build"), "{e}");
+        assert!(e.contains("this build has no TLS"), "{e}");
+        for extra in [
+            "--metadata-insecure",
+            "--metadata-ca-file=/ca.pem",
+            "--metadata-client-cert=/c",
+            "--metadata-client-key=/k",
+        ] {
+            let args: Vec<&str> = REQUIRED.iter().copied().chain([extra]).collect();
+            let e = agent(&args).unwrap_err();
+            assert!(e.contains("this build has no TLS"), "{extra}: {e}");
+        }
+        for extra in ["--auth-url=https://ks:5000", "--neutron-insecure"] {
+            let e = neutron(&["--neutron-url=http://n:9696", extra]).unwrap_err();
+            assert!(e.contains("this build has no TLS"), "{extra}: {e}");
+        }
     }
 
     #[test]

@@ -18,10 +18,10 @@ mod demo;
 mod ns_proxy;
 mod server;
 
-pub use agent::{Agent, LookupBackend, NeutronArgs, ServiceUrl};
+pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, ServiceUrl};
 pub use demo::Demo;
 pub use ns_proxy::NsProxy;
-pub use server::Server;
+pub use server::{Server, ServerTlsArgs};
 
 pub const TOP_HELP: &str = "\
 mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
@@ -43,8 +43,9 @@ Options:
   -h, --help     Print this help (`mdproxy <COMMAND> --help` for a command's options)
   -V, --version  Print the version and the runtimes compiled in
 
-Invoked as `neutron-ns-metadata-proxy` (e.g. through a symlink), mdproxy runs `ns-proxy`; as
-`neutron-metadata-agent`, it runs `agent`.
+Invoked as `neutron-ns-metadata-proxy` (e.g. through a symlink), mdproxy runs `ns-proxy` and,
+like that tool, daemonizes unless told --nodaemonize; as `neutron-metadata-agent`, it runs
+`agent`.
 ";
 
 /// The help sections of the flags [`Common`] parses; `$upstream` names what the role connects
@@ -187,7 +188,9 @@ impl Common {
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut p = lexopt::Parser::from_iter(args);
     match p.bin_name() {
-        Some(n) if n.ends_with("neutron-ns-metadata-proxy") => return ns_proxy::parse(&mut p),
+        Some(n) if n.ends_with("neutron-ns-metadata-proxy") => {
+            return ns_proxy::parse(&mut p, true)
+        }
         Some(n) if n.ends_with("neutron-metadata-agent") => return agent::parse(&mut p),
         _ => {}
     }
@@ -195,7 +198,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
         Some(Short('h') | Long("help")) => Ok(Command::Help(TOP_HELP)),
         Some(Short('V') | Long("version")) => Ok(Command::Version),
         Some(Value(cmd)) => match cmd.to_str() {
-            Some("ns-proxy") => ns_proxy::parse(&mut p),
+            Some("ns-proxy") => ns_proxy::parse(&mut p, false),
             Some("agent") => agent::parse(&mut p),
             Some("server") => server::parse(&mut p),
             Some("demo") => demo::parse(&mut p),
@@ -237,6 +240,16 @@ fn value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
     let v = p.value().map_err(|e| e.to_string())?;
     v.into_string()
         .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8"))
+}
+
+/// Refuses a TLS flag (or an https URL) in a build without the `tls` feature.
+fn needs_tls(what: &str) -> Result<(), String> {
+    match cfg!(feature = "tls") {
+        true => Ok(()),
+        false => Err(format!(
+            "{what}: this build has no TLS (it was built without the `tls` feature)"
+        )),
+    }
 }
 
 fn unknown(flag: &str) -> String {

@@ -48,8 +48,10 @@ Limits (beyond them clients get 503 or 429):
     "
 Legacy neutron-ns-metadata-proxy flags (as the L3 agent passed them):
       --router_id, --network_id, --pid_file, --log-file, --log-dir, --verbose, --debug,
-      --daemonize, --nodaemonize   as above (unlike the legacy tool, mdproxy stays in the
-                                   foreground unless told --daemonize)
+      --daemonize, --nodaemonize   as above (`mdproxy ns-proxy` stays in the foreground
+                                   unless told --daemonize; invoked as
+                                   neutron-ns-metadata-proxy it daemonizes unless told
+                                   --nodaemonize, as the legacy tool did)
       --metadata_port PORT         Same as --listen 0.0.0.0:PORT
       --metadata_proxy_socket PATH Same as --upstream-socket
       --state_path DIR             Makes the default upstream DIR/metadata_proxy
@@ -76,11 +78,14 @@ pub struct NsProxy {
     pub process: Process,
 }
 
-pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
+/// `legacy`: invoked as `neutron-ns-metadata-proxy`, which daemonized unless told
+/// `--nodaemonize` (the L3 and DHCP agents that spawn it wait for it to return).
+pub(super) fn parse(p: &mut lexopt::Parser, legacy: bool) -> Result<Command, String> {
     let (mut router, mut network, mut state_path, mut upstream) = (None, None, None, None);
     let (mut listen, mut rate_limit) = (Vec::new(), None);
     let (mut max_conns, mut max_conns_per_ip) = (1024, 64);
     let mut common = Common::default();
+    common.process.daemonize = legacy;
     while let Some((name, flag)) = next_flag(p)? {
         if common.parse(&name, &flag, p)? {
             continue;
@@ -248,7 +253,11 @@ mod tests {
             &format!("--router_id={ID}"),
         ];
         let cmd = parse(argv.iter().map(OsString::from)).unwrap();
-        assert!(matches!(cmd, Command::NsProxy(c) if matches!(c.scope, Scope::Router(_))));
+        assert!(matches!(cmd, Command::NsProxy(c)
+            if matches!(c.scope, Scope::Router(_)) && c.process.daemonize));
+        let argv = [argv[0], argv[1], "--nodaemonize"];
+        let cmd = parse(argv.iter().map(OsString::from)).unwrap();
+        assert!(matches!(cmd, Command::NsProxy(c) if !c.process.daemonize));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::metadata::ImdsV2;
 
 use super::ns_proxy::addr;
-use super::{common_help, next_flag, seconds, unknown, value, Command, Common, Process};
+use super::{common_help, needs_tls, next_flag, seconds, unknown, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -62,6 +62,14 @@ Sockets:
                                  `[::]:PORT` accepts IPv4 too. One event loop serves them all
                                  (tokens and posted passwords live in its memory)
 
+HTTPS (a build with the `tls` feature, the default; without it these flags exit 2):
+      --tls-cert FILE            Serve HTTPS on every --listen address with this PEM
+                                 certificate chain (leaf first); needs --tls-key
+      --tls-key FILE             PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+      --tls-client-ca FILE       Require a client certificate leading to one of these PEM CA
+                                 certificates (mutual TLS: the agent's --metadata-client-cert);
+                                 a client without one is refused during the handshake
+
 ",
     common_help!(
         "an upstream (the server has none)",
@@ -85,9 +93,20 @@ pub struct Server {
     pub direct: bool,
     pub imdsv2: ImdsV2,
     pub dhcp_domain: String,
+    /// HTTPS instead of HTTP.
+    pub tls: Option<ServerTlsArgs>,
     pub timeouts: Timeouts,
     pub drain_timeout: Duration,
     pub process: Process,
+}
+
+/// `--tls-cert`, `--tls-key` and `--tls-client-ca`, checked but not read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTlsArgs {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Mutual TLS: the CAs client certificates must lead to.
+    pub client_ca: Option<PathBuf>,
 }
 
 pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
@@ -95,6 +114,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
     let mut dhcp_domain = "novalocal".to_owned();
+    let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
         if common.parse(&name, &flag, p)? {
@@ -109,6 +129,15 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             "direct" => direct = true,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
             "dhcp-domain" => dhcp_domain = value(p, &flag)?,
+            "tls-cert" | "tls-key" | "tls-client-ca" => {
+                needs_tls(&flag)?;
+                let path = Some(PathBuf::from(value(p, &flag)?));
+                match name.as_str() {
+                    "tls-cert" => tls_cert = path,
+                    "tls-key" => tls_key = path,
+                    _ => tls_client_ca = path,
+                }
+            }
             _ => return Err(unknown(&flag)),
         }
     }
@@ -123,6 +152,19 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
     if listen.is_empty() {
         listen.push(SocketAddr::from(([0, 0, 0, 0], 8775)));
     }
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(ServerTlsArgs {
+            cert,
+            key,
+            client_ca: tls_client_ca,
+        }),
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".to_owned()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".to_owned()),
+        (None, None) if tls_client_ca.is_some() => {
+            return Err("--tls-client-ca needs --tls-cert and --tls-key".to_owned())
+        }
+        (None, None) => None,
+    };
     let common = common.finish();
     Ok(Command::Server(Box::new(Server {
         listen,
@@ -132,6 +174,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         direct,
         imdsv2,
         dhcp_domain,
+        tls,
         timeouts: common.timeouts,
         drain_timeout: common.drain_timeout,
         process: common.process,
@@ -176,7 +219,49 @@ mod tests {
         assert_eq!(cfg.rescan_interval, Duration::from_secs(2));
         assert_eq!((cfg.direct, cfg.imdsv2), (false, ImdsV2::Optional));
         assert_eq!(cfg.dhcp_domain, "novalocal");
+        assert_eq!(cfg.tls, None);
         assert_eq!(cfg.timeouts, Timeouts::default());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn tls_flags() {
+        let cfg = server(&[&REQUIRED[..], &["--tls-cert=/c.pem", "--tls_key", "/k.pem"]].concat())
+            .unwrap();
+        let want = ServerTlsArgs {
+            cert: "/c.pem".into(),
+            key: "/k.pem".into(),
+            client_ca: None,
+        };
+        assert_eq!(cfg.tls.as_ref(), Some(&want));
+        let cfg = server(
+            &[
+                &REQUIRED[..],
+                &[
+                    "--tls-cert=/c.pem",
+                    "--tls-key=/k.pem",
+                    "--tls-client-ca=/ca.pem",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(cfg.tls.unwrap().client_ca, Some("/ca.pem".into()));
+        for (extra, want) in [
+            (&["--tls-cert=/c"][..], "needs --tls-key"),
+            (&["--tls-key=/k"], "needs --tls-cert"),
+            (&["--tls-client-ca=/ca"], "needs --tls-cert"),
+        ] {
+            let e = server(&[&REQUIRED[..], extra].concat()).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: {e}");
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn tls_flags_say_this_build_has_none() {
+        let e = server(&[&REQUIRED[..], &["--tls-cert=/c", "--tls-key=/k"]].concat()).unwrap_err();
+        assert!(e.contains("this build has no TLS"), "{e}");
     }
 
     #[test]

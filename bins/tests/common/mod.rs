@@ -137,6 +137,8 @@ pub struct Upstream {
     /// The Unix socket path (empty for a TCP upstream).
     pub path: PathBuf,
     tcp: Option<SocketAddr>,
+    /// Serves HTTPS (see [`Upstream::start_tls`]).
+    tls: bool,
     seen: Arc<(Mutex<Vec<Recorded>>, Condvar)>,
 }
 
@@ -164,6 +166,56 @@ macro_rules! impl_conn {
 
 impl_conn!(UnixStream, TcpStream);
 
+/// The server end of a TLS connection, as the scripted upstream reads and writes it: the
+/// session is shared by the reading and the writing handle (used one at a time).
+struct TlsConn {
+    tls: Arc<Mutex<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>>,
+    tcp: TcpStream,
+}
+
+impl TlsConn {
+    fn new(tcp: TcpStream, cfg: Arc<rustls::ServerConfig>) -> io::Result<TlsConn> {
+        let conn = rustls::ServerConnection::new(cfg).map_err(io::Error::other)?;
+        let handle = tcp.try_clone()?;
+        Ok(TlsConn {
+            tls: Arc::new(Mutex::new(rustls::StreamOwned::new(conn, tcp))),
+            tcp: handle,
+        })
+    }
+}
+
+impl Read for TlsConn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.tls.lock().unwrap().read(buf)
+    }
+}
+
+impl Write for TlsConn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tls.lock().unwrap().write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tls.lock().unwrap().flush()
+    }
+}
+
+impl Conn for TlsConn {
+    fn duplicate(&self) -> io::Result<Self> {
+        Ok(TlsConn {
+            tls: self.tls.clone(),
+            tcp: self.tcp.try_clone()?,
+        })
+    }
+
+    fn close(&self) {
+        let mut tls = self.tls.lock().unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
+        let _ = self.tcp.shutdown(Shutdown::Both);
+    }
+}
+
 impl Upstream {
     /// Serves `script` on a new Unix socket at `path`.
     pub fn start(
@@ -175,6 +227,7 @@ impl Upstream {
         Upstream {
             path,
             tcp: None,
+            tls: false,
             seen,
         }
     }
@@ -187,13 +240,36 @@ impl Upstream {
         Upstream {
             path: PathBuf::new(),
             tcp: Some(addr),
+            tls: false,
             seen,
         }
     }
 
-    /// `http://127.0.0.1:PORT` of a TCP upstream.
+    /// Serves `script` over HTTPS with `tls` on a free loopback TCP port. A connection whose
+    /// handshake fails is dropped.
+    pub fn start_tls(
+        tls: Arc<rustls::ServerConfig>,
+        script: impl Fn(&Recorded) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind upstream port");
+        let addr = listener.local_addr().unwrap();
+        let accept = move || {
+            let (tcp, _) = listener.accept()?;
+            TlsConn::new(tcp, tls.clone())
+        };
+        let seen = serve_all(accept, Arc::new(script));
+        Upstream {
+            path: PathBuf::new(),
+            tcp: Some(addr),
+            tls: true,
+            seen,
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` of a TCP upstream (`https://` for a TLS one).
     pub fn url(&self) -> String {
-        format!("http://{}", self.tcp.expect("a TCP upstream"))
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.tcp.expect("a TCP upstream"))
     }
 
     /// Answers every request `200 OK` with `body`.
@@ -814,6 +890,20 @@ pub struct FakeOpenStack {
 impl FakeOpenStack {
     /// Starts both services. `password`: what Keystone accepts; `None` for a noauth Neutron.
     pub fn start(password: Option<&str>, routers: &[(&str, &[&str])], ports: &[FakePort]) -> Self {
+        FakeOpenStack::start_with(password, routers, ports, None)
+    }
+
+    /// [`FakeOpenStack::start`], both services over HTTPS with `tls` when given.
+    pub fn start_with(
+        password: Option<&str>,
+        routers: &[(&str, &[&str])],
+        ports: &[FakePort],
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Self {
+        let serve = |script: Box<dyn Fn(&Recorded) -> Reply + Send + Sync>| match &tls {
+            Some(cfg) => Upstream::start_tls(cfg.clone(), script),
+            None => Upstream::start_tcp(script),
+        };
         let state = Arc::new(Mutex::new(OpenStackState {
             password: password.map(str::to_owned),
             routers: routers
@@ -829,10 +919,12 @@ impl FakeOpenStack {
             unauthorized: 0,
         }));
         let shared = state.clone();
-        let neutron = Upstream::start_tcp(move |req| fake_neutron(&shared, req));
+        let neutron = serve(Box::new(move |req| fake_neutron(&shared, req)));
         let neutron_url = format!("{}/networking", neutron.url());
         let shared = state.clone();
-        let keystone = Upstream::start_tcp(move |req| fake_keystone(&shared, req, &neutron_url));
+        let keystone = serve(Box::new(move |req| {
+            fake_keystone(&shared, req, &neutron_url)
+        }));
         FakeOpenStack {
             keystone,
             neutron,
@@ -1101,4 +1193,345 @@ pub fn assert_exit_2(args: &[String], want: &str) {
         stderr.contains(want),
         "{args:?}: wanted {want:?} in {stderr}"
     );
+}
+
+/// Open file descriptors of process `pid` (entries of `/proc/PID/fd`).
+pub fn fd_count(pid: u32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn vm_rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The descriptor count of `pid` once it has stopped changing (the same for 250 ms): a
+/// baseline taken while a connection is still being torn down, or before a runtime opened its
+/// lazily created descriptors, would be wrong.
+pub fn quiet_fd_count(pid: u32) -> usize {
+    let deadline = Instant::now() + WAIT;
+    let mut last = fd_count(pid);
+    let mut same = 0;
+    while same < 5 && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        let n = fd_count(pid);
+        if n == last {
+            same += 1;
+        } else {
+            (last, same) = (n, 0);
+        }
+    }
+    last
+}
+
+/// Waits (bounded by [`WAIT`]) until process `pid` holds `want` descriptors again; asserts it
+/// does, naming `what` and listing what is open otherwise.
+pub fn assert_fds_settle(pid: u32, want: usize, what: &str) {
+    let settled = eventually(|| fd_count(pid) == want);
+    if !settled {
+        let list: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| {
+                        let target = fs::read_link(e.path()).unwrap_or_default();
+                        format!(
+                            "{} -> {}",
+                            e.file_name().to_string_lossy(),
+                            target.display()
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        panic!(
+            "{what}: {} descriptors open, {want} before:\n{}",
+            fd_count(pid),
+            list.join("\n")
+        );
+    }
+}
+
+/// What came back on one raw connection: every response status in order, and whether the
+/// server closed (EOF or reset) before [`WAIT`] ran out.
+#[derive(Debug)]
+pub struct RawOutcome {
+    pub statuses: Vec<u16>,
+    pub closed: bool,
+    pub raw: Vec<u8>,
+}
+
+/// Parses back-to-back responses (Content-Length or chunked bodies; no body for 1xx/204/304).
+pub fn parse_statuses(mut raw: &[u8]) -> Vec<u16> {
+    let mut out = Vec::new();
+    while let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&raw[..end + 4]).into_owned();
+        raw = &raw[end + 4..];
+        let Some(status) = head.split(' ').nth(1).and_then(|s| s.parse::<u16>().ok()) else {
+            break;
+        };
+        out.push(status);
+        if status < 200 || status == 204 || status == 304 {
+            continue;
+        }
+        if let Some(len) = header_values(&head, "content-length").first() {
+            let len: usize = len.parse().unwrap_or(0);
+            raw = &raw[len.min(raw.len())..];
+        } else if header_values(&head, "transfer-encoding").contains(&"chunked") {
+            let mut r = BufReader::new(raw);
+            let _ = read_body(&mut r, &head, true);
+            let left = r.fill_buf().map(|b| b.len()).unwrap_or(0);
+            raw = &raw[raw.len() - left..];
+        } else {
+            break;
+        }
+    }
+    out
+}
+
+/// Sends `bytes` on a new TCP connection from a writer thread (so a server that answers early
+/// and stops reading cannot block us), half-closes after them if `half_close`, and reads until
+/// the server closes or [`WAIT`] passes.
+pub fn raw_exchange(addr: SocketAddr, bytes: Vec<u8>, half_close: bool) -> RawOutcome {
+    let stream = TcpStream::connect(addr).expect("connect");
+    let writer = stream.try_clone().unwrap();
+    exchange_over(stream, writer, bytes, half_close, |s: &TcpStream| {
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+/// [`raw_exchange`] on a Unix socket (an agent's).
+pub fn raw_exchange_unix(path: &Path, bytes: Vec<u8>, half_close: bool) -> RawOutcome {
+    let stream = UnixStream::connect(path).expect("connect to the Unix socket");
+    let writer = stream.try_clone().unwrap();
+    exchange_over(stream, writer, bytes, half_close, |s: &UnixStream| {
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}
+
+fn exchange_over<S>(
+    stream: S,
+    writer: S,
+    bytes: Vec<u8>,
+    half_close: bool,
+    shut: fn(&S),
+) -> RawOutcome
+where
+    S: Read + Write + Send + 'static + ReadTimeout,
+{
+    stream.read_timeout(WAIT);
+    let sender = thread::spawn(move || {
+        let mut w = writer;
+        let _ = w.write_all(&bytes);
+        if half_close {
+            shut(&w);
+        }
+        w
+    });
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    let mut reader = stream;
+    let closed = loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                break !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                )
+            }
+        }
+    };
+    drop(reader);
+    let _ = sender.join();
+    RawOutcome {
+        statuses: parse_statuses(&raw),
+        closed,
+        raw,
+    }
+}
+
+/// Sets a read timeout on a stream of either kind.
+pub trait ReadTimeout {
+    fn read_timeout(&self, t: Duration);
+}
+
+impl ReadTimeout for TcpStream {
+    fn read_timeout(&self, t: Duration) {
+        self.set_read_timeout(Some(t)).unwrap();
+    }
+}
+
+impl ReadTimeout for UnixStream {
+    fn read_timeout(&self, t: Duration) {
+        self.set_read_timeout(Some(t)).unwrap();
+    }
+}
+
+/// How a [`FaultServer`] treats the next connections.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Accept, then close at once without reading.
+    AcceptClose,
+    /// Read the request head, write these bytes, close.
+    Reply(Vec<u8>),
+    /// Read the request head, write these bytes, then reset the connection (SO_LINGER 0).
+    ResetAfter(Vec<u8>),
+    /// Read the request head, then write these bytes one at a time, one per interval.
+    Drip(Vec<u8>, Duration),
+}
+
+/// A misbehaving upstream on loopback TCP or a Unix socket: every connection gets the current
+/// [`Fault`]. Counts the connections it accepted.
+pub struct FaultServer {
+    pub path: PathBuf,
+    tcp: Option<SocketAddr>,
+    fault: Arc<Mutex<Fault>>,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl FaultServer {
+    /// On a free loopback port.
+    pub fn tcp(fault: Fault) -> FaultServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fault port");
+        let addr = listener.local_addr().unwrap();
+        let mut s = FaultServer::serve(move || listener.accept().map(|(c, _)| c), fault);
+        s.tcp = Some(addr);
+        s
+    }
+
+    /// On a new Unix socket at `path`.
+    pub fn unix(path: PathBuf, fault: Fault) -> FaultServer {
+        let listener = UnixListener::bind(&path).expect("bind fault socket");
+        let mut s = FaultServer::serve(move || listener.accept().map(|(c, _)| c), fault);
+        s.path = path;
+        s
+    }
+
+    fn serve<C: Conn + AsRawFdConn>(
+        mut accept: impl FnMut() -> io::Result<C> + Send + 'static,
+        fault: Fault,
+    ) -> FaultServer {
+        let fault = Arc::new(Mutex::new(fault));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (f, n) = (fault.clone(), accepted.clone());
+        thread::spawn(move || {
+            while let Ok(conn) = accept() {
+                n.fetch_add(1, Ordering::SeqCst);
+                let fault = f.lock().unwrap().clone();
+                thread::spawn(move || misbehave(conn, fault));
+            }
+        });
+        FaultServer {
+            path: PathBuf::new(),
+            tcp: None,
+            fault,
+            accepted,
+        }
+    }
+
+    pub fn set(&self, fault: Fault) {
+        *self.fault.lock().unwrap() = fault;
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.tcp.expect("a TCP fault server"))
+    }
+
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+/// What [`misbehave`] needs beyond [`Conn`]: the descriptor, for SO_LINGER.
+pub trait AsRawFdConn {
+    fn raw_fd(&self) -> i32;
+}
+
+impl AsRawFdConn for TcpStream {
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}
+
+impl AsRawFdConn for UnixStream {
+    fn raw_fd(&self) -> i32 {
+        std::os::fd::AsRawFd::as_raw_fd(self)
+    }
+}
+
+fn misbehave<C: Conn + AsRawFdConn>(conn: C, fault: Fault) {
+    match fault {
+        Fault::AcceptClose => {
+            conn.close();
+            return;
+        }
+        Fault::ResetAfter(bytes) => {
+            // The request is left unread, so closing resets the connection on a Unix socket
+            // too (there SO_LINGER does nothing, but unread data makes the peer's read fail
+            // with ECONNRESET).
+            thread::sleep(Duration::from_millis(100));
+            let mut writer = conn;
+            let _ = writer.write_all(&bytes);
+            thread::sleep(Duration::from_millis(50));
+            let linger = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
+            // SAFETY: SO_LINGER with a valid descriptor and a linger struct.
+            unsafe {
+                libc::setsockopt(
+                    writer.raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    (&linger as *const libc::linger).cast(),
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
+            return;
+        }
+        _ => {}
+    }
+    let mut reader = BufReader::new(conn.duplicate().expect("clone"));
+    let mut writer = conn;
+    // Bounded: a peer that never finishes its head is dropped.
+    let deadline = Instant::now() + WAIT;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") && Instant::now() < deadline {
+        match reader.read_until(b'\n', &mut head) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+    // A body the request announced is read too (Keystone's POST).
+    let text = String::from_utf8_lossy(&head).into_owned();
+    if let Some(len) = header_values(&text, "content-length").first() {
+        let mut body = vec![0u8; len.parse().unwrap_or(0)];
+        let _ = reader.read_exact(&mut body);
+    }
+    match fault {
+        Fault::AcceptClose | Fault::ResetAfter(_) => {}
+        Fault::Reply(bytes) => {
+            let _ = writer.write_all(&bytes);
+            writer.close();
+        }
+        Fault::Drip(bytes, every) => {
+            for b in bytes {
+                if writer.write_all(&[b]).is_err() {
+                    return;
+                }
+                thread::sleep(every);
+            }
+            writer.close();
+        }
+    }
 }

@@ -323,6 +323,7 @@ fn request(raw: Bytes, l: &Limits) -> Result<RequestHead, HttpError> {
         complete(req.parse(&raw), raw.len())?;
         version(req.version)
     })?;
+    check_target(&line[..sp1], &line[sp1 + 1..sp2])?;
     let headers = Headers::from_parts(raw.clone(), spans);
     let f = framing(&headers, version)?;
     // §6.3 item 7: a request without CL or TE has no body; requests are never close-delimited.
@@ -345,6 +346,31 @@ fn request(raw: Bytes, l: &Limits) -> Result<RequestHead, HttpError> {
         headers,
         body,
     })
+}
+
+/// RFC 9112 §3.2: the request target is visible ASCII (a URI carries no raw non-ASCII or
+/// control bytes) in origin-form or absolute-form (`http`/`https`); `*` only with OPTIONS
+/// (§3.2.4) and authority-form only with CONNECT (§3.2.3). Anything else is refused here rather
+/// than relayed to parsers further up the chain that may read it differently.
+fn check_target(method: &[u8], target: &[u8]) -> Result<(), HttpError> {
+    if !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(HttpError::Malformed("request target is not visible ASCII"));
+    }
+    let absolute = |scheme: &[u8]| {
+        target.len() > scheme.len() && target[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    let valid = target.first() == Some(&b'/')
+        || absolute(b"http://")
+        || absolute(b"https://")
+        || (target == b"*" && method == b"OPTIONS")
+        || method == b"CONNECT";
+    if valid {
+        Ok(())
+    } else {
+        Err(HttpError::Malformed(
+            "request target in an unsupported form",
+        ))
+    }
 }
 
 fn response(raw: Bytes, req_method: Method, l: &Limits) -> Result<ResponseHead, HttpError> {
@@ -499,6 +525,11 @@ mod tests {
         ("HTTP/1.2", b"GET / HTTP/1.2\r\n\r\n", bad("unsupported HTTP version")),
         ("HTTP/0.9 version string", b"GET / HTTP/0.9\r\n\r\n", bad("unsupported HTTP version")),
         ("lowercase protocol name", b"GET / http/1.1\r\n\r\n", bad("unsupported HTTP version")),
+        // request target (RFC 9112 §3.2)
+        ("non-ASCII target", b"GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n", bad("request target is not visible ASCII")),
+        ("authority-form without CONNECT", b"GET 169.254.169.254:80 HTTP/1.1\r\n\r\n", bad("request target in an unsupported form")),
+        ("asterisk-form without OPTIONS", b"GET * HTTP/1.1\r\n\r\n", bad("request target in an unsupported form")),
+        ("absolute-form of another scheme", b"GET ftp://h/x HTTP/1.1\r\n\r\n", bad("request target in an unsupported form")),
         ("two spaces in the request line", b"GET  / HTTP/1.1\r\n\r\n", bad("invalid request line")),
         ("non-token method", b"G(T / HTTP/1.1\r\n\r\n", bad("invalid request line")),
         ("control character in the target", b"GET /\x01 HTTP/1.1\r\n\r\n", bad("invalid request line")),

@@ -461,6 +461,7 @@ mod tests {
                 addr: SocketAddr::from(([10, 0, 0, 1], 5000)),
                 host: "10.0.0.1:5000".into(),
                 path_prefix: prefix.into(),
+                tls_name: None,
             },
             username: "neutron".into(),
             password: "s3cr\"et".into(),

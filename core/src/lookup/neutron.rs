@@ -40,6 +40,7 @@ use super::{format_mac, mac_from_eui64};
 use crate::cache::{Instance, LookupKey, Scope, Uuid};
 use crate::endpoint::{ConnectError, Input, Target};
 use crate::http::Method;
+use crate::tls::{ClientTls, TlsTarget};
 
 /// Router interface owners whose networks a router serves (neutron-lib `ROUTER_INTERFACE_OWNERS`).
 const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
@@ -64,6 +65,9 @@ pub struct NeutronConfig {
     pub neutron: Option<HttpTarget>,
     /// Keystone credentials; `None` sends no token (a `noauth` Neutron, tests).
     pub keystone: Option<KeystoneAuth>,
+    /// TLS settings for every `https` URL: Keystone, Neutron, a catalog endpoint. `None`: an
+    /// `https` URL fails each request that would use it, saying so.
+    pub tls: Option<ClientTls>,
     /// Which catalog endpoint to use: `public` (default), `internal` or `admin`; the old
     /// `publicURL` spellings are accepted.
     pub interface: String,
@@ -88,6 +92,7 @@ impl NeutronConfig {
         NeutronConfig {
             neutron,
             keystone,
+            tls: None,
             interface: Self::DEFAULT_INTERFACE.to_owned(),
             region: None,
             timeout: Self::DEFAULT_TIMEOUT,
@@ -171,8 +176,10 @@ struct Pending {
     ex: Exchange,
     /// When the request was started (a token's lifetime counts from here).
     started: Instant,
-    /// `GET http://host/path` for log lines (no query string, no credentials).
+    /// `GET https://host/path` for log lines (no query string, no credentials).
     what: String,
+    /// The TLS session's settings, for an `https` target.
+    tls: Option<TlsTarget>,
 }
 
 struct Token {
@@ -382,6 +389,23 @@ impl NeutronClient {
         }
     }
 
+    /// The TLS settings of `req`'s connection, when its target is `https` (the endpoint wraps
+    /// the socket in a TLS session; see [`crate::tls`]).
+    pub fn tls_target(&self, req: ReqId) -> Option<&TlsTarget> {
+        self.exchanges.get(&req).and_then(|p| p.tls.as_ref())
+    }
+
+    /// `req`'s connection failed for a reason the caller names (its TLS session failed: a
+    /// certificate, a host name, an alert). Like a connection that broke: the exchange fails
+    /// with `why`.
+    ///
+    /// May queue: what [`handle`](Self::handle) queues for a failure.
+    pub fn fail(&mut self, req: ReqId, why: &str) {
+        if let Some(p) = self.close(req) {
+            self.on_failure(&p, why);
+        }
+    }
+
     /// Whether the runtime should read `req`'s socket (connected and not finished).
     pub fn wants_read(&self, req: ReqId) -> bool {
         self.exchanges.get(&req).is_some_and(|p| p.ex.wants_read())
@@ -497,29 +521,52 @@ impl NeutronClient {
         let Some(ks) = &self.cfg.keystone else {
             return Err("no Keystone credentials configured".into());
         };
+        let tls = self.tls_for(&ks.endpoint)?;
         let body = ks.request_body()?;
         let path = ks.token_path(self.cfg.neutron.is_some());
         let request = build_request("POST", &ks.endpoint.host, &path, &[], Some(&body));
         let what = format!(
-            "POST http://{}{}",
+            "POST {}://{}{}",
+            ks.endpoint.scheme(),
             ks.endpoint.host,
             path.split('?').next().unwrap_or_default()
         );
         let addr = ks.endpoint.addr;
         debug!("authenticating with Keystone: {what}");
-        self.start(now, Purpose::Auth, Method::Post, request, addr, what);
+        self.start(
+            now,
+            Purpose::Auth,
+            (Method::Post, request),
+            (addr, tls),
+            what,
+        );
         self.token = TokenState::Fetching;
         self.auths += 1;
         Ok(())
+    }
+
+    /// The TLS session settings for `target`: `None` for `http`; an error for `https` without
+    /// TLS settings.
+    fn tls_for(&self, target: &HttpTarget) -> Result<Option<TlsTarget>, String> {
+        let Some(name) = &target.tls_name else {
+            return Ok(None);
+        };
+        let url = format!("https://{}{}", target.host, target.path_prefix);
+        match &self.cfg.tls {
+            Some(client) => TlsTarget::new(client.clone(), name)
+                .map(Some)
+                .map_err(|e| format!("{url}: {e}")),
+            None if cfg!(feature = "tls") => Err(format!("{url}: no TLS settings configured")),
+            None => Err(format!("{url}: this build has no TLS")),
+        }
     }
 
     fn start(
         &mut self,
         now: Instant,
         purpose: Purpose,
-        method: Method,
-        request: Vec<u8>,
-        addr: SocketAddr,
+        (method, request): (Method, Vec<u8>),
+        (addr, tls): (SocketAddr, Option<TlsTarget>),
         what: String,
     ) {
         self.next_req += 1;
@@ -535,6 +582,7 @@ impl NeutronClient {
                 ex: Exchange::new(method, request, deadline),
                 started: now,
                 what,
+                tls,
             },
         );
         self.actions
@@ -542,6 +590,10 @@ impl NeutronClient {
     }
 
     fn send(&mut self, now: Instant, key: LookupKey, step: Step, creds: Creds) {
+        let tls = match self.tls_for(&creds.target) {
+            Ok(tls) => tls,
+            Err(why) => return self.finish(ClientEvent::Failed(key, why)),
+        };
         let Some(q) = self.queries.get_mut(&key) else {
             return;
         };
@@ -577,14 +629,17 @@ impl NeutronClient {
             .into_iter()
             .collect();
         let request = build_request("GET", &creds.target.host, &target, &headers, None);
-        let what = format!("GET http://{}{path}", creds.target.host);
+        let what = format!(
+            "GET {}://{}{path}",
+            creds.target.scheme(),
+            creds.target.host
+        );
         self.neutron_requests += 1;
         self.start(
             now,
             Purpose::Neutron(key, step),
-            Method::Get,
-            request,
-            creds.target.addr,
+            (Method::Get, request),
+            (creds.target.addr, tls),
             what,
         );
     }
@@ -642,7 +697,11 @@ impl NeutronClient {
         };
         let neutron = match (&self.cfg.neutron, &issued.neutron_url) {
             (Some(t), _) => t.clone(),
-            (None, Some(url)) => match HttpTarget::parse_ip_url(url) {
+            // An https endpoint is only usable with TLS settings: check now, so that the
+            // token is not kept for an endpoint no request can reach.
+            (None, Some(url)) => match HttpTarget::parse_ip_url(url)
+                .and_then(|t| self.tls_for(&t).map(|_| t))
+            {
                 Ok(t) => t,
                 Err(why) => {
                     let why = format!("unusable Neutron endpoint in the Keystone catalog: {why}");
@@ -659,8 +718,11 @@ impl NeutronClient {
         let usable_until = p.started.checked_add(reuse).unwrap_or(p.started);
         self.token_gen += 1;
         info!(
-            "Keystone issued a token for {:?} (reused for {reuse:?}); Neutron at http://{}{}",
-            issued.lifetime, neutron.host, neutron.path_prefix
+            "Keystone issued a token for {:?} (reused for {reuse:?}); Neutron at {}://{}{}",
+            issued.lifetime,
+            neutron.scheme(),
+            neutron.host,
+            neutron.path_prefix
         );
         let creds = Creds {
             target: neutron.clone(),

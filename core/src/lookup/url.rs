@@ -1,8 +1,10 @@
-//! Where a backend lives (`http://host[:port][/prefix]`) and how query strings are spelled.
+//! Where a backend lives (`http[s]://host[:port][/prefix]`) and how query strings are spelled.
 //!
 //! The core never resolves names: a URL either carries an IP literal
 //! ([`HttpTarget::parse_ip_url`]) or the runtime resolved its host at startup and hands the
-//! address in ([`HttpTarget::parse_resolved`]). Only plain `http` is spoken by this client.
+//! address in ([`HttpTarget::parse_resolved`]). An `https` URL is spoken to over TLS when the
+//! client has TLS settings ([`NeutronConfig::tls`](super::NeutronConfig::tls)); its host is the
+//! name the server's certificate must carry.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -18,10 +20,15 @@ pub struct HttpTarget {
     pub host: String,
     /// Path the API lives under, without a trailing slash: `""` or e.g. `"/networking"`.
     pub path_prefix: String,
+    /// For an `https` URL, its host (IPv6 without brackets): the name the server's
+    /// certificate must carry. `None` for `http`.
+    pub tls_name: Option<String>,
 }
 
-/// The parts of an `http://` URL we use.
+/// The parts of an `http://` or `https://` URL we use.
 struct UrlParts<'a> {
+    /// `https`.
+    https: bool,
     /// Host as written (IPv6 literal without brackets).
     host: &'a str,
     /// Whether the host was a bracketed IPv6 literal.
@@ -35,7 +42,15 @@ struct UrlParts<'a> {
 }
 
 impl HttpTarget {
-    /// Parses `http://host[:port][/prefix]` whose host the caller already resolved to `addr`
+    /// `http` or `https`, for messages.
+    pub fn scheme(&self) -> &'static str {
+        match self.tls_name {
+            Some(_) => "https",
+            None => "http",
+        }
+    }
+
+    /// Parses `http[s]://host[:port][/prefix]` whose host the caller already resolved to `addr`
     /// (the runtime resolves names once, at startup). `addr` is used as given, port included;
     /// the URL only supplies `Host` and the path prefix. IP-literal hosts are accepted too.
     pub fn parse_resolved(url: &str, addr: SocketAddr) -> Result<Self, String> {
@@ -47,11 +62,12 @@ impl HttpTarget {
             addr,
             host: parts.authority.to_owned(),
             path_prefix: parts.path.to_owned(),
+            tls_name: parts.tls_name(),
         })
     }
 
     /// Parses `http://1.2.3.4[:port][/prefix]` or `http://[fd00::1][:port][/prefix]` (port 80
-    /// when absent). A host name is refused: the core does no name resolution, so such a URL
+    /// when absent; `https` too, port 443). A host name is refused: the core does no name resolution, so such a URL
     /// must be resolved by the runtime first ([`HttpTarget::parse_resolved`]).
     pub fn parse_ip_url(url: &str) -> Result<Self, String> {
         let parts = split_url(url)?;
@@ -74,25 +90,29 @@ impl HttpTarget {
                 }
             }
         };
+        let default_port = if parts.https { 443 } else { 80 };
         Ok(HttpTarget {
-            addr: SocketAddr::new(ip, parts.port.unwrap_or(80)),
+            addr: SocketAddr::new(ip, parts.port.unwrap_or(default_port)),
             host: parts.authority.to_owned(),
             path_prefix: parts.path.to_owned(),
+            tls_name: parts.tls_name(),
         })
     }
 }
 
-/// Splits and validates an `http://` URL. Refuses other schemes, user info, query, fragment, and
-/// any byte that could not go into a request line or a `Host` header verbatim.
+impl UrlParts<'_> {
+    fn tls_name(&self) -> Option<String> {
+        self.https.then(|| self.host.to_owned())
+    }
+}
+
+/// Splits and validates an `http://` or `https://` URL. Refuses other schemes, user info, query,
+/// fragment, and any byte that could not go into a request line or a `Host` header verbatim.
 fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
-    let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-            return Err(format!(
-                "{url}: https is not supported by the lookup client; use an http endpoint"
-            ))
-        }
-        _ => return Err(format!("{url}: not an http:// URL")),
+    let (https, rest) = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+        _ => return Err(format!("{url}: not an http:// or https:// URL")),
     };
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -133,6 +153,7 @@ fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
         Some(p) => Some(parse_port(p).ok_or_else(|| format!("{url}: invalid port `{p}`"))?),
     };
     Ok(UrlParts {
+        https,
         host,
         bracketed,
         port,
@@ -245,14 +266,34 @@ mod tests {
             assert_eq!(t.addr, sa(addr), "{url}");
             assert_eq!(t.host, host, "{url}");
             assert_eq!(t.path_prefix, prefix, "{url}");
+            assert_eq!((t.tls_name.as_deref(), t.scheme()), (None, "http"), "{url}");
         }
+    }
+
+    #[test]
+    fn https_urls_name_the_certificate_host() {
+        // (url, addr, name the certificate must carry)
+        const OK: &[(&str, &str, &str)] = &[
+            ("https://10.0.0.5", "10.0.0.5:443", "10.0.0.5"),
+            ("HTTPS://10.0.0.5:9696/net", "10.0.0.5:9696", "10.0.0.5"),
+            ("https://[fd00::5]", "[fd00::5]:443", "fd00::5"),
+        ];
+        for &(url, addr, name) in OK {
+            let t = HttpTarget::parse_ip_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(t.addr, sa(addr), "{url}");
+            assert_eq!(t.tls_name.as_deref(), Some(name), "{url}");
+            assert_eq!(t.scheme(), "https");
+        }
+        let t = HttpTarget::parse_resolved("https://neutron.example/", sa("10.1.1.1:443")).unwrap();
+        assert_eq!(t.host, "neutron.example");
+        assert_eq!(t.tls_name.as_deref(), Some("neutron.example"));
+        assert!(HttpTarget::parse_ip_url("https://neutron.example").is_err());
     }
 
     #[test]
     fn bad_urls() {
         // (url, a word the error must contain)
         const BAD: &[(&str, &str)] = &[
-            ("https://10.0.0.5", "https"),
             ("ftp://10.0.0.5", "http://"),
             ("10.0.0.5:9696", "http://"),
             ("http://neutron.example:9696", "not an IP address"),

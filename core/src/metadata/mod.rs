@@ -20,7 +20,7 @@ mod identity;
 mod instance;
 mod openstack;
 mod password;
-mod path;
+pub(crate) mod path;
 mod token;
 
 use std::collections::BTreeMap;

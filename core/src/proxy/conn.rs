@@ -53,6 +53,9 @@ struct Upstream {
     /// Came from the pool: a failure before any response byte may be a stale connection.
     reused: bool,
     inbuf: BytesMut,
+    /// Remembers how far `inbuf` was searched for the end of a response head, so a head that
+    /// arrives in many small reads is not rescanned from the start each time.
+    scanner: HeadScanner,
     out: BytesMut,
     eof: bool,
 }
@@ -311,7 +314,12 @@ impl Conn {
         match input {
             Input::Read(bytes) => {
                 up.inbuf.extend_from_slice(bytes);
-                x.deadline = now + ctx.cfg.timeouts.response;
+                // The head must be complete within the response timeout of the request going
+                // out (a head dripped a byte at a time would otherwise hold both connections
+                // for as long as the upstream likes); after it, each read restarts the clock.
+                if x.resp_started {
+                    x.deadline = now + ctx.cfg.timeouts.response;
+                }
             }
             Input::Eof => up.eof = true,
             Input::Connected => {
@@ -342,6 +350,13 @@ impl Conn {
             }
         }
         self.progress(now, ctx);
+    }
+
+    /// The upstream's TLS session failed; `why` names the reason (certificate, host name,
+    /// alert). Like a refused connection: 503 while no response went out, else the client is
+    /// cut off.
+    pub(crate) fn on_upstream_tls_failure(&mut self, now: Instant, why: &str, ctx: &mut Ctx) {
+        self.upstream_failed(now, 503, UPSTREAM_UNAVAILABLE, why, ctx);
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx) {
@@ -444,7 +459,12 @@ impl Conn {
             String::from_utf8_lossy(&head.target),
             head.version.as_str()
         );
-        let plan = ctx.plan(now, self.peer, &head);
+        let mut plan = ctx.plan(now, self.peer, &head);
+        if head.method == Method::Connect && !matches!(plan, Plan::Serve) {
+            // No role tunnels: relayed, a CONNECT would come back as a 2xx whose framing no
+            // longer applies (RFC 9110 §9.3.6), desynchronising the client.
+            plan = Plan::Refuse(405, "CONNECT is not supported.".to_owned());
+        }
         let client_keep_alive = head.keep_alive && !ctx.draining;
         let mut x = Box::new(Exchange {
             started: now,
@@ -658,10 +678,13 @@ impl Conn {
         };
         // Response head.
         while let Resp::AwaitingHead = x.resp {
-            let mut scanner = HeadScanner::new();
-            match scanner.parse_response(&up.inbuf, x.head.method, &RESPONSE_LIMITS) {
+            match up
+                .scanner
+                .parse_response(&up.inbuf, x.head.method, &RESPONSE_LIMITS)
+            {
                 Ok(Some((head, n))) => {
                     up.inbuf.advance(n);
+                    up.scanner.reset();
                     if head.status == 101 {
                         return self.bad_upstream(now, "upstream switched protocols", ctx);
                     }
@@ -924,6 +947,7 @@ fn relay(now: Instant, x: &mut Exchange, owner: SockId, ctx: &mut Ctx) {
         connected: reused,
         reused,
         inbuf: BytesMut::new(),
+        scanner: HeadScanner::new(),
         out: request_bytes(x),
         eof: false,
     });
@@ -963,6 +987,7 @@ fn retry(x: &mut Exchange, owner: SockId, ctx: &mut Ctx) -> bool {
         connected: false,
         reused: false,
         inbuf: BytesMut::new(),
+        scanner: HeadScanner::new(),
         out,
         eof: false,
     });

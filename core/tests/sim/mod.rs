@@ -32,6 +32,7 @@ impl Sim {
             role,
             limits: Limits::default(),
             timeouts,
+            tls: Default::default(),
         };
         Sim {
             ep: Endpoint::new(t0, cfg),

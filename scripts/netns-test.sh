@@ -1,0 +1,295 @@
+#!/usr/bin/env bash
+# The seed's path in real network namespaces (issue 8, item 1), as Neutron's L3 agent lays it out:
+#
+#   mdp-inst-PID (50.0.0.44/24, default via 50.0.0.1)
+#     │ veth
+#   qrouter-UUID: qr-… 50.0.0.1/24 and reference §A4's iptables rules
+#     │   mangle: mark 169.254.169.254:80 from qr-+;  nat: REDIRECT it to :9697
+#     │   filter: INPUT accepts marked packets, drops the rest to :9697
+#     │ `mdproxy ns-proxy` with the legacy neutron-ns-metadata-proxy flags, inside the namespace
+#     │ HTTP over the Unix socket (a file: namespaces share the file system)
+#   root namespace: `mdproxy agent` (static map) → `mdproxy server` on 127.0.0.1
+#
+# From inside the instance namespace, `curl http://169.254.169.254/latest/meta-data/instance-id`
+# must print the instance's EC2 id, and a direct request to 50.0.0.1:9697 (unmarked) must be
+# dropped. Then the same request must work through `haproxy -f <Neutron's rendered config>`
+# with the shim dist/neutron/mdproxy-haproxy as haproxy (how Pike and later spawn the proxy).
+# SIGTERM must stop every role cleanly. Everything is torn down on exit, also on
+# failure: the processes (by pid), the two namespaces (with them the veth pair and the rules)
+# and the temporary directory. Nothing outside the namespaces this script creates is touched.
+#
+# Needs root, iproute2, iptables (legacy or nft) and curl. Where network namespaces cannot be
+# created it prints "netns: skipped: <reason>" and exits 0, unless MDPROXY_NETNS_TEST=required
+# (CI sets it), which makes that a failure. MDPROXY_BIN overrides the binary (default: a debug
+# build, built here if needed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+skip() {
+  if [ "${MDPROXY_NETNS_TEST:-}" = required ]; then
+    echo "netns: FAILED: cannot run ($1) and MDPROXY_NETNS_TEST=required" >&2
+    exit 1
+  fi
+  echo "netns: skipped: $1"
+  exit 0
+}
+fail() {
+  echo "netns: FAILED: $*" >&2
+  exit 1
+}
+
+[ "$(id -u)" = 0 ] || skip "not root (network namespaces need CAP_SYS_ADMIN and CAP_NET_ADMIN)"
+for tool in ip ss iptables curl; do
+  command -v "$tool" >/dev/null 2>&1 || skip "$tool is not installed (Debian: apt-get install iproute2 iptables curl)"
+done
+
+if [ -z "${MDPROXY_BIN:-}" ]; then
+  cargo build -q -p mdproxy
+  MDPROXY_BIN=${CARGO_TARGET_DIR:-target}/debug/mdproxy
+fi
+bin=$(realpath "$MDPROXY_BIN")
+[ -x "$bin" ] || fail "no binary at $bin"
+
+uuid() { cat /proc/sys/kernel/random/uuid; }
+router=$(uuid)
+network=$(uuid)
+port_id=$(uuid)
+instance=$(uuid)
+project=$(uuid | tr -d -)
+ec2_id=$(printf 'i-%08x' $$)
+inst_ns=mdp-inst-$$
+router_ns=qrouter-$router
+qr_dev=qr-${port_id:0:11} # as Neutron names a router's internal port device
+
+tmp=$(mktemp -d /tmp/mdp-netns.XXXXXX)
+state=$tmp/state
+socket=$state/metadata_proxy
+pid_file=$state/external/pids/$router.pid
+mkdir -p "$state/external/pids" "$tmp/log" "$tmp/instances"
+
+pids=()        # every process started, for the teardown
+namespaces=()  # every namespace created (only those are deleted)
+
+# Whether process $1 has exited (a zombie counts: our children stay zombies until reaped).
+gone() {
+  local st
+  st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 0
+  [ -z "$st" ] || [ "$st" = Z ]
+}
+
+# Sends SIGTERM to $1 and waits up to $2 seconds for it to exit, then SIGKILLs it; returns its
+# exit status (137 when it had to be killed).
+stop() {
+  local pid=$1 end=$((SECONDS + $2)) rc=0
+  kill -TERM "$pid" 2>/dev/null || true
+  while ! gone "$pid" && [ "$SECONDS" -lt "$end" ]; do sleep 0.1; done
+  gone "$pid" || kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || rc=$?
+  return "$rc"
+}
+
+teardown() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do stop "$pid" 5 || true; done
+  for ns in "${namespaces[@]}"; do ip netns del "$ns" 2>/dev/null || echo "netns: cannot delete namespace $ns" >&2; done
+  if [ "$rc" -ne 0 ]; then
+    for log in "$tmp"/log/*; do
+      [ -f "$log" ] || continue
+      echo "--- ${log##*/} (last 40 lines)" >&2
+      tail -n 40 "$log" >&2
+    done
+  fi
+  rm -rf "$tmp"
+  exit "$rc"
+}
+trap teardown EXIT
+trap 'exit 130' INT TERM
+
+# Polls `$3…` every 0.1 s until it succeeds; fails after $2 seconds, or at once if process $1
+# (0: none) has exited.
+wait_for() {
+  local pid=$1 secs=$2 end=$((SECONDS + $2))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if [ "$pid" != 0 ] && gone "$pid"; then fail "process $pid exited while waiting for: $*"; fi
+    [ "$SECONDS" -lt "$end" ] || fail "not within ${secs}s: $*"
+    sleep 0.1
+  done
+}
+
+in_router() { ip netns exec "$router_ns" "$@"; }
+in_inst() { ip netns exec "$inst_ns" "$@"; }
+
+# --- the network: two namespaces, a veth pair, addresses, routes
+if ! err=$(ip netns add "$inst_ns" 2>&1); then
+  skip "cannot create a network namespace: ${err:-ip netns add failed}"
+fi
+namespaces+=("$inst_ns")
+ip netns add "$router_ns" || fail "cannot create $router_ns"
+namespaces+=("$router_ns")
+ip link add "$qr_dev" netns "$router_ns" type veth peer name eth0 netns "$inst_ns" ||
+  fail "cannot create the veth pair"
+in_router ip link set lo up
+in_router ip addr add 50.0.0.1/24 dev "$qr_dev"
+in_router ip link set "$qr_dev" up
+in_inst ip link set lo up
+in_inst ip addr add 50.0.0.44/24 dev eth0
+in_inst ip link set eth0 up
+in_inst ip route add default via 50.0.0.1
+
+# --- reference §A4: the L3 agent's metadata rules (IPv4; this network has no IPv6)
+ipt() { in_router iptables -w "$@"; }
+ipt -t mangle -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
+  -j MARK --set-xmark 0x1/0xffff
+ipt -N scope
+ipt -A FORWARD -j scope
+ipt -A scope -m mark --mark 0x1/0xffff -j DROP
+ipt -t nat -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
+  -j REDIRECT --to-ports 9697
+ipt -A INPUT -m mark --mark 0x1/0xffff -j ACCEPT
+ipt -A INPUT -p tcp -m tcp --dport 9697 -j DROP
+
+# --- the data: one instance, its port on the router's network
+printf 's3cr3t\n' >"$tmp/secret"
+chmod 600 "$tmp/secret"
+cat >"$tmp/instances/$instance.toml" <<EOF
+uuid = "$instance"
+project_id = "$project"
+name = "netns-vm"
+ec2_id = "$ec2_id"
+fixed_ips = ["50.0.0.44"]
+EOF
+cat >"$tmp/ports.toml" <<EOF
+[[router]]
+id = "$router"
+networks = ["$network"]
+
+[[port]]
+network = "$network"
+ip = "50.0.0.44"
+device_id = "$instance"
+project_id = "$project"
+EOF
+
+# --- the roles
+"$bin" server --instances "$tmp/instances" --shared-secret-file "$tmp/secret" \
+  --listen 127.0.0.1:0 --log-file "$tmp/log/server.log" &
+server_pid=$!
+pids+=("$server_pid")
+wait_for "$server_pid" 20 grep -q 'server listening on 127\.0\.0\.1:' "$tmp/log/server.log"
+server_port=$(sed -n 's/.*server listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/log/server.log" | head -n 1)
+
+"$bin" agent --listen-socket "$socket" --shared-secret-file "$tmp/secret" \
+  --metadata-url "http://127.0.0.1:$server_port" --static-map "$tmp/ports.toml" \
+  --log-file "$tmp/log/agent.log" &
+agent_pid=$!
+pids+=("$agent_pid")
+# Any HTTP answer will do (a request without the proxy's headers gets 400).
+wait_for "$agent_pid" 20 curl -s -o /dev/null --max-time 2 --unix-socket "$socket" http://agent/
+
+# As the pre-Pike L3 agent ran neutron-ns-metadata-proxy (reference §A6). Not through a shell
+# function, which would fork a subshell: `ip netns exec` execs, so $! is mdproxy itself.
+ip netns exec "$router_ns" "$bin" ns-proxy --pid_file="$pid_file" --metadata_proxy_socket="$socket" \
+  --router_id="$router" --state_path="$state" --metadata_port=9697 --verbose \
+  --log-file="neutron-ns-metadata-proxy-$router.log" --log-dir="$tmp/log" &
+proxy_pid=$!
+pids+=("$proxy_pid")
+listening() { in_router ss -Hltn 'sport = :9697' | grep -q .; }
+wait_for "$proxy_pid" 20 listening
+wait_for "$proxy_pid" 20 test -s "$pid_file"
+[ "$(cat "$pid_file")" = "$proxy_pid" ] || fail "pid file says $(cat "$pid_file"), not $proxy_pid"
+
+# --- what the instance sees
+got=$(in_inst curl -sS -f --noproxy '*' --max-time 10 http://169.254.169.254/latest/meta-data/instance-id) ||
+  fail "the metadata request from inside $inst_ns failed"
+[ "$got" = "$ec2_id" ] || fail "instance-id: got '$got', expected '$ec2_id'"
+echo "netns: read instance-id $got from inside $inst_ns (50.0.0.44 → 169.254.169.254:80 → REDIRECT :9697 in $router_ns → agent → server)"
+
+rc=0
+in_inst curl -s -o /dev/null --noproxy '*' --max-time 3 http://50.0.0.1:9697/ || rc=$?
+[ "$rc" -eq 28 ] || fail "a direct request to 50.0.0.1:9697 was not dropped (curl exit $rc; 28 is a timeout)"
+dropped=$(ipt -L INPUT -n -v -x | awk '$3 == "DROP" && /dpt:9697/ { print $1 }')
+[ "${dropped:-0}" -gt 0 ] || fail "the INPUT DROP rule for :9697 counted no packet"
+echo "netns: direct request to 50.0.0.1:9697 dropped ($dropped packets on the INPUT DROP rule; curl timed out)"
+
+# SIGTERM: the ns-proxy drains, exits 0 and removes its pid file.
+rc=0
+stop "$proxy_pid" 15 || rc=$?
+[ "$rc" -eq 0 ] || fail "the ns-proxy exited with status $rc after SIGTERM"
+[ ! -e "$pid_file" ] || fail "the ns-proxy left its pid file behind"
+
+# --- Pike and later: the L3 agent runs `haproxy -f <its rendered config>` in the namespace; the
+# shim dist/neutron/mdproxy-haproxy, installed as haproxy, reads that config and execs mdproxy,
+# which daemonizes and writes the pid file Neutron watches, as haproxy does. The config is
+# Neutron's template (reference §A1) with the proxy's user `nobody`: privileges are dropped.
+nobody_group=$(id -gn nobody)
+bind='0.0.0.0:9697'
+[ ! -d /proc/sys/net/ipv6 ] || bind=':::9697' # Neutron binds :: when IPv6 is on
+haproxy_pid_file=$state/external/pids/$router.pid.haproxy
+haproxy_cfg=$state/ns-metadata-proxy/$router.conf
+mkdir -p "$state/ns-metadata-proxy"
+cat >"$haproxy_cfg" <<EOF
+global
+    log         /dev/log local0 info
+    log-tag     haproxy-metadata-proxy-$router
+    user        nobody
+    group       $nobody_group
+    maxconn     1024
+    nbthread    2
+    pidfile     $haproxy_pid_file
+    daemon
+
+defaults
+    log global
+    mode http
+    option httplog
+    option dontlognull
+    option http-server-close
+    option forwardfor
+    retries                 3
+    timeout http-request    30s
+    timeout connect         30s
+    timeout client          32s
+    timeout server          32s
+    timeout http-keep-alive 30s
+
+listen listener
+    bind $bind
+
+    server metadata $socket
+
+    http-request del-header X-Neutron-Network-ID
+    http-request set-header X-Neutron-Router-ID $router
+EOF
+# `nobody` must reach the agent's socket.
+chmod 755 "$tmp" "$state"
+chmod 666 "$socket"
+MDPROXY=$bin MDPROXY_LOG_DIR=$tmp/log ip netns exec "$router_ns" dist/neutron/mdproxy-haproxy -f "$haproxy_cfg" ||
+  fail "the haproxy shim exited with status $?"
+# It returned: mdproxy is in the background, as haproxy would be.
+wait_for 0 20 test -s "$haproxy_pid_file"
+daemon_pid=$(cat "$haproxy_pid_file")
+pids+=("$daemon_pid")
+wait_for "$daemon_pid" 20 listening
+grep -q "$router" "/proc/$daemon_pid/cmdline" || fail "the daemon's command line does not name the router"
+uid=$(awk '$1 == "Uid:" { print $3 }' "/proc/$daemon_pid/status")
+[ "$uid" = "$(id -u nobody)" ] || fail "the daemon runs as uid $uid, not nobody"
+got=$(in_inst curl -sS -f --noproxy '*' --max-time 10 http://169.254.169.254/latest/meta-data/instance-id) ||
+  fail "the metadata request through the haproxy shim failed"
+[ "$got" = "$ec2_id" ] || fail "instance-id through the haproxy shim: got '$got', expected '$ec2_id'"
+echo "netns: read instance-id $got from inside $inst_ns through \`haproxy -f\` (the shim: mdproxy ns-proxy, daemonized, as nobody, on $bind)"
+# Not our child: its exit status is not ours to read, so its log tells how it ended.
+stop "$daemon_pid" 15 || true
+grep -q 'ns-proxy stopped' "$tmp/log/haproxy-metadata-proxy-$router.log" ||
+  fail "the daemonized ns-proxy did not stop cleanly on SIGTERM"
+
+# --- SIGTERM: the agent and the server drain and exit 0; the agent removes its socket.
+for role in agent:$agent_pid server:$server_pid; do
+  rc=0
+  stop "${role#*:}" 15 || rc=$?
+  [ "$rc" -eq 0 ] || fail "${role%%:*} exited with status $rc after SIGTERM"
+done
+pids=()
+[ ! -e "$socket" ] || fail "the agent left its socket behind"
+echo "netns: both ns-proxies, the agent and the server stopped on SIGTERM with status 0"
