@@ -3,6 +3,7 @@
 # New inputs go to fuzz/corpus/<target> (git-ignored): libFuzzer writes into the FIRST corpus
 # directory it is given, so the checked-in seeds stay untouched.
 # Usage: fuzz/run.sh [seconds] [target...]   (from anywhere; needs cargo-fuzz)
+# FUZZ_SANITIZER=none runs without AddressSanitizer (the code is safe Rust: several times faster).
 set -euo pipefail
 secs="${1:-10}"
 shift || true
@@ -14,6 +15,7 @@ fi
 for t in "${targets[@]}"; do
     echo "== fuzz target $t"
     mkdir -p "fuzz/corpus/$t"
-    RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
+    RUSTC_BOOTSTRAP=1 cargo fuzz run --sanitizer "${FUZZ_SANITIZER:-address}" "$t" \
+        "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
         -max_total_time="$secs" -print_final_stats=1
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README "Testing"): formatting, lints, every test, the network
-# namespace test (scripts/netns-test.sh), the systemd units (scripts/check-units.sh), a fuzz smoke.
+# namespace test (scripts/netns-test.sh), the systemd units (scripts/check-units.sh), a short soak
+# (bench/soak.sh; SOAK_REQUESTS, default 50 000), a fuzz smoke.
 # FUZZ_SECONDS sets the smoke length per fuzz target (default 20; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,9 @@ echo "--- netns: the seed's path in network namespaces (root only; skips elsewhe
 ./scripts/netns-test.sh
 echo "--- systemd units (dist/systemd)"
 ./scripts/check-units.sh
+echo "--- soak: ${SOAK_REQUESTS:-50000} requests through ns-proxy → agent → server (bench/soak.sh)"
+# Fails if any process's RSS grows by more than 1 MiB after the warm-up, or its descriptors at all.
+SOAK_CHECK=1 SOAK_MAX_SECONDS=300 MDPROXY_BIN=target/debug/mdproxy bench/soak.sh "${SOAK_REQUESTS:-50000}"
 secs=${FUZZ_SECONDS:-20}
 if [ "$secs" -gt 0 ]; then
   echo "--- fuzz smoke (${secs}s per target)"

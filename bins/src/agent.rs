@@ -18,11 +18,11 @@ use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
 use crate::runtime::{Hook, Listener, Options};
-use crate::{cli, os, start, tls, Failure};
+use crate::{cli, metrics, os, start, tls, Failure};
 
 pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
     let rt = cfg.process.runtime;
-    let secret = read_secret(&cfg.shared_secret_file, "shared secret").map_err(Failure::Config)?;
+    let secret = load_secret(&cfg.shared_secret, "shared secret").map_err(Failure::Config)?;
     let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hook>) = match &cfg.backend {
         cli::LookupBackend::Static(path) => {
             let map = load_map(path).map_err(Failure::Config)?;
@@ -54,7 +54,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
     .map_err(Failure::Config)?;
     let metadata_tls = metadata_tls(&cfg).map_err(Failure::Config)?;
     let path = &cfg.listen_socket;
-    let ((listener, _socket_file), _pid_file) = start(&cfg.process, || {
+    let ((listener, _socket_file), exporter, _pid_file) = start(&cfg.process, || {
         let system = |what: &str, e: std::io::Error| {
             Failure::System(format!("cannot {what} {}: {e}", path.display()))
         };
@@ -93,6 +93,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
             accept: None,
             upstream: metadata_tls,
         },
+        metrics: None,
     };
     drop(secret);
     let options = || Options {
@@ -100,7 +101,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         on_hangup: hangup(),
         ..Options::default()
     };
-    rt.run_workers(cfg.workers, endpoint, vec![listener], options)
+    metrics::run_workers(rt, cfg.workers, endpoint, vec![listener], options, exporter)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("agent stopped");
     Ok(())
@@ -160,9 +161,10 @@ fn neutron_config(args: &cli::NeutronArgs, cache_ttl: Duration) -> Result<Neutro
     };
     let keystone = match &args.keystone {
         Some(ks) => {
-            let password = read_secret(&ks.password_file, "password")?;
-            let password = String::from_utf8(password).map_err(|_| {
-                format!("password file {} is not UTF-8", ks.password_file.display())
+            let password = load_secret(&ks.password, "password")?;
+            let password = String::from_utf8(password).map_err(|_| match &ks.password {
+                cli::Secret::File(path) => format!("password file {} is not UTF-8", path.display()),
+                cli::Secret::Inline { from, .. } => format!("the password of {from} is not UTF-8"),
             })?;
             Some(KeystoneAuth {
                 endpoint: target("--auth-url", &ks.auth_url)?,
@@ -235,6 +237,14 @@ fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hook {
         }
         None
     })
+}
+
+/// A secret given in a file (see [`read_secret`]) or, by Neutron's INI files, itself.
+fn load_secret(secret: &cli::Secret, what: &str) -> Result<Vec<u8>, String> {
+    match secret {
+        cli::Secret::File(path) => read_secret(path, what),
+        cli::Secret::Inline { value, .. } => Ok(value.clone().into_bytes()),
+    }
 }
 
 /// A secret (the shared secret, a password): the file's bytes without one trailing newline

@@ -21,7 +21,7 @@ use mdproxy_core::sign::Signer;
 use crate::agent::read_secret;
 use crate::runtime::{Listener, Loop, Options};
 use crate::server::{bind_tcp, OsEntropy};
-use crate::{cli, start, Failure};
+use crate::{cli, metrics, start, Failure};
 
 /// The sample instance, one source of truth with the core's golden tests.
 const SAMPLE: &str = include_str!("../../core/tests/golden/instance.toml");
@@ -57,7 +57,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
             "the demo's router id is invalid".to_owned(),
         ));
     };
-    let ((server_l, agent_l, proxy_l), _pid_file) = start(&cfg.process, || {
+    let ((server_l, agent_l, proxy_l), exporter, _pid_file) = start(&cfg.process, || {
         let server_l = bind_tcp(rt, &server.listen)?;
         let agent_l = Listener::bind_unix(rt, &files.socket).map_err(|e| {
             let shown = files.socket.display();
@@ -76,6 +76,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         limits: Limits::default(),
         timeouts: cfg.timeouts,
         tls: Default::default(),
+        metrics: None,
     };
     let agent_ep = endpoint(Role::Agent(AgentConfig {
         metadata: Target::Tcp(server_addr),
@@ -125,7 +126,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
             options: quiet(),
         },
     ];
-    rt.run_loops(loops)
+    metrics::run_loops(rt, loops, exporter)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("demo stopped; removing {}", dir.0.display());
     Ok(())

@@ -7,6 +7,7 @@
 mod agent;
 mod cli;
 mod demo;
+mod metrics;
 mod notify;
 mod ns_proxy;
 mod os;
@@ -48,6 +49,13 @@ fn main() -> ExitCode {
             let logging = (cfg.process.log_file.clone(), cfg.process.debug);
             return launch(logging, move || demo::serve(*cfg));
         }
+        cli::Command::CheckConfig(path) => match cli::check_config(&path) {
+            Ok(report) => print!("{report}"),
+            Err(msg) => {
+                eprintln!("{msg}");
+                return ExitCode::from(2);
+            }
+        },
     }
     ExitCode::SUCCESS
 }
@@ -81,19 +89,21 @@ fn launch(
 }
 
 /// The process setup every role shares, around `bind`: `--user`/`--group` are resolved before
-/// it (while /etc is readable), then the process daemonizes, writes its pid file, drops
-/// privileges and tells systemd it is ready (`Type=notify`). Returns what `bind` made and the
-/// pid file, which is removed when dropped.
+/// it (while /etc is readable), `--metrics-listen` is bound after it, then the process
+/// daemonizes, writes its pid file, drops privileges and tells systemd it is ready
+/// (`Type=notify`). Returns what `bind` made, the metrics exporter, and the pid file, which is
+/// removed when dropped.
 fn start<T>(
     p: &cli::Process,
     bind: impl FnOnce() -> Result<T, Failure>,
-) -> Result<(T, Option<os::PidFile>), Failure> {
-    for flag in &p.ignored {
-        log::debug!("ignoring {flag}: mdproxy does not watch its log file");
+) -> Result<(T, Option<metrics::Exporter>, Option<os::PidFile>), Failure> {
+    for line in &p.ignored {
+        log::debug!("{line}");
     }
     let identity =
         os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;
     let bound = bind()?;
+    let exporter = metrics::Exporter::bind(p)?;
     if p.daemonize {
         os::daemonize().map_err(|e| Failure::System(format!("cannot daemonize: {e}")))?;
     }
@@ -106,5 +116,5 @@ fn start<T>(
     os::drop_privileges(&identity)
         .map_err(|e| Failure::System(format!("cannot switch user/group: {e}")))?;
     notify::ready();
-    Ok((bound, pid_file))
+    Ok((bound, exporter, pid_file))
 }

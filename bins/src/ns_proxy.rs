@@ -6,11 +6,11 @@ use mdproxy_core::http::Limits;
 
 use crate::runtime::Options;
 use crate::server::bind_tcp;
-use crate::{cli, start, Failure};
+use crate::{cli, metrics, start, Failure};
 
 pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
     let rt = cfg.process.runtime;
-    let (listeners, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
+    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let scope = match cfg.scope {
         Scope::Router(id) => format!("router {id}"),
@@ -32,6 +32,7 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
         limits: Limits::default(),
         timeouts: cfg.timeouts,
         tls: Default::default(),
+        metrics: None,
     };
     let opts = Options {
         drain_timeout: cfg.drain_timeout,
@@ -41,7 +42,7 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
         }),
         ..Options::default()
     };
-    rt.run(endpoint, listeners, opts)
+    metrics::run(rt, endpoint, listeners, opts, exporter)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("ns-proxy stopped");
     Ok(())

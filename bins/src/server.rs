@@ -26,12 +26,12 @@ use mdproxy_core::tls::EndpointTls;
 
 use crate::agent::read_secret;
 use crate::runtime::{Listener, Options, Runtime};
-use crate::{cli, os, start, tls, Failure};
+use crate::{cli, metrics, os, start, tls, Failure};
 
 pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     let (endpoint, options) = prepare(&cfg)?;
     let rt = cfg.process.runtime;
-    let (listeners, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
+    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let identity = match cfg.direct {
         true => "by client address (--direct)",
@@ -59,7 +59,7 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
         cfg.instances.display(),
         cfg.rescan_interval,
     );
-    rt.run(endpoint, listeners, options)
+    metrics::run(rt, endpoint, listeners, options, exporter)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("server stopped");
     Ok(())
@@ -101,6 +101,7 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
             accept,
             upstream: None,
         },
+        metrics: None,
     };
     Ok((
         endpoint,

@@ -1,5 +1,5 @@
-//! Micro-benchmarks of the core's per-request hot paths: signing, verifying, the lookup cache
-//! (and HTTP head parse + rewrite + re-encode).
+//! Micro-benchmarks of the core's per-request hot paths: signing, verifying, the lookup cache,
+//! HTTP head parse + rewrite + re-encode, and the server's EC2 listing render.
 //!
 //! A plain `harness = false` binary (no criterion, to keep the dependency tree small): each case
 //! runs for about one second after a short warm-up and prints nanoseconds per operation.
@@ -10,10 +10,14 @@
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mdproxy_core::cache::{Cached, Instance, Lookup, LookupCache, LookupKey, Scope, Uuid};
 use mdproxy_core::http::{write_request_head, HeadScanner, Limits, Rewrite};
+use mdproxy_core::metadata::{
+    parse_instance, Entropy, Format, ImdsV2, MetaRequest, MetadataService, ServerConfig,
+};
 use mdproxy_core::sign::Signer;
 
 const RUN_FOR: Duration = Duration::from_secs(1);
@@ -175,6 +179,90 @@ fn bench_http(filter: Option<&str>) {
     });
 }
 
+/// The sample instance of `mdproxy server`'s documentation (and its golden tests).
+const SAMPLE_INSTANCE: &str = include_str!("../tests/golden/instance.toml");
+const SAMPLE_UUID: &str = "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a";
+const SAMPLE_PROJECT: &str = "8a5ce0e4f2b84d8b9b1e2c3d4f5a6b7c";
+const SERVER_SECRET: &[u8] = b"s3cr3t";
+
+/// Deterministic "randomness": the EC2 listing never asks for any.
+struct Zeros;
+impl Entropy for Zeros {
+    fn fill(&self, buf: &mut [u8]) {
+        buf.fill(0);
+    }
+}
+
+/// The server's answer to `GET /latest/meta-data/` from the agent (signed headers, as the agent
+/// sends them): identity check (HMAC verify), route, EC2 tree lookup and listing render.
+#[allow(clippy::disallowed_methods)]
+fn bench_server(filter: Option<&str>) {
+    let cfg = ServerConfig {
+        signer: Some(Signer::new(SERVER_SECRET)),
+        direct: false,
+        imdsv2: ImdsV2::Optional,
+        dhcp_domain: "novalocal".to_owned(),
+        today: (2026, 11, 25),
+        entropy: Arc::new(Zeros),
+    };
+    let mut service = MetadataService::new(cfg);
+    let inst = parse_instance(SAMPLE_INSTANCE, Format::Toml).expect("sample instance");
+    service.set_instances(vec![inst]);
+    let sig = Signer::new(SERVER_SECRET).sign(SAMPLE_UUID).to_string();
+    let request = format!(
+        "GET /latest/meta-data/ HTTP/1.1\r\n\
+         Host: 169.254.169.254\r\n\
+         X-Forwarded-For: 10.0.0.5\r\n\
+         X-Instance-ID: {SAMPLE_UUID}\r\n\
+         X-Tenant-ID: {SAMPLE_PROJECT}\r\n\
+         X-Instance-ID-Signature: {sig}\r\n\
+         \r\n"
+    )
+    .into_bytes();
+    let limits = Limits::default();
+    let mut scanner = HeadScanner::new();
+    let head = match scanner.parse_request(&request, &limits) {
+        Ok(Some((head, _))) => head,
+        other => panic!("request did not parse: {other:?}"),
+    };
+    let peer = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let now = Instant::now();
+    let req = MetaRequest {
+        method: head.method,
+        target: &head.target,
+        headers: &head.headers,
+        body: &[],
+        peer,
+    };
+    let first = service.respond(now, &req);
+    assert_eq!(
+        first.status,
+        200,
+        "{:?}",
+        String::from_utf8_lossy(&first.body)
+    );
+    assert!(first.body.starts_with(b"ami-id\n"), "an EC2 listing");
+    bench(filter, "server EC2 listing (signed, respond)", |_| {
+        let resp = service.respond(now, black_box(&req));
+        debug_assert_eq!(resp.status, 200);
+        black_box(resp);
+    });
+    bench(filter, "server EC2 listing (parse + respond)", |_| {
+        let head = match scanner.parse_request(black_box(&request), &limits) {
+            Ok(Some((head, _))) => head,
+            other => panic!("request did not parse: {other:?}"),
+        };
+        let req = MetaRequest {
+            method: head.method,
+            target: &head.target,
+            headers: &head.headers,
+            body: &[],
+            peer,
+        };
+        black_box(service.respond(now, &req));
+    });
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; the first other argument, if any, is a name filter.
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
@@ -182,4 +270,5 @@ fn main() {
     bench_sign(filter);
     bench_cache(filter);
     bench_http(filter);
+    bench_server(filter);
 }

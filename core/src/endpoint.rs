@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::num::NonZeroUsize;
+use std::sync::Arc;
 
 use crate::agent::request::lookup_key;
 use crate::agent::StaticMap;
@@ -24,6 +25,7 @@ use crate::lookup::{
 use crate::metadata::{
     InstanceData, MetaRequest, MetaResponse, MetadataService, ServerConfig, StoreRequest,
 };
+use crate::metrics::{BackendService, CacheResult, MetricRole, Metrics, RoleMetrics};
 use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::canonical_ip;
@@ -127,6 +129,8 @@ pub enum Role {
     Agent(AgentConfig),
     /// The metadata server: checks the agent's signature and serves the metadata trees.
     Server(ServerConfig),
+    /// Serves these metrics (`GET /metrics`, Prometheus text format) to scrapers.
+    Metrics(Arc<Metrics>),
 }
 
 /// Settings of the metadata agent.
@@ -207,6 +211,9 @@ pub struct EndpointConfig {
     pub timeouts: Timeouts,
     /// TLS for accepted and upstream connections (see [`crate::tls`]); none by default.
     pub tls: EndpointTls,
+    /// The process's counters, which this endpoint adds to (see [`crate::metrics`]); `None`
+    /// counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// An idle upstream connection is closed after this, well before the agent's own 30 s idle
@@ -214,6 +221,8 @@ pub struct EndpointConfig {
 const POOL_IDLE: Duration = Duration::from_secs(10);
 /// Most idle upstream connections kept.
 const POOL_MAX: usize = 64;
+/// Most scrapers connected to a metrics endpoint at once.
+const METRICS_MAX_CONNS: usize = 16;
 
 /// Who a socket belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -253,9 +262,20 @@ pub(crate) struct Ctx {
     tls: Sessions,
     /// The wall clocks rustls reads, moved with every input's `now` (see [`crate::tls`]).
     clocks: Clocks,
+    /// The process's counters and the role this endpoint counts as.
+    metrics: Option<(Arc<Metrics>, MetricRole)>,
+    /// The Neutron client's [`NeutronClient::stats`] already added to the metrics.
+    backend_counted: (u64, u64),
 }
 
 impl Ctx {
+    /// Updates this endpoint's counters, if it keeps any.
+    pub(crate) fn metric(&self, update: impl FnOnce(&RoleMetrics)) {
+        if let Some((metrics, role)) = &self.metrics {
+            update(metrics.role(*role));
+        }
+    }
+
     fn new_id(&mut self) -> SockId {
         self.next_id += 1;
         SockId(self.next_id)
@@ -265,8 +285,8 @@ impl Ctx {
         match &self.cfg.role {
             Role::NsProxy(c) => c.upstream.clone(),
             Role::Agent(c) => c.metadata.clone(),
-            // The server never connects upstream; an unreachable path makes that visible.
-            Role::Server(_) => Target::Unix(PathBuf::new()),
+            // Neither connects upstream; an unreachable path makes that visible.
+            Role::Server(_) | Role::Metrics(_) => Target::Unix(PathBuf::new()),
         }
     }
 
@@ -280,7 +300,7 @@ impl Ctx {
                     Err(why) => Plan::Refuse(400, why),
                 }
             }
-            Role::Server(_) => return Plan::Serve,
+            Role::Server(_) | Role::Metrics(_) => return Plan::Serve,
         };
         let Some(ip) = peer else {
             return Plan::Refuse(400, "No client address.".to_owned());
@@ -335,18 +355,23 @@ impl Ctx {
         if skip_cache {
             cache.invalidate(&key);
         }
-        match cache.lookup(now, key, waiter) {
-            Lookup::Hit(found) => LookupStart::Done(Some(found.clone()), true),
-            Lookup::Negative => LookupStart::Done(None, true),
+        let (start, counted) = match cache.lookup(now, key, waiter) {
+            Lookup::Hit(found) => (
+                LookupStart::Done(Some(found.clone()), true),
+                CacheResult::Hit,
+            ),
+            Lookup::Negative => (LookupStart::Done(None, true), CacheResult::Negative),
             Lookup::Query => {
                 client.query(now, key);
-                LookupStart::Pending
+                (LookupStart::Pending, CacheResult::Miss)
             }
-            Lookup::Queued => LookupStart::Pending,
-        }
+            Lookup::Queued => (LookupStart::Pending, CacheResult::Coalesced),
+        };
+        self.metric(|m| m.cache(counted));
+        start
     }
 
-    /// The server role's answer to a complete request.
+    /// The answer of the server (or metrics) role to a complete request.
     pub(crate) fn serve(
         &mut self,
         now: Instant,
@@ -354,6 +379,9 @@ impl Ctx {
         head: &RequestHead,
         body: &[u8],
     ) -> MetaResponse {
+        if let Role::Metrics(metrics) = &self.cfg.role {
+            return crate::metrics::answer(metrics, head);
+        }
         let req = MetaRequest {
             method: head.method,
             target: &head.target,
@@ -484,7 +512,7 @@ impl Endpoint {
         };
         let (rate, cache, neutron) = match &cfg.role {
             Role::NsProxy(c) => (c.rate_limit.map(RateLimiter::new), None, None),
-            Role::Server(_) => (None, None, None),
+            Role::Server(_) | Role::Metrics(_) => (None, None, None),
             Role::Agent(a) => (
                 None,
                 Some(LookupCache::new(
@@ -507,6 +535,17 @@ impl Endpoint {
         };
         let clocks = Clocks::new(&cfg.tls, backend_tls);
         clocks.advance(now);
+        let role = match &cfg.role {
+            Role::NsProxy(_) => Some(MetricRole::NsProxy),
+            Role::Agent(_) => Some(MetricRole::Agent),
+            Role::Server(_) => Some(MetricRole::Server),
+            // Scrapes are not counted.
+            Role::Metrics(_) => None,
+        };
+        let metrics = cfg.metrics.clone().zip(role);
+        if let Some((metrics, role)) = &metrics {
+            metrics.enable(*role);
+        }
         Endpoint {
             ctx: Ctx {
                 cfg,
@@ -523,6 +562,8 @@ impl Endpoint {
                 released: Vec::new(),
                 tls: Sessions::new(),
                 clocks,
+                metrics,
+                backend_counted: (0, 0),
             },
             conns: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -539,6 +580,7 @@ impl Endpoint {
             // The agent's clients are ns-proxies on a Unix socket, the server's are agents:
             // no per-IP accounting.
             Role::Agent(_) | Role::Server(_) => (usize::MAX, usize::MAX),
+            Role::Metrics(_) => (METRICS_MAX_CONNS, METRICS_MAX_CONNS),
         }
     }
 
@@ -576,6 +618,7 @@ impl Endpoint {
             self.ctx.tls.insert(sock, Session::server(tls));
         }
         let mut conn = Conn::new(now, sock, ip, &self.ctx);
+        self.ctx.metric(RoleMetrics::connection_opened);
         let (max, max_per_ip) = self.limits();
         let from_ip = ip.map_or(0, |ip| self.per_ip.get(&ip).copied().unwrap_or(0));
         if self.ctx.draining {
@@ -782,6 +825,7 @@ impl Endpoint {
     /// connections (which may start new queries: loop until quiet).
     fn pump_backend(&mut self, now: Instant) {
         loop {
+            self.count_backend();
             let Some(client) = self.ctx.neutron.as_mut() else {
                 return;
             };
@@ -818,7 +862,10 @@ impl Endpoint {
             };
             let (key, result) = match event {
                 ClientEvent::Answer(key, found) => (key, Ok(found)),
-                ClientEvent::Failed(key, why) => (key, Err(why)),
+                ClientEvent::Failed(key, why) => {
+                    self.ctx.metric(RoleMetrics::backend_failure);
+                    (key, Err(why))
+                }
             };
             let Some(cache) = self.ctx.cache.as_mut() else {
                 return;
@@ -832,6 +879,23 @@ impl Endpoint {
                 self.with_conn(now, w, |c, ctx| c.on_lookup(now, key, r, ctx));
             }
         }
+    }
+
+    /// Adds the Keystone and Neutron requests the client started since the last call to the
+    /// metrics.
+    fn count_backend(&mut self) {
+        let Some(stats) = self.ctx.neutron.as_ref().map(NeutronClient::stats) else {
+            return;
+        };
+        let (auths, queries) = self.ctx.backend_counted;
+        if stats == (auths, queries) {
+            return;
+        }
+        self.ctx.backend_counted = stats;
+        self.ctx.metric(|m| {
+            m.backend_requests(BackendService::Keystone, stats.0 - auths);
+            m.backend_requests(BackendService::Neutron, stats.1 - queries);
+        });
     }
 
     /// Time has reached (or passed) a deadline from [`Endpoint::poll_timeout`]. Fine to call
@@ -895,6 +959,7 @@ impl Endpoint {
         };
         if conn.is_closed() {
             self.conns.remove(&key);
+            self.ctx.metric(RoleMetrics::connection_closed);
             self.set_deadline(key, None);
             return;
         }
@@ -1071,5 +1136,15 @@ impl Endpoint {
     /// Open client connections (for metrics and tests).
     pub fn connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+/// An endpoint that stops with connections still open (a drain that timed out) no longer
+/// holds them: the open-connections gauge, shared with other loops, must say so.
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        for _ in 0..self.conns.len() {
+            self.ctx.metric(RoleMetrics::connection_closed);
+        }
     }
 }

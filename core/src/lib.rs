@@ -25,6 +25,7 @@ pub mod endpoint;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
+pub mod metrics;
 pub mod proxy;
 pub mod sign;
 pub mod tls;

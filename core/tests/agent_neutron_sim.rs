@@ -1,30 +1,18 @@
 //! The agent with the Neutron backend, against a scripted Neutron, in simulated time: the
 //! cache, single-flight and the retry past the cache.
 
-use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{AgentConfig, Backend, Role, SockId, Target, Timeouts};
-use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
-use mdproxy_core::sign::Signer;
+use mdproxy_core::endpoint::{Role, SockId, Timeouts};
 
 mod sim;
-use sim::{Sim, OK};
+use sim::{neutron_agent, Sim, OK};
 
 const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
 const NET: &str = "9c2b1a4e-0000-4000-8000-000000000001";
 
 fn agent() -> Sim {
-    let neutron = HttpTarget::parse_ip_url("http://127.0.0.1:9696").expect("url");
-    let cfg = AgentConfig {
-        metadata: Target::Tcp("127.0.0.1:8775".parse().unwrap()),
-        signer: Signer::new(b"s3cr3t"),
-        backend: Backend::Neutron(NeutronConfig::new(Some(neutron), None)),
-        cache_capacity: NonZeroUsize::new(100).unwrap(),
-        cache_ttl: Duration::from_secs(5),
-        negative_ttl: Duration::from_secs(1),
-    };
-    Sim::with_role(Role::Agent(cfg), Timeouts::default())
+    Sim::with_role(Role::Agent(neutron_agent()), Timeouts::default())
 }
 
 fn request(ip: &str) -> Vec<u8> {

@@ -134,6 +134,7 @@ fn config(role: Role, upstream: Option<TlsTarget>, accept: Option<ServerTls>) ->
         limits: Limits::default(),
         timeouts: Timeouts::default(),
         tls: EndpointTls { accept, upstream },
+        metrics: None,
     }
 }
 

@@ -72,6 +72,7 @@ fn relays_over_tcp_and_unix_then_stops_on_sigterm() {
         limits: Default::default(),
         timeouts: Timeouts::default(),
         tls: Default::default(),
+        metrics: None,
     };
     let driver = thread::spawn(move || run(cfg, vec![tcp, unix], RunOptions::default()));
 

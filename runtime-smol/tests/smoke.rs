@@ -75,6 +75,7 @@ impl Proxy {
             limits: Default::default(),
             timeouts,
             tls: Default::default(),
+            metrics: None,
         };
         let driver = thread::spawn(move || runner(cfg, vec![tcp, l_unix]));
         Proxy {

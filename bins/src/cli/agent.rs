@@ -10,8 +10,9 @@ use std::time::Duration;
 use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::lookup::HttpTarget;
 
+use super::args::Args;
 use super::{
-    common_help, needs_tls, next_flag, positive, seconds, unknown, value, Command, Common, Process,
+    common_help, needs_tls, next_flag, positive, seconds, switch, value, Command, Common, Process,
 };
 
 pub const HELP: &str = concat!(
@@ -154,6 +155,19 @@ exactly one port with the client's IP on them is the instance (none or several: 
     device_id = \"0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01\"
     project_id = \"8f14e45fceea167a5a36dedd4bea2543\"
 
+Neutron's configuration files (the agent as a drop-in for neutron-metadata-agent):
+      --config-file FILE         Read Neutron's oslo-style INI file (metadata_agent.ini,
+                                 neutron.conf); repeatable, a later file overrides an earlier
+                                 one. Its [DEFAULT] nova_metadata_host/_ip/_port/_protocol,
+                                 metadata_proxy_shared_secret, metadata_proxy_socket,
+                                 metadata_workers, metadata_backlog, auth_ca_cert,
+                                 nova_client_cert/_priv_key, nova_metadata_insecure and
+                                 [keystone_authtoken] auth_url, username, password,
+                                 project_name, ... become these flags; other keys are ignored
+                                 (a debug line each). Flags given here override the files.
+                                 With no Keystone auth_url, give --static-map
+      --config-dir DIR           The *.conf files of DIR, sorted, as --config-file
+
 Invoked as `neutron-metadata-agent`, mdproxy runs `agent`.
 
 Exit status: 0 after a clean stop, 1 when the agent cannot start (the socket is taken, a
@@ -173,7 +187,7 @@ pub struct Agent {
     pub metadata: MetadataUrl,
     /// TLS to an https metadata server.
     pub metadata_tls: ClientTlsArgs,
-    pub shared_secret_file: PathBuf,
+    pub shared_secret: Secret,
     pub backend: LookupBackend,
     pub cache_size: NonZeroUsize,
     pub cache_ttl: Duration,
@@ -181,6 +195,27 @@ pub struct Agent {
     pub timeouts: Timeouts,
     pub drain_timeout: Duration,
     pub process: Process,
+}
+
+/// A secret (the shared secret, Keystone's password): a file holding it, read at startup, or
+/// the secret itself from Neutron's INI files, which keep it there. Never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    File(PathBuf),
+    /// The secret, and where it was set (`FILE:LINE`).
+    Inline {
+        value: String,
+        from: String,
+    },
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Secret::File(path) => f.debug_tuple("File").field(path).finish(),
+            Secret::Inline { from, .. } => write!(f, "Inline(set in {from}, not shown)"),
+        }
+    }
 }
 
 /// Where instances are looked up (`--backend`).
@@ -229,7 +264,7 @@ impl ClientTlsArgs {
 pub struct KeystoneArgs {
     pub auth_url: ServiceUrl,
     pub username: String,
-    pub password_file: PathBuf,
+    pub password: Secret,
     pub project_name: String,
     pub user_domain_name: String,
     pub project_domain_name: String,
@@ -296,7 +331,7 @@ struct NeutronFlags {
     neutron_url: Option<ServiceUrl>,
     auth_url: Option<ServiceUrl>,
     username: Option<String>,
-    password_file: Option<PathBuf>,
+    password: Option<Secret>,
     project_name: Option<String>,
     user_domain_name: Option<String>,
     project_domain_name: Option<String>,
@@ -304,18 +339,20 @@ struct NeutronFlags {
     interface: Option<&'static str>,
     timeout: Option<Duration>,
     tls: ClientTlsArgs,
-    /// The flags given, as spelled in messages, in order.
-    given: Vec<String>,
+    /// The flags given, by name and as spelled in messages, in order.
+    given: Vec<(String, String)>,
 }
 
 impl NeutronFlags {
     /// Takes `name` if it is a neutron backend flag; `Ok(false)` leaves it to the caller.
-    fn parse(&mut self, name: &str, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+    fn parse(&mut self, name: &str, flag: &str, p: &mut Args) -> Result<bool, String> {
         match name {
             "neutron-url" => self.neutron_url = Some(service_url(flag, &value(p, flag)?)?),
             "auth-url" => self.auth_url = Some(service_url(flag, &value(p, flag)?)?),
             "username" => self.username = Some(name_value(p, flag)?),
-            "password-file" => self.password_file = Some(value(p, flag)?.into()),
+            "password-file" => self.password = Some(Secret::File(value(p, flag)?.into())),
+            // Only from Neutron's INI files: on the command line it would show in `ps`.
+            "password" if p.inline_secret() => self.password = Some(inline(p, flag)?),
             "project-name" => self.project_name = Some(name_value(p, flag)?),
             "user-domain-name" => self.user_domain_name = Some(name_value(p, flag)?),
             "project-domain-name" => self.project_domain_name = Some(name_value(p, flag)?),
@@ -328,11 +365,11 @@ impl NeutronFlags {
             }
             "neutron-insecure" => {
                 needs_tls(flag)?;
-                self.tls.insecure = true;
+                self.tls.insecure = switch(p, flag)?;
             }
             _ => return Ok(false),
         }
-        self.given.push(flag.to_owned());
+        self.given.push((name.to_owned(), flag.to_owned()));
         Ok(true)
     }
 
@@ -357,8 +394,8 @@ impl NeutronFlags {
                 Some(KeystoneArgs {
                     auth_url,
                     username: need(self.username, "--username")?,
-                    password_file: self
-                        .password_file
+                    password: self
+                        .password
                         .ok_or("--auth-url needs --password-file too")?,
                     project_name: need(self.project_name, "--project-name")?,
                     user_domain_name: self.user_domain_name.unwrap_or_else(|| "Default".into()),
@@ -368,19 +405,20 @@ impl NeutronFlags {
                 })
             }
             None => {
-                const KEYSTONE_ONLY: [&str; 7] = [
-                    "--username",
-                    "--password-file",
-                    "--project-name",
-                    "--user-domain-name",
-                    "--project-domain-name",
-                    "--region-name",
-                    "--interface",
+                const KEYSTONE_ONLY: [&str; 8] = [
+                    "username",
+                    "password-file",
+                    "password",
+                    "project-name",
+                    "user-domain-name",
+                    "project-domain-name",
+                    "region-name",
+                    "interface",
                 ];
-                if let Some(flag) = self
+                if let Some((_, flag)) = self
                     .given
                     .iter()
-                    .find(|f| KEYSTONE_ONLY.contains(&f.as_str()))
+                    .find(|(name, _)| KEYSTONE_ONLY.contains(&name.as_str()))
                 {
                     return Err(format!(
                         "{flag} needs --auth-url (without it, no Keystone authentication is done)"
@@ -407,7 +445,14 @@ impl NeutronFlags {
     }
 }
 
-pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
+/// Flags that set the same thing (see `config.rs`): `--shared-secret-file` replaces the secret
+/// of Neutron's INI files.
+pub(super) const SAME: &[&[&str]] = &[
+    &["shared-secret-file", "shared-secret"],
+    &["password-file", "password"],
+];
+
+pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
     let mut metadata = MetadataUrl {
@@ -439,7 +484,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             }
             "metadata-insecure" => {
                 needs_tls(&flag)?;
-                metadata_tls.insecure = true;
+                metadata_tls.insecure = switch(p, &flag)?;
             }
             "metadata-client-cert" => {
                 needs_tls(&flag)?;
@@ -449,7 +494,13 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
                 needs_tls(&flag)?;
                 client_key = Some(PathBuf::from(value(p, &flag)?));
             }
-            "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
+            "shared-secret-file" => secret = Some(Secret::File(value(p, &flag)?.into())),
+            // Only from Neutron's INI files: on the command line it would show in `ps`.
+            "shared-secret" if p.inline_secret() => secret = Some(inline(p, &flag)?),
+            // Neutron's INI files, read before this parser sees their settings (config.rs).
+            "config-file" | "config-dir" => {
+                value(p, &flag)?;
+            }
             "backend" => {
                 neutron_backend = match value(p, &flag)?.as_str() {
                     "static" => false,
@@ -468,7 +519,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             }
             "cache-ttl" => cache_ttl = seconds(&flag, &value(p, &flag)?, true)?,
             "negative-cache-ttl" => negative_ttl = seconds(&flag, &value(p, &flag)?, true)?,
-            _ => return Err(unknown(&flag)),
+            _ => return Err(p.unknown(&flag)),
         }
     }
     metadata_tls.client_cert = match (client_cert, client_key) {
@@ -484,17 +535,24 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
              (it is {metadata})"
         ));
     }
-    let shared_secret_file = secret.ok_or(
+    let shared_secret = secret.ok_or(
         "--shared-secret-file is required (for the empty secret: --shared-secret-file /dev/null)",
     )?;
     let backend = match (neutron_backend, static_map) {
         (false, static_map) => {
-            if let Some(flag) = neutron.given.first() {
+            if let Some((_, flag)) = neutron.given.first() {
                 return Err(format!("{flag} is a flag of --backend neutron"));
             }
-            LookupBackend::Static(
-                static_map.ok_or("--static-map is required with --backend static")?,
-            )
+            let missing = match p.has_ini() {
+                // Neutron's agent asks neutron-server, over RPC; mdproxy asks its API.
+                true => {
+                    "the INI files set no Keystone auth_url (in [keystone_authtoken] or \
+                         [DEFAULT]) for the neutron backend: give --static-map FILE, or \
+                         auth_url, username, password and project_name"
+                }
+                false => "--static-map is required with --backend static",
+            };
+            LookupBackend::Static(static_map.ok_or(missing)?)
         }
         (true, Some(_)) => return Err("--static-map is a flag of --backend static".to_owned()),
         (true, None) => LookupBackend::Neutron(Box::new(neutron.finish()?)),
@@ -507,7 +565,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         workers,
         metadata,
         metadata_tls,
-        shared_secret_file,
+        shared_secret,
         backend,
         cache_size,
         cache_ttl,
@@ -538,8 +596,15 @@ fn interface(flag: &str, v: &str) -> Result<&'static str, String> {
         .ok_or_else(|| format!("{flag}: {v:?} is not one of public, internal, admin"))
 }
 
+/// A secret set in Neutron's INI files.
+fn inline(p: &mut Args, flag: &str) -> Result<Secret, String> {
+    let from = p.origin().place().unwrap_or_default();
+    let value = value(p, flag)?;
+    Ok(Secret::Inline { value, from })
+}
+
 /// A name for Keystone (user, project, domain, region): anything but empty.
-fn name_value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
+fn name_value(p: &mut Args, flag: &str) -> Result<String, String> {
     let v = value(p, flag)?;
     match v.is_empty() {
         true => Err(format!("{flag}: must not be empty")),
@@ -672,7 +737,7 @@ mod tests {
             (Duration::from_secs(5), Duration::from_secs(1))
         );
         assert_eq!(cfg.timeouts, Timeouts::default());
-        assert_eq!(cfg.shared_secret_file, PathBuf::from("/s"));
+        assert_eq!(cfg.shared_secret, Secret::File("/s".into()));
         assert!(
             matches!(&cfg.backend, LookupBackend::Static(p) if p.as_path() == Path::new("/m.toml")),
             "{:?}",
@@ -721,7 +786,7 @@ mod tests {
             (ks.username.as_str(), ks.project_name.as_str()),
             ("neutron", "service")
         );
-        assert_eq!(ks.password_file, PathBuf::from("/etc/mdproxy/password"));
+        assert_eq!(ks.password, Secret::File("/etc/mdproxy/password".into()));
         assert_eq!(
             (
                 ks.user_domain_name.as_str(),

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use mdproxy_core::endpoint::Timeouts;
 
+use super::args::Args;
 use super::ns_proxy::addr;
-use super::{common_help, next_flag, unknown, value, Command, Common, Process};
+use super::{common_help, next_flag, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -39,7 +40,7 @@ pub struct Demo {
     pub process: Process,
 }
 
-pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
+pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let mut listen = SocketAddr::from(([127, 0, 0, 1], 9697));
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
@@ -49,7 +50,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
         match name.as_str() {
             "help" => return Ok(Command::Help(HELP)),
             "listen" => listen = addr(&flag, &value(p, &flag)?)?,
-            _ => return Err(unknown(&flag)),
+            _ => return Err(p.unknown(&flag)),
         }
     }
     let common = common.finish();

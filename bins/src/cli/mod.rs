@@ -1,8 +1,10 @@
 //! Command-line parsing: the `mdproxy` subcommands, the flags every role shares (process,
-//! logging, timeouts) and each role's own flags, including the legacy Neutron spellings. Pure:
-//! no file, socket or user-database access.
+//! logging, timeouts) and each role's own flags, including the legacy Neutron spellings, and
+//! the configuration files that give the same settings (`config.rs`). No socket or
+//! user-database access; the only files read are the configuration files named.
 
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -12,13 +14,19 @@ use mdproxy_core::cache::Uuid;
 use mdproxy_core::endpoint::Timeouts;
 
 use crate::runtime::Runtime;
+use args::Args;
+use config::Role;
 
 mod agent;
+mod args;
+mod config;
 mod demo;
+mod ini;
 mod ns_proxy;
 mod server;
 
-pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, ServiceUrl};
+pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, Secret, ServiceUrl};
+pub use config::check as check_config;
 pub use demo::Demo;
 pub use ns_proxy::NsProxy;
 pub use server::{Server, ServerTlsArgs};
@@ -26,7 +34,8 @@ pub use server::{Server, ServerTlsArgs};
 pub const TOP_HELP: &str = "\
 mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
 
-Usage: mdproxy <COMMAND> [OPTIONS]
+Usage: mdproxy [--config FILE] <COMMAND> [OPTIONS]
+       mdproxy check-config FILE
 
 Commands:
   ns-proxy   Namespace proxy: serves instances in one router or network namespace and relays
@@ -38,10 +47,17 @@ Commands:
   server     Metadata server: serves instance metadata from files as Nova's metadata API
              does, plus IMDSv2 tokens (replaces nova-api-metadata)
   demo       All three roles on loopback with a sample instance, and the curl commands to try
+  check-config FILE
+             Check a configuration file (TOML, or Neutron's INI for the agent): exit 0, or
+             exit 2 with `FILE:LINE: message` for its first error
 
 Options:
-  -h, --help     Print this help (`mdproxy <COMMAND> --help` for a command's options)
-  -V, --version  Print the version and the runtimes compiled in
+      --config FILE  Settings for the command from a TOML file: its top level and [common]
+                     table (every role's flags) and the command's table ([ns-proxy], [agent],
+                     [server], [demo]); keys are the long flags' names, flags given on the
+                     command line override them (example: mdproxy.example.toml)
+  -h, --help         Print this help (`mdproxy <COMMAND> --help` for a command's options)
+  -V, --version      Print the version and the runtimes compiled in
 
 Invoked as `neutron-ns-metadata-proxy` (e.g. through a symlink), mdproxy runs `ns-proxy` and,
 like that tool, daemonizes unless told --nodaemonize; as `neutron-metadata-agent`, it runs
@@ -80,6 +96,8 @@ Process:
       --daemonize                Fork into the background, detached from the terminal (stdio
                                  goes to /dev/null: use --log-file)
       --nodaemonize              Stay in the foreground (the default)
+      --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics
+                                 [default: off]
 
 Logging (to stderr unless --log-file):
       --log-file PATH            Append log lines to PATH (relative to --log-dir if given)
@@ -90,7 +108,9 @@ Logging (to stderr unless --log-file):
   -h, --help                     Print this help
 
 Every flag may also be spelled with underscores (--pid_file), and take its value as
-`--flag=value` or `--flag value`.
+`--flag=value` or `--flag value`. Flags may also come from a TOML file, `mdproxy --config FILE
+<COMMAND>`, as keys of its [common] table or the command's table; flags given here override
+it (mdproxy.example.toml shows every role).
 "
         )
     };
@@ -107,6 +127,8 @@ pub enum Command {
     Agent(Box<Agent>),
     Server(Box<Server>),
     Demo(Box<Demo>),
+    /// `check-config FILE`.
+    CheckConfig(PathBuf),
 }
 
 /// Settings of the process rather than of a role.
@@ -120,7 +142,10 @@ pub struct Process {
     pub daemonize: bool,
     pub log_file: Option<PathBuf>,
     pub debug: bool,
-    /// Flags that are accepted but do nothing, for a debug line.
+    /// `--metrics-listen`: where the process's metrics are served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Debug lines about settings accepted but not used (a flag that does nothing here, a key
+    /// of Neutron's INI files mdproxy does not take).
     pub ignored: Vec<String>,
 }
 
@@ -147,7 +172,7 @@ impl Default for Common {
 impl Common {
     /// Takes the flag `name` (spelled `flag` on the command line) if it is a shared one;
     /// `Ok(false)` leaves it to the role.
-    fn parse(&mut self, name: &str, flag: &str, p: &mut lexopt::Parser) -> Result<bool, String> {
+    fn parse(&mut self, name: &str, flag: &str, p: &mut Args) -> Result<bool, String> {
         let (t, process) = (&mut self.timeouts, &mut self.process);
         match name {
             "runtime" => {
@@ -162,12 +187,17 @@ impl Common {
             "pid-file" => process.pid_file = Some(value(p, flag)?.into()),
             "user" => process.user = Some(value(p, flag)?),
             "group" => process.group = Some(value(p, flag)?),
-            "daemonize" => process.daemonize = true,
-            "nodaemonize" => process.daemonize = false,
+            "daemonize" => process.daemonize = switch(p, flag)?,
+            "nodaemonize" => process.daemonize = !switch(p, flag)?,
+            "metrics-listen" => {
+                process.metrics_listen = Some(ns_proxy::addr(flag, &value(p, flag)?)?)
+            }
             "log-file" => process.log_file = Some(value(p, flag)?.into()),
             "log-dir" => self.log_dir = Some(value(p, flag)?.into()),
-            "verbose" => {}
-            "debug" => process.debug = true,
+            "verbose" => {
+                switch(p, flag)?;
+            }
+            "debug" => process.debug = switch(p, flag)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -184,31 +214,59 @@ impl Common {
     }
 }
 
-/// Parses the whole command line, program name included.
+/// Parses the whole command line, program name included, and the configuration files it
+/// names.
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
     let mut p = lexopt::Parser::from_iter(args);
     match p.bin_name() {
         Some(n) if n.ends_with("neutron-ns-metadata-proxy") => {
-            return ns_proxy::parse(&mut p, true)
+            return config::run(Role::NsProxy, true, None, p)
         }
-        Some(n) if n.ends_with("neutron-metadata-agent") => return agent::parse(&mut p),
+        Some(n) if n.ends_with("neutron-metadata-agent") => {
+            return config::run(Role::Agent, false, None, p)
+        }
         _ => {}
     }
+    let mut config = None;
+    loop {
+        let role = match p.next().map_err(|e| e.to_string())? {
+            Some(Long("config")) => {
+                config = Some(PathBuf::from(p.value().map_err(|e| e.to_string())?));
+                continue;
+            }
+            Some(Short('h') | Long("help")) => return Ok(Command::Help(TOP_HELP)),
+            Some(Short('V') | Long("version")) => return Ok(Command::Version),
+            Some(Value(cmd)) => match cmd.to_str() {
+                Some("ns-proxy") => Role::NsProxy,
+                Some("agent") => Role::Agent,
+                Some("server") => Role::Server,
+                Some("demo") => Role::Demo,
+                Some("check-config") if config.is_none() => return check_config_args(p),
+                _ => return Err(format!("unknown command {cmd:?} (try --help)")),
+            },
+            Some(arg) => {
+                return Err(format!(
+                    "{} before the command (try --help)",
+                    unexpected(&arg)
+                ))
+            }
+            None => return Err("missing command (try --help)".to_owned()),
+        };
+        return config::run(role, false, config, p);
+    }
+}
+
+/// `check-config FILE`.
+fn check_config_args(mut p: lexopt::Parser) -> Result<Command, String> {
+    let usage = "usage: mdproxy check-config FILE";
+    let file = match p.next().map_err(|e| e.to_string())? {
+        Some(Value(file)) => PathBuf::from(file),
+        Some(Short('h') | Long("help")) => return Ok(Command::Help(TOP_HELP)),
+        _ => return Err(usage.to_owned()),
+    };
     match p.next().map_err(|e| e.to_string())? {
-        Some(Short('h') | Long("help")) => Ok(Command::Help(TOP_HELP)),
-        Some(Short('V') | Long("version")) => Ok(Command::Version),
-        Some(Value(cmd)) => match cmd.to_str() {
-            Some("ns-proxy") => ns_proxy::parse(&mut p, false),
-            Some("agent") => agent::parse(&mut p),
-            Some("server") => server::parse(&mut p),
-            Some("demo") => demo::parse(&mut p),
-            _ => Err(format!("unknown command {cmd:?} (try --help)")),
-        },
-        Some(arg) => Err(format!(
-            "{} before the command (try --help)",
-            unexpected(&arg)
-        )),
-        None => Err("missing command (try --help)".to_owned()),
+        None => Ok(Command::CheckConfig(file)),
+        Some(_) => Err(format!("{usage} (one file)")),
     }
 }
 
@@ -220,26 +278,21 @@ fn unexpected(arg: &lexopt::Arg<'_>) -> String {
     }
 }
 
-/// The next flag of a role's command line: its canonical name (`-h` is `help`, underscores
-/// become dashes) and how to quote it in messages (`--name`); `None` at the end.
-fn next_flag(p: &mut lexopt::Parser) -> Result<Option<(String, String)>, String> {
-    let Some(arg) = p.next().map_err(|e| e.to_string())? else {
-        return Ok(None);
-    };
-    let name = match &arg {
-        Short('h') => "help".to_owned(),
-        Long(name) => name.replace('_', "-"),
-        _ => return Err(unexpected(&arg)),
-    };
-    let flag = format!("--{name}");
-    Ok(Some((name, flag)))
+/// The next setting of a role: its canonical name (`-h` is `help`, underscores become
+/// dashes) and how to quote it in messages (`--name`, or a file's `` `name` ``); `None` at the
+/// end.
+fn next_flag(p: &mut Args) -> Result<Option<(String, String)>, String> {
+    p.next_flag()
 }
 
 /// The value of `flag`, as UTF-8.
-fn value(p: &mut lexopt::Parser, flag: &str) -> Result<String, String> {
-    let v = p.value().map_err(|e| e.to_string())?;
-    v.into_string()
-        .map_err(|v| format!("{flag}: {v:?} is not valid UTF-8"))
+fn value(p: &mut Args, flag: &str) -> Result<String, String> {
+    p.value(flag)
+}
+
+/// A switch (`--debug`): on when given on the command line; a file says `true` or `false`.
+fn switch(p: &mut Args, flag: &str) -> Result<bool, String> {
+    p.switch(flag)
 }
 
 /// Refuses a TLS flag (or an https URL) in a build without the `tls` feature.
@@ -250,10 +303,6 @@ fn needs_tls(what: &str) -> Result<(), String> {
             "{what}: this build has no TLS (it was built without the `tls` feature)"
         )),
     }
-}
-
-fn unknown(flag: &str) -> String {
-    format!("unknown option {flag} (try --help)")
 }
 
 fn uuid(flag: &str, v: &str) -> Result<Uuid, String> {

@@ -8,9 +8,8 @@ use std::time::Duration;
 use mdproxy_core::cache::Scope;
 use mdproxy_core::endpoint::{RateLimit, Timeouts};
 
-use super::{
-    common_help, next_flag, number, positive, unknown, uuid, value, Command, Common, Process,
-};
+use super::args::Args;
+use super::{common_help, next_flag, number, positive, uuid, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -78,9 +77,19 @@ pub struct NsProxy {
     pub process: Process,
 }
 
+/// Flags that set the same thing (see `config.rs`): a configuration file's `listen` is
+/// replaced by `--metadata_port` on the command line, its `router-id` by `--network-id`.
+pub(super) const SAME: &[&[&str]] = &[
+    &["router-id", "network-id"],
+    &["listen", "metadata-port"],
+    &["upstream-socket", "metadata-proxy-socket"],
+    &["user", "metadata-proxy-user"],
+    &["group", "metadata-proxy-group"],
+];
+
 /// `legacy`: invoked as `neutron-ns-metadata-proxy`, which daemonized unless told
 /// `--nodaemonize` (the L3 and DHCP agents that spawn it wait for it to return).
-pub(super) fn parse(p: &mut lexopt::Parser, legacy: bool) -> Result<Command, String> {
+pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
     let (mut router, mut network, mut state_path, mut upstream) = (None, None, None, None);
     let (mut listen, mut rate_limit) = (Vec::new(), None);
     let (mut max_conns, mut max_conns_per_ip) = (1024, 64);
@@ -108,13 +117,13 @@ pub(super) fn parse(p: &mut lexopt::Parser, legacy: bool) -> Result<Command, Str
             "metadata-proxy-user" => process.user = Some(value(p, &flag)?),
             "metadata-proxy-group" => process.group = Some(value(p, &flag)?),
             "metadata-proxy-watch-log" | "nometadata-proxy-watch-log" => {
-                let v = p.optional_value().map(|v| v.to_string_lossy().into_owned());
+                let v = p.optional_value().map(|v| format!("={v}"));
                 process.ignored.push(format!(
-                    "{flag}{}",
-                    v.map(|v| format!("={v}")).unwrap_or_default()
+                    "ignoring {flag}{}: mdproxy does not watch its log file",
+                    v.unwrap_or_default()
                 ));
             }
-            _ => return Err(unknown(&flag)),
+            _ => return Err(p.unknown(&flag)),
         }
     }
     let scope = match (router, network) {

@@ -7,8 +7,9 @@ use std::time::Duration;
 use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::metadata::ImdsV2;
 
+use super::args::Args;
 use super::ns_proxy::addr;
-use super::{common_help, needs_tls, next_flag, seconds, unknown, value, Command, Common, Process};
+use super::{common_help, needs_tls, next_flag, seconds, switch, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -109,7 +110,7 @@ pub struct ServerTlsArgs {
     pub client_ca: Option<PathBuf>,
 }
 
-pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
+pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
@@ -126,7 +127,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
             "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
             "instances" => instances = Some(PathBuf::from(value(p, &flag)?)),
             "rescan-interval" => rescan_interval = seconds(&flag, &value(p, &flag)?, false)?,
-            "direct" => direct = true,
+            "direct" => direct = switch(p, &flag)?,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
             "dhcp-domain" => dhcp_domain = value(p, &flag)?,
             "tls-cert" | "tls-key" | "tls-client-ca" => {
@@ -138,7 +139,7 @@ pub(super) fn parse(p: &mut lexopt::Parser) -> Result<Command, String> {
                     _ => tls_client_ca = path,
                 }
             }
-            _ => return Err(unknown(&flag)),
+            _ => return Err(p.unknown(&flag)),
         }
     }
     let instances = instances.ok_or("--instances DIR is required")?;

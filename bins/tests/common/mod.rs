@@ -512,10 +512,20 @@ impl Running {
     /// Spawns the binary with `args` and `--runtime`; `log_file` (a name in the child's own
     /// temp dir) becomes `--log-file`.
     fn spawn(rt: Runtime, args: &[String], log_file: Option<&str>) -> Running {
+        Running::spawn_program(Path::new(env!("CARGO_BIN_EXE_mdproxy")), rt, args, log_file)
+    }
+
+    /// [`Running::spawn`] of `program`: the binary under another name (a symlink).
+    pub fn spawn_program(
+        program: &Path,
+        rt: Runtime,
+        args: &[String],
+        log_file: Option<&str>,
+    ) -> Running {
         let dir = TempDir::new();
         let stderr = dir.join("stderr");
         let log_file = log_file.map(|name| dir.join(name));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdproxy"));
+        let mut cmd = Command::new(program);
         cmd.args(args).arg(format!("--runtime={}", rt.name()));
         if let Some(path) = &log_file {
             cmd.arg(format!("--log-file={}", path.display()));
@@ -668,7 +678,14 @@ impl Agent {
             format!("--listen-socket={}", socket.display()),
         ];
         all.extend_from_slice(args);
-        let mut running = Running::spawn(rt, &all, Some("agent.log"));
+        let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
+        Agent::start_program(rt, program, &all, socket)
+    }
+
+    /// Starts `program args` (plus `--runtime`, `--log-file`), an agent that listens on
+    /// `socket` (where its settings say), and waits until the socket accepts.
+    pub fn start_program(rt: Runtime, program: &Path, args: &[String], socket: &Path) -> Agent {
+        let mut running = Running::spawn_program(program, rt, args, Some("agent.log"));
         let listening = eventually(|| !running.is_running() || UnixStream::connect(socket).is_ok());
         assert!(
             listening && running.is_running(),

@@ -23,12 +23,13 @@ use super::error_page::{default_message, write_error, LOOKUP_UNAVAILABLE, UPSTRE
 use super::rewrite::IDENTITY_HEADERS;
 use crate::agent::request::not_found_message;
 use crate::cache::{Instance, LookupKey};
-use crate::endpoint::{ConnectError, Ctx, Input, SockId};
+use crate::endpoint::{ConnectError, Ctx, Input, Role, SockId};
 use crate::http::{
     reason_phrase, write_request_head, write_response_head, write_simple_response, Body,
     BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method, RequestHead, Rewrite, Version,
 };
 use crate::metadata::MetaResponse;
+use crate::metrics::UpstreamError;
 
 /// Above this many unsent bytes towards one side, the other side is not read (back-pressure).
 const HIGH_WATER: usize = 64 * 1024;
@@ -195,6 +196,7 @@ impl Conn {
     pub(crate) fn refuse(&mut self, now: Instant, status: u16, message: &str, ctx: &mut Ctx) {
         log::warn!("{} refused: {message}", self.peer_text);
         write_error(status, message, None, false, true, &mut self.out);
+        ctx.metric(|m| m.request(status, None));
         self.phase = Phase::Closing {
             deadline: now + ctx.cfg.timeouts.idle,
         };
@@ -237,7 +239,11 @@ impl Conn {
                 return false;
             }
             return match &self.phase {
-                Phase::Head { .. } => self.inbuf.len() <= ctx.cfg.limits.max_head,
+                // A client that pipelines requests but does not read the answers must not make
+                // us buffer answers without end: past the mark, neither read nor answer more.
+                Phase::Head { .. } => {
+                    self.inbuf.len() <= ctx.cfg.limits.max_head && self.out.len() < HIGH_WATER
+                }
                 Phase::Exchange(x) => {
                     if x.req_body.is_done() {
                         // Pipelined requests wait in the buffer, bounded like one head.
@@ -327,24 +333,21 @@ impl Conn {
                 x.deadline = now + ctx.cfg.timeouts.response;
             }
             Input::ConnectFailed(e) => {
-                let why = match e {
-                    ConnectError::Refused => "upstream refused the connection",
-                    ConnectError::Other => "upstream unreachable",
+                let (why, kind) = match e {
+                    ConnectError::Refused => {
+                        ("upstream refused the connection", UpstreamError::Refused)
+                    }
+                    ConnectError::Other => ("upstream unreachable", UpstreamError::Unreachable),
                 };
-                self.upstream_failed(now, 503, UPSTREAM_UNAVAILABLE, why, ctx);
+                self.upstream_failed(now, kind, why, ctx);
                 return;
             }
             Input::Error => {
                 up.eof = true;
                 up.inbuf.clear();
                 if !x.resp_started && !retry(x, self.client, ctx) {
-                    self.upstream_failed(
-                        now,
-                        502,
-                        default_message(502),
-                        "upstream connection broke",
-                        ctx,
-                    );
+                    let why = "upstream connection broke";
+                    self.upstream_failed(now, UpstreamError::Reset, why, ctx);
                     return;
                 }
             }
@@ -356,7 +359,7 @@ impl Conn {
     /// alert). Like a refused connection: 503 while no response went out, else the client is
     /// cut off.
     pub(crate) fn on_upstream_tls_failure(&mut self, now: Instant, why: &str, ctx: &mut Ctx) {
-        self.upstream_failed(now, 503, UPSTREAM_UNAVAILABLE, why, ctx);
+        self.upstream_failed(now, UpstreamError::Tls, why, ctx);
     }
 
     pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx) {
@@ -372,14 +375,15 @@ impl Conn {
                 if x.local_body.is_some() {
                     self.fail_client(now, 408, None, ctx);
                 } else if x.resp_started {
-                    self.abort(ctx, "upstream stalled mid-response");
+                    let why = "upstream stalled mid-response";
+                    self.upstream_cut(UpstreamError::Timeout, why, ctx);
                 } else {
                     let why = if x.up.as_ref().is_some_and(|u| u.connected) {
                         "upstream did not answer in time"
                     } else {
                         "upstream connect timed out"
                     };
-                    self.upstream_failed(now, 504, default_message(504), why, ctx);
+                    self.upstream_failed(now, UpstreamError::Timeout, why, ctx);
                 }
             }
             Phase::Closing { deadline } | Phase::Lingering { deadline } if now >= *deadline => {
@@ -403,7 +407,8 @@ impl Conn {
     fn progress(&mut self, now: Instant, ctx: &mut Ctx) {
         loop {
             let advanced = match &mut self.phase {
-                Phase::Head { .. } => self.try_start(now, ctx),
+                // The next (pipelined) request waits until the client took most of our answers.
+                Phase::Head { .. } => self.out.len() < HIGH_WATER && self.try_start(now, ctx),
                 Phase::Exchange(_) => self.pump(now, ctx),
                 Phase::Closing { .. } => {
                     if self.out.is_empty() {
@@ -599,7 +604,7 @@ impl Conn {
             Some(xff) => format!("{},{}", String::from_utf8_lossy(xff), self.peer_text),
             None => self.peer_text.clone(),
         };
-        access_log(&who, &x, now, "");
+        finished(ctx, &who, &x, now, "");
         self.after_exchange(now, keep, ctx);
     }
 
@@ -748,7 +753,9 @@ impl Conn {
                         if up.inbuf.is_empty() && retry(x, self.client, ctx) {
                             return true;
                         }
-                        return self.bad_upstream(now, "upstream closed before answering", ctx);
+                        let why = "upstream closed before answering";
+                        self.upstream_failed(now, UpstreamError::Reset, why, ctx);
+                        return false;
                     }
                     return false;
                 }
@@ -779,13 +786,13 @@ impl Conn {
                     }
                     Err(e) => {
                         log::warn!("{} bad upstream body: {e}", self.peer_text);
-                        self.abort(ctx, "");
+                        self.upstream_cut(UpstreamError::Malformed, "", ctx);
                         return false;
                     }
                 }
             }
             if !dec.is_done() && up.eof && up.inbuf.is_empty() && dec.eof().is_err() {
-                self.abort(ctx, "upstream closed mid-response");
+                self.upstream_cut(UpstreamError::Reset, "upstream closed mid-response", ctx);
                 return false;
             }
             if dec.is_done() {
@@ -801,7 +808,7 @@ impl Conn {
         };
         let req_done = x.req_body.is_done();
         let keep = x.client_keep_alive && req_done;
-        access_log(&self.peer_text, &x, now, "");
+        finished(ctx, &self.peer_text, &x, now, "");
         let reusable = x.upstream_keep_alive && req_done;
         release(now, x, ctx, reusable);
         self.after_exchange(now, keep, ctx);
@@ -809,19 +816,28 @@ impl Conn {
     }
 
     fn bad_upstream(&mut self, now: Instant, why: &str, ctx: &mut Ctx) -> bool {
-        self.upstream_failed(now, 502, default_message(502), why, ctx);
+        self.upstream_failed(now, UpstreamError::Malformed, why, ctx);
         false
     }
 
-    /// The upstream failed: answer if nothing was sent yet, else cut the client off.
-    fn upstream_failed(&mut self, now: Instant, status: u16, msg: &str, why: &str, ctx: &mut Ctx) {
+    /// The upstream failed: answer as DESIGN.md's error table says if nothing was sent yet,
+    /// else cut the client off.
+    fn upstream_failed(&mut self, now: Instant, kind: UpstreamError, why: &str, ctx: &mut Ctx) {
         let Phase::Exchange(x) = &self.phase else {
             return;
         };
         if x.resp_started {
-            self.abort(ctx, why);
+            self.upstream_cut(kind, why, ctx);
             return;
         }
+        let (status, msg) = match kind {
+            UpstreamError::Refused | UpstreamError::Unreachable | UpstreamError::Tls => {
+                (503, UPSTREAM_UNAVAILABLE)
+            }
+            UpstreamError::Timeout => (504, default_message(504)),
+            UpstreamError::Malformed | UpstreamError::Reset => (502, default_message(502)),
+        };
+        ctx.metric(|m| m.upstream_error(kind));
         let Some(mut x) = self.take_exchange() else {
             return;
         };
@@ -833,10 +849,18 @@ impl Conn {
         self.answer(now, &mut x, status, msg, why, keep, ctx);
     }
 
+    /// The upstream failed after its answer had started going to the client, who can only be
+    /// cut off.
+    fn upstream_cut(&mut self, kind: UpstreamError, why: &str, ctx: &mut Ctx) {
+        ctx.metric(|m| m.upstream_error(kind));
+        self.abort(ctx, why);
+    }
+
     /// A client error: answer with its status and close.
     fn fail_client(&mut self, now: Instant, status: u16, err: Option<HttpError>, ctx: &mut Ctx) {
         let why = err.map_or_else(|| "timed out".to_owned(), |e| e.to_string());
         log::info!("{} bad request ({status}): {why}", self.peer_text);
+        ctx.metric(|m| m.request(status, None));
         write_error(
             status,
             default_message(status),
@@ -878,7 +902,7 @@ impl Conn {
             &mut self.out,
         );
         x.status = status;
-        access_log(&self.peer_text, x, now, why);
+        finished(ctx, &self.peer_text, x, now, why);
         self.after_exchange(now, keep, ctx);
     }
 
@@ -994,10 +1018,19 @@ fn retry(x: &mut Exchange, owner: SockId, ctx: &mut Ctx) -> bool {
     true
 }
 
-fn access_log(peer: &str, x: &Exchange, now: Instant, why: &str) {
-    let secs = now.saturating_duration_since(x.started).as_secs_f64();
+/// An exchange is answered: the access log line, and the request counted.
+fn finished(ctx: &Ctx, peer: &str, x: &Exchange, now: Instant, why: &str) {
+    let took = now.saturating_duration_since(x.started);
+    ctx.metric(|m| m.request(x.status, Some(took)));
+    let secs = took.as_secs_f64();
     let sep = if why.is_empty() { "" } else { " " };
-    log::info!(
+    // A scraper asks every few seconds: its requests would drown the others.
+    let level = match ctx.cfg.role {
+        Role::Metrics(_) => log::Level::Debug,
+        _ => log::Level::Info,
+    };
+    log::log!(
+        level,
         "{peer} \"{}\" status: {} len: {} time: {secs:.7}{sep}{why}",
         x.line,
         x.status,

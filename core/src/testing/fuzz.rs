@@ -11,6 +11,12 @@ use crate::http::{
     Method, Rewrite,
 };
 
+mod data;
+mod proxy_conn;
+
+pub use data::{imds_token, instance_file, metadata_path, neutron_json, static_map};
+pub use proxy_conn::proxy_conn;
+
 /// A fuzz target body.
 pub type Target = fn(&[u8]);
 
@@ -20,6 +26,12 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("parse_response_head", parse_response_head),
     ("chunked_body", chunked_body),
     ("split_equivalence", split_equivalence),
+    ("proxy_conn", proxy_conn),
+    ("metadata_path", metadata_path),
+    ("instance_file", instance_file),
+    ("static_map", static_map),
+    ("neutron_json", neutron_json),
+    ("imds_token", imds_token),
 ];
 
 /// Tight limits, so fuzz inputs reach every limit check.

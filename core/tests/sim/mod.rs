@@ -3,10 +3,15 @@
 #![allow(dead_code)] // each test binary uses a different part of it
 
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::endpoint::{Action, Endpoint, EndpointConfig, Input, SockId, Timeouts};
+use mdproxy_core::endpoint::{
+    Action, AgentConfig, Backend, Endpoint, EndpointConfig, Input, SockId, Target, Timeouts,
+};
 use mdproxy_core::http::Limits;
+use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
+use mdproxy_core::sign::Signer;
 
 /// A runtime stand-in: sockets are byte logs, writes always complete, time is a number.
 pub struct Sim {
@@ -26,14 +31,18 @@ pub struct Sim {
 
 impl Sim {
     pub fn with_role(role: mdproxy_core::endpoint::Role, timeouts: Timeouts) -> Sim {
-        #[allow(clippy::disallowed_methods)] // an opaque epoch; the sim moves time itself
-        let t0 = Instant::now();
-        let cfg = EndpointConfig {
+        Sim::new(EndpointConfig {
             role,
             limits: Limits::default(),
             timeouts,
             tls: Default::default(),
-        };
+            metrics: None,
+        })
+    }
+
+    pub fn new(cfg: EndpointConfig) -> Sim {
+        #[allow(clippy::disallowed_methods)] // an opaque epoch; the sim moves time itself
+        let t0 = Instant::now();
         Sim {
             ep: Endpoint::new(t0, cfg),
             t0,
@@ -132,6 +141,20 @@ pub fn count(head: &str, name: &str) -> usize {
 /// A minimal 200 response with body `hello`.
 pub const OK: &[u8] =
     b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
+
+/// An agent with the Neutron backend at 127.0.0.1:9696 (no Keystone), relaying to a metadata
+/// server at 127.0.0.1:8775.
+pub fn neutron_agent() -> AgentConfig {
+    let neutron = HttpTarget::parse_ip_url("http://127.0.0.1:9696").expect("url");
+    AgentConfig {
+        metadata: Target::Tcp("127.0.0.1:8775".parse().unwrap()),
+        signer: Signer::new(b"s3cr3t"),
+        backend: Backend::Neutron(NeutronConfig::new(Some(neutron), None)),
+        cache_capacity: NonZeroUsize::new(100).unwrap(),
+        cache_ttl: Duration::from_secs(5),
+        negative_ttl: Duration::from_secs(1),
+    }
+}
 
 /// Keeps `Duration` in the harness's imports for tests that only move time.
 pub fn secs(n: u64) -> Duration {

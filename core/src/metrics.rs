@@ -1,0 +1,537 @@
+//! Counters of one process, in Prometheus' text exposition format (version 0.0.4).
+//!
+//! One [`Metrics`] is shared (in an `Arc`) by every endpoint of a process: the agent's workers,
+//! the demo's three roles. Endpoints update it with relaxed atomic additions only: no lock and
+//! no allocation per request. A [`crate::endpoint::Role::Metrics`] endpoint answers
+//! `GET /metrics` with [`Metrics::render`]; nothing here does IO or reads a clock (latencies
+//! are differences of the `now`s the endpoint was given).
+//!
+//! Every series has a `role` label (`ns-proxy`, `agent`, `server`); a role shows up once an
+//! endpoint of it was created with these metrics ([`Metrics::enable`]). Cardinality is fixed:
+//! status codes outside [`STATUSES`] count as `code="other"`.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `mdproxy_requests_total` | counter | `role`, `code` | answers sent to clients |
+//! | `mdproxy_request_duration_seconds` | histogram | `role` | request head to complete answer |
+//! | `mdproxy_connections_total` | counter | `role` | client connections accepted |
+//! | `mdproxy_open_connections` | gauge | `role` | client connections open now |
+//! | `mdproxy_upstream_errors_total` | counter | `role`, `kind` | ns-proxy and agent |
+//! | `mdproxy_cache_lookups_total` | counter | `role`, `result` | agent, neutron backend |
+//! | `mdproxy_backend_requests_total` | counter | `role`, `backend` | agent, neutron backend |
+//! | `mdproxy_backend_failures_total` | counter | `role` | agent lookups that failed (503) |
+
+use std::fmt::{self, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use crate::http::{Method, RequestHead};
+use crate::metadata::MetaResponse;
+
+/// The status codes counted one by one; any other is `code="other"`.
+pub const STATUSES: [u16; 22] = [
+    200, 201, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 413, 414, 429, 431, 500, 501,
+    502, 503, 504,
+];
+
+/// Upper bounds of the latency buckets (`le` labels, as written) in nanoseconds.
+const BUCKETS: [(&str, u64); 14] = [
+    ("0.0005", 500_000),
+    ("0.001", 1_000_000),
+    ("0.0025", 2_500_000),
+    ("0.005", 5_000_000),
+    ("0.01", 10_000_000),
+    ("0.025", 25_000_000),
+    ("0.05", 50_000_000),
+    ("0.1", 100_000_000),
+    ("0.25", 250_000_000),
+    ("0.5", 500_000_000),
+    ("1", 1_000_000_000),
+    ("2.5", 2_500_000_000),
+    ("5", 5_000_000_000),
+    ("10", 10_000_000_000),
+];
+
+/// Which role a series is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricRole {
+    /// The namespace proxy.
+    NsProxy,
+    /// The metadata agent.
+    Agent,
+    /// The metadata server.
+    Server,
+}
+
+impl MetricRole {
+    const ALL: [MetricRole; 3] = [MetricRole::NsProxy, MetricRole::Agent, MetricRole::Server];
+
+    /// The `role` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            MetricRole::NsProxy => "ns-proxy",
+            MetricRole::Agent => "agent",
+            MetricRole::Server => "server",
+        }
+    }
+
+    /// Whether the role has an upstream (and so upstream errors).
+    fn relays(self) -> bool {
+        matches!(self, MetricRole::NsProxy | MetricRole::Agent)
+    }
+}
+
+/// How an upstream (the agent for the ns-proxy, the metadata server for the agent) failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// Nobody listens there (503).
+    Refused,
+    /// Any other connect failure (503).
+    Unreachable,
+    /// No connection, or no (complete) answer, in time (504).
+    Timeout,
+    /// The answer was not HTTP we accept (502).
+    Malformed,
+    /// The connection broke or closed before the answer was complete (502).
+    Reset,
+    /// The TLS session failed: certificate, host name, alert (503).
+    Tls,
+}
+
+impl UpstreamError {
+    const ALL: [UpstreamError; 6] = [
+        UpstreamError::Refused,
+        UpstreamError::Unreachable,
+        UpstreamError::Timeout,
+        UpstreamError::Malformed,
+        UpstreamError::Reset,
+        UpstreamError::Tls,
+    ];
+
+    /// The `kind` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            UpstreamError::Refused => "refused",
+            UpstreamError::Unreachable => "unreachable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::Malformed => "malformed",
+            UpstreamError::Reset => "reset",
+            UpstreamError::Tls => "tls",
+        }
+    }
+}
+
+/// What the agent's lookup cache answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CacheResult {
+    /// A live entry for the instance.
+    Hit,
+    /// A live "no such instance" entry.
+    Negative,
+    /// Nothing cached: a backend query started.
+    Miss,
+    /// Nothing cached, but a query for the same key was running: the request waits for it.
+    Coalesced,
+}
+
+impl CacheResult {
+    const ALL: [CacheResult; 4] = [
+        CacheResult::Hit,
+        CacheResult::Negative,
+        CacheResult::Miss,
+        CacheResult::Coalesced,
+    ];
+
+    /// The `result` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Negative => "negative",
+            CacheResult::Miss => "miss",
+            CacheResult::Coalesced => "coalesced",
+        }
+    }
+}
+
+/// The services behind the agent's lookups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendService {
+    /// Keystone: token requests.
+    Keystone,
+    /// Neutron: port (and router-network) queries.
+    Neutron,
+}
+
+impl BackendService {
+    const ALL: [BackendService; 2] = [BackendService::Keystone, BackendService::Neutron];
+
+    /// The `backend` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            BackendService::Keystone => "keystone",
+            BackendService::Neutron => "neutron",
+        }
+    }
+}
+
+/// The counters of one process: see the [module docs](self).
+#[derive(Default)]
+pub struct Metrics {
+    roles: [RoleMetrics; 3],
+}
+
+/// Never prints counters (they are what `render` is for).
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// The counters of one role.
+#[derive(Default)]
+pub struct RoleMetrics {
+    enabled: AtomicBool,
+    /// By [`STATUSES`] index; the last is "other".
+    requests: [AtomicU64; STATUSES.len() + 1],
+    /// Observations per bucket (not cumulative); the last is above every bound.
+    latency: [AtomicU64; BUCKETS.len() + 1],
+    latency_sum_ns: AtomicU64,
+    accepted: AtomicU64,
+    open: AtomicU64,
+    upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
+    cache: [AtomicU64; CacheResult::ALL.len()],
+    backend_requests: [AtomicU64; BackendService::ALL.len()],
+    backend_failures: AtomicU64,
+}
+
+impl Metrics {
+    /// All counters at zero, no role enabled.
+    pub fn new() -> Metrics {
+        Metrics::default()
+    }
+
+    /// The counters of `role`.
+    pub fn role(&self, role: MetricRole) -> &RoleMetrics {
+        &self.roles[role as usize]
+    }
+
+    /// Makes `role`'s series part of [`render`](Self::render)'s output (an endpoint of that
+    /// role runs in this process).
+    pub fn enable(&self, role: MetricRole) {
+        self.role(role).enabled.store(true, Relaxed);
+    }
+
+    /// Appends every enabled role's series to `out`, in the text exposition format 0.0.4.
+    pub fn render(&self, out: &mut String) {
+        let roles: Vec<(MetricRole, &RoleMetrics)> = MetricRole::ALL
+            .into_iter()
+            .map(|r| (r, self.role(r)))
+            .filter(|(_, m)| m.enabled.load(Relaxed))
+            .collect();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        };
+        let value = |out: &mut String, name: &str, role: MetricRole, labels: &str, v: u64| {
+            let _ = writeln!(out, "{name}{{role=\"{}\"{labels}}} {v}", role.label());
+        };
+
+        let name = "mdproxy_requests_total";
+        family(
+            out,
+            name,
+            "counter",
+            "Answers sent to clients, by status code (\"other\": a code not listed separately).",
+        );
+        for &(role, m) in &roles {
+            let codes = STATUSES.iter().map(|c| c as &dyn fmt::Display);
+            for (code, n) in codes.chain([&"other" as _]).zip(&m.requests) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    value(out, name, role, &format!(",code=\"{code}\""), n);
+                }
+            }
+        }
+
+        let name = "mdproxy_request_duration_seconds";
+        family(
+            out,
+            name,
+            "histogram",
+            "Time from a complete request head to the complete answer.",
+        );
+        for &(role, m) in &roles {
+            let mut cumulative = 0;
+            let les = BUCKETS.iter().map(|(le, _)| *le).chain(["+Inf"]);
+            for (le, n) in les.zip(&m.latency) {
+                cumulative += n.load(Relaxed);
+                let labels = format!(",le=\"{le}\"");
+                value(out, &format!("{name}_bucket"), role, &labels, cumulative);
+            }
+            let sum = m.latency_sum_ns.load(Relaxed);
+            let (secs, nanos) = (sum / 1_000_000_000, sum % 1_000_000_000);
+            let label = role.label();
+            let _ = writeln!(out, "{name}_sum{{role=\"{label}\"}} {secs}.{nanos:09}");
+            value(out, &format!("{name}_count"), role, "", cumulative);
+        }
+
+        let name = "mdproxy_connections_total";
+        family(out, name, "counter", "Client connections accepted.");
+        for &(role, m) in &roles {
+            value(out, name, role, "", m.accepted.load(Relaxed));
+        }
+
+        let name = "mdproxy_open_connections";
+        family(out, name, "gauge", "Client connections open now.");
+        for &(role, m) in &roles {
+            value(out, name, role, "", m.open.load(Relaxed));
+        }
+
+        let relays: Vec<_> = roles.iter().filter(|(r, _)| r.relays()).collect();
+        if !relays.is_empty() {
+            let name = "mdproxy_upstream_errors_total";
+            family(out, name, "counter", "Upstream failures, by kind: refused and unreachable (503), timeout (504), malformed and reset (502), tls (503); also those after the answer had started.");
+            for &&(role, m) in &relays {
+                for (kind, n) in UpstreamError::ALL.iter().zip(&m.upstream_errors) {
+                    let labels = format!(",kind=\"{}\"", kind.label());
+                    value(out, name, role, &labels, n.load(Relaxed));
+                }
+            }
+        }
+
+        let Some(&(role, m)) = roles.iter().find(|(r, _)| *r == MetricRole::Agent) else {
+            return;
+        };
+        let name = "mdproxy_cache_lookups_total";
+        family(out, name, "counter", "Instance lookups in the agent's cache (neutron backend): hit, negative (a cached \"not found\"), miss (a backend query started), coalesced (waited for a query already running).");
+        for (result, n) in CacheResult::ALL.iter().zip(&m.cache) {
+            let labels = format!(",result=\"{}\"", result.label());
+            value(out, name, role, &labels, n.load(Relaxed));
+        }
+        let name = "mdproxy_backend_requests_total";
+        family(out, name, "counter", "Requests the agent made to Keystone (tokens) and Neutron (ports, router networks; retries included).");
+        for (backend, n) in BackendService::ALL.iter().zip(&m.backend_requests) {
+            let labels = format!(",backend=\"{}\"", backend.label());
+            value(out, name, role, &labels, n.load(Relaxed));
+        }
+        let name = "mdproxy_backend_failures_total";
+        family(
+            out,
+            name,
+            "counter",
+            "Instance lookups that failed because Keystone or Neutron did (each answered 503).",
+        );
+        value(out, name, role, "", m.backend_failures.load(Relaxed));
+    }
+}
+
+impl RoleMetrics {
+    /// An answer with `status` went to a client; `took` is the time from its request head to
+    /// the end of the answer, when there was a request head (not for a 408 or a refused
+    /// connection).
+    pub fn request(&self, status: u16, took: Option<Duration>) {
+        let i = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
+        self.requests[i].fetch_add(1, Relaxed);
+        if let Some(took) = took {
+            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            let bucket = BUCKETS
+                .iter()
+                .position(|&(_, le)| ns <= le)
+                .unwrap_or(BUCKETS.len());
+            self.latency[bucket].fetch_add(1, Relaxed);
+            self.latency_sum_ns.fetch_add(ns, Relaxed);
+        }
+    }
+
+    /// A client connection was accepted.
+    pub fn connection_opened(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+        self.open.fetch_add(1, Relaxed);
+    }
+
+    /// A client connection counted by [`connection_opened`](Self::connection_opened) is gone.
+    pub fn connection_closed(&self) {
+        self.open.fetch_sub(1, Relaxed);
+    }
+
+    /// The upstream failed this way.
+    pub fn upstream_error(&self, kind: UpstreamError) {
+        self.upstream_errors[kind as usize].fetch_add(1, Relaxed);
+    }
+
+    /// The lookup cache answered this.
+    pub fn cache(&self, result: CacheResult) {
+        self.cache[result as usize].fetch_add(1, Relaxed);
+    }
+
+    /// `n` more requests went to `backend`.
+    pub fn backend_requests(&self, backend: BackendService, n: u64) {
+        self.backend_requests[backend as usize].fetch_add(n, Relaxed);
+    }
+
+    /// A lookup failed because the backend did.
+    pub fn backend_failure(&self) {
+        self.backend_failures.fetch_add(1, Relaxed);
+    }
+}
+
+/// The metrics endpoint's answer to a complete request: the exposition on `GET /metrics` (or
+/// `/`, queries ignored), 404 elsewhere, 405 for other methods.
+pub(crate) fn answer(metrics: &Metrics, head: &RequestHead) -> MetaResponse {
+    let plain = |status: u16, body: &str, headers| MetaResponse {
+        status,
+        content_type: "text/plain; charset=utf-8",
+        body: body.as_bytes().to_vec(),
+        headers,
+        store: None,
+    };
+    if !matches!(head.method, Method::Get | Method::Head) {
+        let allow = vec![("Allow", "GET, HEAD".to_owned())];
+        return plain(405, "Method not allowed: GET /metrics.\n", allow);
+    }
+    let path = head.target.split(|&b| b == b'?').next().unwrap_or_default();
+    if path != b"/metrics" && path != b"/" {
+        return plain(404, "Not found: the metrics are at /metrics.\n", Vec::new());
+    }
+    let mut body = String::with_capacity(8 * 1024);
+    metrics.render(&mut body);
+    MetaResponse {
+        status: 200,
+        content_type: "text/plain; version=0.0.4; charset=utf-8",
+        body: body.into_bytes(),
+        headers: Vec::new(),
+        store: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the series `series` (name and labels, as rendered) in `text`.
+    fn sample(text: &str, series: &str) -> Option<String> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .map(str::to_owned)
+    }
+
+    #[test]
+    fn renders_only_enabled_roles_with_help_and_type() {
+        let m = Metrics::new();
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(!out.contains("role="), "{out}");
+        m.enable(MetricRole::NsProxy);
+        let mut out = String::new();
+        m.render(&mut out);
+        assert!(out.contains("role=\"ns-proxy\"") && !out.contains("role=\"agent\""));
+        assert!(!out.contains("mdproxy_cache_lookups_total"), "{out}");
+        for family in [
+            "mdproxy_requests_total counter",
+            "mdproxy_request_duration_seconds histogram",
+            "mdproxy_connections_total counter",
+            "mdproxy_open_connections gauge",
+            "mdproxy_upstream_errors_total counter",
+        ] {
+            assert!(
+                out.contains(&format!("# TYPE {family}\n")),
+                "{family}:\n{out}"
+            );
+            let name = family.split(' ').next().unwrap();
+            assert!(out.contains(&format!("# HELP {name} ")), "{name}:\n{out}");
+        }
+        // Every line is a comment or `name{labels} value`, and every value a number.
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            let (series, v) = line.rsplit_once(' ').unwrap();
+            assert!(
+                series.starts_with("mdproxy_") && series.ends_with('}'),
+                "{line}"
+            );
+            assert!(v.parse::<f64>().is_ok(), "{line}");
+        }
+    }
+
+    #[test]
+    fn counts_requests_by_status_and_latency_by_bucket() {
+        let m = Metrics::new();
+        m.enable(MetricRole::Agent);
+        let agent = m.role(MetricRole::Agent);
+        agent.request(200, Some(Duration::from_micros(300)));
+        agent.request(200, Some(Duration::from_millis(2)));
+        agent.request(599, Some(Duration::from_secs(11)));
+        agent.request(408, None);
+        agent.connection_opened();
+        agent.connection_opened();
+        agent.connection_closed();
+        agent.upstream_error(UpstreamError::Refused);
+        agent.cache(CacheResult::Coalesced);
+        agent.backend_requests(BackendService::Neutron, 3);
+        agent.backend_failure();
+        let mut out = String::new();
+        m.render(&mut out);
+        let v = |series: &str| sample(&out, series).unwrap_or_else(|| panic!("{series}:\n{out}"));
+        assert_eq!(
+            v("mdproxy_requests_total{role=\"agent\",code=\"200\"}"),
+            "2"
+        );
+        assert_eq!(
+            v("mdproxy_requests_total{role=\"agent\",code=\"other\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("mdproxy_requests_total{role=\"agent\",code=\"408\"}"),
+            "1"
+        );
+        assert_eq!(
+            sample(&out, "mdproxy_requests_total{role=\"agent\",code=\"404\"}"),
+            None
+        );
+        let bucket = |le: &str| {
+            v(&format!(
+                "mdproxy_request_duration_seconds_bucket{{role=\"agent\",le=\"{le}\"}}"
+            ))
+        };
+        assert_eq!(
+            ["0.0005", "0.001", "0.0025", "10", "+Inf"].map(bucket),
+            ["1", "1", "2", "2", "3"]
+        );
+        assert_eq!(
+            v("mdproxy_request_duration_seconds_count{role=\"agent\"}"),
+            "3"
+        );
+        assert_eq!(
+            v("mdproxy_request_duration_seconds_sum{role=\"agent\"}"),
+            "11.002300000"
+        );
+        assert_eq!(v("mdproxy_connections_total{role=\"agent\"}"), "2");
+        assert_eq!(v("mdproxy_open_connections{role=\"agent\"}"), "1");
+        assert_eq!(
+            v("mdproxy_upstream_errors_total{role=\"agent\",kind=\"refused\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("mdproxy_upstream_errors_total{role=\"agent\",kind=\"tls\"}"),
+            "0"
+        );
+        assert_eq!(
+            v("mdproxy_cache_lookups_total{role=\"agent\",result=\"coalesced\"}"),
+            "1"
+        );
+        assert_eq!(
+            v("mdproxy_cache_lookups_total{role=\"agent\",result=\"hit\"}"),
+            "0"
+        );
+        assert_eq!(
+            v("mdproxy_backend_requests_total{role=\"agent\",backend=\"neutron\"}"),
+            "3"
+        );
+        assert_eq!(
+            v("mdproxy_backend_requests_total{role=\"agent\",backend=\"keystone\"}"),
+            "0"
+        );
+        assert_eq!(v("mdproxy_backend_failures_total{role=\"agent\"}"), "1");
+        assert_eq!(format!("{m:?}"), "Metrics { .. }");
+    }
+}
