@@ -22,7 +22,7 @@ echo "--- systemd units (dist/systemd)"
 ./scripts/check-units.sh
 echo "--- soak: ${SOAK_REQUESTS:-50000} requests through ns-proxy → agent → server (bench/soak.sh)"
 # Fails if any process's RSS grows by more than 1 MiB after the warm-up, or its descriptors at all.
-SOAK_CHECK=1 SOAK_MAX_SECONDS=300 MDPROXY_BIN=target/debug/mdproxy bench/soak.sh "${SOAK_REQUESTS:-50000}"
+SOAK_CHECK=1 SOAK_MAX_SECONDS=300 MDPROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/mdproxy" bench/soak.sh "${SOAK_REQUESTS:-50000}"
 secs=${FUZZ_SECONDS:-20}
 if [ "$secs" -gt 0 ]; then
   echo "--- fuzz smoke (${secs}s per target)"
