@@ -88,8 +88,7 @@ Timeouts (in seconds; fractions allowed):
 Process:
 ",
             $crate::runtime::runtime_help!(),
-            "\
-      --pid-file PATH            Write the process id here once listening; removed on exit
+            "      --pid-file PATH            Write the process id here once listening; removed on exit
       --user USER                Switch to this user (name or uid) after binding
       --group GROUP              Switch to this group (name or gid) after binding
                                  [default with --user: the user's primary group]
