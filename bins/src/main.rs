@@ -102,6 +102,7 @@ fn start<T>(
     }
     let identity =
         os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;
+    os::raise_fd_limit();
     let bound = bind()?;
     let exporter = metrics::Exporter::bind(p)?;
     if p.daemonize {

@@ -240,6 +240,33 @@ pub fn drop_privileges(id: &Identity) -> io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit. Each connection a role holds may also
+/// hold an upstream connection, so the usual soft limit of 1024 runs out at a few hundred
+/// concurrent clients while the hard limit (often 524288) would not. Failure only logs: the
+/// role still runs within the old limit.
+pub fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && {
+            let old = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            old == lim.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0
+        }
+    };
+    if raised {
+        log::debug!("open-file limit: {}", lim.rlim_cur);
+    } else {
+        log::warn!(
+            "cannot raise the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
