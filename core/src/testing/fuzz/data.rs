@@ -532,6 +532,14 @@ pub fn imds_token(data: &[u8]) {
     let parts = sections(rest);
     let ttl_value = parts.first().copied().unwrap_or(b"21600");
     let presented = parts.get(1).copied().unwrap_or(b"");
+    // Each field is one header value: a line break would add fields of its own (a second
+    // X-Instance-ID, say) and test the identity checks instead.
+    if [ttl_value, presented]
+        .iter()
+        .any(|f| f.contains(&b'\r') || f.contains(&b'\n'))
+    {
+        return;
+    }
     let imdsv2 = if sel & 1 == 0 {
         ImdsV2::Optional
     } else {

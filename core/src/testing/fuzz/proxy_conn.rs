@@ -206,7 +206,6 @@ impl Harness {
     fn drain(&mut self) {
         for _ in 0..100_000 {
             let Some(action) = self.ep.poll_action() else {
-                self.check_buffers();
                 return;
             };
             match action {
@@ -221,6 +220,8 @@ impl Harness {
                     );
                 }
                 Action::Wake(sock) => {
+                    // New bytes come with a wake-up: check the bound where it may be crossed.
+                    self.check_bound(sock);
                     let s = self.open(sock, "woken");
                     if !s.stalled && !s.connecting {
                         self.write(sock, usize::MAX);
@@ -264,6 +265,15 @@ impl Harness {
         if n > 0 {
             self.ep.consume_write(self.now, sock, n);
         }
+    }
+
+    fn check_bound(&self, id: SockId) {
+        let pending = self.ep.pending_write(id).len();
+        assert!(
+            pending <= self.bound,
+            "{id:?} holds {pending} unsent bytes (bound {})",
+            self.bound
+        );
     }
 
     /// Checks the open sockets (closed ones once, in [`Harness::check_closed`]).
@@ -506,6 +516,7 @@ pub fn proxy_conn(data: &[u8]) {
     let mut ops = 0;
     while !cur.is_empty() && ops < 256 {
         ops += 1;
+        h.check_buffers();
         match cur.byte() % 16 {
             0 => {
                 if h.accepted < MAX_ACCEPTS {
