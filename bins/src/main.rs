@@ -7,6 +7,7 @@
 mod agent;
 mod cli;
 mod demo;
+mod log_batch;
 mod metrics;
 mod notify;
 mod ns_proxy;
@@ -77,10 +78,14 @@ fn launch(
         return ExitCode::from(1);
     }
     let (msg, code) = match serve() {
-        Ok(()) => return ExitCode::SUCCESS,
+        Ok(()) => {
+            log::logger().flush();
+            return ExitCode::SUCCESS;
+        }
         Err(Failure::Config(msg)) => (msg, 2),
         Err(Failure::System(msg)) => (msg, 1),
     };
+    // An error is written at once, with every line before it.
     log::error!("{msg}");
     if log_file.is_some() {
         eprintln!("mdproxy: {msg}");
@@ -116,6 +121,7 @@ fn start<T>(
     };
     os::drop_privileges(&identity)
         .map_err(|e| Failure::System(format!("cannot switch user/group: {e}")))?;
+    os::batch_logs();
     notify::ready();
     Ok((bound, exporter, pid_file))
 }

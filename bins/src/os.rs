@@ -8,11 +8,15 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
 
+use crate::log_batch::{Batched, Sink, SinkWriter};
+
 /// Logs to stderr or appends to `file`, at info (or debug); `RUST_LOG` overrides the level.
+/// Lines are written as they come until [`batch_logs`].
 pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(if debug {
@@ -23,11 +27,15 @@ pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
     if let Ok(filters) = std::env::var("RUST_LOG") {
         builder.parse_filters(&filters);
     }
-    if let Some(path) = file {
-        let f = OpenOptions::new().create(true).append(true).open(path);
-        let f = f.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?;
-        builder.target(env_logger::Target::Pipe(Box::new(f)));
-    }
+    let out: Box<dyn Write + Send> = match file {
+        Some(path) => {
+            let f = OpenOptions::new().create(true).append(true).open(path);
+            Box::new(f.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?)
+        }
+        None => Box::new(io::stderr()),
+    };
+    let sink = Sink::new(out);
+    builder.target(env_logger::Target::Pipe(Box::new(SinkWriter(sink.clone()))));
     builder.format(|buf, record| {
         let (level, target) = (record.level(), record.target());
         let now = SystemTime::now()
@@ -35,7 +43,30 @@ pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
             .unwrap_or_default();
         writeln!(buf, "{} {level:<5} {target}: {}", utc(now), record.args())
     });
-    builder.try_init().map_err(|e| e.to_string())
+    let inner = builder.build();
+    let max_level = inner.filter();
+    log::set_boxed_logger(Box::new(Batched {
+        inner,
+        sink: sink.clone(),
+    }))
+    .map_err(|e| e.to_string())?;
+    log::set_max_level(max_level);
+    // Set once, right after the logger that holds the same sink.
+    let _ = LOG_SINK.set(sink);
+    Ok(())
+}
+
+/// The sink of [`init_logging`]'s logger, for [`batch_logs`].
+static LOG_SINK: OnceLock<Arc<Sink>> = OnceLock::new();
+
+/// From now on info lines are written in batches (see `log_batch`). Call once serving, after
+/// daemonizing; lines logged so far have been written already.
+pub fn batch_logs() {
+    if let Some(sink) = LOG_SINK.get() {
+        if let Err(e) = sink.start_batching() {
+            log::warn!("cannot start the log flusher, writing every line at once: {e}");
+        }
+    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` of `t` since the epoch.

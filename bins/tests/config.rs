@@ -172,7 +172,7 @@ fn one_toml_file_configures_the_agent_and_the_ns_proxy(rt: Runtime) {
         args
     });
     assert_signed_request(&proxy, &server, SECRET);
-    assert!(agent.log().contains("2 worker(s)"), "{}", agent.log());
+    agent.wait_for_log("2 worker(s)");
 }
 
 /// `neutron-metadata-agent`: a symlink to the binary in `dir`.
@@ -229,8 +229,7 @@ fn neutron_metadata_agent_reads_the_ini_files(rt: Runtime) {
     let agent = Agent::start_program(rt, &legacy_agent(&dir), &args, &socket);
     let proxy = Proxy::start(rt, &socket, &[]);
     assert_signed_request(&proxy, &server, SECRET);
-    let log = agent.log();
-    assert!(log.contains("2 worker(s)"), "{log}");
+    let log = agent.wait_for_log("2 worker(s)");
     // The unknown keys, a debug line each (debug = True), and no secret anywhere.
     assert!(log.contains("ignoring [DEFAULT] core_plugin"), "{log}");
     assert!(log.contains("ignoring [database] connection"), "{log}");
@@ -269,8 +268,7 @@ fn ini_keystone_settings_select_the_neutron_backend(rt: Runtime) {
     let proxy = Proxy::start(rt, &socket, &[]);
     assert_signed_request(&proxy, &server, SECRET);
     assert_eq!(os.keystone.count(), 1);
-    let log = agent.log();
-    assert!(log.contains("neutron backend"), "{log}");
+    let log = agent.wait_for_log("neutron backend");
     for secret in [SECRET, PASSWORD] {
         assert!(!log.contains(secret), "{secret} was logged:\n{log}");
     }

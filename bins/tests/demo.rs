@@ -61,16 +61,16 @@ fn demo_serves_the_sample_through_all_three_roles(rt: Runtime) {
     assert_eq!(request(demo.addr, bad.as_bytes()).status, 401);
 
     // Its temporary directory goes when it stops.
-    let log = demo.log();
-    // Every path it logs is in that directory: the shortest is the directory itself.
+    // The agent's socket is in that directory, as the start-up line says.
+    let log = demo.wait_for_log("agent on unix:");
     let dir = log
         .split_whitespace()
-        .filter(|w| w.contains("mdproxy-demo-"))
-        .min_by_key(|w| w.len())
-        .unwrap_or_else(|| panic!("no temporary directory in the log:\n{log}"))
+        .find_map(|w| w.strip_prefix("unix:"))
+        .and_then(|sock| Path::new(sock).parent())
+        .unwrap_or_else(|| panic!("no agent socket in the log:\n{log}"))
         .to_owned();
-    assert!(Path::new(&dir).is_dir(), "{dir}");
+    assert!(dir.is_dir(), "{}", dir.display());
     demo.signal(libc::SIGTERM);
     assert_eq!(demo.wait_exit().code(), Some(0), "{}", demo.log());
-    assert!(!Path::new(&dir).exists(), "{dir} left behind");
+    assert!(!dir.exists(), "{} left behind", dir.display());
 }

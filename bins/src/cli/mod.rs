@@ -98,7 +98,8 @@ Process:
       --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics
                                  [default: off]
 
-Logging (to stderr unless --log-file):
+Logging (to stderr unless --log-file; once serving, info lines are written in batches, at most
+0.25 s late; warnings and errors at once, and everything when the process exits):
       --log-file PATH            Append log lines to PATH (relative to --log-dir if given)
       --log-dir DIR              Directory for a relative --log-file; alone: DIR/mdproxy.log
       --verbose                  Log at info level (the default; accepted for compatibility)
