@@ -640,7 +640,7 @@ impl Endpoint {
             }
         }
         self.conns.insert(sock, conn);
-        self.after(now, sock, &[], &[]);
+        self.after(now, sock, &[]);
         self.flush_tls(now);
         sock
     }
@@ -929,18 +929,22 @@ impl Endpoint {
         let Some(conn) = self.conns.get_mut(&key) else {
             return;
         };
-        let socks = [Some(key), conn.upstream_sock()];
-        let before =
-            socks.map(|s| s.map(|s| (conn.pending_write(s).len(), conn.wants_read(s, &self.ctx))));
+        let before = [Some(key), conn.upstream_sock()].map(|s| {
+            s.map(|s| {
+                (
+                    s,
+                    (conn.pending_write(s).len(), conn.wants_read(s, &self.ctx)),
+                )
+            })
+        });
         f(conn, &mut self.ctx);
-        let flat_socks: Vec<SockId> = socks.iter().flatten().copied().collect();
-        let flat_before: Vec<(usize, bool)> = before.iter().flatten().copied().collect();
-        self.after(now, key, &flat_socks, &flat_before);
+        self.after(now, key, &before);
     }
 
     /// After a connection changed: wake sockets with new output or renewed read interest,
-    /// re-arm its timer, drop it once closed.
-    fn after(&mut self, now: Instant, key: SockId, socks: &[SockId], before: &[(usize, bool)]) {
+    /// re-arm its timer, drop it once closed. `before` holds, per socket of the connection,
+    /// its pending output length and read interest before the change.
+    fn after(&mut self, now: Instant, key: SockId, before: &[Option<(SockId, (usize, bool))>]) {
         for sock in std::mem::take(&mut self.ctx.released) {
             // It may have been taken again by a pipelined request in the same mutation.
             if self.ctx.owners.get(&sock) != Some(&Owner::Pooled) {
@@ -963,14 +967,13 @@ impl Endpoint {
             self.set_deadline(key, None);
             return;
         }
-        let mut check: Vec<(SockId, (usize, bool))> =
-            socks.iter().copied().zip(before.iter().copied()).collect();
-        for s in [Some(key), conn.upstream_sock()].into_iter().flatten() {
-            if !socks.contains(&s) {
-                check.push((s, (0, false)));
-            }
-        }
-        for (s, (len, readable)) in check {
+        let before = before.iter().flatten().copied();
+        let new_socks = [Some(key), conn.upstream_sock()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !before.clone().any(|(b, _)| b == *s))
+            .map(|s| (s, (0, false)));
+        for (s, (len, readable)) in before.clone().chain(new_socks) {
             if !self.ctx.owners.contains_key(&s) {
                 continue;
             }
@@ -981,7 +984,20 @@ impl Endpoint {
             }
         }
         let d = conn.deadline();
-        self.set_deadline(key, d);
+        self.arm_conn_timer(key, d);
+    }
+
+    /// A connection's timer need only fire no later than its deadline: `on_timeout` ignores
+    /// an early call, and the timer is armed again after it. So when the deadline moved later
+    /// (every read and write of a busy connection pushes it on), the earlier entry stays,
+    /// rather than moving in the timer map on every event.
+    fn arm_conn_timer(&mut self, key: SockId, when: Option<Instant>) {
+        if let (Some(when), Some(armed)) = (when, self.deadline_of.get(&key)) {
+            if *armed <= when {
+                return;
+            }
+        }
+        self.set_deadline(key, when);
     }
 
     /// A connection that is closing no longer counts against the limits: a client that
