@@ -30,7 +30,13 @@
 #       and mdproxy are written and discarded alike) or files in the run directory
 #   NGINX_WORKERS=1   PORT_BASE=27100 (uses PORT_BASE..PORT_BASE+49)
 #   TIMEOUT=seconds   hard limit for the whole run (default: computed from the matrix + 10 min)
-#   OUT=bench/results/<stamp>   output prefix (.md, .tsv, -mem.tsv)
+#   OUT=bench/results/<stamp>   output prefix (.md, .tsv, -mem.tsv, -cpu.tsv)
+#
+# CPU time: just before and just after each measured wrk run (not the warm-up), utime + stime
+# of every process in the process table (all its threads, and its children, as for memory:
+# nginx's worker counts for nginx) from /proc/PID/stat, in clock ticks (getconf CLK_TCK). Each
+# target names its own processes (add_target below); their sum over the run, divided by the
+# requests wrk completed, is the target's CPU time per request. A process that died gives NA.
 set -euo pipefail
 BENCH_DIR=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=lib.sh
@@ -80,7 +86,7 @@ at_exit() {  # after every process is stopped: keep the run directory only after
   if [[ $1 == 0 && -z ${KEEP_RUN:-} ]]; then rm -rf "$RUN"; else say "run directory kept: $RUN"; fi
 }
 mkdir -p "$RUN/nginx-tmp" "$RUN/instances" "$(dirname "$OUT")"
-say "run directory $RUN; results $OUT.{md,tsv}; hard limit ${TIMEOUT}s"
+say "run directory $RUN; results $OUT.md, .tsv, -mem.tsv, -cpu.tsv; hard limit ${TIMEOUT}s"
 mdproxy_bin "$RUN"
 ports_free "$PORT_BASE" 50
 
@@ -93,9 +99,27 @@ started() {  # started NAME what : wait until it listens, or die with a hint
 # ---- the process table: name, role, PID -------------------------------------------------
 P_NAME=(); P_ROLE=(); P_PID=()
 add_proc() { P_NAME+=("$1"); P_ROLE+=("$2"); P_PID+=("$3"); }
-# ---- the target table: name, URL, and the processes on its path --------------------------
-T_NAME=(); T_URL=()
-add_target() { T_NAME+=("$1"); T_URL+=("$2"); }
+# ---- the target table: name, URL, and its own processes -----------------------------------
+# add_target NAME URL PROC... : PROC are add_proc names, the processes whose CPU time is the
+# target's cost (its CPU time per request). The mapping, as given at each add_target below:
+#   floor           nginx
+#   haproxy         haproxy                 (nginx behind it is the shared backend: not counted)
+#   ns-proxy/R      ns-proxy/R              (likewise)
+#   chain/R         server/R, agent/R, ns-proxy/R (chain)              (the three mdproxy hops)
+#   chain-nginx/R   agent/R (chain-nginx), ns-proxy/R (chain-nginx)    (nginx: backend, not counted)
+#   haproxy+neutron server/R, neutron-agent (Python), haproxy (for neutron)  (R: the first runtime;
+#                   the same server as the chain's, so the two compare hop for hop)
+T_NAME=(); T_URL=(); T_OWN=()   # T_OWN: indexes into the process table, space-separated
+add_target() {
+  local name=$1 url=$2 own='' p k; shift 2
+  for p in "$@"; do
+    for k in "${!P_NAME[@]}"; do
+      if [[ ${P_NAME[k]} == "$p" ]]; then own+=" $k"; continue 2; fi
+    done
+    die "add_target $name: no process named '$p'"
+  done
+  T_NAME+=("$name"); T_URL+=("$url"); T_OWN+=("${own# }")
+}
 
 printf '%s' "$SECRET" >"$RUN/secret"
 
@@ -149,7 +173,7 @@ spawn "$RUN/nginx.out" "$NGINX" -p "$RUN" -e "$RUN/nginx-error.log" -c "$RUN/ngi
 started nginx "tcp:$NGINX_PORT"
 wait_listen "$LAST_PID" "unix:$RUN/nginx.sock" || die "nginx unix socket"
 add_proc nginx backend "$LAST_PID"
-add_target floor "http://127.0.0.1:$NGINX_PORT$URL_PATH"
+add_target floor "http://127.0.0.1:$NGINX_PORT$URL_PATH" nginx
 
 haproxy_up() {  # haproxy_up NAME PORT SOCKET
   render "$BENCH_DIR/templates/haproxy-neutron.cfg" "$RUN/$1.cfg" LOG=stdout ROUTER_ID="$ROUTER_ID" \
@@ -185,28 +209,30 @@ EOF
 if has haproxy; then
   haproxy_up haproxy $((PORT_BASE + 1)) "$RUN/nginx.sock"
   add_proc haproxy proxy "$LAST_PID"
-  add_target haproxy "http://127.0.0.1:$((PORT_BASE + 1))$URL_PATH"
+  add_target haproxy "http://127.0.0.1:$((PORT_BASE + 1))$URL_PATH" haproxy
 fi
 i=0
 for r in $RUNTIMES; do
   if has ns-proxy; then
     nsproxy_up "ns-proxy-$r" "$r" $((PORT_BASE + 2 + i)) "$RUN/nginx.sock"
     add_proc "ns-proxy/$r" proxy "$LAST_PID"
-    add_target "ns-proxy/$r" "http://127.0.0.1:$((PORT_BASE + 2 + i))$URL_PATH"
+    add_target "ns-proxy/$r" "http://127.0.0.1:$((PORT_BASE + 2 + i))$URL_PATH" "ns-proxy/$r"
   fi
   if has chain; then
     agent_up "agent-$r" "$r" "$RUN/agent-$r.sock" "${SERVER_PORT[$r]}"
     add_proc "agent/$r" agent "$LAST_PID"
     nsproxy_up "chain-ns-proxy-$r" "$r" $((PORT_BASE + 20 + i)) "$RUN/agent-$r.sock"
     add_proc "ns-proxy/$r (chain)" proxy "$LAST_PID"
-    add_target "chain/$r" "http://127.0.0.1:$((PORT_BASE + 20 + i))$URL_PATH"
+    add_target "chain/$r" "http://127.0.0.1:$((PORT_BASE + 20 + i))$URL_PATH" \
+      "server/$r" "agent/$r" "ns-proxy/$r (chain)"
   fi
   if has chain-nginx; then
     agent_up "agent-nginx-$r" "$r" "$RUN/agent-nginx-$r.sock" "$NGINX_PORT"
     add_proc "agent/$r (chain-nginx)" agent "$LAST_PID"
     nsproxy_up "chain-nginx-ns-proxy-$r" "$r" $((PORT_BASE + 30 + i)) "$RUN/agent-nginx-$r.sock"
     add_proc "ns-proxy/$r (chain-nginx)" proxy "$LAST_PID"
-    add_target "chain-nginx/$r" "http://127.0.0.1:$((PORT_BASE + 30 + i))$URL_PATH"
+    add_target "chain-nginx/$r" "http://127.0.0.1:$((PORT_BASE + 30 + i))$URL_PATH" \
+      "agent/$r (chain-nginx)" "ns-proxy/$r (chain-nginx)"
   fi
   i=$((i + 1))
 done
@@ -220,7 +246,8 @@ if has neutron; then
   add_proc "neutron-agent (Python)" agent "$LAST_PID"
   haproxy_up haproxy-neutron $((PORT_BASE + 40)) "$RUN/neutron.sock"
   add_proc "haproxy (for neutron)" proxy "$LAST_PID"
-  add_target "haproxy+neutron" "http://127.0.0.1:$((PORT_BASE + 40))$URL_PATH"
+  add_target "haproxy+neutron" "http://127.0.0.1:$((PORT_BASE + 40))$URL_PATH" \
+    "server/$first_rt" "neutron-agent (Python)" "haproxy (for neutron)"
 fi
 
 # ---- checks --------------------------------------------------------------------------------
@@ -267,18 +294,50 @@ mem_all >"$RUN/mem-idle"
 
 # ---- load ----------------------------------------------------------------------------------
 TSV=$RUN/runs.tsv   # copied to $OUT.tsv once the run is complete
-printf 'rep\tconns\tmode\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\trequests\tnon2xx\tsockerr\tload1\n' >"$TSV"
+printf 'rep\tconns\tmode\ttarget\trps\tp50_us\tp90_us\tp99_us\tmax_us\trequests\tnon2xx\tsockerr\tload1\tcpu_us\tcpu_us_per_req\n' >"$TSV"
+CPU_TSV=$RUN/cpu.tsv   # every process's CPU time in every run; copied to $OUT-cpu.tsv
+printf 'rep\tconns\tmode\ttarget\tprocess\trole\tpid\town\tcpu_ticks\tcpu_us\n' >"$CPU_TSV"
 : >"$RUN/mem-max"
+CLK_TCK=$(getconf CLK_TCK)
+# cpu_all FILE: "PID TICKS" (utime + stime, threads and children included; NA if gone) per process
+cpu_all() { python3 "$BENCH_DIR/tools.py" cpu "${P_PID[@]}" >"$1" 2>/dev/null || :; }
 load_start=$(loadavg)
-run_one() {  # run_one URL CONNS MODE -> WRK-REPORT fields
+run_one() {  # run_one URL CONNS MODE -> WRK-REPORT fields; CPU ticks before/after in $RUN/cpu0, cpu1
   local t=$WRK_THREADS hdr=()
   ((t > $2)) && t=$2
   [[ $3 == close ]] && hdr=(-H 'Connection: close')
   if ((WARMUP > 0)); then
     timeout $((WARMUP + 20)) "$WRK" -t"$t" -c"$2" -d"${WARMUP}s" "${hdr[@]}" "$1" >/dev/null 2>&1 || true
   fi
+  cpu_all "$RUN/cpu0"
   timeout $((DURATION + 30)) "$WRK" -t"$t" -c"$2" -d"${DURATION}s" -s "$BENCH_DIR/wrk-report.lua" \
     "${hdr[@]}" "$1" 2>&1 | tee -a "$RUN/wrk.log" | awk '/^WRK-REPORT/' || true
+  cpu_all "$RUN/cpu1"
+}
+# cpu_run REP CONNS MODE TARGET_INDEX REQUESTS: appends every process's CPU time in the last run
+# (from $RUN/cpu0 and cpu1) to $CPU_TSV; prints "CPU_US US_PER_REQ" of the target's own
+# processes (NA if one of them is gone or wrk completed no request).
+cpu_run() {
+  local -A t0=() t1=()
+  local p v k d us own=" ${T_OWN[$4]} " is sum=0 na=0
+  while read -r p v; do t0[$p]=$v; done <"$RUN/cpu0"
+  while read -r p v; do t1[$p]=$v; done <"$RUN/cpu1"
+  for k in "${!P_PID[@]}"; do
+    p=${P_PID[k]}
+    d=NA us=NA
+    if [[ ${t0[$p]:-NA} != NA && ${t1[$p]:-NA} != NA ]] && ((t1[$p] >= t0[$p])); then
+      d=$((t1[$p] - t0[$p])) us=$(((t1[$p] - t0[$p]) * 1000000 / CLK_TCK))
+    fi
+    is=0
+    if [[ $own == *" $k "* ]]; then
+      is=1
+      if [[ $us == NA ]]; then na=1; else sum=$((sum + us)); fi
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${T_NAME[$4]}" "${P_NAME[k]}" \
+      "${P_ROLE[k]}" "$p" "$is" "$d" "$us" >>"$CPU_TSV"
+  done
+  if ((na)) || [[ -z ${T_OWN[$4]} ]]; then echo "NA NA"; return; fi
+  if [[ $5 =~ ^[0-9]+$ ]] && (($5 > 0)); then echo "$sum $(awk -v t="$sum" -v n="$5" 'BEGIN{printf "%.2f", t / n}')"; else echo "$sum NA"; fi
 }
 field() { sed -n "s/.*\b$1=\([^ ]*\).*/\1/p" <<<"$2"; }
 nt=${#T_NAME[@]}
@@ -291,11 +350,13 @@ for ((rep = 1; rep <= REPEATS; rep++)); do
         l1=$(cut -d' ' -f1 /proc/loadavg)
         line=$(run_one "${T_URL[k]}" "$c" "$m")
         [[ -n $line ]] || line="rps=0 p50=0 p90=0 p99=0 max=0 requests=0 non2xx=0 sockerr=-1"
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$c" "$m" "${T_NAME[k]}" \
+        read -r cpu_us cpu_req < <(cpu_run "$rep" "$c" "$m" "$k" "$(field requests "$line")") ||
+          { cpu_us=NA; cpu_req=NA; }
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$c" "$m" "${T_NAME[k]}" \
           "$(field rps "$line")" "$(field p50 "$line")" "$(field p90 "$line")" "$(field p99 "$line")" \
           "$(field max "$line")" "$(field requests "$line")" "$(field non2xx "$line")" \
-          "$(field sockerr "$line")" "$l1" >>"$TSV"
-        say "rep $rep/$REPEATS c=$c $m ${T_NAME[k]}: $(field rps "$line") req/s p50 $(field p50 "$line") us p99 $(field p99 "$line") us (load $l1)"
+          "$(field sockerr "$line")" "$l1" "$cpu_us" "$cpu_req" >>"$TSV"
+        say "rep $rep/$REPEATS c=$c $m ${T_NAME[k]}: $(field rps "$line") req/s p50 $(field p50 "$line") us p99 $(field p99 "$line") us, CPU $cpu_req us/req (load $l1)"
         mem_all >>"$RUN/mem-max"
       done
     done
@@ -325,8 +386,9 @@ mem_all >"$RUN/mem-end"
   echo "- body: every target answers GET $URL_PATH with the same $(wc -c <"$RUN/expected-body") bytes ($body_desc)"
 } >"$RUN/meta.md"
 cp "$TSV" "$OUT.tsv"
+cp "$CPU_TSV" "$OUT-cpu.tsv"
 python3 "$BENCH_DIR/summarize.py" --runs "$OUT.tsv" --mem "$OUT-mem.tsv" --meta "$RUN/meta.md" \
   --checks "$RUN/checks.md" --notls-size "$notls_size" --binary-size "$(stat -c %s "$MDPROXY")" \
   --out "$OUT.md"
-say "wrote $OUT.md, $OUT.tsv and $OUT-mem.tsv"
+say "wrote $OUT.md, $OUT.tsv, $OUT-mem.tsv and $OUT-cpu.tsv"
 cat "$OUT.md"

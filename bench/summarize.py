@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns bench/run.sh's raw runs (TSV) and memory samples into the markdown report: the
 DESIGN.md targets with the measured value beside each, requests/s and latency per target side
-by side, the ratios (ours / haproxy, ours / floor), every run, and memory.
+by side, the ratios (ours / haproxy, ours / floor), CPU time per request, every run, and memory.
 
   summarize.py --runs R.tsv --mem R-mem.tsv --meta meta.md --checks checks.md \
                --binary-size BYTES --notls-size BYTES|NA --out R.md
@@ -10,6 +10,7 @@ Medians over the repeats; the spread is shown as min..max so noise is visible.
 """
 import argparse
 import csv
+import os
 import statistics
 from collections import defaultdict
 
@@ -40,7 +41,7 @@ def load_runs(path):
 
 
 def med(rows, field):
-    vals = [float(r[field]) for r in rows if r[field] not in ("", "NA")]
+    vals = [float(r[field]) for r in rows if r.get(field) not in (None, "", "NA")]
     return statistics.median(vals) if vals else None
 
 
@@ -56,6 +57,10 @@ def fmt_us(v):
 
 def ratio(a, b):
     return None if a is None or not b else a / b
+
+
+def fmt_cpu(v):
+    return "–" if v is None else "%.1f" % v
 
 
 def fmt_x(v):
@@ -111,6 +116,15 @@ def main():
             w("| ns-proxy hop p99 (%s) | ≤ haproxy's | %s vs %s | %s |"
               % (rt, fmt_us(ns99), fmt_us(hap99), verdict(ns99 is not None and hap99 is not None
                                                           and ns99 <= hap99)))
+        ns_cpu = get("ns-proxy/" + rt, 16, "ka", "cpu_us_per_req")
+        hap_cpu = get("haproxy", 16, "ka", "cpu_us_per_req")
+        r = ratio(hap_cpu, ns_cpu)
+        if r is not None:
+            w("| ns-proxy CPU per request vs haproxy (%s) | informational, not pass/fail: the "
+              "machine-independent side of the %.0f× req/s target (on this %s-core machine wrk and "
+              "nginx share the cores with the proxy) | %s µs vs haproxy's %s µs: haproxy spends "
+              "**%s** as much CPU per request | informational |"
+              % (rt, HOP_RATIO, os.cpu_count(), fmt_cpu(ns_cpu), fmt_cpu(hap_cpu), fmt_x(r)))
         for m in mem:
             if m["name"] == "ns-proxy/" + rt:
                 rss = int(m["idle_rss_kb"]) / MIB
@@ -171,6 +185,31 @@ def main():
                 fmt_x(ratio(get(a, c, m), get(b, c, m))) for _, a, b in cols) + " |")
         w("")
 
+    # ---------------- CPU time per request
+    cpu_cols = []
+    for rt in runtimes:
+        cpu_cols += [("haproxy ÷ ns-proxy/%s" % rt, "haproxy", "ns-proxy/" + rt),
+                     ("haproxy+neutron ÷ chain/%s" % rt, "haproxy+neutron", "chain/" + rt)]
+    cpu_cols = [col for col in cpu_cols if col[1] in targets and col[2] in targets]
+    w("## CPU time per request (µs, median of %d)" % repeats)
+    w("")
+    w("CPU time (user + system, all threads and children, from /proc/PID/stat) that the target's "
+      "own processes used during the measured wrk run, ÷ the requests wrk completed in it. Own "
+      "processes: floor = nginx; haproxy = haproxy; ns-proxy = the ns-proxy; chain = ns-proxy + "
+      "agent + server; chain-nginx = ns-proxy + agent; haproxy+neutron = haproxy + Neutron's agent "
+      "+ the same mdproxy server (the backend nginx is not counted for the proxies). The ratio "
+      "columns are how many times more CPU per request the left side spends. Every process in "
+      "every run: `-cpu.tsv`.")
+    w("")
+    w("| conns | mode | " + " | ".join(targets + [col[0] for col in cpu_cols]) + " |")
+    w("|---:|---|" + "---:|" * (len(targets) + len(cpu_cols)))
+    for c, m in cell_order:
+        w("| %d | %s | " % (c, m) + " | ".join(
+            [fmt_cpu(get(t, c, m, "cpu_us_per_req")) for t in targets]
+            + [fmt_x(ratio(get(a, c, m, "cpu_us_per_req"), get(b, c, m, "cpu_us_per_req")))
+               for _, a, b in cpu_cols]) + " |")
+    w("")
+
     # ---------------- latency
     w("## Latency: p50 / p99 (medians)")
     w("")
@@ -184,19 +223,20 @@ def main():
     # ---------------- every run
     w("## Every run")
     w("")
-    w("| target | conns | mode | req/s runs | p50 runs (µs) | p99 runs (µs) | non-2xx | socket errors | load (1 min) |")
-    w("|---|---:|---|---|---|---|---:|---:|---|")
+    w("| target | conns | mode | req/s runs | p50 runs (µs) | p99 runs (µs) | CPU µs/request runs | non-2xx | socket errors | load (1 min) |")
+    w("|---|---:|---|---|---|---|---|---:|---:|---|")
     for t in targets:
         for c, m in cell_order:
             rows = sorted(cells.get((t, c, m), []), key=lambda r: int(r["rep"]))
             if not rows:
                 continue
             loads = [float(r["load1"]) for r in rows]
-            w("| %s | %d | %s | %s | %s | %s | %d | %d | %.2f..%.2f |" % (
+            w("| %s | %d | %s | %s | %s | %s | %s | %d | %d | %.2f..%.2f |" % (
                 t, c, m,
                 ", ".join("%.0f" % float(r["rps"]) for r in rows),
                 ", ".join(r["p50_us"] for r in rows),
                 ", ".join(r["p99_us"] for r in rows),
+                ", ".join(r.get("cpu_us_per_req") or "NA" for r in rows),
                 sum(int(r["non2xx"] or 0) for r in rows),
                 sum(max(int(r["sockerr"] or 0), 0) for r in rows),
                 min(loads), max(loads)))

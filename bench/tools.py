@@ -6,6 +6,9 @@
   tools.py mem PID...                         per PID, summed over its process tree (KiB):
                                               "pid VmRSS VmHWM Pss Private threads RssAnon RssFile"
                                               (Private = Private_Clean + Private_Dirty: USS)
+  tools.py cpu PID...                         per PID, summed over its process tree: "pid ticks",
+                                              utime + stime from /proc/PID/stat (all threads) in
+                                              clock ticks (getconf CLK_TCK); "pid NA" if PID is gone
   tools.py sign SECRET ID                     lowercase hex HMAC-SHA256(SECRET, ID)
   tools.py get URL [HEADER: VALUE]...         one GET (URL http://127.0.0.1:P/... or
                                               unix:/path:/...); prints the status, then the body
@@ -95,6 +98,26 @@ def mem(*pids):
             pss += sm.get("Pss", 0)
             uss += sm.get("Private_Clean", 0) + sm.get("Private_Dirty", 0)
         print(p, rss, hwm, pss, uss, thr, anon, fil)
+
+
+def _ticks(pid):
+    """utime + stime of one process (all its threads) in clock ticks; None if it is gone."""
+    try:
+        stat = open("/proc/%d/stat" % pid).read()
+    except OSError:
+        return None
+    f = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state is field 3, utime 14, stime 15
+    if f[0] in ("Z", "X"):
+        return None
+    return int(f[11]) + int(f[12])
+
+
+def cpu(*pids):
+    for p in pids:
+        total = _ticks(int(p))
+        if total is not None:
+            total += sum(_ticks(q) or 0 for q in _tree(int(p))[1:])
+        print(p, "NA" if total is None else total)
 
 
 def sign(secret, ident):
@@ -220,7 +243,7 @@ def fill(path, router, first, count, conns):
           % (ok, sum(statuses.values()) - ok, statuses, time.monotonic() - t))
 
 
-COMMANDS = {"render": render, "connects": connects, "mem": mem, "sign": sign, "get": get,
+COMMANDS = {"render": render, "connects": connects, "mem": mem, "cpu": cpu, "sign": sign, "get": get,
             "poke": poke, "fill": fill}
 
 if __name__ == "__main__":
