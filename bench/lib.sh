@@ -16,6 +16,7 @@ die() { say "ERROR: $*"; exit 1; }
 # Descendants of PID (deepest last), from /proc/PID/task/*/children.
 descendants() {
   local c
+  # shellcheck disable=SC2013  # the file is one line of PIDs separated by spaces
   for c in $(cat /proc/"$1"/task/*/children 2>/dev/null); do  # PIDs: split on whitespace
     echo "$c"
     descendants "$c"

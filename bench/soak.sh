@@ -51,7 +51,7 @@ dir=$(mktemp -d /tmp/mdproxy-soak.XXXXXX)
 pids=()
 sampler=
 cleanup() {
-  [ -n "$sampler" ] && kill "$sampler" 2>/dev/null || true
+  if [ -n "$sampler" ]; then kill "$sampler" 2>/dev/null || true; fi
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   rm -rf "$dir"
