@@ -246,8 +246,8 @@ pub(crate) struct Ctx {
     next_id: u64,
     actions: VecDeque<Action>,
     owners: BTreeMap<SockId, Owner>,
-    /// Idle upstream connections, most recently used last, with when they became idle.
-    pool: Vec<(SockId, Instant)>,
+    /// Idle upstream connections, most recently used last; each has an idle timer (`POOL_IDLE`).
+    pool: Vec<SockId>,
     rate: Option<RateLimiter>,
     /// The agent's cache; waiters are client connection ids.
     cache: Option<LookupCache<SockId>>,
@@ -429,7 +429,7 @@ impl Ctx {
 
     /// An upstream connection for the client `owner`: a pooled one (`true`) or a new one.
     pub(crate) fn acquire_upstream(&mut self, owner: SockId) -> (SockId, bool) {
-        if let Some((sock, _)) = self.pool.pop() {
+        if let Some(sock) = self.pool.pop() {
             self.owners.insert(sock, Owner::Upstream(owner));
             return (sock, true);
         }
@@ -449,10 +449,10 @@ impl Ctx {
     }
 
     /// The exchange on `sock` is over: keep it for the next one if it is `clean`.
-    pub(crate) fn release_upstream(&mut self, now: Instant, sock: SockId, clean: bool) {
+    pub(crate) fn release_upstream(&mut self, sock: SockId, clean: bool) {
         if clean && !self.draining {
             self.owners.insert(sock, Owner::Pooled);
-            self.pool.push((sock, now));
+            self.pool.push(sock);
             self.released.push(sock);
         } else {
             self.close(sock);
@@ -666,7 +666,7 @@ impl Endpoint {
             }
             // An idle upstream has nothing to say: any byte, EOF or error ends it.
             Some(Owner::Pooled) => {
-                self.ctx.pool.retain(|(s, _)| *s != sock);
+                self.ctx.pool.retain(|s| *s != sock);
                 self.ctx.close(sock);
                 self.set_deadline(sock, None);
             }
@@ -735,7 +735,7 @@ impl Endpoint {
             }
             Some(Owner::Pooled) => {
                 log::debug!("idle upstream connection closed: {why}");
-                self.ctx.pool.retain(|(s, _)| *s != sock);
+                self.ctx.pool.retain(|s| *s != sock);
                 self.ctx.close(sock);
                 self.set_deadline(sock, None);
             }
@@ -911,7 +911,7 @@ impl Endpoint {
             if self.conns.contains_key(&key) {
                 self.with_conn(now, key, |c, ctx| c.on_timeout(now, ctx));
             } else if self.ctx.owners.get(&key) == Some(&Owner::Pooled) {
-                self.ctx.pool.retain(|(s, _)| *s != key);
+                self.ctx.pool.retain(|s| *s != key);
                 self.ctx.close(key);
             }
         }
@@ -952,7 +952,7 @@ impl Endpoint {
             }
             self.set_deadline(sock, Some(now + POOL_IDLE));
             if self.ctx.pool.len() > POOL_MAX {
-                let (old, _) = self.ctx.pool.remove(0);
+                let old = self.ctx.pool.remove(0);
                 self.ctx.close(old);
                 self.set_deadline(old, None);
             }
@@ -1133,7 +1133,7 @@ impl Endpoint {
     /// The runtime stops accepting and waits for [`Endpoint::is_drained`] (or its own deadline).
     pub fn begin_drain(&mut self, now: Instant) {
         self.ctx.draining = true;
-        for (sock, _) in std::mem::take(&mut self.ctx.pool) {
+        for sock in std::mem::take(&mut self.ctx.pool) {
             self.ctx.close(sock);
             self.set_deadline(sock, None);
         }

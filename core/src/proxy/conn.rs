@@ -658,7 +658,7 @@ impl Conn {
                 }
                 Err(e) => {
                     if let Some(x) = self.take_exchange() {
-                        release(now, x, ctx, false);
+                        release(x, ctx, false);
                     }
                     self.fail_client(now, e.status(), Some(e), ctx);
                     return true;
@@ -810,7 +810,7 @@ impl Conn {
         let keep = x.client_keep_alive && req_done;
         finished(ctx, &self.peer_text, &x, now, "");
         let reusable = x.upstream_keep_alive && req_done;
-        release(now, x, ctx, reusable);
+        release(x, ctx, reusable);
         self.after_exchange(now, keep, ctx);
         true
     }
@@ -949,10 +949,10 @@ impl Conn {
 }
 
 /// Hands the upstream back: to the pool when it is clean and reusable, else closed.
-fn release(now: Instant, mut x: Box<Exchange>, ctx: &mut Ctx, reusable: bool) {
+fn release(mut x: Box<Exchange>, ctx: &mut Ctx, reusable: bool) {
     if let Some(up) = x.up.take() {
         let clean = reusable && up.inbuf.is_empty() && up.out.is_empty() && !up.eof;
-        ctx.release_upstream(now, up.sock, clean);
+        ctx.release_upstream(up.sock, clean);
     }
 }
 
