@@ -402,11 +402,16 @@ fn token_put_through_an_instance_proxy_is_403() {
 fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
     let mut s = ns_sim(|ns, _| ns.max_conns_per_ip = 1);
     let first = s.accept();
-    s.send(first, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    // A byte past the request: the connection lingers after its answer instead of closing.
+    s.send(first, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nX");
     let up = s.connect_ok();
     s.send(up, OK);
     let resp = s.take(first);
     assert!(resp.ends_with("hello") && s.shut.contains(&first), "{resp}");
+    assert!(
+        !s.closed.contains(&first),
+        "lingering until the client's EOF"
+    );
     // The client reconnects before its old connection saw EOF: it is served.
     let second = s.accept();
     s.send(second, b"GET / HTTP/1.1\r\n\r\n");
@@ -414,4 +419,59 @@ fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
     // A third while the second is active is over the limit.
     let third = s.accept();
     assert!(s.take(third).starts_with("HTTP/1.1 503 "));
+}
+
+#[test]
+fn a_client_that_asked_to_close_is_closed_without_lingering() {
+    let mut s = ns_sim(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let up = s.connect_ok();
+    s.send(up, OK);
+    let resp = s.take(c);
+    assert!(
+        resp.contains("Connection: close") && resp.ends_with("hello"),
+        "{resp}"
+    );
+    assert!(s.closed.contains(&c), "closed once the answer is written");
+    assert!(
+        !s.shut.contains(&c),
+        "no shutdown-and-linger for a clean close"
+    );
+    assert!(!s.closed.contains(&up), "the upstream stays pooled");
+    assert_eq!(s.ep.connections(), 0);
+}
+
+#[test]
+fn an_http10_client_is_closed_without_lingering_once_its_answer_is_written() {
+    let mut s = ns_sim(|_, _| {});
+    let c = s.accept();
+    s.send(c, b"GET / HTTP/1.0\r\n\r\n");
+    let up = s.connect_ok();
+    // The client's socket takes nothing for now: the answer waits, and so does the close.
+    s.stalled.push(c);
+    s.send(up, OK);
+    assert!(
+        !s.closed.contains(&c),
+        "closed before the answer was written"
+    );
+    s.stalled.retain(|x| *x != c);
+    s.flush(c);
+    assert!(s.take(c).ends_with("hello"));
+    assert!(s.closed.contains(&c) && !s.shut.contains(&c));
+}
+
+#[test]
+fn an_error_answer_still_lingers() {
+    let mut s = ns_sim(|_, _| {});
+    let c = s.accept();
+    // Conflicting framing: 400, and the body it announced may still be coming.
+    s.send(
+        c,
+        b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    );
+    assert!(s.take(c).starts_with("HTTP/1.1 400 "));
+    assert!(s.shut.contains(&c) && !s.closed.contains(&c));
+    s.input(c, Input::Eof);
+    assert!(s.closed.contains(&c));
 }

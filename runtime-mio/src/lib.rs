@@ -298,11 +298,9 @@ impl Driver {
                         self.pump(now, sock);
                     }
                 }
-                Action::Close(sock) => {
-                    if let Some(mut s) = self.socks.remove(&sock) {
-                        let _ = self.registry.deregister(s.stream.source());
-                    }
-                }
+                // Closing the descriptor takes it out of epoll's interest list (descriptors
+                // are never duplicated here), so no deregister: a syscall less per connection.
+                Action::Close(sock) => drop(self.socks.remove(&sock)),
                 Action::Store(req) => (self.opts.on_store)(req),
             }
         }

@@ -12,6 +12,7 @@
 //! | Exchange  | upstream fails before head  | Head or Closing (503/502/504 queued)         |
 //! | Exchange  | upstream fails after head   | Closed                                       |
 //! | Closing   | output flushed              | Lingering (write side shut down)             |
+//! | Closing   | flushed, nothing unread     | Closed (the client asked to close)           |
 //! | Lingering | EOF, timeout                | Closed                                       |
 
 use std::net::IpAddr;
@@ -111,9 +112,11 @@ enum Phase {
         deadline: Instant,
     },
     Exchange(Box<Exchange>),
-    /// Writing a final answer; then the write side is shut down.
+    /// Writing a final answer; then the write side is shut down, or, when nothing the client
+    /// sent can be left unread (`linger` false), the connection is simply closed.
     Closing {
         deadline: Instant,
+        linger: bool,
     },
     /// Write side shut down; reading and discarding until EOF or the deadline.
     Lingering {
@@ -199,6 +202,7 @@ impl Conn {
         ctx.metric(|m| m.request(status, None));
         self.phase = Phase::Closing {
             deadline: now + ctx.cfg.timeouts.idle,
+            linger: true,
         };
         self.progress(now, ctx);
     }
@@ -213,7 +217,7 @@ impl Conn {
     pub(crate) fn deadline(&self) -> Option<Instant> {
         match &self.phase {
             Phase::Head { deadline, .. }
-            | Phase::Closing { deadline }
+            | Phase::Closing { deadline, .. }
             | Phase::Lingering { deadline } => Some(*deadline),
             Phase::Exchange(x) => Some(x.deadline),
             Phase::Closed => None,
@@ -386,7 +390,7 @@ impl Conn {
                     self.upstream_failed(now, UpstreamError::Timeout, why, ctx);
                 }
             }
-            Phase::Closing { deadline } | Phase::Lingering { deadline } if now >= *deadline => {
+            Phase::Closing { deadline, .. } | Phase::Lingering { deadline } if now >= *deadline => {
                 self.abort(ctx, "");
             }
             _ => {}
@@ -397,7 +401,7 @@ impl Conn {
     pub(crate) fn drain(&mut self, now: Instant, ctx: &mut Ctx) {
         if let Phase::Head { .. } = self.phase {
             if self.inbuf.is_empty() {
-                self.finish(now, ctx);
+                self.finish(now, true, ctx);
                 self.progress(now, ctx);
             }
         }
@@ -410,6 +414,12 @@ impl Conn {
                 // The next (pipelined) request waits until the client took most of our answers.
                 Phase::Head { .. } => self.out.len() < HIGH_WATER && self.try_start(now, ctx),
                 Phase::Exchange(_) => self.pump(now, ctx),
+                Phase::Closing { linger: false, .. } => {
+                    if self.out.is_empty() {
+                        self.abort(ctx, "");
+                    }
+                    false
+                }
                 Phase::Closing { .. } => {
                     if self.out.is_empty() {
                         ctx.shutdown(self.client);
@@ -448,7 +458,8 @@ impl Conn {
             Ok(None) => {
                 // A client that finished sending, or an idle one while we drain, is done.
                 if self.client_eof || (ctx.draining && self.inbuf.is_empty()) {
-                    self.finish(now, ctx);
+                    // After the client's EOF there is nothing left to read: no lingering.
+                    self.finish(now, !self.client_eof, ctx);
                     return true;
                 }
                 return false;
@@ -605,7 +616,8 @@ impl Conn {
             None => self.peer_text.clone(),
         };
         finished(ctx, &who, &x, now, "");
-        self.after_exchange(now, keep, ctx);
+        let asked_close = !x.client_keep_alive && x.req_body.is_done();
+        self.after_exchange(now, keep, asked_close, ctx);
     }
 
     /// Answers the current exchange locally with an error, before anything went upstream.
@@ -810,8 +822,9 @@ impl Conn {
         let keep = x.client_keep_alive && req_done;
         finished(ctx, &self.peer_text, &x, now, "");
         let reusable = x.upstream_keep_alive && req_done;
+        let asked_close = !x.client_keep_alive && req_done;
         release(x, ctx, reusable);
-        self.after_exchange(now, keep, ctx);
+        self.after_exchange(now, keep, asked_close, ctx);
         true
     }
 
@@ -869,14 +882,17 @@ impl Conn {
             true,
             &mut self.out,
         );
-        self.finish(now, ctx);
+        self.finish(now, true, ctx);
     }
 
-    /// Stops taking requests: flush what is queued, then close.
-    fn finish(&mut self, now: Instant, ctx: &Ctx) {
+    /// Stops taking requests: flush what is queued, then close; with `linger`, through a
+    /// shutdown of the write side and reading until the client's EOF, so that bytes it sent
+    /// and we did not read cannot turn our close into a reset that destroys the answer.
+    fn finish(&mut self, now: Instant, linger: bool, ctx: &Ctx) {
         self.inbuf.clear();
         self.phase = Phase::Closing {
             deadline: now + ctx.cfg.timeouts.idle,
+            linger,
         };
     }
 
@@ -903,12 +919,16 @@ impl Conn {
         );
         x.status = status;
         finished(ctx, &self.peer_text, x, now, why);
-        self.after_exchange(now, keep, ctx);
+        self.after_exchange(now, keep, false, ctx);
     }
 
-    fn after_exchange(&mut self, now: Instant, keep: bool, ctx: &Ctx) {
+    /// The exchange is over: wait for the next request, or close. `asked_close`: the client
+    /// asked to close and its request was read whole, so unless it sent more anyway (bytes
+    /// in `inbuf`), closing needs no lingering (as nginx: lingering only when more may come).
+    fn after_exchange(&mut self, now: Instant, keep: bool, asked_close: bool, ctx: &Ctx) {
         if !keep || ctx.draining {
-            self.finish(now, ctx);
+            let linger = !(asked_close && self.inbuf.is_empty());
+            self.finish(now, linger, ctx);
             return;
         }
         let pipelined = !self.inbuf.is_empty();
