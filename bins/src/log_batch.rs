@@ -1,10 +1,11 @@
 //! Batched log output. Every proxied request logs one access line; written one `write(2)`
-//! each, that was one syscall in five on the ns-proxy's hot path (and about a tenth of its
-//! throughput under load). Once a role is serving, info and debug lines collect in memory and
-//! go out together: when [`LIMIT`] bytes are waiting, or [`FLUSH_EVERY`] after the first of
-//! them, from a small thread that sleeps while nothing is waiting. Warnings and errors go out
-//! at once, with everything before them, so an operator never waits for the line that
-//! matters; so does everything still waiting when the process exits or panics.
+//! each, that was one syscall in five on the ns-proxy's hot path, and with journald or a file
+//! behind stderr, work for someone else per request. Once a role is serving, info and debug
+//! lines collect in memory and go out together: when [`LIMIT`] bytes are waiting, or
+//! [`FLUSH_EVERY`] after the first of them, from a small thread that sleeps while nothing is
+//! waiting. Warnings and errors go out at once, with everything before them, so an operator
+//! never waits for the line that matters; so does everything still waiting when the process
+//! exits or panics.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use log::{Level, Log, Metadata, Record};
 
 /// How long a line may wait for company.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+const FLUSH_EVERY: Duration = Duration::from_millis(250);
 /// Waiting bytes that are written at once, without waiting for the flusher.
 const LIMIT: usize = 32 * 1024;
 
