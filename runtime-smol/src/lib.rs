@@ -355,10 +355,18 @@ impl Driver {
                         eof = true;
                         self.ep.borrow_mut().handle(now, id, Input::Eof);
                     }
-                    Ok(n) => self
-                        .ep
-                        .borrow_mut()
-                        .handle(now, id, Input::Read(&scratch[..n])),
+                    Ok(n) => {
+                        self.ep
+                            .borrow_mut()
+                            .handle(now, id, Input::Read(&scratch[..n]));
+                        // A short read drained the socket: the next read would only say
+                        // EAGAIN, so wait for readiness instead (re-arming the one-shot
+                        // interest reports data that arrived meanwhile).
+                        if n < scratch.len() {
+                            read = true;
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         read = true;
