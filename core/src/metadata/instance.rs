@@ -232,6 +232,14 @@ fn json_error(e: &serde_json::Error) -> InstanceError {
 pub fn parse_instance(text: &str, format: Format) -> Result<InstanceData, InstanceError> {
     let mut data: InstanceData = match format {
         Format::Toml => toml::from_str(text).map_err(|e| toml_error(text, &e))?,
+        // serde would also read the fields from an array, positionally; a file is an object.
+        Format::Json
+            if !text
+                .trim_start_matches([' ', '\t', '\n', '\r'])
+                .starts_with('{') =>
+        {
+            return Err(not_a_json_object());
+        }
         Format::Json => serde_json::from_str(text).map_err(|e| json_error(&e))?,
     };
     // TOML date-times reach a JSON value as serde's private wrapper; serve them as strings.
@@ -341,17 +349,17 @@ pub fn set_password(text: &str, format: Format, password: &str) -> Result<String
                     out.push_str(text.get(span.end..).unwrap_or_default());
                     out
                 }
-                None => format!("password = {quoted}\n{text}"),
+                // A byte-order mark may only open the document: the new line goes after it.
+                None => match text.strip_prefix('\u{feff}') {
+                    Some(rest) => format!("\u{feff}password = {quoted}\n{rest}"),
+                    None => format!("password = {quoted}\n{text}"),
+                },
             }
         }
         Format::Json => {
             let mut v: Value = serde_json::from_str(text).map_err(|e| json_error(&e))?;
             let Some(obj) = v.as_object_mut() else {
-                return Err(InstanceError::Syntax {
-                    line: None,
-                    column: None,
-                    message: "an instance file must hold a JSON object".to_owned(),
-                });
+                return Err(not_a_json_object());
             };
             obj.insert("password".to_owned(), Value::String(password.to_owned()));
             let mut out = serde_json::to_string_pretty(&v).map_err(|e| json_error(&e))?;
@@ -367,6 +375,14 @@ pub fn set_password(text: &str, format: Format, password: &str) -> Result<String
         });
     }
     Ok(out)
+}
+
+fn not_a_json_object() -> InstanceError {
+    InstanceError::Syntax {
+        line: None,
+        column: None,
+        message: "an instance file must hold a JSON object".to_owned(),
+    }
 }
 
 /// A TOML basic string (`"…"`) holding `s` exactly.
@@ -488,6 +504,30 @@ mod tests {
         assert_eq!(
             out,
             "uuid = \"u\"\npassword = \"pw\"  # cleared\nproject_id = \"p\"\n"
+        );
+    }
+
+    /// Found by fuzzing: prepended before a byte-order mark, the password line pushed the
+    /// mark to line 2, where TOML does not allow it.
+    #[test]
+    fn set_password_keeps_a_byte_order_mark_first() {
+        let text = "\u{feff}uuid = \"u\"\nproject_id = \"p\"\n";
+        let out = set_password(text, Format::Toml, "pw").unwrap();
+        assert_eq!(
+            out,
+            "\u{feff}password = \"pw\"\nuuid = \"u\"\nproject_id = \"p\"\n"
+        );
+        assert_eq!(parse_instance(&out, Format::Toml).unwrap().uuid, "u");
+    }
+
+    /// Found by fuzzing: serde reads a struct from a JSON array too, so `["u", "p"]` was an
+    /// instance that `set_password` (rightly) refused to write into.
+    #[test]
+    fn a_json_array_is_not_an_instance() {
+        let err = parse_instance("\n [\"u\", \"p\"]", Format::Json).unwrap_err();
+        assert!(err.to_string().contains("JSON object"), "{err}");
+        assert!(
+            parse_instance(" \t{\"uuid\": \"u\", \"project_id\": \"p\"}", Format::Json).is_ok()
         );
     }
 
