@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# bench/lib.sh - shared by run.sh, fleet.sh and agent-cache.sh (sourced, not run).
+# bench/lib.sh - shared by run.sh, fleet.sh, agent-cache.sh, soak.sh and mdproxy-agent.sh
+# (sourced, not run).
 #
 # Process bookkeeping: every process a script starts goes through `spawn`, which records its
 # PID; `stop_all` (installed as the EXIT trap by `bench_init`) stops them by PID: SIGTERM, a
@@ -137,6 +138,23 @@ mdproxy_bin() {
   [[ -x $MDPROXY_SRC ]] || die "no binary at $MDPROXY_SRC (build it or set MDPROXY_BIN)"
   cp "$MDPROXY_SRC" "$1/mdproxy"
   MDPROXY=$1/mdproxy
+}
+
+# static_map FILE ROUTER NETWORK DEVICE PROJECT : the agent's static map of a benchmark: the
+# router's one network, and on it 127.0.0.1 (the load generator, as the instance) as a port of
+# instance DEVICE in PROJECT.
+static_map() {
+  cat >"$1" <<MAP
+[[router]]
+id = "$2"
+networks = ["$3"]
+
+[[port]]
+network = "$3"
+ip = "127.0.0.1"
+device_id = "$4"
+project_id = "$5"
+MAP
 }
 
 # render TEMPLATE OUT KEY=VALUE... : replaces @KEY@ in TEMPLATE.

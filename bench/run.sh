@@ -189,17 +189,7 @@ nsproxy_up() {  # nsproxy_up NAME RUNTIME PORT SOCKET
   started "$1" "tcp:$3"
 }
 agent_up() {  # agent_up NAME RUNTIME SOCKET METADATA_PORT
-  cat >"$RUN/static-map.toml" <<EOF
-[[router]]
-id = "$ROUTER_ID"
-networks = ["$NETWORK_ID"]
-
-[[port]]
-network = "$NETWORK_ID"
-ip = "127.0.0.1"
-device_id = "$INSTANCE_ID"
-project_id = "$PROJECT_ID"
-EOF
+  static_map "$RUN/static-map.toml" "$ROUTER_ID" "$NETWORK_ID" "$INSTANCE_ID" "$PROJECT_ID"
   spawn "$(logfile "$1")" "$MDPROXY" agent --runtime "$2" --listen-socket "$3" \
     --metadata-url "http://127.0.0.1:$4" --shared-secret-file "$RUN/secret" \
     --static-map "$RUN/static-map.toml"

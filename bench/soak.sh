@@ -28,6 +28,8 @@
 # Needs wrk (Debian package `wrk`), curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=lib.sh
+source bench/lib.sh
 
 requests=${1:-1000000}
 runtime=${SOAK_RUNTIME:-mio}
@@ -70,17 +72,7 @@ mkdir -p "$dir/instances"
 printf 's0ak-secret' >"$dir/secret"
 printf 'uuid = "%s"\nproject_id = "%s"\nname = "soak"\n' "$instance" "$project" \
   >"$dir/instances/$instance.toml"
-cat >"$dir/map.toml" <<MAP
-[[router]]
-id = "$router"
-networks = ["$network"]
-
-[[port]]
-network = "$network"
-ip = "127.0.0.1"
-device_id = "$instance"
-project_id = "$project"
-MAP
+static_map "$dir/map.toml" "$router" "$network" "$instance" "$project"
 
 server_port=$(free_port)
 proxy_port=$(free_port)
