@@ -16,6 +16,8 @@ use common::*;
 runtime_tests! {
     chain_through_ns_proxy_signs_the_instance,
     direct_request_replaces_forged_identity,
+    metadata_server_gets_only_the_allowlist,
+    chunked_post_reaches_the_server_with_our_length,
     empty_secret_from_dev_null,
     unknown_ip_gets_404_naming_the_router,
     both_or_neither_scope_header_gets_400,
@@ -173,6 +175,87 @@ fn direct_request_replaces_forged_identity(rt: Runtime) {
         "{resp:?}"
     );
     assert_identity(&server.wait_for(1)[0], "10.0.0.5", INSTANCE_A, SECRET);
+}
+
+/// The agent builds the metadata server's request from an allowlist of the client's fields
+/// (as Neutron's agent sends only its own): nothing else the instance or a proxy wrote, in any
+/// spelling, reaches Nova.
+fn metadata_server_gets_only_the_allowlist(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new(&map(&[("10.0.0.5", INSTANCE_A)]));
+    let agent = files.start(rt, &server.url(), &[]);
+    let req = format!(
+        "POST /openstack/latest/password?x=1 HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+         X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: {ROUTER}\r\n\
+         User-Agent: Cloud-Init/23.4\r\nAccept: application/json\r\nContent-Type: text/plain\r\n\
+         X-aws-ec2-metadata-token: tok\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\
+         X_Forwarded_For: 10.0.0.7\r\nX_Instance_ID: i-forged\r\nX_Metadata_Provider: p\r\n\
+         X-Metadata-Provider: p\r\nX-Metadata-Provider-Signature: s\r\n\
+         Forwarded: for=10.0.0.7\r\nX-Forwarded-Host: h\r\nX-Forwarded-Proto: https\r\n\
+         X-Real-IP: 10.0.0.7\r\nCookie: c=1\r\nAuthorization: Basic eA==\r\nX-Custom: c\r\n\
+         Accept-Encoding: gzip\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\npw"
+    );
+    let resp = request_unix(&agent.socket, req.as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = &server.wait_for(1)[0];
+    assert_identity(seen, "10.0.0.5", INSTANCE_A, SECRET);
+    assert_eq!(seen.path(), "/openstack/latest/password?x=1");
+    assert_eq!(seen.body, b"pw");
+    let mut names: Vec<String> = seen
+        .head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, _)| n.to_ascii_lowercase())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "accept",
+            "content-length",
+            "content-type",
+            "host",
+            "user-agent",
+            "x-aws-ec2-metadata-token",
+            "x-aws-ec2-metadata-token-ttl-seconds",
+            "x-forwarded-for",
+            "x-instance-id",
+            "x-instance-id-signature",
+            "x-tenant-id",
+        ],
+        "{}",
+        seen.head
+    );
+}
+
+/// A chunked password POST (its extensions and trailers included) reaches the metadata server
+/// as its payload under a Content-Length the agent computed.
+fn chunked_post_reaches_the_server_with_our_length(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new(&map(&[("10.0.0.5", INSTANCE_A)]));
+    let agent = files.start(rt, &server.url(), &[]);
+    let req = format!(
+        "POST /openstack/latest/password HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.5\r\n\
+         X-Neutron-Router-ID: {ROUTER}\r\nTransfer-Encoding: chunked\r\n\r\n\
+         3;e=1\r\nabc\r\n0\r\nX-Instance-ID: i-forged\r\nX-Forwarded-For: 10.0.0.7\r\n\r\n"
+    );
+    let resp = request_unix(&agent.socket, req.as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let seen = &server.wait_for(1)[0];
+    assert_eq!(seen.body, b"abc");
+    assert_eq!(seen.header_values("content-length"), ["3"], "{}", seen.head);
+    assert!(
+        seen.header_values("transfer-encoding").is_empty(),
+        "{}",
+        seen.head
+    );
+    assert_identity(seen, "10.0.0.5", INSTANCE_A, SECRET);
+    assert!(
+        !seen.head.contains("i-forged") && !seen.head.contains("10.0.0.7"),
+        "{}",
+        seen.head
+    );
 }
 
 fn empty_secret_from_dev_null(rt: Runtime) {

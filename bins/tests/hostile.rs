@@ -170,7 +170,8 @@ fn cases() -> Vec<Case> {
         Case { name: "absolute_form_target", bytes: s("GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"), want: &[200], up: Up::One, check: only_proxy_identity },
         Case { name: "authority_form_target", bytes: s("GET 169.254.169.254:80 HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"), want: &[400], up: Up::Nothing, check: nothing },
         Case { name: "connect_method", bytes: s("CONNECT 10.0.0.1:22 HTTP/1.1\r\nHost: 10.0.0.1:22\r\n\r\n"), want: &[405], up: Up::Nothing, check: nothing },
-        Case { name: "options_asterisk", bytes: s("OPTIONS * HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"), want: &[200], up: Up::One, check: only_proxy_identity },
+        // No path, so no single meaning for the rules that look at paths (the core's normaliser).
+        Case { name: "options_asterisk", bytes: s("OPTIONS * HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n"), want: &[400], up: Up::Nothing, check: nothing },
         // The head never completes, so the half-close ends it without an answer (an HTTP/0.9
         // client could not read one); with more lines it is refused.
         Case { name: "http09_request", bytes: s("GET /latest/meta-data/\r\n"), want: &[], up: Up::Nothing, check: nothing },
@@ -643,7 +644,13 @@ fn path_traversal_at_the_server_finds_nothing(rt: Runtime) {
             !body.contains(marker) && !body.contains(SECRET) && !body.contains("root:"),
             "{path} leaked: {body}"
         );
-        assert_eq!(resp.status, 404, "{path}: {body}");
+        // Refused (400: an escaped `/` or NUL has no single meaning) or not in the tree (404).
+        let want = if path.contains("%2F") || path.contains("%2f") || path.contains("%00") {
+            400
+        } else {
+            404
+        };
+        assert_eq!(resp.status, want, "{path}: {body}");
     }
     let ok = request(server.addr, &signed("/openstack/latest/user_data"));
     assert_eq!(ok.status, 200);

@@ -14,6 +14,10 @@ runtime_tests! {
     keep_alive_serves_three_requests,
     pipelined_requests_answered_in_order,
     chunked_request_body_reaches_upstream,
+    trailers_never_become_a_request_upstream,
+    underscored_and_origin_headers_never_reach_upstream,
+    token_put_through_a_proxy_is_refused_in_every_spelling,
+    upstream_sees_the_normalised_target,
     large_response_streams_through,
     missing_upstream_answers_503_and_keeps_serving,
     silent_upstream_times_out_with_504,
@@ -172,6 +176,179 @@ fn chunked_request_body_reaches_upstream(rt: Runtime) {
         seen.head
     );
     assert_eq!(seen.body, b"hello world");
+    // Re-framed by us: the payload under our Content-Length, no chunk framing or extension.
+    assert_eq!(
+        seen.header_values("content-length"),
+        ["11"],
+        "{}",
+        seen.head
+    );
+    assert!(
+        seen.header_values("transfer-encoding").is_empty(),
+        "{}",
+        seen.head
+    );
+}
+
+/// CVE-2025-58068's shape: eventlet before 0.40.3 reads one line after the last chunk and
+/// takes the rest of the trailer section for the next request, whose identity the instance
+/// wrote. No trailer byte may leave the ns-proxy: the upstream sees the POST, then the next
+/// real request, and nothing in between.
+fn trailers_never_become_a_request_upstream(rt: Runtime) {
+    let dir = TempDir::new();
+    let up = Upstream::start(dir.join("up.sock"), |req| {
+        Reply::Send(ok_response(req.path().as_bytes()))
+    });
+    let proxy = Proxy::start(rt, &up.path, &[]);
+    let mut client = Client::connect(proxy.addr);
+    let smuggle = format!(
+        "POST /openstack/latest/password HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+         2;x=1\r\npw\r\n0\r\nX-Eaten: 1\r\nGET: /openstack/latest/user_data HTTP/1.1\r\n\
+         X-Forwarded-For: 10.0.0.7\r\nX-Neutron-Network-ID: {NETWORK}\r\n\r\n"
+    );
+    let resp = client.exchange(smuggle.as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let next = client.exchange(b"GET /latest/meta-data/ HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(next.body, b"/latest/meta-data/");
+    let seen = up.wait_for(2);
+    assert_eq!(up.count(), 2, "{seen:?}");
+    assert_eq!(seen[0].body, b"pw");
+    assert_eq!(
+        seen[0].header_values("content-length"),
+        ["2"],
+        "{}",
+        seen[0].head
+    );
+    assert!(
+        seen[1].head.starts_with("GET /latest/meta-data/ "),
+        "{}",
+        seen[1].head
+    );
+    for r in &seen {
+        assert_eq!(
+            r.header_values("x-forwarded-for"),
+            ["127.0.0.1"],
+            "{}",
+            r.head
+        );
+        assert!(
+            !r.head.contains("10.0.0.7") && !r.head.contains(NETWORK),
+            "{}",
+            r.head
+        );
+    }
+}
+
+/// WSGI servers fold `_` into `-` (eventlet, wsgiref: `X_Forwarded_For` is read as
+/// `X-Forwarded-For`), and Nova's `http_proxy_to_wsgi` takes the request's origin from
+/// `Forwarded`, `X-Forwarded-Host`/`-Proto`; none of them may reach the agent.
+fn underscored_and_origin_headers_never_reach_upstream(rt: Runtime) {
+    let dir = TempDir::new();
+    let up = Upstream::ok(dir.join("up.sock"), b"ok");
+    let proxy = Proxy::start(rt, &up.path, &[]);
+    let forged = format!(
+        "GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+         X_Forwarded_For: 10.0.0.7\r\nx_forwarded-for: 10.0.0.8\r\nX_Instance_ID: i-forged\r\n\
+         X_Metadata_Provider: p\r\nX_Neutron_Network_ID: {NETWORK}\r\nx_tenant_id: evil\r\n\
+         X-OVN-Network-ID: {NETWORK}\r\nForwarded: for=10.0.0.7;host=nova;proto=https\r\n\
+         X-Forwarded-Host: nova\r\nX-Forwarded-Proto: https\r\nX-Real-IP: 10.0.0.7\r\n\
+         Some_Other: x\r\nX-Custom: kept\r\n\r\n"
+    );
+    assert_eq!(request(proxy.addr, forged.as_bytes()).status, 200);
+    let seen = &up.wait_for(1)[0];
+    let head = seen.head.to_ascii_lowercase();
+    for gone in [
+        "x_",
+        "some_other",
+        "x-ovn-network-id",
+        "forwarded:",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-real-ip",
+        "10.0.0.7",
+        "10.0.0.8",
+        "i-forged",
+        "evil",
+        NETWORK,
+    ] {
+        assert!(
+            !head.contains(gone),
+            "{gone} reached upstream:\n{}",
+            seen.head
+        );
+    }
+    assert_eq!(seen.header_values("x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(seen.header_values("x-neutron-router-id"), [ROUTER]);
+    assert_eq!(seen.header_values("x-custom"), ["kept"]);
+}
+
+/// AWS refuses a token PUT that passed through a proxy inside the instance; every spelling
+/// of the token path is the token path (the core's one normaliser), so none slips past.
+fn token_put_through_a_proxy_is_refused_in_every_spelling(rt: Runtime) {
+    let dir = TempDir::new();
+    let up = Upstream::ok(dir.join("up.sock"), b"token");
+    let proxy = Proxy::start(rt, &up.path, &[]);
+    let cases: &[(&str, &str, u16)] = &[
+        ("/latest/api/token", "X-Forwarded-For", 403),
+        ("/latest/api/./token", "X-Forwarded-For", 403),
+        (
+            "http://169.254.169.254/latest/api/token",
+            "X-Forwarded-For",
+            403,
+        ),
+        ("/x/../latest/api/token", "X-Forwarded-For", 403),
+        ("//latest//api/token/", "X-Forwarded-For", 403),
+        ("/latest/api/%74oken", "X-Forwarded-For", 403),
+        ("/latest/api/%2e/token?x=1", "X-Forwarded-For", 403),
+        ("/latest/api/token", "X_Forwarded_For", 403),
+        ("/latest/api/token", "x-forwarded-for", 403),
+        ("/latest/api/token#x", "X-Forwarded-For", 400),
+        ("/latest/api%2ftoken", "X-Forwarded-For", 400),
+    ];
+    for (target, xff, want) in cases {
+        let req = format!(
+            "PUT {target} HTTP/1.1\r\nHost: 169.254.169.254\r\n{xff}: 10.0.0.9\r\n\
+             X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n"
+        );
+        let resp = request(proxy.addr, req.as_bytes());
+        assert_eq!(resp.status, *want, "PUT {target} with {xff}: {resp:?}");
+    }
+    // Without X-Forwarded-For the token PUT goes through, as the normalised target.
+    let req = "PUT /latest/api/./token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+               X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
+    assert_eq!(request(proxy.addr, req.as_bytes()).status, 200);
+    let seen = up.wait_for(1);
+    assert_eq!(
+        up.count(),
+        1,
+        "only the allowed PUT went upstream: {seen:?}"
+    );
+    assert_eq!(seen[0].path(), "/latest/api/token");
+}
+
+fn upstream_sees_the_normalised_target(rt: Runtime) {
+    let dir = TempDir::new();
+    let up = echo_path(&dir);
+    let proxy = Proxy::start(rt, &up.path, &[]);
+    for (target, want) in [
+        ("/x/../latest//meta-data/./", "/latest/meta-data/"),
+        (
+            "http://169.254.169.254/openstack/latest/meta_data.json",
+            "/openstack/latest/meta_data.json",
+        ),
+        (
+            "/openstack/latest/%6deta_data.json?a=../b",
+            "/openstack/latest/meta_data.json?a=../b",
+        ),
+    ] {
+        let req = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let resp = request(proxy.addr, req.as_bytes());
+        assert_eq!(
+            (resp.status, resp.body_text().as_str()),
+            (200, want),
+            "{target}"
+        );
+    }
 }
 
 fn large_response_streams_through(rt: Runtime) {

@@ -169,6 +169,7 @@ fn bench_http(filter: Option<&str>) {
         remove: IDENTITY_HEADERS,
         strip_hop_by_hop: true,
         add: &add,
+        ..Rewrite::default()
     };
     let mut out = Vec::with_capacity(1024);
     bench(filter, "http parse + rewrite + encode", |_| {

@@ -22,13 +22,16 @@ use crate::http::{Limits, Method, RequestHead};
 use crate::lookup::{
     mac_from_eui64, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId,
 };
+use crate::metadata::path::is_token_target;
 use crate::metadata::{
     InstanceData, MetaRequest, MetaResponse, MetadataService, ServerConfig, StoreRequest,
 };
 use crate::metrics::{BackendService, CacheResult, MetricRole, Metrics, RoleMetrics};
 use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
-use crate::proxy::rewrite::canonical_ip;
+use crate::proxy::rewrite::{
+    self, agent_fields, canonical_ip, is_forwarded_for, ns_proxy_fields, HopRules,
+};
 use crate::sign::Signer;
 use crate::tls::{Clocks, EndpointTls, EofMeaning, Session, Sessions};
 
@@ -310,9 +313,10 @@ impl Ctx {
                 return Plan::Refuse(429, "Too many requests.".to_owned());
             }
         }
+        // `head.target` is normalised (see `http::normalize_target`), as the server sees it.
         if head.method == Method::Put
-            && is_token_path(&head.target)
-            && head.headers.count("X-Forwarded-For") > 0
+            && is_token_target(&head.target)
+            && head.headers.iter().any(|(name, _)| is_forwarded_for(name))
         {
             // An IMDSv2 token request that already passed through an HTTP proxy inside the
             // instance: AWS refuses these so a token cannot leak beyond the instance.
@@ -321,14 +325,15 @@ impl Ctx {
                 "Token requests through a proxy are refused.".to_owned(),
             );
         }
-        let (name, id) = match c.scope {
-            Scope::Router(id) => ("X-Neutron-Router-ID", id),
-            Scope::Network(id) => ("X-Neutron-Network-ID", id),
-        };
-        Plan::Forward(vec![
-            ("X-Forwarded-For", ip.to_string().into_bytes()),
-            (name, id.to_string().into_bytes()),
-        ])
+        Plan::Forward(ns_proxy_fields(ip, &c.scope))
+    }
+
+    /// What this role does to the client's header fields on the way upstream.
+    pub(crate) fn hop_rules(&self) -> &'static HopRules {
+        match &self.cfg.role {
+            Role::Agent(_) => &rewrite::AGENT,
+            _ => &rewrite::NS_PROXY,
+        }
     }
 
     /// Starts resolving `key` for the client connection `waiter` (agent role).
@@ -412,19 +417,10 @@ impl Ctx {
         ip: IpAddr,
         inst: &Instance,
     ) -> Vec<(&'static str, Vec<u8>)> {
-        let Role::Agent(agent) = &self.cfg.role else {
-            return Vec::new();
-        };
-        let sig = agent.signer.sign(&inst.instance_id);
-        vec![
-            ("X-Forwarded-For", ip.to_string().into_bytes()),
-            ("X-Instance-ID", inst.instance_id.clone().into_bytes()),
-            ("X-Tenant-ID", inst.project_id.clone().into_bytes()),
-            (
-                "X-Instance-ID-Signature",
-                AsRef::<[u8]>::as_ref(&sig).to_vec(),
-            ),
-        ]
+        match &self.cfg.role {
+            Role::Agent(agent) => agent_fields(&agent.signer, ip, inst),
+            _ => Vec::new(),
+        }
     }
 
     /// An upstream connection for the client `owner`: a pooled one (`true`) or a new one.
@@ -474,17 +470,6 @@ impl Ctx {
         }
         self.actions.push_back(Action::Shutdown(sock));
     }
-}
-
-/// Whether a request target names the IMDSv2 token endpoint (`/latest/api/token`, ignoring
-/// the query, repeated and trailing slashes).
-fn is_token_path(target: &[u8]) -> bool {
-    let path = target.split(|&b| b == b'?').next().unwrap_or_default();
-    let mut parts = path.split(|&b| b == b'/').filter(|p| !p.is_empty());
-    parts.next() == Some(b"latest")
-        && parts.next() == Some(b"api")
-        && parts.next() == Some(b"token")
-        && parts.next().is_none()
 }
 
 /// Every connection of one event loop, for one role. See the crate docs for the drive loop.

@@ -51,6 +51,8 @@ const RW: Rewrite<'static> = Rewrite {
         ("X-Forwarded-For", b"10.0.0.5"),
         ("X-Neutron-Router-ID", b"4f2c"),
     ],
+    drop_underscored: true,
+    keep_only: None,
 };
 
 #[test]

@@ -1,19 +1,24 @@
 //! Writing heads back out. A proxy re-encodes the head it parsed (after a [`Rewrite`]) instead of
-//! splicing bytes, so what goes out is exactly what was validated; bodies are forwarded verbatim,
-//! which is why framing fields are never touched here.
+//! splicing bytes, so what goes out is exactly what was validated. Bodies are re-framed by the
+//! proxy (payload only, never the received chunk framing, extensions or trailers), so the
+//! framing fields written here are ours too: the received `Content-Length` and
+//! `Transfer-Encoding` are dropped and one field for the body as it will be sent is written.
 
 use super::Headers;
-use super::{RequestHead, ResponseHead};
+use super::{BodyKind, RequestHead, ResponseHead};
 
 /// How to rewrite a head on its way through: header rules as data, not code.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Rewrite<'a> {
     /// Drop every copy of these names (ASCII case-insensitive).
     pub remove: &'a [&'a str],
+    /// Drop every field whose name contains `_`.
+    pub drop_underscored: bool,
+    /// When set, keep only fields with these names (and the framing we write).
+    pub keep_only: Option<&'a [&'a str]>,
     /// Drop the hop-by-hop fields (RFC 9110 §7.6.1): `Connection`, `Keep-Alive`,
-    /// `Proxy-Connection`, `TE`, `Upgrade`, and every field named in `Connection` — except
-    /// `Content-Length` and `Transfer-Encoding`, which frame the body we forward verbatim (a
-    /// client naming them in `Connection` must not desynchronise the next hop).
+    /// `Proxy-Connection`, `TE`, `Upgrade`, and every field named in `Connection`. Framing is
+    /// ours either way (a client naming `Content-Length` in `Connection` changes nothing).
     pub strip_hop_by_hop: bool,
     /// Appended after the kept fields, in order. CR, LF and other controls in them are written
     /// as spaces, so an added value can never start a new line.
@@ -29,14 +34,29 @@ const HOP_BY_HOP: &[&str] = &[
     "upgrade",
 ];
 
-/// Fields that frame the body; never dropped by `strip_hop_by_hop`.
+/// Fields that frame the body: what is received is replaced by what we send.
 const FRAMING: &[&str] = &["content-length", "transfer-encoding"];
 
+fn is_framing(name: &str) -> bool {
+    FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name))
+}
+
 fn is_hop_by_hop(h: &Headers, name: &str) -> bool {
-    if FRAMING.iter().any(|f| f.eq_ignore_ascii_case(name)) {
-        return false;
-    }
     HOP_BY_HOP.iter().any(|f| f.eq_ignore_ascii_case(name)) || h.has_token("connection", name)
+}
+
+impl Rewrite<'_> {
+    /// Whether a received field named `name` is copied by the name rules (`remove`,
+    /// `drop_underscored`, `keep_only`); hop-by-hop and framing rules come on top.
+    pub fn keeps(&self, name: &str) -> bool {
+        if self.drop_underscored && name.contains('_') {
+            return false;
+        }
+        if let Some(keep) = self.keep_only {
+            return keep.iter().any(|k| k.eq_ignore_ascii_case(name));
+        }
+        !self.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+    }
 }
 
 /// Writes `bytes`, turning controls (CR, LF, NUL, …; HTAB too unless `tab_ok`) into SP.
@@ -64,11 +84,22 @@ fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
     out.extend_from_slice(&digits[i..]);
 }
 
-fn write_fields(h: &Headers, rw: &Rewrite<'_>, out: &mut Vec<u8>) {
+/// Copies the kept fields and writes `framing` (when the body is framed by us) where the first
+/// received framing field stood (else after the kept fields), then `rw.add`. `framing: None`
+/// copies the received framing fields as they are (a response to HEAD, a 304: they describe a
+/// body that is not sent).
+fn write_fields(h: &Headers, rw: &Rewrite<'_>, framing: Option<BodyKind>, out: &mut Vec<u8>) {
+    let mut framed = false;
     for (name, value) in h.iter() {
-        if rw.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
-            || (rw.strip_hop_by_hop && is_hop_by_hop(h, name))
-        {
+        if is_framing(name) {
+            if let Some(kind) = framing {
+                if !framed {
+                    write_framing(kind, out);
+                    framed = true;
+                }
+                continue;
+            }
+        } else if !rw.keeps(name) || (rw.strip_hop_by_hop && is_hop_by_hop(h, name)) {
             continue;
         }
         // Parsed names and values are already valid field syntax: copy them byte for byte.
@@ -77,7 +108,23 @@ fn write_fields(h: &Headers, rw: &Rewrite<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(value);
         out.extend_from_slice(b"\r\n");
     }
+    if let (Some(kind), false) = (framing, framed) {
+        write_framing(kind, out);
+    }
     write_added(rw.add, out);
+}
+
+/// The one field that frames a body we send.
+fn write_framing(kind: BodyKind, out: &mut Vec<u8>) {
+    match kind {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::Empty | BodyKind::UntilClose => {}
+    }
 }
 
 fn write_added(fields: &[(&str, &[u8])], out: &mut Vec<u8>) {
@@ -90,7 +137,9 @@ fn write_added(fields: &[(&str, &[u8])], out: &mut Vec<u8>) {
 }
 
 /// Re-encodes a request head: the request line as received (method, target, version), the kept
-/// fields in their original order and casing, then `rw.add`, then the blank line.
+/// fields in their original order and casing, the framing of `head.body` as we send it
+/// (`Content-Length: n`, `Transfer-Encoding: chunked`, or none for no body), then `rw.add`,
+/// then the blank line.
 pub fn write_request_head(head: &RequestHead, rw: &Rewrite<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(&head.method_str);
     out.push(b' ');
@@ -98,11 +147,13 @@ pub fn write_request_head(head: &RequestHead, rw: &Rewrite<'_>, out: &mut Vec<u8
     out.push(b' ');
     out.extend_from_slice(head.version.as_str().as_bytes());
     out.extend_from_slice(b"\r\n");
-    write_fields(&head.headers, rw, out);
+    write_fields(&head.headers, rw, Some(head.body), out);
     out.extend_from_slice(b"\r\n");
 }
 
-/// Re-encodes a response head: status line as received, kept fields, `rw.add`, blank line.
+/// Re-encodes a response head: status line as received, kept fields, the framing of a body we
+/// send (`Content-Length` or chunked; the received fields as they are when no body follows or
+/// it runs until close), `rw.add`, blank line.
 pub fn write_response_head(head: &ResponseHead, rw: &Rewrite<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(head.version.as_str().as_bytes());
     out.push(b' ');
@@ -110,7 +161,11 @@ pub fn write_response_head(head: &ResponseHead, rw: &Rewrite<'_>, out: &mut Vec<
     out.push(b' ');
     out.extend_from_slice(&head.reason);
     out.extend_from_slice(b"\r\n");
-    write_fields(&head.headers, rw, out);
+    let framing = match head.body {
+        BodyKind::Length(_) | BodyKind::Chunked => Some(head.body),
+        BodyKind::Empty | BodyKind::UntilClose => None,
+    };
+    write_fields(&head.headers, rw, framing, out);
     out.extend_from_slice(b"\r\n");
 }
 

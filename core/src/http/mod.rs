@@ -10,6 +10,7 @@ mod encode;
 mod error;
 mod head;
 mod headers;
+mod target;
 
 pub use body::{Body, BodyDecoder};
 pub use encode::{
@@ -18,6 +19,7 @@ pub use encode::{
 pub use error::HttpError;
 pub use head::HeadScanner;
 pub use headers::Headers;
+pub use target::{normalize_target, path_segments};
 
 use bytes::Bytes;
 

@@ -387,7 +387,13 @@ impl MetadataService {
     /// Answers one request. `now` is only used for token lifetimes.
     pub fn respond(&mut self, now: Instant, req: &MetaRequest<'_>) -> MetaResponse {
         let imds = self.cfg.imdsv2 != ImdsV2::Off;
-        let route = path::route(req.target);
+        // The connection normalised the target already (a no-op then); a caller that did not
+        // gets the same rule, and the same 400 for a target with no single meaning.
+        let normalized = match crate::http::normalize_target(req.target) {
+            Ok(n) => n,
+            Err(e) => return MetaResponse::error(400, &e.to_string()),
+        };
+        let route = path::route(&normalized);
         let simple = matches!(req.method, Method::Get | Method::Head | Method::Post);
         match &route {
             // IMDSv2 on: the token is made by PUT; off: the path is just missing (Nova: 404),

@@ -1,11 +1,13 @@
 //! Request targets → routes, the way Nova's `InstanceMetadata.lookup` resolves them
 //! (nova/api/metadata/base.py; reference §C4).
 //!
-//! The path is normalised like `posixpath.normpath`: empty and `.` segments vanish, `..` removes
-//! the segment before it and never climbs above the root (the tree is virtual, so nothing can be
-//! escaped), trailing slashes don't matter. Percent-escapes are **not** decoded: `%2e%2e` is a
-//! literal segment that matches no key. The query string is ignored. A first segment other than
-//! `ec2` or `openstack` gets `ec2` put in front of it, so `/latest/…` is `/ec2/latest/…`.
+//! Routes are read from targets the core's one normaliser ([`crate::http::normalize_target`])
+//! produced: dot segments resolved like `posixpath.normpath` (never above the root: the tree is
+//! virtual), unreserved escapes decoded, absolute form reduced to its path; trailing slashes
+//! don't matter here and the query is ignored. A first segment other than `ec2` or
+//! `openstack` gets `ec2` put in front of it, so `/latest/…` is `/ec2/latest/…`.
+
+use crate::http::path_segments;
 
 /// EC2 versions Nova serves, oldest first; `latest` is the last one.
 pub(crate) const EC2_VERSIONS: [&str; 9] = [
@@ -171,50 +173,20 @@ impl Route<'_> {
     }
 }
 
-/// The path part of a request target: the query is cut off, and an absolute-form target
-/// (`http://host/path`) loses its scheme and authority.
-pub(crate) fn path_of(target: &[u8]) -> &[u8] {
-    let end = target
-        .iter()
-        .position(|&b| b == b'?' || b == b'#')
-        .unwrap_or(target.len());
-    let path = &target[..end];
-    for scheme in [&b"http://"[..], b"https://"] {
-        if path.len() >= scheme.len() && path[..scheme.len()].eq_ignore_ascii_case(scheme) {
-            let rest = &path[scheme.len()..];
-            return match rest.iter().position(|&b| b == b'/') {
-                Some(slash) => &rest[slash..],
-                None => b"/",
-            };
-        }
-    }
-    path
+/// Whether a normalised target (see [`crate::http::normalize_target`]) names the IMDSv2 token
+/// endpoint `/latest/api/token`. The ns-proxy's token rule and the router both ask this.
+pub(crate) fn is_token_target(normalized: &[u8]) -> bool {
+    path_segments(normalized).eq([&b"latest"[..], b"api", b"token"])
 }
 
-/// `posixpath.normpath` on an absolute path, returning the segments. A leading `//` is treated
-/// as `/` (POSIX keeps it, which would make `//latest` Nova's version list: not worth copying).
-pub(crate) fn segments(path: &[u8]) -> Vec<&[u8]> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for seg in path.split(|&b| b == b'/') {
-        match seg {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            _ => out.push(seg),
-        }
+/// Resolves a normalised request target (the query is ignored).
+pub(crate) fn route(normalized: &[u8]) -> Route<'_> {
+    if is_token_target(normalized) {
+        return Route::Token;
     }
-    out
-}
-
-/// Resolves a request target.
-pub(crate) fn route(target: &[u8]) -> Route<'_> {
-    let segs = segments(path_of(target));
+    let segs: Vec<&[u8]> = path_segments(normalized).collect();
     if segs.is_empty() {
         return Route::Root;
-    }
-    if segs == [&b"latest"[..], b"api", b"token"] {
-        return Route::Token;
     }
     match segs[0] {
         b"openstack" => openstack(&segs[1..]),
@@ -257,43 +229,7 @@ fn openstack<'a>(segs: &[&'a [u8]]) -> Route<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn segs(p: &str) -> Vec<&str> {
-        segments(p.as_bytes())
-            .into_iter()
-            .map(|s| std::str::from_utf8(s).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn normpath_like_posix() {
-        let cases: &[(&str, &[&str])] = &[
-            ("/", &[]),
-            ("", &[]),
-            ("//", &[]),
-            ("/latest/meta-data/", &["latest", "meta-data"]),
-            ("/latest//meta-data", &["latest", "meta-data"]),
-            ("//latest/./meta-data//", &["latest", "meta-data"]),
-            ("/latest/meta-data/../user-data", &["latest", "user-data"]),
-            ("/../../latest", &["latest"]),
-            ("/a/../../..", &[]),
-            ("/latest/%2e%2e/x", &["latest", "%2e%2e", "x"]),
-            ("latest", &["latest"]),
-            ("/...", &["..."]),
-        ];
-        for (input, want) in cases {
-            assert_eq!(segs(input), *want, "{input}");
-        }
-    }
-
-    #[test]
-    fn path_of_strips_query_and_authority() {
-        assert_eq!(path_of(b"/latest?x=1"), b"/latest");
-        assert_eq!(path_of(b"/latest#f"), b"/latest");
-        assert_eq!(path_of(b"http://169.254.169.254/latest/x"), b"/latest/x");
-        assert_eq!(path_of(b"HTTP://169.254.169.254"), b"/");
-        assert_eq!(path_of(b"?"), b"");
-    }
+    use crate::http::normalize_target;
 
     #[test]
     fn routes() {
@@ -301,7 +237,6 @@ mod tests {
         let cases: &[(&str, Route<'static>)] = &[
             ("/", Route::Root),
             ("/?x", Route::Root),
-            ("/..", Route::Root),
             ("/ec2", Route::Ec2Versions),
             ("/ec2/", Route::Ec2Versions),
             (
@@ -366,13 +301,20 @@ mod tests {
                 Route::NotFound { ec2: false },
             ),
             ("/openstack/content/0000", Route::NotFound { ec2: false }),
+            // Escapes of unreserved characters mean the characters (RFC 3986 §6.2.2.2), as
+            // they do to Nova behind eventlet, which decodes PATH_INFO.
             (
                 "/openstack/latest/%6deta_data.json",
-                Route::NotFound { ec2: false },
+                Route::OsFile(OsVersion(8), OsFile::MetaData),
             ),
+            ("/latest/api/./token", Route::Token),
+            ("/x/../latest/api/%74oken", Route::Token),
+            ("http://169.254.169.254/latest/api/token", Route::Token),
+            ("/..", Route::Root),
         ];
         for (target, want) in cases {
-            assert_eq!(route(target.as_bytes()), *want, "{target}");
+            let normalized = normalize_target(target.as_bytes()).unwrap();
+            assert_eq!(route(&normalized), *want, "{target}");
         }
     }
 }

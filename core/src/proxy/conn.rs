@@ -21,13 +21,14 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 
 use super::error_page::{default_message, write_error, LOOKUP_UNAVAILABLE, UPSTREAM_UNAVAILABLE};
-use super::rewrite::IDENTITY_HEADERS;
+use super::rewrite::HopRules;
 use crate::agent::request::not_found_message;
 use crate::cache::{Instance, LookupKey};
 use crate::endpoint::{ConnectError, Ctx, Input, Role, SockId};
 use crate::http::{
-    reason_phrase, write_request_head, write_response_head, write_simple_response, Body,
-    BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method, RequestHead, Rewrite, Version,
+    normalize_target, reason_phrase, write_request_head, write_response_head,
+    write_simple_response, Body, BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method,
+    RequestHead, Rewrite, Version,
 };
 use crate::metadata::MetaResponse;
 use crate::metrics::UpstreamError;
@@ -66,8 +67,9 @@ struct Upstream {
 enum Resp {
     /// No final response head yet.
     AwaitingHead,
-    /// Streaming the body to the client.
-    Body(BodyDecoder),
+    /// Streaming the body to the client: its payload only, re-chunked by us when `chunked`
+    /// (never the upstream's chunk extensions or trailers).
+    Body { dec: BodyDecoder, chunked: bool },
     /// Completely forwarded.
     Done,
 }
@@ -91,10 +93,14 @@ struct Exchange {
     deadline: Instant,
     /// Fields this hop adds (identity), kept to encode the head again for a replay.
     fields: Vec<(&'static str, Vec<u8>)>,
-    /// Raw request body bytes forwarded so far, for a replay; `None` once too large.
+    /// What this hop does to the client's fields.
+    rules: &'static HopRules,
+    /// Request payload forwarded so far, for a replay; `None` once too large.
     replay_body: Option<BytesMut>,
-    /// The decoded request body, when this endpoint answers itself (server role).
-    local_body: Option<Vec<u8>>,
+    /// Where the request body's payload goes.
+    sink: Sink,
+    /// The upstream was chosen while a gathered body was still arriving: send once it is whole.
+    relay_waiting: bool,
     /// The agent's lookup key, and whether its answer came from the cache.
     key: Option<LookupKey>,
     from_cache: bool,
@@ -123,6 +129,26 @@ enum Phase {
         deadline: Instant,
     },
     Closed,
+}
+
+/// Where a request body goes. Only its payload ever moves on: a chunked body's framing,
+/// extensions and trailers stop here (eventlet before 0.40.3 reads trailer lines as a new
+/// request), and the next hop gets a `Content-Length` we computed.
+#[derive(Debug)]
+enum Sink {
+    /// To the upstream as it arrives, under the client's `Content-Length` (or no body).
+    Stream,
+    /// Into memory, then sent with a `Content-Length` once whole (a chunked body; bodies are
+    /// bounded by `Limits::max_body`).
+    Gather(Vec<u8>),
+    /// Into memory, to answer locally (server, metrics).
+    Serve(Vec<u8>),
+}
+
+impl Sink {
+    fn is_stream(&self) -> bool {
+        matches!(self, Sink::Stream)
+    }
 }
 
 /// What the role decided for a request head.
@@ -255,8 +281,8 @@ impl Conn {
                     } else {
                         match &x.up {
                             Some(u) => u.out.len() < HIGH_WATER,
-                            // Answering locally: the decoder bounds the body (413).
-                            None if x.local_body.is_some() => true,
+                            // Into memory: the decoder bounds the body (413).
+                            None if !x.sink.is_stream() => true,
                             // Resolving: a little of the body may wait in the buffer.
                             None => self.inbuf.len() <= ctx.cfg.limits.max_head,
                         }
@@ -376,7 +402,8 @@ impl Conn {
                 }
             }
             Phase::Exchange(x) if now >= x.deadline => {
-                if x.local_body.is_some() {
+                let gathering = !x.sink.is_stream() && !x.req_body.is_done();
+                if matches!(x.sink, Sink::Serve(_)) || gathering {
                     self.fail_client(now, 408, None, ctx);
                 } else if x.resp_started {
                     let why = "upstream stalled mid-response";
@@ -449,7 +476,7 @@ impl Conn {
     /// In `Head`: parse a request head and start its exchange.
     fn try_start(&mut self, now: Instant, ctx: &mut Ctx) -> bool {
         let limits = ctx.cfg.limits;
-        let head = match self.scanner.parse_request(&self.inbuf, &limits) {
+        let mut head = match self.scanner.parse_request(&self.inbuf, &limits) {
             Ok(Some((head, n))) => {
                 self.inbuf.advance(n);
                 self.scanner.reset();
@@ -475,6 +502,17 @@ impl Conn {
             String::from_utf8_lossy(&head.target),
             head.version.as_str()
         );
+        // Every rule after this point (the ns-proxy's token rule, the server's router) and every
+        // next hop sees the one normalised target; a target with no single meaning is refused.
+        if head.method != Method::Connect {
+            match normalize_target(&head.target) {
+                Ok(normalized) => head.target = normalized.into(),
+                Err(e) => {
+                    self.fail_client(now, e.status(), Some(e), ctx);
+                    return true;
+                }
+            }
+        }
         let mut plan = ctx.plan(now, self.peer, &head);
         if head.method == Method::Connect && !matches!(plan, Plan::Serve) {
             // No role tunnels: relayed, a CONNECT would come back as a 2xx whose framing no
@@ -495,8 +533,10 @@ impl Conn {
             body_len: 0,
             deadline: now + ctx.cfg.timeouts.response,
             fields: Vec::new(),
+            rules: ctx.hop_rules(),
             replay_body: Some(BytesMut::new()),
-            local_body: None,
+            sink: Sink::Stream,
+            relay_waiting: false,
             key: None,
             from_cache: false,
             retried_lookup: false,
@@ -510,18 +550,20 @@ impl Conn {
             }
             Plan::Forward(fields) => {
                 x.fields = fields;
+                gather_chunked(&mut x, now, ctx);
                 relay(now, &mut x, self.client, ctx);
                 self.phase = Phase::Exchange(x);
             }
             Plan::Lookup(key) => {
                 x.key = Some(key);
+                gather_chunked(&mut x, now, ctx);
                 self.phase = Phase::Exchange(x);
                 self.resolve(now, false, ctx);
             }
             Plan::Serve => {
                 // The client owes us its body as promptly as its head.
                 x.deadline = now + ctx.cfg.timeouts.head;
-                x.local_body = Some(Vec::new());
+                x.sink = Sink::Serve(Vec::new());
                 x.replay_body = None;
                 self.phase = Phase::Exchange(x);
             }
@@ -566,7 +608,7 @@ impl Conn {
         let Phase::Exchange(x) = &mut self.phase else {
             return;
         };
-        if x.key != Some(key) || x.up.is_some() {
+        if x.key != Some(key) || x.up.is_some() || x.relay_waiting {
             return; // a late answer for a request that has moved on
         }
         match result {
@@ -643,9 +685,10 @@ impl Conn {
         let limits = ctx.cfg.limits;
         // Request body → upstream (or into memory, to answer locally).
         while !x.req_body.is_done() {
-            let room = match &x.up {
-                Some(up) => up.out.len() < HIGH_WATER,
-                None => x.local_body.is_some(),
+            let room = match (&x.sink, &x.up) {
+                (Sink::Gather(_) | Sink::Serve(_), _) => true,
+                (Sink::Stream, Some(up)) => up.out.len() < HIGH_WATER,
+                (Sink::Stream, None) => false,
             };
             if !room {
                 break;
@@ -653,17 +696,22 @@ impl Conn {
             match x.req_body.decode(&self.inbuf, &limits) {
                 Ok((0, None)) => break,
                 Ok((n, piece)) => {
-                    if let (Some(local), Some(Body::Data(d))) = (x.local_body.as_mut(), piece) {
-                        local.extend_from_slice(d);
-                    }
-                    if let Some(up) = x.up.as_mut() {
-                        up.out.extend_from_slice(&self.inbuf[..n]);
-                    }
-                    if let Some(r) = x.replay_body.as_mut() {
-                        if r.len() + n <= MAX_REPLAY {
-                            r.extend_from_slice(&self.inbuf[..n]);
-                        } else {
-                            x.replay_body = None;
+                    // Payload only: the framing consumed with it is never forwarded.
+                    if let Some(Body::Data(d)) = piece {
+                        match &mut x.sink {
+                            Sink::Gather(body) | Sink::Serve(body) => body.extend_from_slice(d),
+                            Sink::Stream => {
+                                if let Some(up) = x.up.as_mut() {
+                                    up.out.extend_from_slice(d);
+                                }
+                                if let Some(r) = x.replay_body.as_mut() {
+                                    if r.len() + d.len() <= MAX_REPLAY {
+                                        r.extend_from_slice(d);
+                                    } else {
+                                        x.replay_body = None;
+                                    }
+                                }
+                            }
                         }
                     }
                     self.inbuf.advance(n);
@@ -681,14 +729,27 @@ impl Conn {
             self.abort(ctx, "client closed during the request body");
             return false;
         }
-        if x.local_body.is_some() {
-            if !x.req_body.is_done() {
-                return false;
+        match &mut x.sink {
+            Sink::Stream => {}
+            _ if !x.req_body.is_done() => return false,
+            Sink::Serve(body) => {
+                let body = std::mem::take(body);
+                let local = ctx.serve(now, self.peer, &x.head, &body);
+                self.local_answer(now, local, ctx);
+                return true;
             }
-            let body = x.local_body.take().unwrap_or_default();
-            let local = ctx.serve(now, self.peer, &x.head, &body);
-            self.local_answer(now, local, ctx);
-            return true;
+            Sink::Gather(body) => {
+                // Whole: from now on it is a body of known length, sent (and replayed) as one.
+                let body = std::mem::take(body);
+                x.head.body = BodyKind::Length(body.len() as u64);
+                // Kept whole (bounded by `max_body`): the head may wait for a lookup yet.
+                x.replay_body = Some(BytesMut::from(&body[..]));
+                x.sink = Sink::Stream;
+                if x.relay_waiting {
+                    x.relay_waiting = false;
+                    relay(now, x, self.client, ctx);
+                }
+            }
         }
         let Some(up) = x.up.as_mut() else {
             return false;
@@ -709,6 +770,7 @@ impl Conn {
                         if head.status == 404
                             && x.from_cache
                             && !x.retried_lookup
+                            && is_idempotent(x.head.method)
                             && x.req_body.is_done()
                             && x.replay_body.is_some()
                         {
@@ -739,7 +801,10 @@ impl Conn {
                         if head.body == BodyKind::UntilClose || ctx.draining {
                             x.client_keep_alive = false;
                         }
-                        x.resp = Resp::Body(BodyDecoder::new(head.body));
+                        x.resp = Resp::Body {
+                            dec: BodyDecoder::new(head.body),
+                            chunked: head.body == BodyKind::Chunked,
+                        };
                     }
                     let conn_field: &[(&str, &[u8])] = if informational {
                         &[]
@@ -751,9 +816,9 @@ impl Conn {
                         &[]
                     };
                     let rw = Rewrite {
-                        remove: &[],
                         strip_hop_by_hop: true,
                         add: conn_field,
+                        ..Rewrite::default()
                     };
                     let mut buf = Vec::with_capacity(256);
                     write_response_head(&head, &rw, &mut buf);
@@ -781,16 +846,23 @@ impl Conn {
             }
         }
         // Response body → client.
-        if let Resp::Body(dec) = &mut x.resp {
+        if let Resp::Body { dec, chunked } = &mut x.resp {
             while self.out.len() < HIGH_WATER {
                 match dec.decode(&up.inbuf, &RESPONSE_LIMITS) {
                     Ok((0, None)) => break,
                     Ok((n, piece)) => {
                         let done = matches!(piece, Some(Body::Done));
-                        if let Some(Body::Data(d)) = piece {
-                            x.body_len += d.len() as u64;
+                        match piece {
+                            Some(Body::Data(d)) => {
+                                x.body_len += d.len() as u64;
+                                write_payload(*chunked, d, &mut self.out);
+                            }
+                            Some(Body::Done) if *chunked => {
+                                // The last chunk and an empty trailer section, both ours.
+                                self.out.extend_from_slice(b"0\r\n\r\n");
+                            }
+                            _ => {}
                         }
-                        self.out.extend_from_slice(&up.inbuf[..n]);
                         up.inbuf.advance(n);
                         if done {
                             break;
@@ -976,9 +1048,43 @@ fn release(mut x: Box<Exchange>, ctx: &mut Ctx, reusable: bool) {
     }
 }
 
+/// A chunked request body is gathered before anything goes upstream, so that it can be sent
+/// with a `Content-Length` (see [`Sink`]); it owes us its bytes as promptly as its head.
+fn gather_chunked(x: &mut Exchange, now: Instant, ctx: &Ctx) {
+    if x.head.body == BodyKind::Chunked {
+        x.sink = Sink::Gather(Vec::new());
+        x.replay_body = None;
+        x.deadline = now + ctx.cfg.timeouts.head;
+    }
+}
+
+/// Payload bytes of a response on their way to the client: as they are under a length (or
+/// until close), as one chunk of ours when chunked. An empty piece writes nothing: a chunk of
+/// size 0 would end the body.
+fn write_payload(chunked: bool, data: &[u8], out: &mut BytesMut) {
+    if !chunked {
+        out.extend_from_slice(data);
+    } else if !data.is_empty() {
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// RFC 9110 §9.2.2: only these are sent again (on a fresh connection, or after a lookup past
+/// the cache); a password POST is never sent twice.
+fn is_idempotent(method: Method) -> bool {
+    matches!(method, Method::Get | Method::Head)
+}
+
 /// Sends the exchange upstream: encodes its head with the hop's fields, takes a pooled or new
-/// connection, and queues the head (and any body bytes already read).
+/// connection, and queues the head (and any body bytes already read). While a chunked body is
+/// still being gathered, this only marks the exchange to be sent once it is whole.
 fn relay(now: Instant, x: &mut Exchange, owner: SockId, ctx: &mut Ctx) {
+    if matches!(x.sink, Sink::Gather(_)) {
+        x.relay_waiting = true;
+        return;
+    }
     let (sock, reused) = ctx.acquire_upstream(owner);
     x.deadline = now
         + if reused {
@@ -1000,11 +1106,7 @@ fn relay(now: Instant, x: &mut Exchange, owner: SockId, ctx: &mut Ctx) {
 /// The head as this hop sends it, followed by the body bytes read so far.
 fn request_bytes(x: &Exchange) -> BytesMut {
     let add: Vec<(&str, &[u8])> = x.fields.iter().map(|(n, v)| (*n, v.as_slice())).collect();
-    let rw = Rewrite {
-        remove: IDENTITY_HEADERS,
-        strip_hop_by_hop: true,
-        add: &add,
-    };
+    let rw = x.rules.rewrite(&add);
     let mut head = Vec::with_capacity(512);
     write_request_head(&x.head, &rw, &mut head);
     let mut out = BytesMut::from(&head[..]);
@@ -1020,7 +1122,11 @@ fn retry(x: &mut Exchange, owner: SockId, ctx: &mut Ctx) -> bool {
     let Some(up) = x.up.as_ref() else {
         return false;
     };
-    if !up.reused || !up.inbuf.is_empty() || x.replay_body.is_none() {
+    if !up.reused
+        || !up.inbuf.is_empty()
+        || x.replay_body.is_none()
+        || !is_idempotent(x.head.method)
+    {
         return false;
     }
     let out = request_bytes(x);

@@ -147,6 +147,7 @@ pub fn parse_request_head(data: &[u8]) {
                     remove: &remove,
                     strip_hop_by_hop: true,
                     add: &add,
+                    ..Rewrite::default()
                 };
                 out.clear();
                 write_request_head(&head, &rw, &mut out);
@@ -204,6 +205,7 @@ pub fn parse_response_head(data: &[u8]) {
                         remove: &remove,
                         strip_hop_by_hop: true,
                         add: &add,
+                        ..Rewrite::default()
                     };
                     out.clear();
                     write_response_head(&head, &rw, &mut out);
