@@ -18,6 +18,7 @@ runtime_tests! {
     direct_request_replaces_forged_identity,
     empty_secret_from_dev_null,
     unknown_ip_gets_404_naming_the_router,
+    only_link_local_clients_are_matched_by_mac,
     both_or_neither_scope_header_gets_400,
     metadata_server_down_gives_503,
     forbidden_passes_through_and_warns,
@@ -194,6 +195,31 @@ fn unknown_ip_gets_404_naming_the_router(rt: Runtime) {
     let want = format!("Instance was not found on router {ROUTER}.");
     assert!(resp.body_text().contains(&want), "{resp:?}");
     assert_eq!(server.count(), 0);
+}
+
+/// Security issue 14, item 4: a global IPv6 address listed for port A, which embeds port B's
+/// MAC, is port A's; only a link-local client is matched by the MAC inside its address.
+fn only_link_local_clients_are_matched_by_mac(rt: Runtime) {
+    let server = echo_instance();
+    let text = format!(
+        "{}\n[[port]]\nnetwork = \"{NETWORK}\"\nip = \"10.0.0.6\"\nmac = \"fa:16:3e:00:00:05\"\n\
+         device_id = \"{INSTANCE_B}\"\nproject_id = \"{PROJECT}\"\n",
+        map(&[("2001:db8::f816:3eff:fe00:5", INSTANCE_A)])
+    );
+    let files = Files::new(&text);
+    let agent = files.start(rt, &server.url(), &[]);
+    let ask = |ip: &str| {
+        let resp = request_unix(&agent.socket, &proxied(ip, &router_scope()));
+        (resp.status, resp.body_text())
+    };
+    assert_eq!(
+        ask("2001:db8::f816:3eff:fe00:5"),
+        (200, INSTANCE_A.to_owned())
+    );
+    assert_eq!(ask("fe80::f816:3eff:fe00:5"), (200, INSTANCE_B.to_owned()));
+    // B's MAC inside a global address no port has: not B.
+    assert_eq!(ask("2001:db8:1::f816:3eff:fe00:5").0, 404);
+    assert_eq!(server.count(), 2);
 }
 
 fn both_or_neither_scope_header_gets_400(rt: Runtime) {

@@ -188,3 +188,53 @@ fn metadata_404_for_a_cached_instance_looks_it_up_again_once() {
     s.send(m2[0], OK);
     assert!(s.take(c).ends_with("hello"));
 }
+
+/// Security issue 14, item 4: the Neutron backend follows the one rule of
+/// `lookup::port_search`. A global address with an EUI-64 identifier is searched by IP only;
+/// a link-local one by IP first, and by the MAC it embeds only when no port has the address.
+#[test]
+fn only_link_local_clients_are_searched_by_mac() {
+    let mut s = agent();
+    let c = s.ep.accept(s.now, None);
+    s.drain();
+    let mut seen = 0;
+    s.send(c, &request("2001:db8::f816:3eff:fe00:5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &networks());
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(query.contains("fixed_ips=ip_address"), "{query}");
+    assert!(!query.contains("mac_address"), "{query}");
+    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
+    let (q, m) = open_all(&mut s, &mut seen);
+    assert!(q.is_empty() && m.is_empty(), "no search by MAC: {q:?}");
+    let resp = s.take(c);
+    assert!(resp.starts_with("HTTP/1.1 404 "), "{resp}");
+
+    // Link-local, no port with the address: then by MAC (router networks are cached now).
+    s.send(c, &request("fe80::f816:3eff:fe00:5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(query.contains("fixed_ips=ip_address"), "{query}");
+    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(
+        query.contains("mac_address=fa%3A16%3A3e%3A00%3A00%3A05")
+            || query.contains("mac_address=fa:16:3e:00:00:05"),
+        "{query}"
+    );
+    s.send(q[0], &port("by-mac"));
+    let (_, m) = open_all(&mut s, &mut seen);
+    assert!(s.take(m[0]).contains("X-Instance-ID: by-mac\r\n"));
+    s.send(m[0], OK);
+    assert!(s.take(c).ends_with("hello"));
+
+    // Link-local, a port has the address itself: that port, no MAC query.
+    s.send(c, &request("fe80::f816:3eff:fe00:6"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &port("by-address"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert!(q.is_empty(), "no MAC query once the address matched");
+    assert!(s.take(m[0]).contains("X-Instance-ID: by-address\r\n"));
+}

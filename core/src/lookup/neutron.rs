@@ -3,9 +3,11 @@
 //! 1. networks: `[N]` for a network-scoped request; for a router, the networks of its interface
 //!    ports (`GET /v2.0/ports?device_id=R&device_owner=…&fields=network_id`), cached for
 //!    `router_networks_ttl`.
-//! 2. the port: `GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=…` (by `mac_address` for
-//!    an IPv6 link-local client); exactly one port is the instance (`device_id`, `project_id`
-//!    or else `tenant_id`), none or several is "not found".
+//! 2. the port: `GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=…`; exactly one port is
+//!    the instance (`device_id`, `project_id` or else `tenant_id`), none or several is "not
+//!    found". An IPv6 link-local client that no port has as a fixed IP is searched for again
+//!    by `mac_address`, the MAC its address embeds ([`port_search`], the rule every backend
+//!    shares).
 //!
 //! With Keystone credentials, requests carry `X-Auth-Token`. One token is fetched at a time and
 //! shared by every query; it is reused until a safety margin before `expires_at`. A 401 from
@@ -21,6 +23,7 @@
 //! any request              no usable token                    waiting for the token
 //! waiting for the token    token arrives / auth fails         the request / Failed
 //! RouterNetworks           2xx                                Ports (no networks: Answer(None))
+//! Ports                    2xx, no port, MAC left to try      Ports (by MAC)
 //! Ports                    2xx                                Answer
 //! RouterNetworks/Ports     401, first time for this request   waiting for the token (re-auth)
 //! RouterNetworks/Ports     401 again, other error, timeout    Failed
@@ -33,10 +36,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use serde::Deserialize;
 
+use super::address::{port_search, PortSearch};
 use super::exchange::{build_request, excerpt, Exchange, Progress, Response};
+use super::format_mac;
 use super::keystone::{parse_issued, safety_margin, CatalogChoice, KeystoneAuth};
 use super::url::{HttpTarget, Query};
-use super::{format_mac, mac_from_eui64};
 use crate::cache::{Instance, LookupKey, Scope, Uuid};
 use crate::endpoint::{ConnectError, Input, Target};
 use crate::http::Method;
@@ -155,6 +159,8 @@ enum Step {
 #[derive(Debug)]
 struct QueryState {
     filter: PortFilter,
+    /// A link-local client's MAC, searched for when no port has its address.
+    then_mac: Option<[u8; 6]>,
     /// Known once the network scope or the router's interfaces are.
     networks: Option<Vec<String>>,
     /// The current request already had its one 401 retry.
@@ -275,25 +281,22 @@ impl NeutronClient {
     /// (single-flight is in the cache); a second query for a key already in progress is
     /// ignored, and the first one's event answers both.
     ///
-    /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a link-local
-    /// address without an EUI-64 MAC, a cached router with no networks, no endpoint configured).
+    /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a cached
+    /// router with no networks, no endpoint configured).
     pub fn query(&mut self, now: Instant, key: LookupKey) {
         if self.queries.contains_key(&key) {
             warn!("lookup of {} on {:?} is already running", key.ip, key.scope);
             return;
         }
-        let filter = match port_filter(key.ip) {
-            Ok(f) => f,
-            Err(why) => {
-                warn!("{why}");
-                self.events.push_back(ClientEvent::Answer(key, None));
-                return;
-            }
+        let (filter, then_mac) = match port_search(key.ip) {
+            PortSearch::Ip(ip) => (PortFilter::Ip(ip), None),
+            PortSearch::LinkLocal(ip, mac) => (PortFilter::Ip(IpAddr::V6(ip)), mac),
         };
         self.queries.insert(
             key,
             QueryState {
                 filter,
+                then_mac,
                 networks: None,
                 retried: false,
                 token_gen: 0,
@@ -791,6 +794,13 @@ impl NeutronClient {
                 )),
             },
             Step::Ports => {
+                if let Some(mac) = q.then_mac.take() {
+                    if no_ports(&resp.body) {
+                        debug!("no port has {}; searching by its MAC", key.ip);
+                        q.filter = PortFilter::Mac(mac);
+                        return self.advance(now, key, None);
+                    }
+                }
                 let filter = q.filter;
                 let nets = q.networks.as_deref().unwrap_or_default().join(", ");
                 let ev = match choose_port(&resp.body, &nets, &filter) {
@@ -826,25 +836,6 @@ impl NeutronClient {
     }
 }
 
-/// Neutron's rules for the client address (reference §B2 step 3): an IPv4-mapped IPv6 address
-/// is its IPv4; an IPv6 link-local address is searched by the MAC inside it.
-fn port_filter(ip: IpAddr) -> Result<PortFilter, String> {
-    match ip {
-        IpAddr::V4(_) => Ok(PortFilter::Ip(ip)),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                Ok(PortFilter::Ip(IpAddr::V4(v4)))
-            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                mac_from_eui64(v6).map(PortFilter::Mac).ok_or_else(|| {
-                    format!("link-local address {v6} carries no EUI-64 MAC; no instance found")
-                })
-            } else {
-                Ok(PortFilter::Ip(ip))
-            }
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct PortList<T> {
     ports: Vec<T>,
@@ -863,6 +854,12 @@ struct PortOwner {
     project_id: Option<String>,
     #[serde(default)]
     tenant_id: Option<String>,
+}
+
+/// Whether a port list is well formed and empty (anything else is [`choose_port`]'s to judge).
+fn no_ports(body: &[u8]) -> bool {
+    serde_json::from_slice::<PortList<serde::de::IgnoredAny>>(body)
+        .is_ok_and(|l| l.ports.is_empty())
 }
 
 /// The distinct `network_id`s of a router's interface ports, in first-seen order.
@@ -929,33 +926,13 @@ fn choose_port(body: &[u8], nets: &str, filter: &PortFilter) -> Result<Option<In
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
-    fn filters() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            port_filter(ip("10.0.0.5")),
-            Ok(PortFilter::Ip(ip("10.0.0.5")))
-        );
-        assert_eq!(
-            port_filter(ip("::ffff:10.0.0.5")),
-            Ok(PortFilter::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))))
-        );
-        assert_eq!(
-            port_filter(ip("fd00::5")),
-            Ok(PortFilter::Ip(ip("fd00::5")))
-        );
-        assert_eq!(
-            port_filter(ip("fe80::f816:3eff:fe12:3456")),
-            Ok(PortFilter::Mac([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]))
-        );
-        // A global address with an EUI-64 identifier is still searched by IP.
-        assert_eq!(
-            port_filter(ip("2001:db8::f816:3eff:fe12:3456")),
-            Ok(PortFilter::Ip(ip("2001:db8::f816:3eff:fe12:3456")))
-        );
-        assert!(port_filter(ip("fe80::1")).is_err());
+    fn empty_port_lists() {
+        assert!(no_ports(br#"{"ports":[]}"#));
+        assert!(!no_ports(br#"{"ports":[{"device_id":"i1"}]}"#));
+        assert!(!no_ports(br#"{"ports":{}}"#));
+        assert!(!no_ports(b"["));
     }
 
     #[test]
