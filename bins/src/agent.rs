@@ -182,6 +182,7 @@ fn neutron_config(args: &cli::NeutronArgs, cache_ttl: Duration) -> Result<Neutro
     cfg.interface = args.interface.to_owned();
     cfg.region = args.region_name.clone();
     cfg.timeout = args.timeout;
+    cfg.max_in_flight = args.max_in_flight;
     cfg.router_networks_ttl = cache_ttl;
     Ok(cfg)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{Role, SockId, Timeouts};
+use mdproxy_core::endpoint::{Backend, Role, SockId, Timeouts};
 
 mod sim;
 use sim::{neutron_agent, Sim, OK};
@@ -237,4 +237,46 @@ fn only_link_local_clients_are_searched_by_mac() {
     let (q, _) = open_all(&mut s, &mut seen);
     assert!(q.is_empty(), "no MAC query once the address matched");
     assert!(s.take(m[0]).contains("X-Instance-ID: by-address\r\n"));
+}
+
+/// At most `max_in_flight` Neutron queries run at once; more distinct lookups wait in a
+/// bounded queue (16 per slot), the excess is answered 503 at once, and a lookup that waited
+/// the backend timeout for a slot is answered 503 too.
+#[test]
+fn a_flood_of_distinct_ips_is_bounded_in_flight_and_in_queue() {
+    let mut cfg = neutron_agent();
+    if let Backend::Neutron(n) = &mut cfg.backend {
+        n.max_in_flight = 2;
+    }
+    let mut s = Sim::with_role(Role::Agent(cfg), Timeouts::default());
+    let net = |ip: &str| {
+        format!("GET / HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Network-ID: {NET}\r\n\r\n")
+            .into_bytes()
+    };
+    let queued = 2 * 16;
+    let clients: Vec<SockId> = (0..2 + queued + 1)
+        .map(|i| {
+            let c = s.ep.accept(s.now, None);
+            s.drain();
+            s.send(c, &net(&format!("10.1.{}.{}", i / 250, i % 250 + 1)));
+            c
+        })
+        .collect();
+    let mut seen = 0;
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert_eq!(q.len(), 2, "two queries in flight");
+    let last = s.take(*clients.last().unwrap());
+    assert!(last.starts_with("HTTP/1.1 503 "), "past the queue: {last}");
+    for &c in &clients[..clients.len() - 1] {
+        assert_eq!(s.take(c), "", "the others wait");
+    }
+    // One answer frees a slot: the oldest waiting lookup starts.
+    s.send(q[0], &port("inst-0"));
+    let (q2, m) = open_all(&mut s, &mut seen);
+    assert_eq!((q2.len(), m.len()), (1, 1));
+    assert!(s.take(q2[0]).contains("10.1.0.3"), "in arrival order");
+    // The rest time out waiting (the backend timeout), with 503, not silence.
+    s.advance(Duration::from_secs(11));
+    let waited = s.take(clients[5]);
+    assert!(waited.starts_with("HTTP/1.1 503 "), "{waited}");
 }

@@ -81,7 +81,19 @@ pub struct NeutronConfig {
     pub timeout: Duration,
     /// How long a router's list of networks is reused; zero asks every time.
     pub router_networks_ttl: Duration,
+    /// Most lookups (per event loop) talking to Neutron at once; more wait in a queue of
+    /// [`QUEUE_PER_SLOT`] per slot, and beyond that fail at once (503). A flood of distinct
+    /// client IPs thus makes a bounded number of Neutron queries, not one each.
+    pub max_in_flight: usize,
 }
+
+/// Lookups that may wait for a free query slot, per slot of [`NeutronConfig::max_in_flight`].
+///
+/// Why a queue rather than 503 for all the excess: a mass boot is a legitimate burst of
+/// distinct cold IPs, and waiting briefly (at most the backend timeout) serves it; a queue
+/// bounded in length keeps memory and the wait bounded, and what is beyond it is answered
+/// at once, so cloud-init retries instead of hanging.
+pub const QUEUE_PER_SLOT: usize = 16;
 
 impl NeutronConfig {
     /// Default request timeout.
@@ -90,6 +102,10 @@ impl NeutronConfig {
     pub const DEFAULT_INTERFACE: &'static str = "public";
     /// Default router-networks TTL (the lookup cache's positive TTL).
     pub const DEFAULT_ROUTER_NETWORKS_TTL: Duration = Duration::from_secs(5);
+    /// Default [`max_in_flight`](Self::max_in_flight).
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+    /// Largest accepted [`max_in_flight`](Self::max_in_flight) (each may hold a connection).
+    pub const MAX_IN_FLIGHT: usize = 4096;
 
     /// A configuration with the defaults above.
     pub fn new(neutron: Option<HttpTarget>, keystone: Option<KeystoneAuth>) -> Self {
@@ -101,6 +117,7 @@ impl NeutronConfig {
             region: None,
             timeout: Self::DEFAULT_TIMEOUT,
             router_networks_ttl: Self::DEFAULT_ROUTER_NETWORKS_TTL,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -226,6 +243,11 @@ pub struct NeutronClient {
     next_req: u64,
     exchanges: BTreeMap<ReqId, Pending>,
     queries: BTreeMap<LookupKey, QueryState>,
+    /// Lookups waiting for a query slot, oldest first, each with when it gives up.
+    waiting: VecDeque<(LookupKey, Instant)>,
+    /// The latest time an input brought: a slot freed by [`fail`](Self::fail) (which brings
+    /// none) is handed on at that time.
+    last_now: Option<Instant>,
     token: TokenState,
     /// Bumped for each new token, so a 401 only drops the token it was about.
     token_gen: u64,
@@ -266,6 +288,8 @@ impl NeutronClient {
             next_req: 0,
             exchanges: BTreeMap::new(),
             queries: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            last_now: None,
             token: TokenState::Absent,
             token_gen: 0,
             token_waiters: VecDeque::new(),
@@ -283,11 +307,43 @@ impl NeutronClient {
     ///
     /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a cached
     /// router with no networks, no endpoint configured).
+    ///
+    /// With [`NeutronConfig::max_in_flight`] lookups running, the lookup waits for a slot (up
+    /// to the backend timeout), or fails at once when the queue is full too.
     pub fn query(&mut self, now: Instant, key: LookupKey) {
-        if self.queries.contains_key(&key) {
+        self.last_now = Some(now);
+        if self.queries.contains_key(&key) || self.waiting.iter().any(|(k, _)| *k == key) {
             warn!("lookup of {} on {:?} is already running", key.ip, key.scope);
             return;
         }
+        let slots = self.cfg.max_in_flight.max(1);
+        if self.queries.len() >= slots || !self.waiting.is_empty() {
+            if self.waiting.len() >= slots.saturating_mul(QUEUE_PER_SLOT) {
+                let why = format!(
+                    "{} lookups are waiting for one of {slots} Neutron query slots",
+                    self.waiting.len()
+                );
+                self.events.push_back(ClientEvent::Failed(key, why));
+                return;
+            }
+            let until = now.checked_add(self.cfg.timeout).unwrap_or(now);
+            self.waiting.push_back((key, until));
+            return;
+        }
+        self.start_query(now, key);
+    }
+
+    /// Starts the lookups that wait, as far as slots are free.
+    fn start_waiting(&mut self, now: Instant) {
+        while self.queries.len() < self.cfg.max_in_flight.max(1) {
+            let Some((key, _)) = self.waiting.pop_front() else {
+                return;
+            };
+            self.start_query(now, key);
+        }
+    }
+
+    fn start_query(&mut self, now: Instant, key: LookupKey) {
         let (filter, then_mac) = match port_search(key.ip) {
             PortSearch::Ip(ip) => (PortFilter::Ip(ip), None),
             PortSearch::LinkLocal(ip, mac) => (PortFilter::Ip(IpAddr::V6(ip)), mac),
@@ -310,6 +366,12 @@ impl NeutronClient {
     /// May queue: `Close(req)` once the exchange is over (answered or failed), then what the
     /// answer leads to (further `Connect`s, events).
     pub fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
+        self.last_now = Some(now);
+        self.handle_exchange(now, req, input);
+        self.start_waiting(now);
+    }
+
+    fn handle_exchange(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
         let Some(p) = self.exchanges.get_mut(&req) else {
             return;
         };
@@ -344,9 +406,22 @@ impl NeutronClient {
     /// Fails every exchange whose deadline is at or before `now`. Idempotent; early calls are
     /// no-ops.
     ///
-    /// May queue: `Close` for each expired exchange, `Failed` events, and `Connect`s of queries
-    /// that move on.
+    /// May queue: `Close` for each expired exchange, `Failed` events (expired exchanges, and
+    /// lookups that waited the timeout for a slot), and `Connect`s of queries that move on.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        while let Some(&(key, until)) = self.waiting.front() {
+            if until > now {
+                break;
+            }
+            self.waiting.pop_front();
+            let why = format!(
+                "no Neutron query slot free within {:?} ({} in flight)",
+                self.cfg.timeout,
+                self.queries.len()
+            );
+            self.events.push_back(ClientEvent::Failed(key, why));
+        }
         let expired: Vec<ReqId> = self
             .exchanges
             .iter()
@@ -359,6 +434,7 @@ impl NeutronClient {
                 self.on_failure(&p, &why);
             }
         }
+        self.start_waiting(now);
     }
 
     /// The next thing for the runtime to do.
@@ -407,6 +483,9 @@ impl NeutronClient {
         if let Some(p) = self.close(req) {
             self.on_failure(&p, why);
         }
+        if let Some(now) = self.last_now {
+            self.start_waiting(now);
+        }
     }
 
     /// Whether the runtime should read `req`'s socket (connected and not finished).
@@ -419,7 +498,10 @@ impl NeutronClient {
     ///
     /// Call after: draining `poll_action` / `poll_event`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.exchanges.values().map(|p| p.ex.deadline).min()
+        let exchanges = self.exchanges.values().map(|p| p.ex.deadline);
+        // The queue is in arrival order with one timeout: its front gives up first.
+        let waiting = self.waiting.front().map(|(_, until)| *until);
+        exchanges.chain(waiting).min()
     }
 
     /// Counters for tests and metrics: (Keystone authentications started, Neutron requests
