@@ -28,6 +28,7 @@ runtime_tests! {
     live_agent_socket_is_not_stolen,
     path_that_is_not_a_socket_is_left_alone,
     socket_mode_sets_permissions,
+    socket_has_its_mode_from_the_start,
     sigterm_drains_every_worker_and_removes_the_socket,
     bad_startup_configuration_exits_2,
     help_and_legacy_program_name,
@@ -367,6 +368,40 @@ fn socket_mode_sets_permissions(rt: Runtime) {
         let got = fs::metadata(&agent.socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(got, bits, "--socket-mode {mode}: {got:o}");
     }
+}
+
+/// The socket is bound with its `--socket-mode` (under a matching umask), not chmod-ed after:
+/// watched from the moment it appears, under a umask of 000, it never has another mode.
+fn socket_has_its_mode_from_the_start(rt: Runtime) {
+    use std::os::unix::process::CommandExt;
+    let files = Files::new(&map(&[]));
+    let mut args = vec!["agent".to_owned(), format!("--runtime={}", rt.name())];
+    args.push(format!("--listen-socket={}", files.socket.display()));
+    args.extend(files.args("http://127.0.0.1:8775", &["--socket-mode=user"]));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdproxy"));
+    cmd.args(&args);
+    // SAFETY: umask(2) is async-signal-safe and cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut modes = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(meta) = fs::symlink_metadata(&files.socket) {
+            modes.push(meta.permissions().mode() & 0o777);
+            if modes.len() > 1000 || UnixStream::connect(&files.socket).is_ok() {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!modes.is_empty(), "the socket never appeared");
+    assert!(modes.iter().all(|&m| m == 0o644), "modes seen: {modes:?}");
 }
 
 fn sigterm_drains_every_worker_and_removes_the_socket(rt: Runtime) {
