@@ -2,7 +2,7 @@
 //! (and Neutron and Keystone), claims and binds the Unix socket, and runs the agent on one or
 //! more workers. SIGHUP re-reads the static map.
 
-use std::fs::{self, Permissions};
+use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -59,16 +59,17 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
             Failure::System(format!("cannot {what} {}: {e}", path.display()))
         };
         os::claim_socket_path(path).map_err(Failure::System)?;
-        let listener = Listener::bind_unix(rt, path).map_err(|e| system("listen on", e))?;
+        let bind = || Listener::bind_unix(rt, path);
+        let listener = match cfg.socket_mode {
+            Some(mode) => with_umask(umask_for(mode.bits()), bind),
+            None => bind(),
+        }
+        .map_err(|e| system("listen on", e))?;
         // From here on the file is ours: removed however we leave.
         let file = os::SocketFile::new(path);
         listener
             .set_backlog(cfg.backlog)
             .map_err(|e| system("set the backlog of", e))?;
-        if let Some(mode) = cfg.socket_mode {
-            fs::set_permissions(path, Permissions::from_mode(mode.bits()))
-                .map_err(|e| system("set the mode of", e))?;
-        }
         Ok((listener, file))
     })?;
     log::info!(
@@ -105,6 +106,26 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
     log::info!("agent stopped");
     Ok(())
+}
+
+/// The umask under which `bind(2)` gives a Unix socket exactly `mode` (Linux creates the
+/// socket file with `0o777 & !umask`).
+fn umask_for(mode: u32) -> libc::mode_t {
+    (0o777 & !mode) as libc::mode_t
+}
+
+/// Runs `f` with the process's umask set to `mask`, then restores it. The agent's socket gets
+/// its `--socket-mode` when it is bound rather than by a chmod after it, so that there is no
+/// moment at which a namespace proxy (or anyone) finds it with the umask's looser mode. The
+/// umask is per process: this runs before any thread is started (`start` binds first; the
+/// log flusher and the event loops come later), so nothing else creates files meanwhile.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask(2) cannot fail and touches no memory.
+    let old = unsafe { libc::umask(mask) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    out
 }
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
@@ -182,6 +203,7 @@ fn neutron_config(args: &cli::NeutronArgs, cache_ttl: Duration) -> Result<Neutro
     cfg.interface = args.interface.to_owned();
     cfg.region = args.region_name.clone();
     cfg.timeout = args.timeout;
+    cfg.max_in_flight = args.max_in_flight;
     cfg.router_networks_ttl = cache_ttl;
     Ok(cfg)
 }
@@ -334,6 +356,15 @@ impl MapReloader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn umask_for_each_socket_mode() {
+        // (--socket-mode bits, umask, what bind(2) then makes of 0o777)
+        for (mode, mask) in [(0o644, 0o133), (0o664, 0o113), (0o666, 0o111)] {
+            assert_eq!(umask_for(mode), mask, "{mode:o}");
+            assert_eq!(0o777 & !umask_for(mode), mode, "{mode:o}");
+        }
+    }
 
     fn temp(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mdp-agent-unit-{}", std::process::id()));

@@ -20,6 +20,7 @@ runtime_tests! {
     chunked_post_reaches_the_server_with_our_length,
     empty_secret_from_dev_null,
     unknown_ip_gets_404_naming_the_router,
+    only_link_local_clients_are_matched_by_mac,
     both_or_neither_scope_header_gets_400,
     metadata_server_down_gives_503,
     forbidden_passes_through_and_warns,
@@ -29,6 +30,7 @@ runtime_tests! {
     live_agent_socket_is_not_stolen,
     path_that_is_not_a_socket_is_left_alone,
     socket_mode_sets_permissions,
+    socket_has_its_mode_from_the_start,
     sigterm_drains_every_worker_and_removes_the_socket,
     bad_startup_configuration_exits_2,
     help_and_legacy_program_name,
@@ -279,6 +281,31 @@ fn unknown_ip_gets_404_naming_the_router(rt: Runtime) {
     assert_eq!(server.count(), 0);
 }
 
+/// Security issue 14, item 4: a global IPv6 address listed for port A, which embeds port B's
+/// MAC, is port A's; only a link-local client is matched by the MAC inside its address.
+fn only_link_local_clients_are_matched_by_mac(rt: Runtime) {
+    let server = echo_instance();
+    let text = format!(
+        "{}\n[[port]]\nnetwork = \"{NETWORK}\"\nip = \"10.0.0.6\"\nmac = \"fa:16:3e:00:00:05\"\n\
+         device_id = \"{INSTANCE_B}\"\nproject_id = \"{PROJECT}\"\n",
+        map(&[("2001:db8::f816:3eff:fe00:5", INSTANCE_A)])
+    );
+    let files = Files::new(&text);
+    let agent = files.start(rt, &server.url(), &[]);
+    let ask = |ip: &str| {
+        let resp = request_unix(&agent.socket, &proxied(ip, &router_scope()));
+        (resp.status, resp.body_text())
+    };
+    assert_eq!(
+        ask("2001:db8::f816:3eff:fe00:5"),
+        (200, INSTANCE_A.to_owned())
+    );
+    assert_eq!(ask("fe80::f816:3eff:fe00:5"), (200, INSTANCE_B.to_owned()));
+    // B's MAC inside a global address no port has: not B.
+    assert_eq!(ask("2001:db8:1::f816:3eff:fe00:5").0, 404);
+    assert_eq!(server.count(), 2);
+}
+
 fn both_or_neither_scope_header_gets_400(rt: Runtime) {
     let server = echo_instance();
     let files = Files::new(&map(&[("10.0.0.5", INSTANCE_A)]));
@@ -424,6 +451,40 @@ fn socket_mode_sets_permissions(rt: Runtime) {
         let got = fs::metadata(&agent.socket).unwrap().permissions().mode() & 0o777;
         assert_eq!(got, bits, "--socket-mode {mode}: {got:o}");
     }
+}
+
+/// The socket is bound with its `--socket-mode` (under a matching umask), not chmod-ed after:
+/// watched from the moment it appears, under a umask of 000, it never has another mode.
+fn socket_has_its_mode_from_the_start(rt: Runtime) {
+    use std::os::unix::process::CommandExt;
+    let files = Files::new(&map(&[]));
+    let mut args = vec!["agent".to_owned(), format!("--runtime={}", rt.name())];
+    args.push(format!("--listen-socket={}", files.socket.display()));
+    args.extend(files.args("http://127.0.0.1:8775", &["--socket-mode=user"]));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mdproxy"));
+    cmd.args(&args);
+    // SAFETY: umask(2) is async-signal-safe and cannot fail.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut modes = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Ok(meta) = fs::symlink_metadata(&files.socket) {
+            modes.push(meta.permissions().mode() & 0o777);
+            if modes.len() > 1000 || UnixStream::connect(&files.socket).is_ok() {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!modes.is_empty(), "the socket never appeared");
+    assert!(modes.iter().all(|&m| m == 0o644), "modes seen: {modes:?}");
 }
 
 fn sigterm_drains_every_worker_and_removes_the_socket(rt: Runtime) {

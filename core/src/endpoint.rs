@@ -19,9 +19,7 @@ use crate::agent::request::lookup_key;
 use crate::agent::StaticMap;
 use crate::cache::{Instance, Lookup, LookupCache, LookupKey, Scope};
 use crate::http::{Limits, Method, RequestHead};
-use crate::lookup::{
-    mac_from_eui64, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId,
-};
+use crate::lookup::{ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
 use crate::metadata::path::is_token_target;
 use crate::metadata::{
     InstanceData, MetaRequest, MetaResponse, MetadataService, ServerConfig, StoreRequest,
@@ -348,11 +346,7 @@ impl Ctx {
             return LookupStart::Done(None, false);
         };
         if let Backend::Static(map) = &agent.backend {
-            let mac = match key.ip {
-                IpAddr::V6(v6) => mac_from_eui64(v6),
-                IpAddr::V4(_) => None,
-            };
-            return LookupStart::Done(map.resolve(&key, mac), false);
+            return LookupStart::Done(map.resolve(&key), false);
         }
         let (Some(cache), Some(client)) = (self.cache.as_mut(), self.neutron.as_mut()) else {
             return LookupStart::Done(None, false);

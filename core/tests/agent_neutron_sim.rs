@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{Role, SockId, Timeouts};
+use mdproxy_core::endpoint::{Backend, Role, SockId, Timeouts};
 
 mod sim;
 use sim::{neutron_agent, Sim, OK};
@@ -187,4 +187,96 @@ fn metadata_404_for_a_cached_instance_looks_it_up_again_once() {
     assert!(s.take(m2[0]).contains("X-Instance-ID: new-instance"));
     s.send(m2[0], OK);
     assert!(s.take(c).ends_with("hello"));
+}
+
+/// Security issue 14, item 4: the Neutron backend follows the one rule of
+/// `lookup::port_search`. A global address with an EUI-64 identifier is searched by IP only;
+/// a link-local one by IP first, and by the MAC it embeds only when no port has the address.
+#[test]
+fn only_link_local_clients_are_searched_by_mac() {
+    let mut s = agent();
+    let c = s.ep.accept(s.now, None);
+    s.drain();
+    let mut seen = 0;
+    s.send(c, &request("2001:db8::f816:3eff:fe00:5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &networks());
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(query.contains("fixed_ips=ip_address"), "{query}");
+    assert!(!query.contains("mac_address"), "{query}");
+    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
+    let (q, m) = open_all(&mut s, &mut seen);
+    assert!(q.is_empty() && m.is_empty(), "no search by MAC: {q:?}");
+    let resp = s.take(c);
+    assert!(resp.starts_with("HTTP/1.1 404 "), "{resp}");
+
+    // Link-local, no port with the address: then by MAC (router networks are cached now).
+    s.send(c, &request("fe80::f816:3eff:fe00:5"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(query.contains("fixed_ips=ip_address"), "{query}");
+    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
+    let (q, _) = open_all(&mut s, &mut seen);
+    let query = s.take(q[0]);
+    assert!(
+        query.contains("mac_address=fa%3A16%3A3e%3A00%3A00%3A05")
+            || query.contains("mac_address=fa:16:3e:00:00:05"),
+        "{query}"
+    );
+    s.send(q[0], &port("by-mac"));
+    let (_, m) = open_all(&mut s, &mut seen);
+    assert!(s.take(m[0]).contains("X-Instance-ID: by-mac\r\n"));
+    s.send(m[0], OK);
+    assert!(s.take(c).ends_with("hello"));
+
+    // Link-local, a port has the address itself: that port, no MAC query.
+    s.send(c, &request("fe80::f816:3eff:fe00:6"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    s.send(q[0], &port("by-address"));
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert!(q.is_empty(), "no MAC query once the address matched");
+    assert!(s.take(m[0]).contains("X-Instance-ID: by-address\r\n"));
+}
+
+/// At most `max_in_flight` Neutron queries run at once; more distinct lookups wait in a
+/// bounded queue (16 per slot), the excess is answered 503 at once, and a lookup that waited
+/// the backend timeout for a slot is answered 503 too.
+#[test]
+fn a_flood_of_distinct_ips_is_bounded_in_flight_and_in_queue() {
+    let mut cfg = neutron_agent();
+    if let Backend::Neutron(n) = &mut cfg.backend {
+        n.max_in_flight = 2;
+    }
+    let mut s = Sim::with_role(Role::Agent(cfg), Timeouts::default());
+    let net = |ip: &str| {
+        format!("GET / HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Network-ID: {NET}\r\n\r\n")
+            .into_bytes()
+    };
+    let queued = 2 * 16;
+    let clients: Vec<SockId> = (0..2 + queued + 1)
+        .map(|i| {
+            let c = s.ep.accept(s.now, None);
+            s.drain();
+            s.send(c, &net(&format!("10.1.{}.{}", i / 250, i % 250 + 1)));
+            c
+        })
+        .collect();
+    let mut seen = 0;
+    let (q, _) = open_all(&mut s, &mut seen);
+    assert_eq!(q.len(), 2, "two queries in flight");
+    let last = s.take(*clients.last().unwrap());
+    assert!(last.starts_with("HTTP/1.1 503 "), "past the queue: {last}");
+    for &c in &clients[..clients.len() - 1] {
+        assert_eq!(s.take(c), "", "the others wait");
+    }
+    // One answer frees a slot: the oldest waiting lookup starts.
+    s.send(q[0], &port("inst-0"));
+    let (q2, m) = open_all(&mut s, &mut seen);
+    assert_eq!((q2.len(), m.len()), (1, 1));
+    assert!(s.take(q2[0]).contains("10.1.0.3"), "in arrival order");
+    // The rest time out waiting (the backend timeout), with 503, not silence.
+    s.advance(Duration::from_secs(11));
+    let waited = s.take(clients[5]);
+    assert!(waited.starts_with("HTTP/1.1 503 "), "{waited}");
 }

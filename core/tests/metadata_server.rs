@@ -493,7 +493,7 @@ fn password_edge_cases() {
 }
 
 #[test]
-fn set_instances_replaces_but_keeps_tokens_of_survivors() {
+fn set_instances_replaces_and_tokens_name_their_instance() {
     let mut h = Harness::with(ImdsV2::Required, false, Arc::new(Counter(3.into())));
     let ttl = [("X-aws-ec2-metadata-token-ttl-seconds", "60")];
     let s_tok = text(&h.send("PUT", "/latest/api/token", &ttl, b"")).to_owned();
@@ -509,7 +509,8 @@ fn set_instances_replaces_but_keeps_tokens_of_survivors() {
         b"",
     );
     assert_eq!(r.status, 200);
-    // The other instance is gone (404), and its token with it even if it comes back.
+    // The other instance is gone (404). Tokens are stateless (HMAC-tagged, carrying their
+    // expiry): when the same instance comes back, its unexpired token names it again.
     assert_eq!(
         h.send_as(
             &o,
@@ -531,7 +532,7 @@ fn set_instances_replaces_but_keeps_tokens_of_survivors() {
             b""
         )
         .status,
-        401
+        200
     );
 }
 

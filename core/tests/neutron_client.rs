@@ -972,12 +972,26 @@ fn router_without_networks_is_not_found() {
 #[test]
 fn ipv6_clients() {
     let mut f = Fake::new(noauth_cfg());
-    // Link-local: searched by the MAC inside the EUI-64 identifier.
+    // Link-local: by the address itself, then (no port has it) by the MAC inside its EUI-64
+    // identifier.
     let key = network_key("fe80::f816:3eff:fe12:3456");
     f.query(key);
+    let req = f.serve_neutron("200 OK", r#"{"ports": []}"#);
+    let by_ip = ("fixed_ips", "ip_address=fe80::f816:3eff:fe12:3456");
+    assert_ports_request(&req, "", by_ip, &[NET1]);
+    assert_eq!(f.take_events(), []);
     let req = f.serve_neutron("200 OK", &one_port());
     assert_ports_request(&req, "", ("mac_address", "fa:16:3e:12:34:56"), &[NET1]);
     assert_eq!(f.take_events(), [ClientEvent::Answer(key, instance())]);
+
+    // Global with an EUI-64 identifier: by IP only, never by the MAC inside.
+    let key = network_key("2001:db8::f816:3eff:fe12:3456");
+    f.query(key);
+    let req = f.serve_neutron("200 OK", r#"{"ports": []}"#);
+    let by_ip = ("fixed_ips", "ip_address=2001:db8::f816:3eff:fe12:3456");
+    assert_ports_request(&req, "", by_ip, &[NET1]);
+    f.no_new_conn();
+    assert_eq!(f.take_events(), [ClientEvent::Answer(key, None)]);
 
     // Global: by IP, in compressed form.
     let key = network_key("fd00:0:0::5");
@@ -991,13 +1005,15 @@ fn ipv6_clients() {
     let req = f.serve_neutron("200 OK", &one_port());
     assert_ports_request(&req, "", ("fixed_ips", "ip_address=10.0.1.5"), &[NET1]);
 
-    // Link-local without an EUI-64 MAC: not found, without asking.
+    // Link-local without an EUI-64 MAC: by the address only.
     let key = network_key("fe80::1");
     f.query(key);
+    let req = f.serve_neutron("200 OK", r#"{"ports": []}"#);
+    assert_ports_request(&req, "", ("fixed_ips", "ip_address=fe80::1"), &[NET1]);
     f.no_new_conn();
     let ev = f.take_events();
     assert_eq!(ev.last(), Some(&ClientEvent::Answer(key, None)));
-    assert_eq!(f.c.stats(), (0, 3));
+    assert_eq!(f.c.stats(), (0, 6));
 }
 
 /// The full router scenario with every response fed byte by byte, in both framings, and

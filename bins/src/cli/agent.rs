@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use mdproxy_core::endpoint::Timeouts;
-use mdproxy_core::lookup::HttpTarget;
+use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 
 use super::args::Args;
 use super::{
-    common_help, needs_tls, next_flag, positive, seconds, switch, value, Command, Common, Process,
+    bounded, common_help, needs_tls, next_flag, positive, seconds, switch, value, Command, Common,
+    Process,
 };
 
 pub const HELP: &str = concat!(
@@ -111,6 +112,9 @@ at startup, PORT 80 (443 for https) when absent):
       --neutron-timeout S        Each request to Neutron or Keystone, connecting included, must
                                  be answered within S seconds, else the lookup fails (503)
                                  [default: 10]
+      --max-neutron-queries N    Lookups talking to Neutron at once, per worker (1 to 4096);
+                                 up to 16 per slot more wait, at most --neutron-timeout, the
+                                 rest get 503 at once [default: 64]
       --neutron-ca-file FILE     PEM CA certificates that https Neutron and Keystone
                                  certificates must lead to (auth_ca_cert) [default: the
                                  system's CAs, as for --metadata-ca-file]
@@ -237,6 +241,8 @@ pub struct NeutronArgs {
     /// `public`, `internal` or `admin`.
     pub interface: &'static str,
     pub timeout: Duration,
+    /// Lookups talking to Neutron at once (`--max-neutron-queries`).
+    pub max_in_flight: usize,
     /// TLS to https Neutron and Keystone URLs (client certificates are not offered).
     pub tls: ClientTlsArgs,
 }
@@ -338,6 +344,7 @@ struct NeutronFlags {
     region_name: Option<String>,
     interface: Option<&'static str>,
     timeout: Option<Duration>,
+    max_in_flight: Option<usize>,
     tls: ClientTlsArgs,
     /// The flags given, by name and as spelled in messages, in order.
     given: Vec<(String, String)>,
@@ -359,6 +366,10 @@ impl NeutronFlags {
             "region-name" => self.region_name = Some(name_value(p, flag)?),
             "interface" => self.interface = Some(interface(flag, &value(p, flag)?)?),
             "neutron-timeout" => self.timeout = Some(seconds(flag, &value(p, flag)?, false)?),
+            "max-neutron-queries" => {
+                let max = NeutronConfig::MAX_IN_FLIGHT;
+                self.max_in_flight = Some(bounded(flag, &value(p, flag)?, max)?);
+            }
             "neutron-ca-file" => {
                 needs_tls(flag)?;
                 self.tls.ca_file = Some(value(p, flag)?.into());
@@ -440,6 +451,9 @@ impl NeutronFlags {
             region_name: self.region_name,
             interface: self.interface.unwrap_or("public"),
             timeout: self.timeout.unwrap_or(Duration::from_secs(10)),
+            max_in_flight: self
+                .max_in_flight
+                .unwrap_or(NeutronConfig::DEFAULT_MAX_IN_FLIGHT),
             tls: self.tls,
         })
     }
@@ -772,6 +786,7 @@ mod tests {
         assert_eq!(n.neutron_url, None);
         assert_eq!((n.interface, n.region_name), ("public", None));
         assert_eq!(n.timeout, Duration::from_secs(10));
+        assert_eq!(n.max_in_flight, 64);
         let ks = n.keystone.unwrap();
         assert_eq!(
             ks.auth_url,
@@ -807,8 +822,10 @@ mod tests {
             "--region-name=RegionTwo",
             "--interface=internal",
             "--neutron-timeout=2.5",
+            "--max-neutron-queries=4096",
         ]);
         let n = neutron(&args).unwrap();
+        assert_eq!(n.max_in_flight, 4096);
         let url = n.neutron_url.unwrap();
         assert_eq!((url.host.as_str(), url.port), ("fd00::9", 80));
         assert_eq!(url.to_string(), "http://[fd00::9]/networking/");
@@ -861,6 +878,8 @@ mod tests {
             (vec!["--neutron-url=http://n:0"], "http[s]://HOST"),
             (vec!["--interface=publicURL"], "public, internal, admin"),
             (vec!["--neutron-timeout=0"], "--neutron-timeout"),
+            (vec!["--max-neutron-queries=0"], "from 1 to 4096"),
+            (vec!["--max-neutron-queries=4097"], "from 1 to 4096"),
             (vec!["--username="], "empty"),
             (vec!["--password=hunter2"], "unknown option --password"),
             (

@@ -323,6 +323,16 @@ fn positive<T: FromStr + Default + PartialOrd>(flag: &str, v: &str) -> Result<T,
     }
 }
 
+/// A count from 1 to `max`.
+fn bounded(flag: &str, v: &str, max: usize) -> Result<usize, String> {
+    let n: usize = number(flag, v)?;
+    if (1..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{flag}: must be from 1 to {max}"))
+    }
+}
+
 fn seconds(flag: &str, v: &str, zero_ok: bool) -> Result<Duration, String> {
     let s: f64 = number(flag, v)?;
     match Duration::try_from_secs_f64(s) {
@@ -375,5 +385,9 @@ mod tests {
         assert!(seconds("--t", "nan", true).is_err());
         assert_eq!(positive::<usize>("--n", "3"), Ok(3));
         assert!(positive::<usize>("--n", "0").is_err());
+        assert_eq!(bounded("--n", "4", 4), Ok(4));
+        for bad in ["0", "5", "-1", "x"] {
+            assert!(bounded("--n", bad, 4).is_err(), "{bad}");
+        }
     }
 }

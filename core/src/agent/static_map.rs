@@ -9,7 +9,7 @@
 //! [[port]]
 //! network = "9c2b1a4e-0000-4000-8000-000000000001"
 //! ip = "10.0.0.5"                       # or: ips = ["10.0.0.5", "fd00::5"]
-//! mac = "fa:16:3e:00:00:05"             # optional; used for IPv6 link-local clients
+//! mac = "fa:16:3e:00:00:05"             # optional; for IPv6 link-local (fe80::/10) clients
 //! device_id = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01"
 //! project_id = "8f14e45fceea167a5a36dedd4bea2543"
 //! ```
@@ -25,6 +25,7 @@ use std::net::IpAddr;
 use serde::Deserialize;
 
 use crate::cache::{Instance, LookupKey, Scope, Uuid};
+use crate::lookup::{port_search, PortSearch};
 
 /// A parse error with the 1-based line it was found on (0 when unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,20 +178,33 @@ impl StaticMap {
         self.ports.len()
     }
 
-    /// The instance behind `key`; with `mac`, the port is matched by MAC instead of IP (IPv6
-    /// link-local clients, whose address embeds the MAC).
-    pub fn resolve(&self, key: &LookupKey, mac: Option<[u8; 6]>) -> Option<Instance> {
+    /// The instance behind `key`, found by [`port_search`]: by fixed IP, and for an IPv6
+    /// link-local client by its MAC when no port lists the address itself.
+    pub fn resolve(&self, key: &LookupKey) -> Option<Instance> {
         let networks: &[Uuid] = match &key.scope {
             Scope::Network(n) => std::slice::from_ref(n),
             Scope::Router(r) => self.routers.get(r)?,
         };
-        let mut found = self.ports.iter().filter(|p| {
-            networks.contains(&p.network)
-                && match mac {
-                    Some(m) => p.mac == Some(m),
-                    None => p.ips.contains(&key.ip),
+        let on_scope = || self.ports.iter().filter(|p| networks.contains(&p.network));
+        match port_search(key.ip) {
+            PortSearch::Ip(ip) => self.only_one(key, on_scope().filter(|p| p.ips.contains(&ip))),
+            PortSearch::LinkLocal(ip, mac) => {
+                let ip = IpAddr::V6(ip);
+                if on_scope().any(|p| p.ips.contains(&ip)) {
+                    return self.only_one(key, on_scope().filter(|p| p.ips.contains(&ip)));
                 }
-        });
+                let mac = mac?;
+                self.only_one(key, on_scope().filter(|p| p.mac == Some(mac)))
+            }
+        }
+    }
+
+    /// The instance of the one port in `found`; none or several is "not found".
+    fn only_one<'a>(
+        &self,
+        key: &LookupKey,
+        mut found: impl Iterator<Item = &'a Port>,
+    ) -> Option<Instance> {
         let first = found.next()?;
         if found.next().is_some() {
             log::warn!(
@@ -254,23 +268,17 @@ project_id = "proj-c"
     fn router_scope_searches_its_interface_networks_only() {
         let m = StaticMap::parse(MAP).unwrap();
         assert_eq!(
-            m.resolve(&key(router(), "10.0.0.5"), None)
-                .unwrap()
-                .instance_id,
+            m.resolve(&key(router(), "10.0.0.5")).unwrap().instance_id,
             "inst-a"
         );
         assert_eq!(
-            m.resolve(&key(router(), "fd00::7"), None)
-                .unwrap()
-                .project_id,
+            m.resolve(&key(router(), "fd00::7")).unwrap().project_id,
             "proj-b"
         );
-        assert_eq!(m.resolve(&key(router(), "10.9.9.9"), None), None);
+        assert_eq!(m.resolve(&key(router(), "10.9.9.9")), None);
         // The same IP on a network the router does not have is someone else's.
         assert_eq!(
-            m.resolve(&key(net(3), "10.0.0.5"), None)
-                .unwrap()
-                .instance_id,
+            m.resolve(&key(net(3), "10.0.0.5")).unwrap().instance_id,
             "inst-c"
         );
     }
@@ -279,17 +287,51 @@ project_id = "proj-c"
     fn unknown_router_is_not_found() {
         let m = StaticMap::parse(MAP).unwrap();
         let other = Scope::Router(Uuid(7));
-        assert_eq!(m.resolve(&key(other, "10.0.0.5"), None), None);
+        assert_eq!(m.resolve(&key(other, "10.0.0.5")), None);
     }
 
     #[test]
     fn mac_matching_for_link_local_clients() {
         let m = StaticMap::parse(MAP).unwrap();
-        let mac = parse_mac("FA:16:3E:00:00:05");
-        let found = m
-            .resolve(&key(router(), "fe80::f816:3eff:fe00:5"), mac)
-            .unwrap();
+        let found = m.resolve(&key(router(), "fe80::f816:3eff:fe00:5")).unwrap();
         assert_eq!(found.instance_id, "inst-a");
+        // No EUI-64 identifier, no MAC: not found.
+        assert_eq!(m.resolve(&key(router(), "fe80::5")), None);
+    }
+
+    /// Security issue 14, item 4: a global address is its own fixed IP, never the MAC inside
+    /// it; and a port listing a link-local address itself wins over the MAC.
+    #[test]
+    fn only_link_local_clients_are_matched_by_mac() {
+        let map = r#"
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000001"
+ips = ["2001:db8::f816:3eff:fe00:5", "fe80::f816:3eff:fe00:5"]
+device_id = "port-a"
+project_id = "proj-a"
+
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000001"
+ip = "10.0.0.6"
+mac = "fa:16:3e:00:00:05"
+device_id = "port-b"
+project_id = "proj-b"
+
+[[port]]
+network = "9c2b1a4e-0000-4000-8000-000000000001"
+ip = "10.0.0.7"
+mac = "fa:16:3e:00:00:07"
+device_id = "port-c"
+project_id = "proj-c"
+"#;
+        let m = StaticMap::parse(map).unwrap();
+        let who = |ip: &str| m.resolve(&key(net(1), ip)).map(|i| i.instance_id);
+        assert_eq!(who("2001:db8::f816:3eff:fe00:5").as_deref(), Some("port-a"));
+        assert_eq!(who("fe80::f816:3eff:fe00:5").as_deref(), Some("port-a"));
+        // Port B's MAC inside an address no port has: only link-local clients use it.
+        assert_eq!(who("2001:db8::f816:3eff:fe00:7"), None);
+        assert_eq!(who("fd00::f816:3eff:fe00:7"), None);
+        assert_eq!(who("fe80::f816:3eff:fe00:7").as_deref(), Some("port-c"));
     }
 
     #[test]
@@ -298,7 +340,7 @@ project_id = "proj-c"
             "{MAP}\n[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\nip = \"10.0.0.5\"\ndevice_id = \"x\"\nproject_id = \"y\"\n"
         );
         let m = StaticMap::parse(&dup).unwrap();
-        assert_eq!(m.resolve(&key(router(), "10.0.0.5"), None), None);
+        assert_eq!(m.resolve(&key(router(), "10.0.0.5")), None);
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! 1. networks: `[N]` for a network-scoped request; for a router, the networks of its interface
 //!    ports (`GET /v2.0/ports?device_id=R&device_owner=…&fields=network_id`), cached for
 //!    `router_networks_ttl`.
-//! 2. the port: `GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=…` (by `mac_address` for
-//!    an IPv6 link-local client); exactly one port is the instance (`device_id`, `project_id`
-//!    or else `tenant_id`), none or several is "not found".
+//! 2. the port: `GET /v2.0/ports?fixed_ips=ip_address%3DIP&network_id=…`; exactly one port is
+//!    the instance (`device_id`, `project_id` or else `tenant_id`), none or several is "not
+//!    found". An IPv6 link-local client that no port has as a fixed IP is searched for again
+//!    by `mac_address`, the MAC its address embeds ([`port_search`], the rule every backend
+//!    shares).
 //!
 //! With Keystone credentials, requests carry `X-Auth-Token`. One token is fetched at a time and
 //! shared by every query; it is reused until a safety margin before `expires_at`. A 401 from
@@ -21,6 +23,7 @@
 //! any request              no usable token                    waiting for the token
 //! waiting for the token    token arrives / auth fails         the request / Failed
 //! RouterNetworks           2xx                                Ports (no networks: Answer(None))
+//! Ports                    2xx, no port, MAC left to try      Ports (by MAC)
 //! Ports                    2xx                                Answer
 //! RouterNetworks/Ports     401, first time for this request   waiting for the token (re-auth)
 //! RouterNetworks/Ports     401 again, other error, timeout    Failed
@@ -33,10 +36,11 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use serde::Deserialize;
 
+use super::address::{port_search, PortSearch};
 use super::exchange::{build_request, excerpt, Exchange, Progress, Response};
+use super::format_mac;
 use super::keystone::{parse_issued, safety_margin, CatalogChoice, KeystoneAuth};
 use super::url::{HttpTarget, Query};
-use super::{format_mac, mac_from_eui64};
 use crate::cache::{Instance, LookupKey, Scope, Uuid};
 use crate::endpoint::{ConnectError, Input, Target};
 use crate::http::Method;
@@ -77,7 +81,19 @@ pub struct NeutronConfig {
     pub timeout: Duration,
     /// How long a router's list of networks is reused; zero asks every time.
     pub router_networks_ttl: Duration,
+    /// Most lookups (per event loop) talking to Neutron at once; more wait in a queue of
+    /// [`QUEUE_PER_SLOT`] per slot, and beyond that fail at once (503). A flood of distinct
+    /// client IPs thus makes a bounded number of Neutron queries, not one each.
+    pub max_in_flight: usize,
 }
+
+/// Lookups that may wait for a free query slot, per slot of [`NeutronConfig::max_in_flight`].
+///
+/// Why a queue rather than 503 for all the excess: a mass boot is a legitimate burst of
+/// distinct cold IPs, and waiting briefly (at most the backend timeout) serves it; a queue
+/// bounded in length keeps memory and the wait bounded, and what is beyond it is answered
+/// at once, so cloud-init retries instead of hanging.
+pub const QUEUE_PER_SLOT: usize = 16;
 
 impl NeutronConfig {
     /// Default request timeout.
@@ -86,6 +102,10 @@ impl NeutronConfig {
     pub const DEFAULT_INTERFACE: &'static str = "public";
     /// Default router-networks TTL (the lookup cache's positive TTL).
     pub const DEFAULT_ROUTER_NETWORKS_TTL: Duration = Duration::from_secs(5);
+    /// Default [`max_in_flight`](Self::max_in_flight).
+    pub const DEFAULT_MAX_IN_FLIGHT: usize = 64;
+    /// Largest accepted [`max_in_flight`](Self::max_in_flight) (each may hold a connection).
+    pub const MAX_IN_FLIGHT: usize = 4096;
 
     /// A configuration with the defaults above.
     pub fn new(neutron: Option<HttpTarget>, keystone: Option<KeystoneAuth>) -> Self {
@@ -97,6 +117,7 @@ impl NeutronConfig {
             region: None,
             timeout: Self::DEFAULT_TIMEOUT,
             router_networks_ttl: Self::DEFAULT_ROUTER_NETWORKS_TTL,
+            max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
         }
     }
 }
@@ -155,6 +176,8 @@ enum Step {
 #[derive(Debug)]
 struct QueryState {
     filter: PortFilter,
+    /// A link-local client's MAC, searched for when no port has its address.
+    then_mac: Option<[u8; 6]>,
     /// Known once the network scope or the router's interfaces are.
     networks: Option<Vec<String>>,
     /// The current request already had its one 401 retry.
@@ -220,6 +243,11 @@ pub struct NeutronClient {
     next_req: u64,
     exchanges: BTreeMap<ReqId, Pending>,
     queries: BTreeMap<LookupKey, QueryState>,
+    /// Lookups waiting for a query slot, oldest first, each with when it gives up.
+    waiting: VecDeque<(LookupKey, Instant)>,
+    /// The latest time an input brought: a slot freed by [`fail`](Self::fail) (which brings
+    /// none) is handed on at that time.
+    last_now: Option<Instant>,
     token: TokenState,
     /// Bumped for each new token, so a 401 only drops the token it was about.
     token_gen: u64,
@@ -260,6 +288,8 @@ impl NeutronClient {
             next_req: 0,
             exchanges: BTreeMap::new(),
             queries: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            last_now: None,
             token: TokenState::Absent,
             token_gen: 0,
             token_waiters: VecDeque::new(),
@@ -275,25 +305,54 @@ impl NeutronClient {
     /// (single-flight is in the cache); a second query for a key already in progress is
     /// ignored, and the first one's event answers both.
     ///
-    /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a link-local
-    /// address without an EUI-64 MAC, a cached router with no networks, no endpoint configured).
+    /// May queue: `Connect` actions (Keystone or Neutron), or an event right away (a cached
+    /// router with no networks, no endpoint configured).
+    ///
+    /// With [`NeutronConfig::max_in_flight`] lookups running, the lookup waits for a slot (up
+    /// to the backend timeout), or fails at once when the queue is full too.
     pub fn query(&mut self, now: Instant, key: LookupKey) {
-        if self.queries.contains_key(&key) {
+        self.last_now = Some(now);
+        if self.queries.contains_key(&key) || self.waiting.iter().any(|(k, _)| *k == key) {
             warn!("lookup of {} on {:?} is already running", key.ip, key.scope);
             return;
         }
-        let filter = match port_filter(key.ip) {
-            Ok(f) => f,
-            Err(why) => {
-                warn!("{why}");
-                self.events.push_back(ClientEvent::Answer(key, None));
+        let slots = self.cfg.max_in_flight.max(1);
+        if self.queries.len() >= slots || !self.waiting.is_empty() {
+            if self.waiting.len() >= slots.saturating_mul(QUEUE_PER_SLOT) {
+                let why = format!(
+                    "{} lookups are waiting for one of {slots} Neutron query slots",
+                    self.waiting.len()
+                );
+                self.events.push_back(ClientEvent::Failed(key, why));
                 return;
             }
+            let until = now.checked_add(self.cfg.timeout).unwrap_or(now);
+            self.waiting.push_back((key, until));
+            return;
+        }
+        self.start_query(now, key);
+    }
+
+    /// Starts the lookups that wait, as far as slots are free.
+    fn start_waiting(&mut self, now: Instant) {
+        while self.queries.len() < self.cfg.max_in_flight.max(1) {
+            let Some((key, _)) = self.waiting.pop_front() else {
+                return;
+            };
+            self.start_query(now, key);
+        }
+    }
+
+    fn start_query(&mut self, now: Instant, key: LookupKey) {
+        let (filter, then_mac) = match port_search(key.ip) {
+            PortSearch::Ip(ip) => (PortFilter::Ip(ip), None),
+            PortSearch::LinkLocal(ip, mac) => (PortFilter::Ip(IpAddr::V6(ip)), mac),
         };
         self.queries.insert(
             key,
             QueryState {
                 filter,
+                then_mac,
                 networks: None,
                 retried: false,
                 token_gen: 0,
@@ -307,6 +366,12 @@ impl NeutronClient {
     /// May queue: `Close(req)` once the exchange is over (answered or failed), then what the
     /// answer leads to (further `Connect`s, events).
     pub fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
+        self.last_now = Some(now);
+        self.handle_exchange(now, req, input);
+        self.start_waiting(now);
+    }
+
+    fn handle_exchange(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
         let Some(p) = self.exchanges.get_mut(&req) else {
             return;
         };
@@ -341,9 +406,22 @@ impl NeutronClient {
     /// Fails every exchange whose deadline is at or before `now`. Idempotent; early calls are
     /// no-ops.
     ///
-    /// May queue: `Close` for each expired exchange, `Failed` events, and `Connect`s of queries
-    /// that move on.
+    /// May queue: `Close` for each expired exchange, `Failed` events (expired exchanges, and
+    /// lookups that waited the timeout for a slot), and `Connect`s of queries that move on.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
+        while let Some(&(key, until)) = self.waiting.front() {
+            if until > now {
+                break;
+            }
+            self.waiting.pop_front();
+            let why = format!(
+                "no Neutron query slot free within {:?} ({} in flight)",
+                self.cfg.timeout,
+                self.queries.len()
+            );
+            self.events.push_back(ClientEvent::Failed(key, why));
+        }
         let expired: Vec<ReqId> = self
             .exchanges
             .iter()
@@ -356,6 +434,7 @@ impl NeutronClient {
                 self.on_failure(&p, &why);
             }
         }
+        self.start_waiting(now);
     }
 
     /// The next thing for the runtime to do.
@@ -404,6 +483,9 @@ impl NeutronClient {
         if let Some(p) = self.close(req) {
             self.on_failure(&p, why);
         }
+        if let Some(now) = self.last_now {
+            self.start_waiting(now);
+        }
     }
 
     /// Whether the runtime should read `req`'s socket (connected and not finished).
@@ -416,7 +498,10 @@ impl NeutronClient {
     ///
     /// Call after: draining `poll_action` / `poll_event`.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.exchanges.values().map(|p| p.ex.deadline).min()
+        let exchanges = self.exchanges.values().map(|p| p.ex.deadline);
+        // The queue is in arrival order with one timeout: its front gives up first.
+        let waiting = self.waiting.front().map(|(_, until)| *until);
+        exchanges.chain(waiting).min()
     }
 
     /// Counters for tests and metrics: (Keystone authentications started, Neutron requests
@@ -791,6 +876,13 @@ impl NeutronClient {
                 )),
             },
             Step::Ports => {
+                if let Some(mac) = q.then_mac.take() {
+                    if no_ports(&resp.body) {
+                        debug!("no port has {}; searching by its MAC", key.ip);
+                        q.filter = PortFilter::Mac(mac);
+                        return self.advance(now, key, None);
+                    }
+                }
                 let filter = q.filter;
                 let nets = q.networks.as_deref().unwrap_or_default().join(", ");
                 let ev = match choose_port(&resp.body, &nets, &filter) {
@@ -826,25 +918,6 @@ impl NeutronClient {
     }
 }
 
-/// Neutron's rules for the client address (reference §B2 step 3): an IPv4-mapped IPv6 address
-/// is its IPv4; an IPv6 link-local address is searched by the MAC inside it.
-fn port_filter(ip: IpAddr) -> Result<PortFilter, String> {
-    match ip {
-        IpAddr::V4(_) => Ok(PortFilter::Ip(ip)),
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                Ok(PortFilter::Ip(IpAddr::V4(v4)))
-            } else if v6.segments()[0] & 0xffc0 == 0xfe80 {
-                mac_from_eui64(v6).map(PortFilter::Mac).ok_or_else(|| {
-                    format!("link-local address {v6} carries no EUI-64 MAC; no instance found")
-                })
-            } else {
-                Ok(PortFilter::Ip(ip))
-            }
-        }
-    }
-}
-
 #[derive(Deserialize)]
 struct PortList<T> {
     ports: Vec<T>,
@@ -863,6 +936,12 @@ struct PortOwner {
     project_id: Option<String>,
     #[serde(default)]
     tenant_id: Option<String>,
+}
+
+/// Whether a port list is well formed and empty (anything else is [`choose_port`]'s to judge).
+fn no_ports(body: &[u8]) -> bool {
+    serde_json::from_slice::<PortList<serde::de::IgnoredAny>>(body)
+        .is_ok_and(|l| l.ports.is_empty())
 }
 
 /// The distinct `network_id`s of a router's interface ports, in first-seen order.
@@ -929,33 +1008,13 @@ fn choose_port(body: &[u8], nets: &str, filter: &PortFilter) -> Result<Option<In
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
 
     #[test]
-    fn filters() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(
-            port_filter(ip("10.0.0.5")),
-            Ok(PortFilter::Ip(ip("10.0.0.5")))
-        );
-        assert_eq!(
-            port_filter(ip("::ffff:10.0.0.5")),
-            Ok(PortFilter::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))))
-        );
-        assert_eq!(
-            port_filter(ip("fd00::5")),
-            Ok(PortFilter::Ip(ip("fd00::5")))
-        );
-        assert_eq!(
-            port_filter(ip("fe80::f816:3eff:fe12:3456")),
-            Ok(PortFilter::Mac([0xfa, 0x16, 0x3e, 0x12, 0x34, 0x56]))
-        );
-        // A global address with an EUI-64 identifier is still searched by IP.
-        assert_eq!(
-            port_filter(ip("2001:db8::f816:3eff:fe12:3456")),
-            Ok(PortFilter::Ip(ip("2001:db8::f816:3eff:fe12:3456")))
-        );
-        assert!(port_filter(ip("fe80::1")).is_err());
+    fn empty_port_lists() {
+        assert!(no_ports(br#"{"ports":[]}"#));
+        assert!(!no_ports(br#"{"ports":[{"device_id":"i1"}]}"#));
+        assert!(!no_ports(br#"{"ports":{}}"#));
+        assert!(!no_ports(b"["));
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub use instance::{
     parse_instance, set_password, Format, InstanceData, InstanceError, JsonObject, Key,
 };
 pub use password::MAX_PASSWORD_SIZE;
-pub use token::{MAX_TOKENS, MAX_TOKENS_PER_INSTANCE, MAX_TTL_SECONDS, TOKEN_BYTES};
+pub use token::MAX_TTL_SECONDS;
 
 use path::{OsFile, Route, EC2_VERSIONS};
 
@@ -292,14 +292,14 @@ struct Who {
     address: Option<String>,
 }
 
-/// The metadata service: instances by uuid and by fixed IP, and the live IMDSv2 tokens.
+/// The metadata service: instances by uuid and by fixed IP, and the IMDSv2 token key.
 pub struct MetadataService {
     cfg: ServerConfig,
     today: String,
     instances: BTreeMap<String, Prepared>,
     /// Fixed IP → instance; `None` when two instances claim the IP (then it identifies nobody).
     by_ip: BTreeMap<IpAddr, Option<String>>,
-    tokens: token::TokenStore,
+    tokens: token::Tokens,
 }
 
 impl fmt::Debug for MetadataService {
@@ -307,7 +307,6 @@ impl fmt::Debug for MetadataService {
         f.debug_struct("MetadataService")
             .field("cfg", &self.cfg)
             .field("instances", &self.instances.len())
-            .field("tokens", &self.tokens.len())
             .finish_non_exhaustive()
     }
 }
@@ -321,15 +320,15 @@ impl MetadataService {
     pub fn new(cfg: ServerConfig) -> Self {
         MetadataService {
             today: iso_date(cfg.today),
+            tokens: token::Tokens::new(cfg.entropy.as_ref()),
             cfg,
             instances: BTreeMap::new(),
             by_ip: BTreeMap::new(),
-            tokens: token::TokenStore::new(MAX_TOKENS, MAX_TOKENS_PER_INSTANCE),
         }
     }
 
-    /// Replaces the set of instances. Tokens issued to instances that still exist stay valid;
-    /// the others are dropped. A uuid given twice keeps the last copy.
+    /// Replaces the set of instances. A uuid given twice keeps the last copy. Tokens are
+    /// stateless: a removed instance's tokens identify nobody, as the instance is gone.
     pub fn set_instances(&mut self, instances: Vec<InstanceData>) {
         let mut map = BTreeMap::new();
         for data in instances {
@@ -363,7 +362,6 @@ impl MetadataService {
                 }
             }
         }
-        self.tokens.retain_instances(|uuid| map.contains_key(uuid));
         self.instances = map;
         self.by_ip = by_ip;
     }
@@ -506,9 +504,8 @@ impl MetadataService {
             (None, _) if self.cfg.imdsv2 == ImdsV2::Required => Err("missing"),
             (None, _) => Ok(()),
             (Some(tok), None) => self.tokens.check(now, tok, uuid).map_err(|r| match r {
-                token::Rejected::Unknown => "unknown",
+                token::Rejected::Unknown => "unknown (or another instance's)",
                 token::Rejected::Expired => "expired",
-                token::Rejected::OtherInstance => "issued to another instance",
             }),
             (Some(_), Some(_)) => Err("sent twice"),
         };

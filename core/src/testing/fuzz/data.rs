@@ -356,13 +356,8 @@ pub fn static_map(data: &[u8]) {
         for &ip in &ips {
             for scope in [Scope::Router(u), Scope::Network(u)] {
                 let key = LookupKey { scope, ip };
-                let found = map.resolve(&key, None);
-                assert_eq!(found, map.resolve(&key, None), "lookups are pure");
-                let mac = match ip {
-                    IpAddr::V6(v6) => crate::lookup::mac_from_eui64(v6),
-                    IpAddr::V4(_) => None,
-                };
-                let _ = map.resolve(&key, mac);
+                let found = map.resolve(&key);
+                assert_eq!(found, map.resolve(&key), "lookups are pure");
             }
         }
     }
@@ -631,7 +626,7 @@ pub fn imds_token(data: &[u8]) {
         "the granted TTL is echoed"
     );
     let token = resp.body.clone();
-    assert_eq!(token.len(), 43);
+    assert_eq!(token.len(), 64, "base64url of expiry, nonce and tag");
     let line = [TOKEN_HEADER.as_bytes(), b": ", &token[..], b"\r\n"].concat();
     let with = signed_head("GET", UUID, &line).expect("token head");
     let step = Duration::from_millis(u64::from(sel >> 1) * 997);
