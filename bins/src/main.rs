@@ -12,6 +12,7 @@ mod metrics;
 mod notify;
 mod ns_proxy;
 mod os;
+mod passwords;
 mod runtime;
 mod server;
 mod tls;
