@@ -83,8 +83,8 @@ HTTPS (a build with the `tls` feature, the default; without it these flags exit 
     ),
     "
 Exit status: 0 after a clean stop, 1 when the server cannot start (a port is taken) or its
-event loop fails, 2 for a usage or configuration error (bad flag, unreadable secret or
-instance directory).
+event loop fails, 2 for a usage or configuration error (bad flag, unreadable secret,
+instance or state directory).
 "
 );
 
