@@ -39,6 +39,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
         shared_secret_file: Some(files.secret.clone()),
         instances: files.instances.clone(),
+        state_dir: files.state.clone(),
         rescan_interval: Duration::from_secs(2),
         direct: false,
         imdsv2: ImdsV2::Optional,
@@ -184,6 +185,8 @@ fn instructions(addr: SocketAddr, sample: &InstanceData) -> String {
 /// The demo's files.
 struct Files {
     instances: PathBuf,
+    /// The server's `--state-dir` (created by the first posted password).
+    state: PathBuf,
     secret: PathBuf,
     socket: PathBuf,
 }
@@ -211,6 +214,7 @@ impl TempDir {
     fn populate(&self, sample: &InstanceData) -> Result<Files, Failure> {
         let files = Files {
             instances: self.0.join("instances"),
+            state: self.0.join("state"),
             secret: self.0.join("shared-secret"),
             socket: self.0.join("agent.sock"),
         };

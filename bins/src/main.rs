@@ -12,6 +12,7 @@ mod metrics;
 mod notify;
 mod ns_proxy;
 mod os;
+mod passwords;
 mod runtime;
 mod server;
 mod tls;
@@ -67,23 +68,32 @@ pub enum Failure {
     System(String),
 }
 
+impl Failure {
+    fn message_and_code(self) -> (String, u8) {
+        match self {
+            Failure::Config(msg) => (msg, 2),
+            Failure::System(msg) => (msg, 1),
+        }
+    }
+}
+
 /// Starts logging (to `log_file`, at debug level if asked), runs a role and turns how it ended
 /// into the exit status. Errors go to the log, and to stderr too when the log is a file.
 fn launch(
     (log_file, debug): (Option<PathBuf>, bool),
     serve: impl FnOnce() -> Result<(), Failure>,
 ) -> ExitCode {
-    if let Err(msg) = os::init_logging(log_file.as_deref(), debug) {
+    if let Err(failure) = os::init_logging(log_file.as_deref(), debug) {
+        let (msg, code) = failure.message_and_code();
         eprintln!("mdproxy: {msg}");
-        return ExitCode::from(1);
+        return ExitCode::from(code);
     }
     let (msg, code) = match serve() {
         Ok(()) => {
             log::logger().flush();
             return ExitCode::SUCCESS;
         }
-        Err(Failure::Config(msg)) => (msg, 2),
-        Err(Failure::System(msg)) => (msg, 1),
+        Err(failure) => failure.message_and_code(),
     };
     // An error is written at once, with every line before it.
     log::error!("{msg}");

@@ -1,11 +1,11 @@
 //! The process around a role: logging, daemonizing, the pid file, dropping privileges and the
 //! life cycle of a listening socket's file.
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr, OsString};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, ErrorKind, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -14,10 +14,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use log::LevelFilter;
 
 use crate::log_batch::{Batched, Sink, SinkWriter};
+use crate::Failure;
 
 /// Logs to stderr or appends to `file`, at info (or debug); `RUST_LOG` overrides the level.
-/// Lines are written as they come until [`batch_logs`].
-pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
+/// Lines are written as they come until [`batch_logs`]. A log file that cannot be opened is
+/// the operator's to fix (exit 2).
+pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), Failure> {
     let mut builder = env_logger::Builder::new();
     builder.filter_level(if debug {
         LevelFilter::Debug
@@ -28,10 +30,7 @@ pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
         builder.parse_filters(&filters);
     }
     let out: Box<dyn Write + Send> = match file {
-        Some(path) => {
-            let f = OpenOptions::new().create(true).append(true).open(path);
-            Box::new(f.map_err(|e| format!("cannot open log file {}: {e}", path.display()))?)
-        }
+        Some(path) => Box::new(open_log(path).map_err(Failure::Config)?),
         None => Box::new(io::stderr()),
     };
     let sink = Sink::new(out);
@@ -49,11 +48,89 @@ pub fn init_logging(file: Option<&Path>, debug: bool) -> Result<(), String> {
         inner,
         sink: sink.clone(),
     }))
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| Failure::System(e.to_string()))?;
     log::set_max_level(max_level);
     // Set once, right after the logger that holds the same sink.
     let _ = LOG_SINK.set(sink);
     Ok(())
+}
+
+/// Opens `path` to append to, never through a symbolic link: the process is often root at
+/// this point, and a link planted in a log directory another user can write to would make it
+/// append to (or create) any file the link names.
+fn open_log(path: &Path) -> Result<File, String> {
+    let opened = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path);
+    opened.map_err(|e| {
+        let shown = path.display();
+        match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                format!("--log-file {shown} is a symbolic link; not following it (name the file itself)")
+            }
+            _ => format!("cannot open log file {shown}: {e}"),
+        }
+    })
+}
+
+/// Creates `path` for writing with `mode` (less the umask), only as a new file and never
+/// through a symbolic link (`O_CREAT|O_EXCL|O_NOFOLLOW`), so that whatever another user
+/// planted at that name is never written to.
+pub fn create_new(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Attempts at a fresh temporary name before [`replace_file`] gives up: each name has 64
+/// random bits, so a second attempt only happens when someone planted that very name.
+const TEMP_ATTEMPTS: usize = 4;
+
+/// Replaces `dir/name` with a file holding `bytes` (mode `mode`), atomically and durably:
+/// `dir/.<name>.<random>.tmp` is created with [`create_new`], written, synced and renamed
+/// over `dir/name`, then `dir` is synced. The temporary's name is unpredictable, so no link
+/// can be planted there in advance, and retrying with another is safe; `rename` replaces a
+/// link at `dir/name` itself rather than following it.
+pub fn replace_file(dir: &Path, name: &OsStr, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut last = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let tmp = dir.join(temp_name(name)?);
+        let mut f = match create_new(&tmp, mode) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                last = Some(e);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let written = f
+            .write_all(bytes)
+            .and_then(|()| f.sync_all())
+            .and_then(|()| fs::rename(&tmp, dir.join(name)));
+        if let Err(e) = written {
+            // Only our own file: it was created new, and unlinking does not follow links.
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+        // The rename is durable once the directory is.
+        return File::open(dir).and_then(|d| d.sync_all());
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no temporary name was free")))
+}
+
+/// `.<name>.<16 random hex digits>.tmp`: a dot-file, so directory scans skip it.
+fn temp_name(name: &OsStr) -> io::Result<OsString> {
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(".{:016x}.tmp", u64::from_ne_bytes(random)));
+    Ok(tmp)
 }
 
 /// The sink of [`init_logging`]'s logger, for [`batch_logs`].
@@ -131,13 +208,18 @@ pub fn daemonize() -> io::Result<()> {
 pub struct PidFile(PathBuf);
 
 impl PidFile {
-    /// Writes a temporary file and renames it over `path`, so readers never see it half done.
+    /// Writes the pid through [`replace_file`], so readers never see it half done and a link
+    /// planted in the pid file's directory is never followed (the process is still root).
     pub fn write(path: &Path) -> io::Result<PidFile> {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        let mut f = File::create(&tmp)?;
-        writeln!(f, "{}", std::process::id())?;
-        std::fs::rename(&tmp, path)?;
+        let Some(name) = path.file_name() else {
+            return Err(io::Error::new(ErrorKind::InvalidInput, "not a file name"));
+        };
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let pid = format!("{}\n", std::process::id());
+        replace_file(dir, name, pid.as_bytes(), 0o644)?;
         Ok(PidFile(path.to_path_buf()))
     }
 }
@@ -216,7 +298,8 @@ pub struct Identity {
 }
 
 /// Resolves `--user`/`--group` (names or numeric ids). Without `group`, a named or known
-/// user's primary group is used.
+/// user's primary group is used; a numeric user with no passwd entry has none, and would
+/// keep group 0 (root's), so it needs `group`.
 pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Identity, String> {
     let mut id = Identity::default();
     if let Some(user) = user {
@@ -229,7 +312,13 @@ pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Ident
         };
         match (unsafe { pw.as_ref() }, user.parse::<libc::uid_t>()) {
             (Some(pw), _) => (id.uid, id.gid) = (Some(pw.pw_uid), Some(pw.pw_gid)),
-            (None, Ok(uid)) => id.uid = Some(uid),
+            (None, Ok(uid)) if group.is_some() => id.uid = Some(uid),
+            (None, Ok(uid)) => {
+                return Err(format!(
+                    "--user {uid} has no passwd entry, hence no primary group: give --group \
+                     too (else the process would keep group 0)"
+                ))
+            }
             (None, Err(_)) => return Err(format!("unknown user {user:?}")),
         }
     }
@@ -247,7 +336,8 @@ pub fn resolve_identity(user: Option<&str>, group: Option<&str>) -> Result<Ident
     Ok(id)
 }
 
-/// Switches to `id`: supplementary groups (when root), then group, then user.
+/// Switches to `id`: clears the supplementary groups (when root: root's own, such as 0, must
+/// not survive the switch), then group, then user.
 pub fn drop_privileges(id: &Identity) -> io::Result<()> {
     let check = |r: libc::c_int| {
         if r == 0 {
@@ -258,10 +348,13 @@ pub fn drop_privileges(id: &Identity) -> io::Result<()> {
     };
     // SAFETY: plain syscalls with valid arguments.
     unsafe {
+        if id.uid.is_none() && id.gid.is_none() {
+            return Ok(());
+        }
+        if libc::geteuid() == 0 {
+            check(libc::setgroups(0, std::ptr::null()))?;
+        }
         if let Some(gid) = id.gid {
-            if libc::geteuid() == 0 {
-                check(libc::setgroups(1, &gid))?;
-            }
             check(libc::setgid(gid))?;
         }
         if let Some(uid) = id.uid {
@@ -300,7 +393,61 @@ pub fn raise_fd_limit() {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    use std::path::PathBuf;
     use std::time::Duration;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("mdp-os-{}-{name}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn create_new_refuses_links_and_existing_files() {
+        let dir = Dir::new("create");
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "v").unwrap();
+        symlink(&victim, dir.0.join("link")).unwrap();
+        symlink(dir.0.join("absent"), dir.0.join("dangling")).unwrap();
+        for name in ["victim", "link", "dangling"] {
+            let e = super::create_new(&dir.0.join(name), 0o600).unwrap_err();
+            assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists, "{name}: {e}");
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "v");
+        assert!(!dir.0.join("absent").exists());
+        let fresh = dir.0.join("fresh");
+        drop(super::create_new(&fresh, 0o600).unwrap());
+        let mode = fs::metadata(&fresh).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o600, 0, "{mode:o}");
+    }
+
+    #[test]
+    fn replace_file_replaces_a_link_instead_of_following_it() {
+        let dir = Dir::new("replace");
+        let victim = dir.0.join("victim");
+        fs::write(&victim, "v").unwrap();
+        symlink(&victim, dir.0.join("f")).unwrap();
+        super::replace_file(&dir.0, "f".as_ref(), b"new", 0o600).unwrap();
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "v");
+        let meta = fs::symlink_metadata(dir.0.join("f")).unwrap();
+        assert!(meta.is_file());
+        assert_eq!(fs::read(dir.0.join("f")).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(&dir.0).unwrap().flatten().collect();
+        assert_eq!(names.len(), 2, "a temporary was left: {names:?}");
+    }
 
     #[test]
     fn utc_dates() {

@@ -1,15 +1,14 @@
 //! `mdproxy server`: reads the secret and the instance directory, binds the listeners and runs
 //! the metadata server on one event loop. The loop's hooks keep the instances current (a
-//! rescan every `--rescan-interval`, a full re-read on SIGHUP) and write posted passwords back
-//! into the instance files.
+//! rescan every `--rescan-interval`, a full re-read on SIGHUP) and hand posted passwords to
+//! the writer of the state directory (`passwords.rs`); the instance files are only read.
 //!
 //! One loop, not several workers: IMDSv2 tokens and posted passwords live in the memory of
 //! the loop's endpoint, and a token issued by one worker would be unknown to another.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
-use std::fs::{self, File, Metadata};
-use std::io::{self, Write};
+use std::fs::{self, Metadata};
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,12 +18,13 @@ use std::time::Duration;
 use mdproxy_core::endpoint::{EndpointConfig, Reload, Role};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{
-    parse_instance, set_password, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
+    parse_instance, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
 };
 use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::EndpointTls;
 
 use crate::agent::read_secret;
+use crate::passwords::{StateDir, Writer};
 use crate::runtime::{Listener, Options, Runtime};
 use crate::{cli, metrics, os, start, tls, Failure};
 
@@ -53,11 +53,12 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
         Some(t) => format!(" (HTTPS, {})", t.cert.display()),
     };
     log::info!(
-        "server listening on {}{https}, instances in {} (rescanned every {:?}), identity \
-         {identity}, IMDSv2 {imdsv2} ({rt} runtime)",
+        "server listening on {}{https}, instances in {} (rescanned every {:?}), passwords in \
+         {}, identity {identity}, IMDSv2 {imdsv2} ({rt} runtime)",
         addrs.join(", "),
         cfg.instances.display(),
         cfg.rescan_interval,
+        cfg.state_dir.display(),
     );
     metrics::run(rt, endpoint, listeners, options, exporter)
         .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
@@ -65,8 +66,9 @@ pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The server's endpoint and the hooks of its loop: reads the secret and the instance
-/// directory (an unreadable one is a configuration error; bad files are only logged).
+/// The server's endpoint and the hooks of its loop: reads the secret, the instance directory
+/// and the state directory (an unreadable one is a configuration error; bad files are only
+/// logged).
 pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Failure> {
     let signer = match (&cfg.shared_secret_file, cfg.direct) {
         (_, true) => None,
@@ -84,7 +86,8 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
         None => None,
     };
     let entropy = OsEntropy::new().map_err(Failure::System)?;
-    let instances = InstanceDir::open(&cfg.instances).map_err(Failure::Config)?;
+    let (state, passwords) = StateDir::load(&cfg.state_dir).map_err(Failure::Config)?;
+    let instances = InstanceDir::open(&cfg.instances, passwords).map_err(Failure::Config)?;
     let today = os::utc_today();
     let endpoint = EndpointConfig {
         role: Role::Server(ServerConfig {
@@ -105,7 +108,7 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
     };
     Ok((
         endpoint,
-        instances.options(cfg.rescan_interval, cfg.drain_timeout),
+        instances.options(Writer::new(state), cfg.rescan_interval, cfg.drain_timeout),
     ))
 }
 
@@ -169,7 +172,6 @@ const RACY: Duration = Duration::from_secs(2);
 /// One instance file as last read.
 struct InstanceFile {
     stamp: Stamp,
-    format: Format,
     /// What is served: `None` when the file has an error and no earlier version of it was good.
     data: Option<InstanceData>,
     /// The file's error, if it has one (logged once per change).
@@ -210,7 +212,6 @@ impl InstanceFile {
         }
         let file = InstanceFile {
             stamp: Stamp::of(meta),
-            format,
             data,
             error,
             racy,
@@ -220,7 +221,8 @@ impl InstanceFile {
 }
 
 /// The instance files of `--instances DIR` as last read, for one loop: its tick rescans the
-/// directory, SIGHUP re-reads every file, and a posted password is written into its file.
+/// directory, SIGHUP re-reads every file; with the passwords instances posted, which are
+/// served with them.
 pub(crate) struct InstanceDir {
     dir: PathBuf,
     /// By file name.
@@ -230,22 +232,27 @@ pub(crate) struct InstanceDir {
     generation: u64,
     /// The generation the loop's endpoint has.
     delivered: u64,
-    /// Passwords the server accepted but could not write, by instance: kept over rescans.
-    unsaved: BTreeMap<String, String>,
+    /// Passwords instances posted (loaded from the state directory, or accepted since), by
+    /// instance: a file's own `password` wins over them.
+    passwords: BTreeMap<String, String>,
     /// The last failure to read the directory, so that it is logged once.
     dir_error: Option<String>,
 }
 
 impl InstanceDir {
-    /// Reads every instance file of `dir`; the directory must be readable.
-    pub(crate) fn open(dir: &Path) -> Result<InstanceDir, String> {
+    /// Reads every instance file of `dir`, which must be readable, to serve them with
+    /// `passwords`.
+    pub(crate) fn open(
+        dir: &Path,
+        passwords: BTreeMap<String, String>,
+    ) -> Result<InstanceDir, String> {
         let mut d = InstanceDir {
             dir: dir.to_path_buf(),
             files: BTreeMap::new(),
             today: os::utc_today(),
             generation: 1,
             delivered: 0,
-            unsaved: BTreeMap::new(),
+            passwords,
             dir_error: None,
         };
         d.scan(true)
@@ -254,8 +261,14 @@ impl InstanceDir {
     }
 
     /// The loop's hooks around this directory; the tick's first call (at the loop's start)
-    /// hands the endpoint its instances.
-    pub(crate) fn options(self, rescan: Duration, drain_timeout: Duration) -> Options {
+    /// hands the endpoint its instances. A posted password is remembered here (the endpoint
+    /// serves it already) and handed to `writer`, so the loop never waits for the disk.
+    pub(crate) fn options(
+        self,
+        mut writer: Writer,
+        rescan: Duration,
+        drain_timeout: Duration,
+    ) -> Options {
         let shared = Arc::new(Mutex::new(self));
         let (tick, hangup, store) = (shared.clone(), shared.clone(), shared);
         Options {
@@ -271,7 +284,8 @@ impl InstanceDir {
                 store
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .store(req)
+                    .remember(&req);
+                writer.send(req);
             }),
             tick: Some((
                 rescan,
@@ -299,8 +313,8 @@ impl InstanceDir {
         let mut instances: Vec<InstanceData> =
             self.files.values().filter_map(|f| f.data.clone()).collect();
         for data in &mut instances {
-            if data.password.is_none() {
-                data.password = self.unsaved.get(&data.uuid).cloned();
+            if data.password.as_deref().is_none_or(str::is_empty) {
+                data.password = self.passwords.get(&data.uuid).cloned();
             }
         }
         Some(Reload::Instances(instances, self.today))
@@ -364,76 +378,14 @@ impl InstanceDir {
         });
         if changed {
             self.generation += 1;
-            self.retry_unsaved();
         }
         Ok(())
     }
 
-    /// Tries again to write the passwords that could not be written, now that files changed.
-    /// A file that meanwhile got a password of its own wins.
-    fn retry_unsaved(&mut self) {
-        for (uuid, password) in std::mem::take(&mut self.unsaved) {
-            let held = self.files.values().filter_map(|f| f.data.as_ref());
-            match held
-                .filter(|d| d.uuid == uuid)
-                .map(|d| d.password.is_some())
-                .next_back()
-            {
-                Some(false) => self.store(StoreRequest {
-                    instance_uuid: uuid,
-                    password,
-                }),
-                Some(true) => log::warn!(
-                    "instance {uuid}: its file now has a password; the one it posted is dropped"
-                ),
-                None => {
-                    self.unsaved.insert(uuid, password);
-                }
-            }
-        }
-    }
-
-    /// Writes a password the server accepted into its instance's file; on failure it stays
-    /// served from memory (and is re-applied over rescans).
-    fn store(&mut self, req: StoreRequest) {
-        let uuid = req.instance_uuid;
-        let holder = self
-            .files
-            .iter_mut()
-            // The copy served when two files hold the instance: the last (the core's rule).
-            .rfind(|(_, f)| f.data.as_ref().is_some_and(|d| d.uuid == uuid));
-        let Some((name, file)) = holder else {
-            log::error!(
-                "cannot save the password of instance {uuid}: no file holds it any more; it is \
-                 served from memory only"
-            );
-            self.unsaved.insert(uuid, req.password);
-            return;
-        };
-        let path = self.dir.join(name);
-        match write_password(&path, file.format, &uuid, &req.password) {
-            Ok(stamp) => {
-                // Already served: the file's change needs no reload (and when the next scans
-                // read it again, they find what they have).
-                (file.stamp, file.racy) = (stamp, true);
-                if let Some(data) = file.data.as_mut() {
-                    data.password = Some(req.password);
-                }
-                self.unsaved.remove(&uuid);
-                log::info!(
-                    "saved the password of instance {uuid} in {}",
-                    path.display()
-                );
-            }
-            Err(e) => {
-                log::error!(
-                    "cannot save the password of instance {uuid} in {}: {e}; it is served \
-                     from memory only",
-                    path.display()
-                );
-                self.unsaved.insert(uuid, req.password);
-            }
-        }
+    /// A password the endpoint accepted (and serves): served again after every reload.
+    fn remember(&mut self, req: &StoreRequest) {
+        let (uuid, password) = (&req.instance_uuid, &req.password);
+        self.passwords.insert(uuid.clone(), password.clone());
     }
 }
 
@@ -443,51 +395,8 @@ fn read_instance(path: &Path, format: Format) -> Result<InstanceData, String> {
     parse_instance(&text, format).map_err(|e| e.to_string())
 }
 
-/// Rewrites `path` to carry `password`, atomically: `DIR/.<name>.tmp` is written, synced and
-/// renamed over the file, then the directory is synced. Returns the file's new stamp.
-fn write_password(
-    path: &Path,
-    format: Format,
-    uuid: &str,
-    password: &str,
-) -> Result<Stamp, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))?;
-    let holds = parse_instance(&text, format).map_err(|e| format!("it changed: {e}"))?;
-    if holds.uuid != uuid {
-        return Err(format!("it now holds instance {}", holds.uuid));
-    }
-    let text = set_password(&text, format, password).map_err(|e| e.to_string())?;
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err("not a file in a directory".to_owned());
-    };
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    let written = (|| -> io::Result<()> {
-        let mode = fs::metadata(path)?.permissions();
-        let mut f = File::create(&tmp)?;
-        f.set_permissions(mode)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(format!("cannot replace it through {}: {e}", tmp.display()));
-    }
-    // The rename is durable once the directory is.
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| format!("cannot sync {}: {e}", dir.display()))?;
-    let meta = fs::metadata(path).map_err(|e| format!("cannot stat it: {e}"))?;
-    Ok(Stamp::of(&meta))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
     struct Dir(PathBuf);
@@ -528,7 +437,7 @@ mod tests {
         fs::write(dir.0.join("bad.toml"), "uuid = \"c\"\nnope = 1\n").unwrap();
         fs::write(dir.0.join(".hidden.toml"), instance("h")).unwrap();
         fs::write(dir.0.join("notes.txt"), "x").unwrap();
-        let mut d = InstanceDir::open(&dir.0).unwrap();
+        let mut d = InstanceDir::open(&dir.0, BTreeMap::new()).unwrap();
         assert_eq!(uuids(d.reload()), [("a".into(), None), ("b".into(), None)]);
         d.scan(false).unwrap();
         assert!(d.reload().is_none());
@@ -546,57 +455,49 @@ mod tests {
 
     #[test]
     fn missing_directory_is_an_error() {
-        let e = InstanceDir::open(Path::new("/nonexistent/instances"))
+        let e = InstanceDir::open(Path::new("/nonexistent/instances"), BTreeMap::new())
             .err()
             .unwrap();
         assert!(e.contains("/nonexistent/instances"), "{e}");
     }
 
     #[test]
-    fn stored_password_is_written_atomically() {
-        let dir = Dir::new("store");
-        let path = dir.0.join("a.toml");
-        fs::write(&path, instance("a")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
-        let mut d = InstanceDir::open(&dir.0).unwrap();
-        d.reload();
-        d.store(StoreRequest {
-            instance_uuid: "a".into(),
-            password: "pw\"1".into(),
-        });
-        let text = fs::read_to_string(&path).unwrap();
-        let data = parse_instance(&text, Format::Toml).unwrap();
-        assert_eq!(data.password.as_deref(), Some("pw\"1"));
-        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o640);
-        assert!(!dir.0.join(".a.toml.tmp").exists());
-        d.scan(false).unwrap();
-        assert!(d.reload().is_none(), "our own write needs no reload");
-    }
-
-    #[test]
-    fn unsaved_password_survives_rescans() {
-        let dir = Dir::new("unsaved");
-        fs::write(dir.0.join("a.toml"), instance("a")).unwrap();
-        let mut d = InstanceDir::open(&dir.0).unwrap();
-        d.reload();
-        // The file now holds another instance: the password cannot go there.
-        fs::write(dir.0.join("a.toml"), instance("z")).unwrap();
-        d.store(StoreRequest {
+    fn posted_passwords_are_served_over_rescans_and_no_file_is_written() {
+        let dir = Dir::new("passwords");
+        let a = dir.0.join("a.toml");
+        fs::write(&a, instance("a")).unwrap();
+        let own = format!("{}password = \"own\"\n", instance("b"));
+        fs::write(dir.0.join("b.toml"), &own).unwrap();
+        let saved = [("c", "saved"), ("b", "posted")]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut d = InstanceDir::open(&dir.0, saved).unwrap();
+        assert_eq!(
+            uuids(d.reload()),
+            [("a".into(), None), ("b".into(), Some("own".into()))]
+        );
+        d.remember(&StoreRequest {
             instance_uuid: "a".into(),
             password: "pw".into(),
         });
-        assert!(!fs::read_to_string(dir.0.join("a.toml"))
+        fs::write(dir.0.join("c.toml"), instance("c")).unwrap();
+        d.scan(false).unwrap();
+        assert_eq!(
+            uuids(d.reload()),
+            [
+                ("a".into(), Some("pw".into())),
+                ("b".into(), Some("own".into())),
+                ("c".into(), Some("saved".into())),
+            ]
+        );
+        assert_eq!(fs::read_to_string(&a).unwrap(), instance("a"));
+        let mut names: Vec<_> = fs::read_dir(&dir.0)
             .unwrap()
-            .contains("pw"));
-        d.scan(false).unwrap();
-        assert_eq!(uuids(d.reload()), [("z".into(), None)]);
-        // Back: the password is written now.
-        fs::write(dir.0.join("a.toml"), instance("a")).unwrap();
-        d.scan(false).unwrap();
-        assert_eq!(uuids(d.reload()), [("a".into(), Some("pw".into()))]);
-        let text = fs::read_to_string(dir.0.join("a.toml")).unwrap();
-        assert!(text.starts_with("password = \"pw\""), "{text}");
-        assert!(d.unsaved.is_empty());
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.toml", "b.toml", "c.toml"]);
     }
 }

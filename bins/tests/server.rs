@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -20,6 +21,7 @@ runtime_tests! {
     sighup_rereads_the_files,
     broken_file_is_skipped_and_logged_with_its_line,
     password_is_persisted_and_survives_a_restart,
+    password_state_files_are_not_written_or_read_through_links,
     imdsv2_required_needs_a_token,
     imdsv2_off_answers_404_to_the_token_put,
     direct_mode_identifies_by_address,
@@ -68,11 +70,13 @@ fn instance(uuid: &str, extra: &str) -> String {
     format!("uuid = \"{uuid}\"\nproject_id = \"{PROJECT}\"\n{extra}")
 }
 
-/// The server's files: its secret and its instance directory (holding the sample).
+/// The server's files: its secret, its instance directory (holding the sample) and its state
+/// directory (not created: the first password does).
 struct Files {
     _dir: TempDir,
     instances: PathBuf,
     secret: PathBuf,
+    state: PathBuf,
 }
 
 impl Files {
@@ -83,9 +87,10 @@ impl Files {
         fs::write(instances.join(format!("{UUID}.toml")), SAMPLE).unwrap();
         fs::write(&secret, format!("{SECRET}\n")).unwrap();
         Files {
-            _dir: dir,
             instances,
             secret,
+            state: dir.join("state"),
+            _dir: dir,
         }
     }
 
@@ -108,6 +113,7 @@ impl Files {
                 format!("--listen=127.0.0.1:{port}"),
                 format!("--instances={}", self.instances.display()),
                 format!("--shared-secret-file={}", self.secret.display()),
+                format!("--state-dir={}", self.state.display()),
             ];
             args.extend(extra.iter().map(|s| s.to_string()));
             args
@@ -273,32 +279,111 @@ fn password(server: &Proxy) -> Response {
     request(server.addr, &signed_get("/openstack/latest/password", ""))
 }
 
+/// An instance file a rewrite through a JSON value would change: keys out of the usual
+/// order, and an integer no `f64` holds.
+fn odd_json(uuid: &str) -> String {
+    format!(
+        "{{\"project_id\": \"{PROJECT}\",\n  \"vendor_data\": {{\"zeta\": 1, \"alpha\": \
+         12345678901234567890123}},\n  \"uuid\": \"{uuid}\"  }}\n"
+    )
+}
+
+const JSON_UUID: &str = "0e7a2c41-9b3d-4f6e-a1c8-5d2b7e9f0a13";
+
+/// The password of `uuid`, as the server answers it.
+fn password_of(server: &Proxy, uuid: &str) -> Response {
+    let get = signed("GET", "/openstack/latest/password", uuid, "\r\n");
+    request(server.addr, &get)
+}
+
 fn password_is_persisted_and_survives_a_restart(rt: Runtime) {
     let files = Files::new();
+    let json = files.instances.join("odd.json");
+    fs::write(&json, odd_json(JSON_UUID)).unwrap();
+    let before = (fs::read(&json).unwrap(), fs::read(files.sample()).unwrap());
     let mut server = files.start(rt, &[]);
     assert_reply(&password(&server), 200, "");
     let body = "Content-Length: 12\r\n\r\nencrypted\"pw";
-    let post = signed("POST", "/openstack/latest/password", UUID, body);
+    let post = signed("POST", "/openstack/latest/password", JSON_UUID, body);
     assert_reply(&request(server.addr, &post), 200, "");
-    let text = fs::read_to_string(files.sample()).unwrap();
-    assert!(
-        text.starts_with("password = \"encrypted\\\"pw\"\n"),
-        "{text}"
-    );
-    assert!(
-        text.ends_with(SAMPLE),
-        "the rest of the file is kept:\n{text}"
-    );
-    assert!(!files.instances.join(format!(".{UUID}.toml.tmp")).exists());
-    server.wait_for_log("saved the password of instance");
+    assert_reply(&password_of(&server, JSON_UUID), 200, "encrypted\"pw");
     // Set once, as Nova.
     assert_eq!(request(server.addr, &post).status, 409);
-    assert_reply(&password(&server), 200, "encrypted\"pw");
-
+    // At once: a password accepted just before SIGTERM is saved before the exit.
     server.signal(libc::SIGTERM);
     assert_eq!(server.wait_exit().code(), Some(0), "{}", server.log());
+    assert!(server
+        .log()
+        .contains(&format!("saved the password of instance {JSON_UUID}")));
+
+    let after = (fs::read(&json).unwrap(), fs::read(files.sample()).unwrap());
+    assert!(
+        before == after,
+        "an instance file changed:\n{}",
+        String::from_utf8_lossy(&after.0)
+    );
+    let saved = files.state.join(format!("{JSON_UUID}.password"));
+    assert_eq!(fs::read_to_string(&saved).unwrap(), "encrypted\"pw");
+    let mode = fs::metadata(&saved).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+    let names: Vec<String> = fs::read_dir(&files.state)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [format!("{JSON_UUID}.password")],
+        "only the password file"
+    );
+
     let server = files.start(rt, &[]);
-    assert_reply(&password(&server), 200, "encrypted\"pw");
+    assert_reply(&password_of(&server, JSON_UUID), 200, "encrypted\"pw");
+    assert_eq!(
+        request(server.addr, &post).status,
+        409,
+        "set once, across restarts"
+    );
+    assert_reply(&password(&server), 200, "");
+    let again = (fs::read(&json).unwrap(), fs::read(files.sample()).unwrap());
+    assert!(
+        before == again,
+        "an instance file changed after the restart"
+    );
+}
+
+fn password_state_files_are_not_written_or_read_through_links(rt: Runtime) {
+    let files = Files::new();
+    let secret_bytes = fs::read(&files.secret).unwrap();
+    fs::create_dir(&files.state).unwrap();
+    // A link where the sample's password file goes, and where a temporary of a predictable
+    // name would go, both to a file the server must neither serve nor overwrite.
+    let final_path = files.state.join(format!("{UUID}.password"));
+    symlink(&files.secret, &final_path).unwrap();
+    symlink(
+        &files.secret,
+        files.state.join(format!(".{UUID}.password.tmp")),
+    )
+    .unwrap();
+    let server = files.start(rt, &[]);
+    server.wait_for_log("a symbolic link, not followed");
+    assert_reply(&password(&server), 200, "");
+    let body = "Content-Length: 2\r\n\r\npw";
+    let post = signed("POST", "/openstack/latest/password", UUID, body);
+    assert_reply(&request(server.addr, &post), 200, "");
+    server.wait_for_log(&format!("saved the password of instance {UUID}"));
+    assert_eq!(
+        fs::read(&files.secret).unwrap(),
+        secret_bytes,
+        "written through the link"
+    );
+    let meta = fs::symlink_metadata(&final_path).unwrap();
+    assert!(
+        meta.is_file(),
+        "the link was not replaced by a file: {meta:?}"
+    );
+    assert_eq!(fs::read_to_string(&final_path).unwrap(), "pw");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
 }
 
 const TTL_60: &str = "X-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n";
@@ -385,6 +470,9 @@ fn bad_configuration_exits_2(rt: Runtime) {
     );
     let missing = "--shared-secret-file=/nonexistent/secret";
     assert_config_error(rt, &[&instances, missing], "/nonexistent/secret");
+    // A state directory that is not one: its passwords cannot be known.
+    let state = format!("--state-dir={}", files.secret.display());
+    assert_config_error(rt, &[&instances, &secret, &state], "--state-dir");
     assert!(Path::new(&files.instances).exists());
 }
 
@@ -392,6 +480,7 @@ fn help_names_the_flags(_rt: Runtime) {
     let flags = [
         "--listen",
         "--instances",
+        "--state-dir",
         "--rescan-interval",
         "--shared-secret-file",
         "--direct",

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mdproxy_core::metadata::{
-    parse_instance, set_password, Format, ImdsV2, MetaResponse, StoreRequest, TEXT_PLAIN,
+    parse_instance, Format, ImdsV2, MetaResponse, StoreRequest, TEXT_PLAIN,
 };
 use metadata_support::{other, sample, sample_text, text, Counter, Harness};
 
@@ -464,9 +464,10 @@ fn password_lifecycle() {
     let o = other();
     assert_eq!(h.send_as(&o, "GET", url, &[], b"").body, b"");
 
-    // The runtime writes it into the file; a reload then serves it (and still refuses a reset).
-    let written = set_password(&sample_text(), Format::Toml, &pw).expect("rewrite");
-    let reloaded = parse_instance(&written, Format::Toml).expect("parses");
+    // The runtime saves it and hands it back with the instance after a restart; then it is
+    // served, and a reset still refused.
+    let mut reloaded = parse_instance(&sample_text(), Format::Toml).expect("parses");
+    reloaded.password = Some(pw.clone());
     let mut fresh = Harness::new(ImdsV2::Optional);
     fresh.svc.set_instances(vec![reloaded, other()]);
     assert_eq!(text(&fresh.get(url)), pw);

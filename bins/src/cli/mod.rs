@@ -89,9 +89,11 @@ Process:
 ",
             $crate::runtime::runtime_help!(),
             "      --pid-file PATH            Write the process id here once listening; removed on exit
-      --user USER                Switch to this user (name or uid) after binding
+      --user USER                Switch to this user (name or uid) after binding;
+                                 supplementary groups are cleared
       --group GROUP              Switch to this group (name or gid) after binding
-                                 [default with --user: the user's primary group]
+                                 [default with --user: the user's primary group; required
+                                 for a uid with no passwd entry]
       --daemonize                Fork into the background, detached from the terminal (stdio
                                  goes to /dev/null: use --log-file)
       --nodaemonize              Stay in the foreground (the default)

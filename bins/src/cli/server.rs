@@ -39,9 +39,14 @@ Instances:
       --dhcp-domain DOMAIN       Served hostnames are HOSTNAME.DOMAIN (Nova's dhcp_domain);
                                  empty: the bare hostname [default: novalocal]
 
-Passwords: a password an instance POSTs to /openstack/latest/password is written into its
-file (a temporary DIR/.<name>.tmp, fsync, renamed over the file), so a restart keeps it.
-Should that fail, the error is logged and the password is still served from memory.
+Passwords:
+      --state-dir DIR            The server's own directory for the passwords instances POST
+                                 to /openstack/latest/password (once each; 409 afterwards):
+                                 one file DIR/<instance id>.password, mode 0600, written
+                                 atomically off the event loop and read at start, so a
+                                 restart keeps them. Instance files are never written.
+                                 Created (mode 0700) at the first password if missing; must
+                                 be writable by --user [default: /var/lib/mdproxy/server]
 
 Identity:
       --shared-secret-file PATH  File holding the secret shared with the metadata agents
@@ -78,8 +83,8 @@ HTTPS (a build with the `tls` feature, the default; without it these flags exit 
     ),
     "
 Exit status: 0 after a clean stop, 1 when the server cannot start (a port is taken) or its
-event loop fails, 2 for a usage or configuration error (bad flag, unreadable secret or
-instance directory).
+event loop fails, 2 for a usage or configuration error (bad flag, unreadable secret,
+instance or state directory).
 "
 );
 
@@ -90,6 +95,8 @@ pub struct Server {
     /// `None` only with `direct`.
     pub shared_secret_file: Option<PathBuf>,
     pub instances: PathBuf,
+    /// Where posted passwords are kept.
+    pub state_dir: PathBuf,
     pub rescan_interval: Duration,
     pub direct: bool,
     pub imdsv2: ImdsV2,
@@ -110,10 +117,15 @@ pub struct ServerTlsArgs {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `--state-dir` unless told otherwise: where a packaged server's state goes (the unit's
+/// `StateDirectory=mdproxy/server`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/mdproxy/server";
+
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
+    let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut dhcp_domain = "novalocal".to_owned();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut common = Common::default();
@@ -126,6 +138,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "listen" => listen.push(addr(&flag, &value(p, &flag)?)?),
             "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
             "instances" => instances = Some(PathBuf::from(value(p, &flag)?)),
+            "state-dir" => state_dir = PathBuf::from(value(p, &flag)?),
             "rescan-interval" => rescan_interval = seconds(&flag, &value(p, &flag)?, false)?,
             "direct" => direct = switch(p, &flag)?,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
@@ -171,6 +184,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         listen,
         shared_secret_file: secret,
         instances,
+        state_dir,
         rescan_interval,
         direct,
         imdsv2,
@@ -216,6 +230,7 @@ mod tests {
         let cfg = server(&REQUIRED).unwrap();
         assert_eq!(cfg.listen, vec!["0.0.0.0:8775".parse().unwrap()]);
         assert_eq!(cfg.instances, PathBuf::from("/srv/i"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/mdproxy/server"));
         assert_eq!(cfg.shared_secret_file, Some(PathBuf::from("/s")));
         assert_eq!(cfg.rescan_interval, Duration::from_secs(2));
         assert_eq!((cfg.direct, cfg.imdsv2), (false, ImdsV2::Optional));
@@ -270,6 +285,7 @@ mod tests {
         let rt = *Runtime::BUILT.last().unwrap();
         let cfg = server(&[
             "--instances=/i",
+            "--state_dir=/var/lib/s",
             "--direct",
             "--listen=127.0.0.1:1",
             "--listen",
@@ -287,6 +303,7 @@ mod tests {
         assert_eq!(cfg.process.runtime, rt);
         assert_eq!(cfg.listen.len(), 2);
         assert_eq!(cfg.shared_secret_file, None);
+        assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/s"));
         assert_eq!(cfg.rescan_interval, Duration::from_millis(500));
         assert_eq!((cfg.direct, cfg.imdsv2), (true, ImdsV2::Required));
         assert_eq!(cfg.dhcp_domain, "");

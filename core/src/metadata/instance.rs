@@ -97,7 +97,8 @@ pub struct InstanceData {
     /// before 2017-02-22 and `vf_trusted` before 2018-08-27, as in Nova.
     #[serde(default)]
     pub devices: Vec<JsonObject>,
-    /// The password posted by the instance (openstack `password`); set once.
+    /// The instance's password (openstack `password`): the file's own, or the one it posted,
+    /// which the runtime keeps elsewhere and hands back here; set once.
     #[serde(default)]
     pub password: Option<String>,
 }
@@ -324,86 +325,12 @@ pub(crate) fn decode_b64(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
     STANDARD.decode(compact)
 }
 
-/// Rewrites the text of an instance file so that it carries `password`, keeping everything
-/// else (for TOML: comments and layout too). The runtime writes the result atomically after a
-/// [`StoreRequest`](super::StoreRequest).
-///
-/// TOML: an existing top-level `password` value is replaced in place; otherwise a
-/// `password = "…"` line is put first (top-level keys must precede any table). JSON: the object
-/// gets the field and is written back pretty-printed. The result is re-parsed to prove it.
-pub fn set_password(text: &str, format: Format, password: &str) -> Result<String, InstanceError> {
-    let out = match format {
-        Format::Toml => {
-            #[derive(Deserialize)]
-            struct PasswordOnly {
-                password: Option<toml::Spanned<String>>,
-            }
-            let found: PasswordOnly = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-            let quoted = toml_basic_string(password);
-            match found.password {
-                Some(old) => {
-                    let span = old.span();
-                    let mut out = String::with_capacity(text.len() + quoted.len());
-                    out.push_str(text.get(..span.start).unwrap_or_default());
-                    out.push_str(&quoted);
-                    out.push_str(text.get(span.end..).unwrap_or_default());
-                    out
-                }
-                // A byte-order mark may only open the document: the new line goes after it.
-                None => match text.strip_prefix('\u{feff}') {
-                    Some(rest) => format!("\u{feff}password = {quoted}\n{rest}"),
-                    None => format!("password = {quoted}\n{text}"),
-                },
-            }
-        }
-        Format::Json => {
-            let mut v: Value = serde_json::from_str(text).map_err(|e| json_error(&e))?;
-            let Some(obj) = v.as_object_mut() else {
-                return Err(not_a_json_object());
-            };
-            obj.insert("password".to_owned(), Value::String(password.to_owned()));
-            let mut out = serde_json::to_string_pretty(&v).map_err(|e| json_error(&e))?;
-            out.push('\n');
-            out
-        }
-    };
-    let check = parse_instance(&out, format)?;
-    if check.password.as_deref() != Some(password) {
-        return Err(InstanceError::Invalid {
-            field: "password",
-            message: "could not be written into the file".to_owned(),
-        });
-    }
-    Ok(out)
-}
-
 fn not_a_json_object() -> InstanceError {
     InstanceError::Syntax {
         line: None,
         column: None,
         message: "an instance file must hold a JSON object".to_owned(),
     }
-}
-
-/// A TOML basic string (`"…"`) holding `s` exactly.
-fn toml_basic_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\u{:04X}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -490,38 +417,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn set_password_toml_prepends_or_replaces() {
-        let text = "# comment\nuuid = \"u\"\nproject_id = \"p\"\n[meta]\na = \"b\"\n";
-        let out = set_password(text, Format::Toml, "s\"e\\c\nr").unwrap();
-        assert!(out.ends_with(text));
-        let d = parse_instance(&out, Format::Toml).unwrap();
-        assert_eq!(d.password.as_deref(), Some("s\"e\\c\nr"));
-        assert_eq!(d.meta["a"], "b");
-
-        let text = "uuid = \"u\"\npassword = ''  # cleared\nproject_id = \"p\"\n";
-        let out = set_password(text, Format::Toml, "pw").unwrap();
-        assert_eq!(
-            out,
-            "uuid = \"u\"\npassword = \"pw\"  # cleared\nproject_id = \"p\"\n"
-        );
-    }
-
-    /// Found by fuzzing: prepended before a byte-order mark, the password line pushed the
-    /// mark to line 2, where TOML does not allow it.
-    #[test]
-    fn set_password_keeps_a_byte_order_mark_first() {
-        let text = "\u{feff}uuid = \"u\"\nproject_id = \"p\"\n";
-        let out = set_password(text, Format::Toml, "pw").unwrap();
-        assert_eq!(
-            out,
-            "\u{feff}password = \"pw\"\nuuid = \"u\"\nproject_id = \"p\"\n"
-        );
-        assert_eq!(parse_instance(&out, Format::Toml).unwrap().uuid, "u");
-    }
-
     /// Found by fuzzing: serde reads a struct from a JSON array too, so `["u", "p"]` was an
-    /// instance that `set_password` (rightly) refused to write into.
+    /// instance.
     #[test]
     fn a_json_array_is_not_an_instance() {
         let err = parse_instance("\n [\"u\", \"p\"]", Format::Json).unwrap_err();
@@ -529,16 +426,6 @@ mod tests {
         assert!(
             parse_instance(" \t{\"uuid\": \"u\", \"project_id\": \"p\"}", Format::Json).is_ok()
         );
-    }
-
-    #[test]
-    fn set_password_json() {
-        let text = "{\"uuid\": \"u\", \"project_id\": \"p\"}";
-        let out = set_password(text, Format::Json, "pw").unwrap();
-        let d = parse_instance(&out, Format::Json).unwrap();
-        assert_eq!(d.password.as_deref(), Some("pw"));
-        assert!(set_password("[1]", Format::Json, "pw").is_err());
-        assert!(set_password("uuid = ", Format::Toml, "pw").is_err());
     }
 
     #[test]

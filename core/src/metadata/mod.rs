@@ -13,7 +13,8 @@
 //! 5. the path: EC2 tree, OpenStack tree, token, password; anything else 404.
 //!
 //! Side effects leave as values: a password POST returns [`StoreRequest`] for the runtime to
-//! persist (see [`set_password`] for the file text), and takes effect in memory at once.
+//! persist (in a state directory of its own, never in the instance files: a rewrite would not
+//! keep their bytes), and takes effect in memory at once.
 
 mod ec2;
 mod identity;
@@ -35,9 +36,7 @@ use base64::Engine;
 use crate::http::{Headers, Method};
 use crate::sign::Signer;
 
-pub use instance::{
-    parse_instance, set_password, Format, InstanceData, InstanceError, JsonObject, Key,
-};
+pub use instance::{parse_instance, Format, InstanceData, InstanceError, JsonObject, Key};
 pub use password::MAX_PASSWORD_SIZE;
 pub use token::MAX_TTL_SECONDS;
 
@@ -141,7 +140,8 @@ pub struct MetaResponse {
     pub store: Option<StoreRequest>,
 }
 
-/// "Write this password into the instance's file" (after a successful password POST).
+/// "Save this password of this instance" (after a successful password POST), so that it is
+/// served, and still set, after a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoreRequest {
     /// The instance.
