@@ -50,9 +50,9 @@ Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]
 Metadata server:
       --metadata-url URL         http[s]://HOST[:PORT] of the metadata server (Nova's, or
                                  `mdproxy server`); PORT (1 to 65535) defaults to 80 (443 for
-                                 https) when the URL has none. HOST is resolved once, at startup, and is
-                                 the name an https server's certificate must carry
-                                 [default: http://127.0.0.1:8775]
+                                 https) when the URL has none. HOST is resolved once, at
+                                 startup, and is the name an https server's certificate must
+                                 carry [default: http://127.0.0.1:8775]
       --metadata-ca-file FILE    PEM CA certificates an https metadata server's certificate
                                  must lead to (Neutron's auth_ca_cert) [default: the system's
                                  CAs, from $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt
