@@ -11,10 +11,8 @@ use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 
 use super::args::Args;
-use super::{
-    bounded, common_help, needs_tls, next_flag, positive, seconds, switch, value, Command, Common,
-    Process,
-};
+use super::range::{BACKLOG, CACHE_SIZE, CACHE_TTL, NEUTRON_QUERIES, PORT, TIMEOUT, WORKERS};
+use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -51,10 +49,10 @@ Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]
 
 Metadata server:
       --metadata-url URL         http[s]://HOST[:PORT] of the metadata server (Nova's, or
-                                 `mdproxy server`); PORT defaults to 80 (443 for https) when
-                                 the URL has none. HOST is resolved once, at startup, and is
-                                 the name an https server's certificate must carry
-                                 [default: http://127.0.0.1:8775]
+                                 `mdproxy server`); PORT (1 to 65535) defaults to 80 (443 for
+                                 https) when the URL has none. HOST is resolved once, at
+                                 startup, and is the name an https server's certificate must
+                                 carry [default: http://127.0.0.1:8775]
       --metadata-ca-file FILE    PEM CA certificates an https metadata server's certificate
                                  must lead to (Neutron's auth_ca_cert) [default: the system's
                                  CAs, from $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt
@@ -79,16 +77,18 @@ Lookup:
                                  (Neutron's API) [default: static]
       --static-map FILE          The static backend's TOML file (format below); required with
                                  --backend static
-      --cache-size N             Lookup cache entries [default: 10000]
+      --cache-size N             Lookup cache entries, allocated at startup in each worker
+                                 [default: 10000; 1 to 1000000]
       --cache-ttl S              Seconds a found instance (and a router's list of networks)
-                                 stays cached [default: 5]
-      --negative-cache-ttl S     Seconds \"no such instance\" stays cached [default: 1]
+                                 stays cached [default: 5; 0 to 86400 seconds]
+      --negative-cache-ttl S     Seconds \"no such instance\" stays cached
+                                 [default: 1; 0 to 86400 seconds]
                                  The cache serves the neutron backend; the static backend
                                  answers from memory and bypasses it, so with --backend static
                                  the three cache flags change nothing
 
 Neutron backend (--backend neutron; URLs are http[s]://HOST[:PORT][/PATH], HOST resolved once
-at startup, PORT 80 (443 for https) when absent):
+at startup, PORT 1 to 65535, 80 (443 for https) when absent):
       --neutron-url URL          Neutron's API endpoint, e.g. http://192.0.2.10:9696 [default:
                                  the network endpoint of Keystone's catalog, which must then
                                  name its host by IP address]
@@ -111,10 +111,10 @@ at startup, PORT 80 (443 for https) when absent):
                                  [default: public]
       --neutron-timeout S        Each request to Neutron or Keystone, connecting included, must
                                  be answered within S seconds, else the lookup fails (503)
-                                 [default: 10]
-      --max-neutron-queries N    Lookups talking to Neutron at once, per worker (1 to 4096);
-                                 up to 16 per slot more wait, at most --neutron-timeout, the
-                                 rest get 503 at once [default: 64]
+                                 [default: 10; 0.001 to 86400 seconds]
+      --max-neutron-queries N    Lookups talking to Neutron at once, per worker; up to 16
+                                 per slot more wait, at most --neutron-timeout, the rest get
+                                 503 at once [default: 64; 1 to 4096]
       --neutron-ca-file FILE     PEM CA certificates that https Neutron and Keystone
                                  certificates must lead to (auth_ca_cert) [default: the
                                  system's CAs, as for --metadata-ca-file]
@@ -133,15 +133,16 @@ Socket:
                                  a path that is not a socket is left alone (exit 1). The
                                  socket file is removed when the agent exits
       --backlog N                Queue of connections not yet accepted (the kernel caps it at
-                                 net.core.somaxconn) [default: 4096]
+                                 net.core.somaxconn) [default: 4096; 1 to 65535]
       --socket-mode MODE         Permissions set on the socket after binding: user (0644),
                                  group (0664) or all (0666); connecting needs write permission
                                  [default: as the umask leaves them; Neutron's `deduce` is not
                                  implemented]
-      --workers N                Event-loop threads sharing the socket [default: 1]. Each keeps
-                                 its own lookup cache, so concurrent first requests for one
-                                 instance make at most one backend query per worker (Neutron's
-                                 default is half the CPUs; ours favours one query in all)
+      --workers N                Event-loop threads sharing the socket [default: 1; 1 to 64].
+                                 Each keeps its own lookup cache, so concurrent first
+                                 requests for one instance make at most one backend query per
+                                 worker (Neutron's default is half the CPUs; ours favours one
+                                 query in all)
 
 ",
     common_help!("the metadata server", "The metadata server"),
@@ -365,10 +366,9 @@ impl NeutronFlags {
             "project-domain-name" => self.project_domain_name = Some(name_value(p, flag)?),
             "region-name" => self.region_name = Some(name_value(p, flag)?),
             "interface" => self.interface = Some(interface(flag, &value(p, flag)?)?),
-            "neutron-timeout" => self.timeout = Some(seconds(flag, &value(p, flag)?, false)?),
+            "neutron-timeout" => self.timeout = Some(TIMEOUT.parse(flag, &value(p, flag)?)?),
             "max-neutron-queries" => {
-                let max = NeutronConfig::MAX_IN_FLIGHT;
-                self.max_in_flight = Some(bounded(flag, &value(p, flag)?, max)?);
+                self.max_in_flight = Some(NEUTRON_QUERIES.parse(flag, &value(p, flag)?)?);
             }
             "neutron-ca-file" => {
                 needs_tls(flag)?;
@@ -488,9 +488,9 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         match name.as_str() {
             "help" => return Ok(Command::Help(HELP)),
             "listen-socket" => listen_socket = value(p, &flag)?.into(),
-            "backlog" => backlog = positive(&flag, &value(p, &flag)?)?,
+            "backlog" => backlog = BACKLOG.parse(&flag, &value(p, &flag)?)?,
             "socket-mode" => socket_mode = Some(mode(&flag, &value(p, &flag)?)?),
-            "workers" => workers = positive(&flag, &value(p, &flag)?)?,
+            "workers" => workers = WORKERS.parse(&flag, &value(p, &flag)?)?,
             "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
             "metadata-ca-file" => {
                 needs_tls(&flag)?;
@@ -528,11 +528,11 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             }
             "static-map" => static_map = Some(value(p, &flag)?.into()),
             "cache-size" => {
-                let n: usize = positive(&flag, &value(p, &flag)?)?;
+                let n = CACHE_SIZE.parse(&flag, &value(p, &flag)?)?;
                 cache_size = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
             }
-            "cache-ttl" => cache_ttl = seconds(&flag, &value(p, &flag)?, true)?,
-            "negative-cache-ttl" => negative_ttl = seconds(&flag, &value(p, &flag)?, true)?,
+            "cache-ttl" => cache_ttl = CACHE_TTL.parse(&flag, &value(p, &flag)?)?,
+            "negative-cache-ttl" => negative_ttl = CACHE_TTL.parse(&flag, &value(p, &flag)?)?,
             _ => return Err(p.unknown(&flag)),
         }
     }
@@ -681,7 +681,9 @@ fn split_http_url<'a>(
     let port = match port {
         None if https => 443,
         None => 80,
-        Some(p) => p.parse().ok().filter(|&p| p > 0).ok_or_else(bad)?,
+        Some(p) => PORT
+            .parse("its port", p)
+            .map_err(|e| format!("{}: {e}", bad()))?,
     };
     Ok((https, host, port, path))
 }

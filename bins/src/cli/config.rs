@@ -483,7 +483,7 @@ mod tests {
             ),
             (
                 "drain-timeout = -1\n",
-                "f.toml:1: `drain-timeout`: \"-1\" is not a positive",
+                "f.toml:1: `drain-timeout`: \"-1\" is out of range (accepted: 0 to 86400 seconds)",
             ),
             ("[agent]\nx = 1\n[ns_proxy]\n[ns-proxy]\n", "f.toml:"),
         ];
@@ -587,12 +587,13 @@ mod tests {
         assert!(!cfg.process.daemonize);
         // An error in a flag is the flag's; in the file, the file's line's.
         let e = cmd(&["mdproxy", "--config", config, "ns-proxy", "--max-conns=0"]);
-        assert_eq!(e.unwrap_err(), "--max-conns: must be at least 1");
+        let range = "is out of range (accepted: 1 to 1000000)";
+        assert_eq!(e.unwrap_err(), format!("--max-conns: \"0\" {range}"));
         let bad = write("bad.toml", "[ns-proxy]\n\nmax-conns = 0\n");
         let e = cmd(&["mdproxy", "--config", bad.to_str().unwrap(), "ns-proxy"]);
         assert_eq!(
             e.unwrap_err(),
-            format!("{}:3: `max-conns`: must be at least 1", bad.display())
+            format!("{}:3: `max-conns`: \"0\" {range}", bad.display())
         );
         let e = cmd(&["mdproxy", "--config", "/nonexistent.toml", "agent"]).unwrap_err();
         assert!(e.starts_with("cannot read /nonexistent.toml"), "{e}");

@@ -6,7 +6,6 @@
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
 
 use lexopt::Arg::{Long, Short, Value};
@@ -23,6 +22,7 @@ mod config;
 mod demo;
 mod ini;
 mod ns_proxy;
+mod range;
 mod server;
 
 pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, Secret, ServiceUrl};
@@ -72,18 +72,19 @@ macro_rules! common_help {
             "\
 Timeouts (in seconds; fractions allowed):
       --timeout-head S           A client must send a whole request head within S (408)
-                                 [default: 30]
-      --timeout-idle S           Idle keep-alive client connections close after S [default: 30]
+                                 [default: 30; 0.001 to 86400 seconds]
+      --timeout-idle S           Idle keep-alive client connections close after S
+                                 [default: 30; 0.001 to 86400 seconds]
       --timeout-connect S        Connecting to ",
             $upstream,
             " may take S (504)
-                                 [default: 30]
+                                 [default: 30; 0.001 to 86400 seconds]
       --timeout-response S       ",
             $Upstream,
             " must answer, and keep sending,
-                                 within S (504) [default: 60]
+                                 within S (504) [default: 60; 0.001 to 86400 seconds]
       --drain-timeout S          After SIGTERM, exit once in-flight requests finish or after S
-                                 [default: 10]
+                                 [default: 10; 0 to 86400 seconds]
 
 Process:
 ",
@@ -112,7 +113,8 @@ Logging (to stderr unless --log-file; once serving, info lines are written in ba
 Every flag may also be spelled with underscores (--pid_file), and take its value as
 `--flag=value` or `--flag value`. Flags may also come from a TOML file, `mdproxy --config FILE
 <COMMAND>`, as keys of its [common] table or the command's table; flags given here override
-it (mdproxy.example.toml shows every role).
+it (mdproxy.example.toml shows every role). A number outside the range its flag shows is
+refused, wherever it is set (exit 2).
 "
         )
     };
@@ -181,11 +183,13 @@ impl Common {
                 process.runtime =
                     Runtime::parse(&value(p, flag)?).map_err(|e| format!("{flag}: {e}"))?
             }
-            "timeout-head" => t.head = seconds(flag, &value(p, flag)?, false)?,
-            "timeout-idle" => t.idle = seconds(flag, &value(p, flag)?, false)?,
-            "timeout-connect" => t.connect = seconds(flag, &value(p, flag)?, false)?,
-            "timeout-response" => t.response = seconds(flag, &value(p, flag)?, false)?,
-            "drain-timeout" => self.drain_timeout = seconds(flag, &value(p, flag)?, true)?,
+            "timeout-head" => t.head = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
+            "timeout-idle" => t.idle = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
+            "timeout-connect" => t.connect = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
+            "timeout-response" => t.response = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
+            "drain-timeout" => {
+                self.drain_timeout = range::DRAIN_TIMEOUT.parse(flag, &value(p, flag)?)?
+            }
             "pid-file" => process.pid_file = Some(value(p, flag)?.into()),
             "user" => process.user = Some(value(p, flag)?),
             "group" => process.group = Some(value(p, flag)?),
@@ -311,38 +315,6 @@ fn uuid(flag: &str, v: &str) -> Result<Uuid, String> {
     Uuid::parse(v.as_bytes()).ok_or_else(|| format!("{flag}: {v:?} is not a UUID"))
 }
 
-fn number<T: FromStr>(flag: &str, v: &str) -> Result<T, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not a valid number"))
-}
-
-fn positive<T: FromStr + Default + PartialOrd>(flag: &str, v: &str) -> Result<T, String> {
-    let n: T = number(flag, v)?;
-    if n > T::default() {
-        Ok(n)
-    } else {
-        Err(format!("{flag}: must be at least 1"))
-    }
-}
-
-/// A count from 1 to `max`.
-fn bounded(flag: &str, v: &str, max: usize) -> Result<usize, String> {
-    let n: usize = number(flag, v)?;
-    if (1..=max).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("{flag}: must be from 1 to {max}"))
-    }
-}
-
-fn seconds(flag: &str, v: &str, zero_ok: bool) -> Result<Duration, String> {
-    let s: f64 = number(flag, v)?;
-    match Duration::try_from_secs_f64(s) {
-        Ok(d) if zero_ok || !d.is_zero() => Ok(d),
-        _ => Err(format!("{flag}: {v:?} is not a positive number of seconds")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,23 +345,6 @@ mod tests {
             for flag in ["--timeout-connect", "--pid-file", "--log-dir", "--runtime"] {
                 assert!(text.contains(flag), "{role} --help lacks {flag}");
             }
-        }
-    }
-
-    #[test]
-    fn values() {
-        assert_eq!(
-            seconds("--t", "0.25", false),
-            Ok(Duration::from_millis(250))
-        );
-        assert!(seconds("--t", "0", false).is_err());
-        assert_eq!(seconds("--t", "0", true), Ok(Duration::ZERO));
-        assert!(seconds("--t", "nan", true).is_err());
-        assert_eq!(positive::<usize>("--n", "3"), Ok(3));
-        assert!(positive::<usize>("--n", "0").is_err());
-        assert_eq!(bounded("--n", "4", 4), Ok(4));
-        for bad in ["0", "5", "-1", "x"] {
-            assert!(bounded("--n", bad, 4).is_err(), "{bad}");
         }
     }
 }

@@ -9,7 +9,8 @@ use mdproxy_core::cache::Scope;
 use mdproxy_core::endpoint::{RateLimit, Timeouts};
 
 use super::args::Args;
-use super::{common_help, next_flag, number, positive, uuid, value, Command, Common, Process};
+use super::range::{CONNS, PORT, RATE_COUNT, RATE_WINDOW};
+use super::{common_help, next_flag, uuid, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -36,11 +37,14 @@ Sockets:
                                  /var/lib/neutron/metadata_proxy without --state_path]
 
 Limits (beyond them clients get 503 or 429):
-      --max-conns N              Client connections open at once [default: 1024]
-      --max-conns-per-ip N       Client connections open at once per client IP [default: 64]
+      --max-conns N              Client connections open at once
+                                 [default: 1024; 1 to 1000000]
+      --max-conns-per-ip N       Client connections open at once per client IP
+                                 [default: 64; 1 to 1000000]
       --rate-limit B/BW,U/UW     Per client IP, at most B requests per BW seconds and U per UW
                                  seconds (Neutron's base and burst windows, sliding like
-                                 haproxy's http_req_rate), e.g. 10/10,10/10 [default: off]
+                                 haproxy's http_req_rate), e.g. 10/10,10/10 [default: off;
+                                 B and U: 1 to 1000000, BW and UW: 1 to 86400 seconds]
 
 ",
     common_help!("the agent", "The agent"),
@@ -51,7 +55,7 @@ Legacy neutron-ns-metadata-proxy flags (as the L3 agent passed them):
                                    unless told --daemonize; invoked as
                                    neutron-ns-metadata-proxy it daemonizes unless told
                                    --nodaemonize, as the legacy tool did)
-      --metadata_port PORT         Same as --listen 0.0.0.0:PORT
+      --metadata_port PORT         Same as --listen 0.0.0.0:PORT [1 to 65535]
       --metadata_proxy_socket PATH Same as --upstream-socket
       --state_path DIR             Makes the default upstream DIR/metadata_proxy
       --metadata_proxy_user USER   Same as --user
@@ -106,13 +110,13 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
             "network-id" => network = Some(uuid(&flag, &value(p, &flag)?)?),
             "listen" => listen.push(addr(&flag, &value(p, &flag)?)?),
             "metadata-port" => {
-                let port = number::<u16>(&flag, &value(p, &flag)?)?;
+                let port = PORT.parse(&flag, &value(p, &flag)?)?;
                 listen.push(SocketAddr::from(([0, 0, 0, 0], port)));
             }
             "upstream-socket" | "metadata-proxy-socket" => upstream = Some(value(p, &flag)?.into()),
             "state-path" => state_path = Some(PathBuf::from(value(p, &flag)?)),
-            "max-conns" => max_conns = positive(&flag, &value(p, &flag)?)?,
-            "max-conns-per-ip" => max_conns_per_ip = positive(&flag, &value(p, &flag)?)?,
+            "max-conns" => max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns-per-ip" => max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
             "rate-limit" => rate_limit = Some(rate_limit_arg(&flag, &value(p, &flag)?)?),
             "metadata-proxy-user" => process.user = Some(value(p, &flag)?),
             "metadata-proxy-group" => process.group = Some(value(p, &flag)?),
@@ -161,23 +165,14 @@ pub(super) fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{flag}: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:9697 or [::]:9697)"))
 }
 
-/// `BASE/BASE_WINDOW,BURST/BURST_WINDOW`, windows in whole seconds.
+/// `BASE/BASE_WINDOW,BURST/BURST_WINDOW`, windows in whole seconds; each part in its range
+/// (a window of 2^64 - 1 seconds overflowed the rate limiter's arithmetic).
 fn rate_limit_arg(flag: &str, v: &str) -> Result<RateLimit, String> {
     let bad = || format!("{flag}: {v:?} is not BASE/SECONDS,BURST/SECONDS (e.g. 10/10,10/10)");
     let pair = |s: &str| -> Result<(u32, Duration), String> {
         let (n, w) = s.split_once('/').ok_or_else(bad)?;
-        let n = n
-            .trim()
-            .parse::<u32>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(bad)?;
-        let w = w
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|w| *w > 0)
-            .ok_or_else(bad)?;
+        let n = RATE_COUNT.parse(&format!("{flag}: {v:?}: the count"), n.trim())?;
+        let w = RATE_WINDOW.parse(&format!("{flag}: {v:?}: the window (seconds)"), w.trim())?;
         Ok((n, Duration::from_secs(w)))
     };
     let (base, burst) = v.split_once(',').ok_or_else(bad)?;

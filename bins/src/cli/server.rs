@@ -9,7 +9,8 @@ use mdproxy_core::metadata::ImdsV2;
 
 use super::args::Args;
 use super::ns_proxy::addr;
-use super::{common_help, needs_tls, next_flag, seconds, switch, value, Command, Common, Process};
+use super::range::RESCAN_INTERVAL;
+use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -35,7 +36,7 @@ Instances:
                                  skipped; the others keep serving. Required
       --rescan-interval S        Check the files for changes (mtime, size, inode) every S
                                  seconds; a changed file is re-read without failing any
-                                 request [default: 2]
+                                 request [default: 2; 0.1 to 86400 seconds]
       --dhcp-domain DOMAIN       Served hostnames are HOSTNAME.DOMAIN (Nova's dhcp_domain);
                                  empty: the bare hostname [default: novalocal]
 
@@ -139,7 +140,9 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "shared-secret-file" => secret = Some(value(p, &flag)?.into()),
             "instances" => instances = Some(PathBuf::from(value(p, &flag)?)),
             "state-dir" => state_dir = PathBuf::from(value(p, &flag)?),
-            "rescan-interval" => rescan_interval = seconds(&flag, &value(p, &flag)?, false)?,
+            "rescan-interval" => {
+                rescan_interval = RESCAN_INTERVAL.parse(&flag, &value(p, &flag)?)?
+            }
             "direct" => direct = switch(p, &flag)?,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
             "dhcp-domain" => dhcp_domain = value(p, &flag)?,

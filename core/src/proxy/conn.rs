@@ -33,6 +33,16 @@ use crate::http::{
 use crate::metadata::MetaResponse;
 use crate::metrics::UpstreamError;
 
+/// `now + timeout`, for a configured timeout. The binary keeps every timeout within a day
+/// (`bins/src/cli/range.rs`), so this is plain addition there; should a caller of the core pass
+/// more, the deadline is a day away instead of a panic (`Instant + Duration` panics on
+/// overflow), or `now` at the very end of `Instant`'s range. Defence in depth.
+fn deadline_in(now: Instant, timeout: Duration) -> Instant {
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+        .unwrap_or(now)
+}
+
 /// Above this many unsent bytes towards one side, the other side is not read (back-pressure).
 const HIGH_WATER: usize = 64 * 1024;
 /// Largest request (head + body) kept for one replay on a fresh upstream connection.
@@ -200,7 +210,7 @@ impl Conn {
             // A fresh connection owes us a head within the head timeout (slowloris → 408).
             phase: Phase::Head {
                 started: true,
-                deadline: now + ctx.cfg.timeouts.head,
+                deadline: deadline_in(now, ctx.cfg.timeouts.head),
             },
         }
     }
@@ -227,7 +237,7 @@ impl Conn {
         write_error(status, message, None, false, true, &mut self.out);
         ctx.metric(|m| m.request(status, None));
         self.phase = Phase::Closing {
-            deadline: now + ctx.cfg.timeouts.idle,
+            deadline: deadline_in(now, ctx.cfg.timeouts.idle),
             linger: true,
         };
         self.progress(now, ctx);
@@ -326,7 +336,7 @@ impl Conn {
                 if let Phase::Head { started, deadline } = &mut self.phase {
                     if !*started {
                         *started = true;
-                        *deadline = now + ctx.cfg.timeouts.head;
+                        *deadline = deadline_in(now, ctx.cfg.timeouts.head);
                     }
                 }
             }
@@ -354,13 +364,13 @@ impl Conn {
                 // out (a head dripped a byte at a time would otherwise hold both connections
                 // for as long as the upstream likes); after it, each read restarts the clock.
                 if x.resp_started {
-                    x.deadline = now + ctx.cfg.timeouts.response;
+                    x.deadline = deadline_in(now, ctx.cfg.timeouts.response);
                 }
             }
             Input::Eof => up.eof = true,
             Input::Connected => {
                 up.connected = true;
-                x.deadline = now + ctx.cfg.timeouts.response;
+                x.deadline = deadline_in(now, ctx.cfg.timeouts.response);
             }
             Input::ConnectFailed(e) => {
                 let (why, kind) = match e {
@@ -531,7 +541,7 @@ impl Conn {
             upstream_keep_alive: false,
             status: 0,
             body_len: 0,
-            deadline: now + ctx.cfg.timeouts.response,
+            deadline: deadline_in(now, ctx.cfg.timeouts.response),
             fields: Vec::new(),
             rules: ctx.hop_rules(),
             replay_body: Some(BytesMut::new()),
@@ -562,7 +572,7 @@ impl Conn {
             }
             Plan::Serve => {
                 // The client owes us its body as promptly as its head.
-                x.deadline = now + ctx.cfg.timeouts.head;
+                x.deadline = deadline_in(now, ctx.cfg.timeouts.head);
                 x.sink = Sink::Serve(Vec::new());
                 x.replay_body = None;
                 self.phase = Phase::Exchange(x);
@@ -963,7 +973,7 @@ impl Conn {
     fn finish(&mut self, now: Instant, linger: bool, ctx: &Ctx) {
         self.inbuf.clear();
         self.phase = Phase::Closing {
-            deadline: now + ctx.cfg.timeouts.idle,
+            deadline: deadline_in(now, ctx.cfg.timeouts.idle),
             linger,
         };
     }
@@ -1011,7 +1021,7 @@ impl Conn {
         };
         self.phase = Phase::Head {
             started: pipelined,
-            deadline: now + timeout,
+            deadline: deadline_in(now, timeout),
         };
     }
 
@@ -1054,7 +1064,7 @@ fn gather_chunked(x: &mut Exchange, now: Instant, ctx: &Ctx) {
     if x.head.body == BodyKind::Chunked {
         x.sink = Sink::Gather(Vec::new());
         x.replay_body = None;
-        x.deadline = now + ctx.cfg.timeouts.head;
+        x.deadline = deadline_in(now, ctx.cfg.timeouts.head);
     }
 }
 
@@ -1086,12 +1096,12 @@ fn relay(now: Instant, x: &mut Exchange, owner: SockId, ctx: &mut Ctx) {
         return;
     }
     let (sock, reused) = ctx.acquire_upstream(owner);
-    x.deadline = now
-        + if reused {
-            ctx.cfg.timeouts.response
-        } else {
-            ctx.cfg.timeouts.connect
-        };
+    let timeout = if reused {
+        ctx.cfg.timeouts.response
+    } else {
+        ctx.cfg.timeouts.connect
+    };
+    x.deadline = deadline_in(now, timeout);
     x.up = Some(Upstream {
         sock,
         connected: reused,

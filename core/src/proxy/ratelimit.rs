@@ -31,7 +31,8 @@ impl Window {
     /// Counts one request at `now` and returns the rate including it.
     fn hit(&mut self, now: Instant, period: Duration) -> u32 {
         let elapsed = now.saturating_duration_since(self.start);
-        if elapsed >= period * 2 {
+        // Saturating: a window near `Duration::MAX` must not panic (the binary allows a day).
+        if elapsed >= period.saturating_mul(2) {
             *self = Window::new(now);
         } else if elapsed >= period {
             self.previous = self.current;
@@ -70,7 +71,11 @@ impl RateLimiter {
     /// Counts a request from `ip` at `now`; false when it is over either limit.
     pub(crate) fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
         if self.clients.len() >= MAX_TRACKED && !self.clients.contains_key(&ip) {
-            let horizon = self.cfg.base_window.max(self.cfg.burst_window) * 2;
+            let horizon = self
+                .cfg
+                .base_window
+                .max(self.cfg.burst_window)
+                .saturating_mul(2);
             self.clients
                 .retain(|_, c| now.saturating_duration_since(c.last) < horizon);
         }
