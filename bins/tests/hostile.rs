@@ -97,7 +97,8 @@ fn hostile_request_matrix(rt: Runtime) {
             (Up::One, 1) => {
                 let check = case.check;
                 let r = seen[0].clone();
-                if let Err(e) = std::panic::catch_unwind(move || check.run(&r, only_proxy_identity)) {
+                if let Err(e) = std::panic::catch_unwind(move || check.run(&r, only_proxy_identity))
+                {
                     let msg = e
                         .downcast_ref::<String>()
                         .cloned()

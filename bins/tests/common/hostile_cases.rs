@@ -168,4 +168,3 @@ pub fn cases() -> Vec<Case> {
         Case { name: "leading_empty_lines", bytes: s("\r\n\r\nGET /latest/x HTTP/1.1\r\n\r\n"), want: &[200], up: Up::One, check: Check::Identity },
     ]
 }
-

@@ -59,14 +59,20 @@ impl PeerKind {
                 return Ok(python);
             }
         };
-        let python = match std::env::var_os(var) {
-            Some(p) => PathBuf::from(p),
-            None => peers_dir().join(venv).join("bin/python"),
+        let (python, from) = match std::env::var_os(var) {
+            Some(p) => (PathBuf::from(p), var),
+            None => (
+                peers_dir().join(venv).join("bin/python"),
+                "the default venv",
+            ),
         };
         if python.is_file() {
             Ok(python)
         } else {
-            Err(format!("{var} unset and no {}", python.display()))
+            Err(format!(
+                "no {} ({from}; {var} overrides it)",
+                python.display()
+            ))
         }
     }
 
@@ -79,7 +85,12 @@ impl PeerKind {
             PeerKind::Wsgiref => return,
         };
         let out = Command::new(python)
-            .args(["-W", "ignore", "-c", "import eventlet; print(eventlet.__version__)"])
+            .args([
+                "-W",
+                "ignore",
+                "-c",
+                "import eventlet; print(eventlet.__version__)",
+            ])
             .output()
             .expect("run the peer's python");
         assert!(out.status.success(), "{}: {out:?}", python.display());
@@ -416,7 +427,11 @@ impl KeepAlive {
 
 /// Runs `step` until it returns false, `max` times, or `budget` has passed, whichever comes
 /// first; returns how many steps ran.
-pub fn bounded_loop(max: usize, budget: std::time::Duration, mut step: impl FnMut() -> bool) -> usize {
+pub fn bounded_loop(
+    max: usize,
+    budget: std::time::Duration,
+    mut step: impl FnMut() -> bool,
+) -> usize {
     let deadline = Instant::now() + budget;
     let mut n = 0;
     while n < max && Instant::now() < deadline {
