@@ -10,6 +10,15 @@ echo "--- cargo fmt --check"
 cargo fmt --all -- --check
 echo "--- cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "--- lenient peers (scripts/lenient-peers.sh; bins/tests/lenient.rs skips without them)"
+if peers_env=$(./scripts/lenient-peers.sh); then
+  eval "$peers_env"
+elif [ "${MDPROXY_LENIENT_PEERS:-}" = required ]; then
+  echo "lenient peers: FAILED to install and MDPROXY_LENIENT_PEERS=required" >&2
+  exit 1
+else
+  echo "lenient peers: not installed (no PyPI?); bins/tests/lenient.rs will print skipped lines"
+fi
 echo "--- cargo test"
 tests_log=$(mktemp)
 cargo test --workspace 2>&1 | tee "$tests_log"

@@ -16,6 +16,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod hostile_cases;
+pub mod lenient_peers;
+
 /// Upper bound of every wait: generous, because CI shares two busy cores.
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const ROUTER: &str = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01";
