@@ -880,8 +880,8 @@ mod tests {
             (vec!["--neutron-url=http://n:0"], "http[s]://HOST"),
             (vec!["--interface=publicURL"], "public, internal, admin"),
             (vec!["--neutron-timeout=0"], "--neutron-timeout"),
-            (vec!["--max-neutron-queries=0"], "from 1 to 4096"),
-            (vec!["--max-neutron-queries=4097"], "from 1 to 4096"),
+            (vec!["--max-neutron-queries=0"], "accepted: 1 to 4096"),
+            (vec!["--max-neutron-queries=4097"], "accepted: 1 to 4096"),
             (vec!["--username="], "empty"),
             (vec!["--password=hunter2"], "unknown option --password"),
             (

@@ -396,7 +396,7 @@ mod tests {
             );
             let required: &[&str] = match (r.role, r.flag) {
                 ("ns-proxy", _) => &["--router-id", "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01"],
-                ("agent", "--neutron-timeout") => &[
+                ("agent", "--neutron-timeout" | "--max-neutron-queries") => &[
                     "--shared-secret-file=/s",
                     "--backend=neutron",
                     "--neutron-url=http://127.0.0.1:9696",
