@@ -214,4 +214,57 @@ mod tests {
         assert_eq!(path_segments(b"/").count(), 0);
         assert_eq!(path_segments(b"/?a/b").count(), 0);
     }
+
+    /// Targets built from the pieces that tell normalisers apart.
+    fn target() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "latest",
+            "api",
+            "token",
+            "meta-data",
+            "openstack",
+            "ec2",
+            ".",
+            "..",
+            "",
+            "%2e",
+            "%2E%2e",
+            "%74oken",
+            "%61pi",
+            "%2f",
+            "%5c",
+            "%00",
+            "%",
+            "%c3%a9",
+            "x",
+            "?",
+            "#",
+            "\\",
+            "a_b",
+            ";",
+            "http://169.254.169.254",
+            "HTTPS://h:80",
+        ]);
+        prop::collection::vec(piece, 0..8).prop_map(|parts| {
+            let mut t = Vec::new();
+            for (i, p) in parts.iter().enumerate() {
+                if i > 0 || !p.starts_with("http") {
+                    t.push(b'/');
+                }
+                t.extend_from_slice(p.as_bytes());
+            }
+            t
+        })
+    }
+
+    proptest::proptest! {
+        /// For any target, every rule sees the same route: the normalised form is a fixed
+        /// point, the ns-proxy's token rule agrees with the server's router, and every other
+        /// spelling routes and is answered alike (the `metadata_path` fuzz body checks all).
+        #[test]
+        fn every_rule_sees_the_same_route(t in target()) {
+            crate::testing::fuzz::metadata_path(&t);
+        }
+    }
 }
