@@ -15,6 +15,8 @@ mod os;
 mod passwords;
 mod runtime;
 mod server;
+#[cfg(test)]
+mod test_dir;
 mod tls;
 
 use std::path::PathBuf;

@@ -395,25 +395,9 @@ pub fn raise_fd_limit() {
 mod tests {
     use std::fs;
     use std::os::unix::fs::{symlink, PermissionsExt};
-    use std::path::PathBuf;
     use std::time::Duration;
 
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(name: &str) -> Dir {
-            let dir = std::env::temp_dir().join(format!("mdp-os-{}-{name}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            Dir(dir)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::test_dir::Dir;
 
     #[test]
     fn create_new_refuses_links_and_existing_files() {
