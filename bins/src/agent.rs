@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, Reload, Role, Target};
+use mdproxy_core::endpoint::{
+    AgentConfig, Backend, ConnLimits, EndpointConfig, Reload, Role, Target,
+};
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
@@ -89,6 +91,10 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
             negative_ttl: cfg.negative_ttl,
         }),
         limits: Limits::default(),
+        conns: ConnLimits {
+            max_conns: cfg.max_conns,
+            ..ConnLimits::default()
+        },
         timeouts: cfg.timeouts,
         tls: EndpointTls {
             accept: None,

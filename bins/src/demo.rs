@@ -41,6 +41,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         instances: files.instances.clone(),
         state_dir: files.state.clone(),
         rescan_interval: Duration::from_secs(2),
+        conns: Default::default(),
         direct: false,
         imdsv2: ImdsV2::Optional,
         dhcp_domain: "novalocal".to_owned(),
@@ -75,6 +76,7 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
     let endpoint = |role| EndpointConfig {
         role,
         limits: Limits::default(),
+        conns: Default::default(),
         timeouts: cfg.timeouts,
         tls: Default::default(),
         metrics: None,

@@ -41,6 +41,7 @@ impl Exporter {
             cfg: EndpointConfig {
                 role: Role::Metrics(self.metrics),
                 limits: Limits::default(),
+                conns: Default::default(),
                 timeouts,
                 tls: Default::default(),
                 metrics: None,

@@ -30,6 +30,7 @@ pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
             rate_limit: cfg.rate_limit,
         }),
         limits: Limits::default(),
+        conns: Default::default(),
         timeouts: cfg.timeouts,
         tls: Default::default(),
         metrics: None,

@@ -99,6 +99,7 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
             entropy,
         }),
         limits: Limits::default(),
+        conns: cfg.conns,
         timeouts: cfg.timeouts,
         tls: EndpointTls {
             accept,

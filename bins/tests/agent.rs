@@ -14,6 +14,7 @@ use std::sync::Arc;
 use common::*;
 
 runtime_tests! {
+    max_conns_flag_limits_connections,
     chain_through_ns_proxy_signs_the_instance,
     direct_request_replaces_forged_identity,
     metadata_server_gets_only_the_allowlist,
@@ -589,4 +590,29 @@ fn help_and_legacy_program_name(rt: Runtime) {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mdproxy agent:"));
+}
+
+/// `--max-conns`: a proxy connection past the limit is answered 503 and closed; the one inside
+/// keeps being served, and a slot freed is taken again.
+fn max_conns_flag_limits_connections(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new(&map(&[("10.0.0.5", INSTANCE_A)]));
+    let agent = files.start(rt, &server.url(), &["--max-conns=1"]);
+    let req = proxied("10.0.0.5", &router_scope());
+    // The start-up probe may still hold the slot for a moment: take it once it is free.
+    let mut held = None;
+    assert!(eventually(|| {
+        let mut c = Client::connect_unix(&agent.socket);
+        let ok = c.exchange(&req).status == 200;
+        held = ok.then_some(c);
+        ok
+    }));
+    let mut first = held.expect("a connection inside the limit");
+    let resp = request_unix(&agent.socket, &req);
+    assert_eq!(resp.status, 503, "{resp:?}");
+    assert_eq!(first.exchange(&req).status, 200);
+    drop(first);
+    assert!(eventually(
+        || request_unix(&agent.socket, &req).status == 200
+    ));
 }

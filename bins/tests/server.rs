@@ -15,6 +15,7 @@ use sha2::Sha256;
 use common::*;
 
 runtime_tests! {
+    connection_limits_answer_503,
     signed_requests_get_both_trees,
     identity_errors_answer_as_nova,
     new_and_removed_files_are_noticed_by_the_rescan,
@@ -494,4 +495,45 @@ fn help_names_the_flags(_rt: Runtime) {
     ];
     assert_help_mentions(&["server", "--help"], &flags);
     assert_help_mentions(&["--help"], &["server", "demo"]);
+}
+
+/// `--max-conns` and `--max-conns-per-ip`: one connection past either is answered 503 and
+/// closed; the connections inside the limits keep being served.
+fn connection_limits_answer_503(rt: Runtime) {
+    let dir = TempDir::new();
+    let instances = dir.join("instances");
+    fs::create_dir(&instances).unwrap();
+    for (flag, n) in [("--max-conns", 2), ("--max-conns-per-ip", 2)] {
+        let server = Proxy::start_with(rt, |port| {
+            vec![
+                "server".to_owned(),
+                format!("--listen=127.0.0.1:{port}"),
+                format!("--instances={}", instances.display()),
+                format!("--state-dir={}", dir.join("state").display()),
+                "--direct".to_owned(),
+                format!("{flag}={n}"),
+            ]
+        });
+        // Closed connections (the start-up probe's) free their slot once the server has seen
+        // them go: take each slot as soon as it is free.
+        let mut open: Vec<Client> = Vec::new();
+        while open.len() < n {
+            let mut held = None;
+            assert!(eventually(|| {
+                let mut c = Client::connect(server.addr);
+                let ok = c.exchange(&get("/")).status == 200;
+                held = ok.then_some(c);
+                ok
+            }));
+            open.extend(held);
+        }
+        let resp = request(server.addr, &get("/"));
+        assert_eq!(resp.status, 503, "{flag}: {resp:?}");
+        assert_eq!(open[0].exchange(&get("/")).status, 200, "{flag}");
+        drop(open);
+        assert!(
+            eventually(|| request(server.addr, &get("/")).status == 200),
+            "{flag}"
+        );
+    }
 }

@@ -201,6 +201,27 @@ pub struct RateLimit {
     pub burst_window: Duration,
 }
 
+/// Connection limits of the agent and the server (the ns-proxy's are in [`NsProxyConfig`]):
+/// past either, a new connection is answered 503 and closed. Per IP only where a peer has one
+/// (the server's TCP clients; the agent's peers are ns-proxies on a Unix socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Client connections open at once.
+    pub max_conns: usize,
+    /// Client connections open at once from one IP.
+    pub max_conns_per_ip: usize,
+}
+
+impl Default for ConnLimits {
+    /// DESIGN.md: 4096 per agent and per server.
+    fn default() -> Self {
+        ConnLimits {
+            max_conns: 4096,
+            max_conns_per_ip: 4096,
+        }
+    }
+}
+
 /// Everything an endpoint needs to start.
 #[derive(Clone, Debug)]
 pub struct EndpointConfig {
@@ -208,6 +229,8 @@ pub struct EndpointConfig {
     pub role: Role,
     /// Limits on what clients send.
     pub limits: Limits,
+    /// Connection limits (agent and server; see [`ConnLimits`]).
+    pub conns: ConnLimits,
     /// Timeouts.
     pub timeouts: Timeouts,
     /// TLS for accepted and upstream connections (see [`crate::tls`]); none by default.
@@ -556,9 +579,10 @@ impl Endpoint {
     fn limits(&self) -> (usize, usize) {
         match &self.ctx.cfg.role {
             Role::NsProxy(c) => (c.max_conns, c.max_conns_per_ip),
-            // The agent's clients are ns-proxies on a Unix socket, the server's are agents:
-            // no per-IP accounting.
-            Role::Agent(_) | Role::Server(_) => (usize::MAX, usize::MAX),
+            Role::Agent(_) | Role::Server(_) => {
+                let c = self.ctx.cfg.conns;
+                (c.max_conns, c.max_conns_per_ip)
+            }
             Role::Metrics(_) => (METRICS_MAX_CONNS, METRICS_MAX_CONNS),
         }
     }

@@ -21,6 +21,7 @@ fn sim(role: Role, metrics: &Arc<Metrics>) -> Sim {
     Sim::new(EndpointConfig {
         role,
         limits: Limits::default(),
+        conns: Default::default(),
         timeouts: Timeouts::default(),
         tls: Default::default(),
         metrics: Some(metrics.clone()),

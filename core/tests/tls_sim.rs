@@ -132,6 +132,7 @@ fn config(role: Role, upstream: Option<TlsTarget>, accept: Option<ServerTls>) ->
     EndpointConfig {
         role,
         limits: Limits::default(),
+        conns: Default::default(),
         timeouts: Timeouts::default(),
         tls: EndpointTls { accept, upstream },
         metrics: None,

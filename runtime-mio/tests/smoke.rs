@@ -70,6 +70,7 @@ fn relays_over_tcp_and_unix_then_stops_on_sigterm() {
             rate_limit: None,
         }),
         limits: Default::default(),
+        conns: Default::default(),
         timeouts: Timeouts::default(),
         tls: Default::default(),
         metrics: None,

@@ -73,6 +73,7 @@ impl Proxy {
                 rate_limit: None,
             }),
             limits: Default::default(),
+            conns: Default::default(),
             timeouts,
             tls: Default::default(),
             metrics: None,

@@ -11,7 +11,9 @@ use mdproxy_core::endpoint::Timeouts;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 
 use super::args::Args;
-use super::range::{BACKLOG, CACHE_SIZE, CACHE_TTL, NEUTRON_QUERIES, PORT, TIMEOUT, WORKERS};
+use super::range::{
+    BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, PORT, TIMEOUT, WORKERS,
+};
 use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
@@ -143,6 +145,8 @@ Socket:
                                  requests for one instance make at most one backend query per
                                  worker (Neutron's default is half the CPUs; ours favours one
                                  query in all)
+      --max-conns N              Proxy connections open at once, per worker; more are answered
+                                 503 and closed [default: 4096; 1 to 1000000]
 
 ",
     common_help!("the metadata server", "The metadata server"),
@@ -189,6 +193,8 @@ pub struct Agent {
     /// `None`: leave the mode the umask gives.
     pub socket_mode: Option<SocketMode>,
     pub workers: usize,
+    /// Most proxy connections open at once, per worker.
+    pub max_conns: usize,
     pub metadata: MetadataUrl,
     /// TLS to an https metadata server.
     pub metadata_tls: ClientTlsArgs,
@@ -469,6 +475,7 @@ pub(super) const SAME: &[&[&str]] = &[
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
+    let mut max_conns = 4096;
     let mut metadata = MetadataUrl {
         https: false,
         host: "127.0.0.1".to_owned(),
@@ -491,6 +498,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "backlog" => backlog = BACKLOG.parse(&flag, &value(p, &flag)?)?,
             "socket-mode" => socket_mode = Some(mode(&flag, &value(p, &flag)?)?),
             "workers" => workers = WORKERS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns" => max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
             "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
             "metadata-ca-file" => {
                 needs_tls(&flag)?;
@@ -577,6 +585,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         backlog,
         socket_mode,
         workers,
+        max_conns,
         metadata,
         metadata_tls,
         shared_secret,

@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::endpoint::{ConnLimits, Timeouts};
 use mdproxy_core::metadata::ImdsV2;
 
 use super::args::Args;
 use super::ns_proxy::addr;
-use super::range::RESCAN_INTERVAL;
+use super::range::{CONNS, RESCAN_INTERVAL};
 use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
 
 pub const HELP: &str = concat!(
@@ -67,7 +67,11 @@ Identity:
 Sockets:
       --listen ADDR:PORT         Address to serve on; repeatable [default: 0.0.0.0:8775].
                                  `[::]:PORT` accepts IPv4 too. One event loop serves them all
-                                 (tokens and posted passwords live in its memory)
+                                 (posted passwords are served from its memory)
+      --max-conns N              Client connections open at once; more are answered 503 and
+                                 closed [default: 4096; 1 to 1000000]
+      --max-conns-per-ip N       Client connections open at once from one IP
+                                 [default: 4096; 1 to 1000000]
 
 HTTPS (a build with the `tls` feature, the default; without it these flags exit 2):
       --tls-cert FILE            Serve HTTPS on every --listen address with this PEM
@@ -99,6 +103,8 @@ pub struct Server {
     /// Where posted passwords are kept.
     pub state_dir: PathBuf,
     pub rescan_interval: Duration,
+    /// Connection limits, overall and per client IP.
+    pub conns: ConnLimits,
     pub direct: bool,
     pub imdsv2: ImdsV2,
     pub dhcp_domain: String,
@@ -126,6 +132,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
+    let mut conns = ConnLimits::default();
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut dhcp_domain = "novalocal".to_owned();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
@@ -143,6 +150,8 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "rescan-interval" => {
                 rescan_interval = RESCAN_INTERVAL.parse(&flag, &value(p, &flag)?)?
             }
+            "max-conns" => conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns-per-ip" => conns.max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
             "direct" => direct = switch(p, &flag)?,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
             "dhcp-domain" => dhcp_domain = value(p, &flag)?,
@@ -189,6 +198,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         instances,
         state_dir,
         rescan_interval,
+        conns,
         direct,
         imdsv2,
         dhcp_domain,

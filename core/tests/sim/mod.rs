@@ -34,6 +34,7 @@ impl Sim {
         Sim::new(EndpointConfig {
             role,
             limits: Limits::default(),
+            conns: Default::default(),
             timeouts,
             tls: Default::default(),
             metrics: None,

@@ -468,6 +468,7 @@ fn config(sel: u8) -> EndpointConfig {
     EndpointConfig {
         role,
         limits,
+        conns: Default::default(),
         timeouts,
         tls: Default::default(),
         metrics: None,
