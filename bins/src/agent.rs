@@ -11,12 +11,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::endpoint::{
-    AgentConfig, Backend, ConnLimits, EndpointConfig, Reload, Role, Target,
-};
+use mdproxy_core::config::{AgentConfig, Backend, ConnLimits, EndpointConfig, Reload, Role};
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
 use crate::runtime::{Hook, Listener, Options};

@@ -12,11 +12,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Role, Target};
+use mdproxy_core::config::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Role};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
+use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::Target;
 
 use crate::agent::read_secret;
 use crate::runtime::{Listener, Loop, Options};

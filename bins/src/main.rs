@@ -1,6 +1,6 @@
 //! `mdproxy`: the command-line front of mdproxy. It parses flags, sets up logging and the
 //! process (pid file, daemon, privileges), binds the listeners and hands them with an
-//! [`EndpointConfig`](mdproxy_core::endpoint::EndpointConfig) to the runtime `--runtime` chose,
+//! [`EndpointConfig`](mdproxy_core::config::EndpointConfig) to the runtime `--runtime` chose,
 //! through `runtime.rs`, the only module that knows which runtimes are compiled in. Every
 //! protocol decision lives in `mdproxy-core`.
 

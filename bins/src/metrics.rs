@@ -5,7 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{EndpointConfig, Role, Timeouts};
+use mdproxy_core::config::{EndpointConfig, Role, Timeouts};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metrics::Metrics;
 

@@ -1,8 +1,9 @@
 //! `mdproxy ns-proxy`: binds the instance-facing TCP listeners and runs the namespace proxy.
 
-use mdproxy_core::cache::Scope;
-use mdproxy_core::endpoint::{EndpointConfig, NsProxyConfig, Role, Target};
+use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role};
 use mdproxy_core::http::Limits;
+use mdproxy_core::scope::Scope;
+use mdproxy_core::socket::Target;
 
 use crate::runtime::Options;
 use crate::server::bind_tcp;

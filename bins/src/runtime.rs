@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{EndpointConfig, Reload};
+use mdproxy_core::config::{EndpointConfig, Reload};
 use mdproxy_core::metadata::StoreRequest;
 
 #[cfg(not(any(feature = "mio", feature = "smol")))]

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{EndpointConfig, Reload, Role};
+use mdproxy_core::config::{EndpointConfig, Reload, Role};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{
     parse_instance, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,

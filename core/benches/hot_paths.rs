@@ -13,11 +13,12 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::cache::{Cached, Instance, Lookup, LookupCache, LookupKey, Scope, Uuid};
+use mdproxy_core::cache::{Cached, Lookup, LookupCache};
 use mdproxy_core::http::{write_request_head, HeadScanner, Limits, Rewrite};
 use mdproxy_core::metadata::{
     parse_instance, Entropy, Format, ImdsV2, MetaRequest, MetadataService, ServerConfig,
 };
+use mdproxy_core::scope::{Instance, LookupKey, Scope, Uuid};
 use mdproxy_core::sign::Signer;
 
 const RUN_FOR: Duration = Duration::from_secs(1);

@@ -12,232 +12,32 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use crate::agent::request::lookup_key;
-use crate::agent::StaticMap;
-use crate::cache::{Instance, Lookup, LookupCache, LookupKey, Scope};
-use crate::http::{Limits, Method, RequestHead};
-use crate::lookup::{ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
+use crate::cache::{Lookup, LookupCache};
+use crate::config::{AgentConfig, Backend, EndpointConfig, Reload, Role};
+use crate::http::{Method, RequestHead};
+use crate::lookup::{ClientAction, ClientEvent, NeutronClient, ReqId};
 use crate::metadata::path::is_token_target;
-use crate::metadata::{
-    InstanceData, MetaRequest, MetaResponse, MetadataService, ServerConfig, StoreRequest,
-};
+use crate::metadata::{MetaRequest, MetaResponse, MetadataService, StoreRequest};
 use crate::metrics::{BackendService, CacheResult, MetricRole, Metrics, RoleMetrics};
 use crate::proxy::conn::{Conn, LookupStart, Plan};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::proxy::rewrite::{
     self, agent_fields, canonical_ip, is_forwarded_for, ns_proxy_fields, HopRules,
 };
-use crate::sign::Signer;
-use crate::tls::{Clocks, EndpointTls, EofMeaning, Session, Sessions};
+use crate::scope::{Instance, LookupKey};
+use crate::socket::{Action, Input, SockId, Target};
+use crate::tls::{Clocks, EofMeaning, Session, Sessions};
 
-/// One socket the runtime holds on the core's behalf. Ids are never reused within an endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SockId(pub u64);
-
-/// Where the runtime should open a connection.
+/// Something the application must do that is not about a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// A TCP peer.
-    Tcp(SocketAddr),
-    /// A Unix stream socket path.
-    Unix(PathBuf),
-}
-
-/// Why a connection attempt failed; the core picks the status from it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ConnectError {
-    /// Nobody listens there (ECONNREFUSED, ENOENT for a Unix path).
-    Refused,
-    /// Any other failure (unreachable, permission, out of descriptors).
-    Other,
-}
-
-/// Something that happened on a socket.
-#[derive(Clone, Copy, Debug)]
-pub enum Input<'a> {
-    /// Bytes read from the socket.
-    Read(&'a [u8]),
-    /// The peer will send nothing more (read returned 0).
-    Eof,
-    /// An [`Action::Connect`] completed.
-    Connected,
-    /// An [`Action::Connect`] failed.
-    ConnectFailed(ConnectError),
-    /// The socket broke (reset, write error): it is unusable from now on.
-    Error,
-}
-
-/// Something the runtime must do. Drain with [`Endpoint::poll_action`] after every mutation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    /// Open a connection to `target` and report [`Input::Connected`] or
-    /// [`Input::ConnectFailed`] on `sock`.
-    Connect {
-        /// The id the new socket goes by.
-        sock: SockId,
-        /// Where to connect.
-        target: Target,
-    },
-    /// `sock` has new bytes in [`Endpoint::pending_write`] or may read again
-    /// ([`Endpoint::wants_read`]): write and read it as far as it goes.
-    Wake(SockId),
-    /// Stop writing on `sock` (half-close); keep reading it.
-    Shutdown(SockId),
-    /// Close `sock` and forget it; the core will not mention it again.
-    Close(SockId),
+#[non_exhaustive]
+pub enum Event {
     /// Persist a password the server accepted (it is already served from memory); the
     /// runtime hands it to whoever owns the instance files.
     Store(StoreRequest),
-}
-
-/// Timeouts of one endpoint (defaults from DESIGN.md).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timeouts {
-    /// A client must send a complete request head within this (408 otherwise).
-    pub head: Duration,
-    /// An idle keep-alive client connection is closed after this.
-    pub idle: Duration,
-    /// Connecting upstream may take this long (504 otherwise).
-    pub connect: Duration,
-    /// The upstream must answer (and keep sending) within this (504 otherwise).
-    pub response: Duration,
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        Timeouts {
-            head: Duration::from_secs(30),
-            idle: Duration::from_secs(30),
-            connect: Duration::from_secs(30),
-            response: Duration::from_secs(60),
-        }
-    }
-}
-
-/// What this endpoint is, with the settings only that role has.
-// One value per endpoint, built once at start: the size difference between variants costs
-// nothing worth a Box.
-#[allow(clippy::large_enum_variant)]
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Role {
-    /// The namespace proxy: strips identity headers, stamps the peer and scope, relays upstream.
-    NsProxy(NsProxyConfig),
-    /// The metadata agent: resolves the instance, signs its ID, relays to the metadata server.
-    Agent(AgentConfig),
-    /// The metadata server: checks the agent's signature and serves the metadata trees.
-    Server(ServerConfig),
-    /// Serves these metrics (`GET /metrics`, Prometheus text format) to scrapers.
-    Metrics(Arc<Metrics>),
-}
-
-/// Settings of the metadata agent.
-#[derive(Clone, Debug)]
-pub struct AgentConfig {
-    /// The metadata server.
-    pub metadata: Target,
-    /// Signs instance IDs with the secret shared with the metadata server.
-    pub signer: Signer,
-    /// Where instances are looked up.
-    pub backend: Backend,
-    /// Lookup cache capacity (entries).
-    pub cache_capacity: NonZeroUsize,
-    /// How long a found instance is cached.
-    pub cache_ttl: Duration,
-    /// How long "no such instance" is cached.
-    pub negative_ttl: Duration,
-}
-
-/// The agent's lookup backend.
-#[allow(clippy::large_enum_variant)] // one per agent, built once
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Backend {
-    /// A map from a file (see [`StaticMap`]); answers at once, so it bypasses the cache.
-    Static(StaticMap),
-    /// Neutron's API (Keystone-authenticated), behind the cache.
-    Neutron(NeutronConfig),
-}
-
-/// New data for a running endpoint (the runtime reads files; the core only takes values).
-#[derive(Clone, Debug)]
-#[non_exhaustive]
-pub enum Reload {
-    /// Replace the agent's static map.
-    StaticMap(StaticMap),
-    /// Replace the server's instances (and today's date, which decides the listed versions).
-    Instances(Vec<InstanceData>, (u16, u8, u8)),
-}
-
-/// Settings of the namespace proxy.
-#[derive(Clone, Debug)]
-pub struct NsProxyConfig {
-    /// The router or network this proxy serves (becomes `X-Neutron-Router-ID`/`-Network-ID`).
-    pub scope: Scope,
-    /// The metadata agent's socket.
-    pub upstream: Target,
-    /// Most client connections open at once; more are answered 503 and closed.
-    pub max_conns: usize,
-    /// Most client connections open at once from one IP.
-    pub max_conns_per_ip: usize,
-    /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
-    pub rate_limit: Option<RateLimit>,
-}
-
-/// Neutron's `[metadata_rate_limiting]`: a client may make at most `base_limit` requests per
-/// `base_window` and `burst_limit` per `burst_window`; beyond either it gets 429.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Requests allowed per base window.
-    pub base_limit: u32,
-    /// Length of the base window.
-    pub base_window: Duration,
-    /// Requests allowed per burst window.
-    pub burst_limit: u32,
-    /// Length of the burst window.
-    pub burst_window: Duration,
-}
-
-/// Connection limits of the agent and the server (the ns-proxy's are in [`NsProxyConfig`]):
-/// past either, a new connection is answered 503 and closed. Per IP only where a peer has one
-/// (the server's TCP clients; the agent's peers are ns-proxies on a Unix socket).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ConnLimits {
-    /// Client connections open at once.
-    pub max_conns: usize,
-    /// Client connections open at once from one IP.
-    pub max_conns_per_ip: usize,
-}
-
-impl Default for ConnLimits {
-    /// DESIGN.md: 4096 per agent and per server.
-    fn default() -> Self {
-        ConnLimits {
-            max_conns: 4096,
-            max_conns_per_ip: 4096,
-        }
-    }
-}
-
-/// Everything an endpoint needs to start.
-#[derive(Clone, Debug)]
-pub struct EndpointConfig {
-    /// The role and its settings.
-    pub role: Role,
-    /// Limits on what clients send.
-    pub limits: Limits,
-    /// Connection limits (agent and server; see [`ConnLimits`]).
-    pub conns: ConnLimits,
-    /// Timeouts.
-    pub timeouts: Timeouts,
-    /// TLS for accepted and upstream connections (see [`crate::tls`]); none by default.
-    pub tls: EndpointTls,
-    /// The process's counters, which this endpoint adds to (see [`crate::metrics`]); `None`
-    /// counts nothing.
-    pub metrics: Option<Arc<Metrics>>,
 }
 
 /// An idle upstream connection is closed after this, well before the agent's own 30 s idle
@@ -269,6 +69,8 @@ pub(crate) struct Ctx {
     pub(crate) draining: bool,
     next_id: u64,
     actions: VecDeque<Action>,
+    /// Application events, for [`Endpoint::poll_event`].
+    events: VecDeque<Event>,
     owners: BTreeMap<SockId, Owner>,
     /// Idle upstream connections, most recently used last; each has an idle timer (`POOL_IDLE`).
     pool: Vec<SockId>,
@@ -423,7 +225,7 @@ impl Ctx {
         };
         let resp = service.respond(now, &req);
         if let Some(store) = resp.store.clone() {
-            self.actions.push_back(Action::Store(store));
+            self.events.push_back(Event::Store(store));
         }
         resp
     }
@@ -554,6 +356,7 @@ impl Endpoint {
                 draining: false,
                 next_id: 0,
                 actions: VecDeque::new(),
+                events: VecDeque::new(),
                 owners: BTreeMap::new(),
                 pool: Vec::new(),
                 rate,
@@ -1050,6 +853,12 @@ impl Endpoint {
             return Some(a);
         }
         self.wakes.pop_first().map(Action::Wake)
+    }
+
+    /// The next application event (a password to store). Drain alongside
+    /// [`Endpoint::poll_action`].
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.ctx.events.pop_front()
     }
 
     fn conn_of(&self, sock: SockId) -> Option<&Conn> {

@@ -21,13 +21,16 @@
 
 pub mod agent;
 pub mod cache;
+pub mod config;
 pub mod endpoint;
 pub mod http;
 pub mod lookup;
 pub mod metadata;
 pub mod metrics;
 pub mod proxy;
+pub mod scope;
 pub mod sign;
+pub mod socket;
 pub mod tls;
 
 #[cfg(any(test, fuzzing, feature = "testing"))]

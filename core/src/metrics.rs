@@ -2,7 +2,7 @@
 //!
 //! One [`Metrics`] is shared (in an `Arc`) by every endpoint of a process: the agent's workers,
 //! the demo's three roles. Endpoints update it with relaxed atomic additions only: no lock and
-//! no allocation per request. A [`crate::endpoint::Role::Metrics`] endpoint answers
+//! no allocation per request. A [`crate::config::Role::Metrics`] endpoint answers
 //! `GET /metrics` with [`Metrics::render`]; nothing here does IO or reads a clock (latencies
 //! are differences of the `now`s the endpoint was given).
 //!

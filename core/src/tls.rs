@@ -48,7 +48,7 @@ pub use on::*;
 #[cfg(not(feature = "tls"))]
 pub use off::*;
 
-use crate::endpoint::SockId;
+use crate::socket::SockId;
 
 /// Above this many unsent ciphertext bytes, no more plaintext is taken from a socket's owner
 /// (the connection's own high-water mark then holds the rest back).

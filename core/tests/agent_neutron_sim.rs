@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{Backend, Role, SockId, Timeouts};
+use mdproxy_core::config::{Backend, Role, Timeouts};
+use mdproxy_core::socket::SockId;
 
 mod sim;
 use sim::{neutron_agent, Sim, OK};
@@ -49,7 +50,7 @@ fn open_all(s: &mut Sim, seen: &mut usize) -> (Vec<SockId>, Vec<SockId>) {
     while *seen < s.connects.len() {
         let sock = s.connects[*seen];
         *seen += 1;
-        s.input(sock, mdproxy_core::endpoint::Input::Connected);
+        s.input(sock, mdproxy_core::socket::Input::Connected);
         let out = s.written.get(&sock).cloned().unwrap_or_default();
         if out.starts_with(b"GET /v2.0/") {
             neutron.push(sock);

@@ -4,10 +4,9 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::endpoint::{
-    AgentConfig, Backend, ConnectError, Input, Reload, Role, Target, Timeouts,
-};
+use mdproxy_core::config::{AgentConfig, Backend, Reload, Role, Timeouts};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::{ConnectError, Input, Target};
 
 mod sim;
 use sim::{count, Sim, OK};
@@ -42,7 +41,7 @@ fn request(xff: &str, scope: &str) -> Vec<u8> {
     format!("GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: {xff}\r\n{scope}\r\n").into_bytes()
 }
 
-fn accept_unix(s: &mut Sim) -> mdproxy_core::endpoint::SockId {
+fn accept_unix(s: &mut Sim) -> mdproxy_core::socket::SockId {
     let c = s.ep.accept(s.now, None);
     s.drain();
     c

@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{NsProxyConfig, RateLimit, Role, Target, Timeouts};
+use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
+use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::socket::Target;
 
 mod sim;
 use sim::{Sim, OK};

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{
-    ConnectError, EndpointConfig, Input, NsProxyConfig, Role, SockId, Target, Timeouts,
-};
+use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role, Timeouts};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metrics::Metrics;
+use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::socket::{ConnectError, Input, SockId, Target};
 
 mod sim;
 use sim::{neutron_agent, Sim, OK};

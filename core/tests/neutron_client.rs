@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::cache::{Instance, LookupKey, Scope, Uuid};
-use mdproxy_core::endpoint::{ConnectError, Input, Target};
 use mdproxy_core::lookup::{
     ClientAction, ClientEvent, HttpTarget, KeystoneAuth, NeutronClient, NeutronConfig, ReqId,
 };
+use mdproxy_core::scope::{Instance, LookupKey, Scope, Uuid};
+use mdproxy_core::socket::{ConnectError, Input, Target};
 
 const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
 const NET1: &str = "0d2c7a1e-7b6f-4c3d-8e9f-a0b1c2d3e4f5";

@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{
-    ConnectError, Input, NsProxyConfig, RateLimit, Role, Target, Timeouts,
-};
+use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
+use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::socket::{ConnectError, Input, Target};
 
 const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use mdproxy_core::endpoint::{Reload, Role, Timeouts};
+use mdproxy_core::config::{Reload, Role, Timeouts};
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, ServerConfig};
 use mdproxy_core::sign::Signer;
 

@@ -12,14 +12,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::endpoint::{
-    Action, AgentConfig, Backend, Endpoint, EndpointConfig, Input, Reload, Role, SockId, Target,
-    Timeouts,
-};
+use mdproxy_core::config::{AgentConfig, Backend, EndpointConfig, Reload, Role, Timeouts};
+use mdproxy_core::endpoint::Endpoint;
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, ServerConfig};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::{Action, Input, SockId, Target};
 use mdproxy_core::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use mdproxy_core::tls::{
     ClientTls, EndpointTls, Identity, ServerAuth, ServerTls, TlsTarget, WallClock,
@@ -279,7 +278,7 @@ impl World {
                         l.agent_closed |= close;
                     }
                 }
-                Action::Wake(_) | Action::Store(_) => {}
+                Action::Wake(_) => {}
             }
         }
         if let Some(server) = self.server.as_mut() {

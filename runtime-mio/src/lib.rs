@@ -13,7 +13,7 @@
 //! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
 //! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
 //! Hooks: [`RunOptions::tick`] runs on a timer (e.g. to notice changed files) and feeds its
-//! [`Reload`] to the endpoint the same way; [`Action::Store`] goes to [`RunOptions::on_store`].
+//! [`Reload`] to the endpoint the same way; [`endpoint::Event::Store`] goes to [`RunOptions::on_store`].
 //! The hooks run on the loop's thread, between events: they should be quick.
 //! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
 //! and Rust binaries ignore SIGPIPE anyway.
@@ -29,10 +29,10 @@ use std::mem;
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::endpoint::{
-    Action, ConnectError, Endpoint, EndpointConfig, Input, Reload, SockId,
-};
+use mdproxy_core::config::{EndpointConfig, Reload};
+use mdproxy_core::endpoint::{self, Endpoint};
 use mdproxy_core::metadata::StoreRequest;
+use mdproxy_core::socket::{Action, ConnectError, Input, SockId};
 use mio::event::Event;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -61,7 +61,7 @@ pub struct RunOptions {
     /// is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was bad and
     /// the hook logged why).
     pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
-    /// Called for every [`Action::Store`] (a password the server accepted and already serves
+    /// Called for every [`endpoint::Event::Store`] (a password the server accepted and already serves
     /// from memory), from the loop's thread. The default logs that nothing was persisted.
     pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
     /// A periodic hook: called once when the loop starts, then at least every interval (the
@@ -301,8 +301,10 @@ impl Driver {
                 // Closing the descriptor takes it out of epoll's interest list (descriptors
                 // are never duplicated here), so no deregister: a syscall less per connection.
                 Action::Close(sock) => drop(self.socks.remove(&sock)),
-                Action::Store(req) => (self.opts.on_store)(req),
             }
+        }
+        while let Some(endpoint::Event::Store(req)) = self.ep.poll_event() {
+            (self.opts.on_store)(req);
         }
     }
 

@@ -12,7 +12,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::thread::{self, JoinHandle};
 
-use mdproxy_core::endpoint::EndpointConfig;
+use mdproxy_core::config::EndpointConfig;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Token};
 

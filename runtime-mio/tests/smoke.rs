@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{EndpointConfig, NsProxyConfig, Role, Target, Timeouts};
+use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role, Timeouts};
+use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::socket::Target;
 use mdproxy_mio::{run, Listener, RunOptions};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -19,7 +19,7 @@
 //! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
 //! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
 //! Hooks: [`RunOptions::tick`] runs on a timer (e.g. to notice changed files) and feeds its
-//! [`Reload`] to the endpoint the same way; [`Action::Store`] goes to [`RunOptions::on_store`].
+//! [`Reload`] to the endpoint the same way; [`Event::Store`] goes to [`RunOptions::on_store`].
 //! The hooks run on the executor's thread, between events: they should be quick.
 //! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
 //! and Rust binaries ignore SIGPIPE anyway.
@@ -36,10 +36,10 @@ use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use async_io::{Async, Timer};
-use mdproxy_core::endpoint::{
-    Action, ConnectError, Endpoint, EndpointConfig, Input, Reload, SockId, Target,
-};
+use mdproxy_core::config::{EndpointConfig, Reload};
+use mdproxy_core::endpoint::{Endpoint, Event};
 use mdproxy_core::metadata::StoreRequest;
+use mdproxy_core::socket::{Action, ConnectError, Input, SockId, Target};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, Future};
 use smol::io::AsyncReadExt;
@@ -67,7 +67,7 @@ pub struct RunOptions {
     /// returns is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was
     /// bad and the hook logged why).
     pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
-    /// Called for every [`Action::Store`] (a password the server accepted and already serves
+    /// Called for every [`Event::Store`] (a password the server accepted and already serves
     /// from memory), from the executor's thread. The default logs that nothing was persisted.
     pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
     /// A periodic hook: called once when the driver starts, then at least every interval (the
@@ -206,8 +206,10 @@ impl Driver {
                     let gone = self.socks.borrow_mut().remove(&sock);
                     drop(gone);
                 }
-                Action::Store(req) => (self.opts.borrow_mut().on_store)(req),
             }
+        }
+        while let Some(Event::Store(req)) = self.ep.borrow_mut().poll_event() {
+            (self.opts.borrow_mut().on_store)(req);
         }
         if self.drain_deadline.get().is_some() && self.ep.borrow().is_drained() {
             let _ = self.done.try_send(());

@@ -8,7 +8,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use async_io::Async;
-use mdproxy_core::endpoint::Target;
+use mdproxy_core::socket::Target;
 
 /// Listen backlog unless [`Listener::set_backlog`] says otherwise; the kernel caps it at
 /// `net.core.somaxconn`.

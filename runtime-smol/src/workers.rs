@@ -15,7 +15,7 @@ use std::task::{Context, Poll};
 use std::thread::{self, JoinHandle};
 
 use async_io::Async;
-use mdproxy_core::endpoint::EndpointConfig;
+use mdproxy_core::config::EndpointConfig;
 use smol::future;
 
 use crate::signal::SignalGuard;

@@ -16,8 +16,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use mdproxy_core::cache::{Scope, Uuid};
-use mdproxy_core::endpoint::{EndpointConfig, NsProxyConfig, Role, Target, Timeouts};
+use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role, Timeouts};
+use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::socket::Target;
 use mdproxy_smol::{run, run_workers, Listener, RunOptions};
 
 const WAIT: Duration = Duration::from_secs(20);

@@ -7,7 +7,7 @@ use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::config::Timeouts;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 
 use super::args::Args;

@@ -581,7 +581,7 @@ mod tests {
         ]) else {
             panic!("did not parse");
         };
-        assert!(matches!(cfg.scope, mdproxy_core::cache::Scope::Network(_)));
+        assert!(matches!(cfg.scope, mdproxy_core::scope::Scope::Network(_)));
         assert_eq!(cfg.listen, vec!["0.0.0.0:80".parse().unwrap()]);
         assert_eq!(cfg.max_conns, 6);
         assert!(!cfg.process.daemonize);

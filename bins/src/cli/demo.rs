@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::config::Timeouts;
 
 use super::args::Args;
 use super::ns_proxy::addr;

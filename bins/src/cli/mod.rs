@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::Arg::{Long, Short, Value};
-use mdproxy_core::cache::Uuid;
-use mdproxy_core::endpoint::Timeouts;
+use mdproxy_core::config::Timeouts;
+use mdproxy_core::scope::Uuid;
 
 use crate::runtime::Runtime;
 use args::Args;

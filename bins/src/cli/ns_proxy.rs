@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::cache::Scope;
-use mdproxy_core::endpoint::{RateLimit, Timeouts};
+use mdproxy_core::config::{RateLimit, Timeouts};
+use mdproxy_core::scope::Scope;
 
 use super::args::Args;
 use super::range::{CONNS, PORT, RATE_COUNT, RATE_WINDOW};

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::endpoint::{ConnLimits, Timeouts};
+use mdproxy_core::config::{ConnLimits, Timeouts};
 use mdproxy_core::metadata::ImdsV2;
 
 use super::args::Args;

@@ -3,9 +3,9 @@
 
 use std::net::IpAddr;
 
-use crate::cache::{LookupKey, Scope, Uuid};
 use crate::http::Headers;
 use crate::proxy::rewrite::canonical_ip;
+use crate::scope::{LookupKey, Scope, Uuid};
 
 /// Why a request cannot be attributed to an instance; always answered with 400.
 pub(crate) type Rejection = String;

@@ -24,8 +24,8 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::cache::{Instance, LookupKey, Scope, Uuid};
 use crate::lookup::{port_search, PortSearch};
+use crate::scope::{Instance, LookupKey, Scope, Uuid};
 
 /// A parse error with the 1-based line it was found on (0 when unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -41,9 +41,9 @@ use super::exchange::{build_request, excerpt, Exchange, Progress, Response};
 use super::format_mac;
 use super::keystone::{parse_issued, safety_margin, CatalogChoice, KeystoneAuth};
 use super::url::{HttpTarget, Query};
-use crate::cache::{Instance, LookupKey, Scope, Uuid};
-use crate::endpoint::{ConnectError, Input, Target};
 use crate::http::Method;
+use crate::scope::{Instance, LookupKey, Scope, Uuid};
+use crate::socket::{ConnectError, Input, Target};
 use crate::tls::{ClientTls, TlsTarget};
 
 /// Router interface owners whose networks a router serves (neutron-lib `ROUTER_INTERFACE_OWNERS`).

@@ -23,8 +23,8 @@ use bytes::{Buf, BytesMut};
 use super::error_page::{default_message, write_error, LOOKUP_UNAVAILABLE, UPSTREAM_UNAVAILABLE};
 use super::rewrite::HopRules;
 use crate::agent::request::not_found_message;
-use crate::cache::{Instance, LookupKey};
-use crate::endpoint::{ConnectError, Ctx, Input, Role, SockId};
+use crate::config::Role;
+use crate::endpoint::Ctx;
 use crate::http::{
     normalize_target, reason_phrase, write_request_head, write_response_head,
     write_simple_response, Body, BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method,
@@ -32,6 +32,8 @@ use crate::http::{
 };
 use crate::metadata::MetaResponse;
 use crate::metrics::UpstreamError;
+use crate::scope::{Instance, LookupKey};
+use crate::socket::{ConnectError, Input, SockId};
 
 /// `now + timeout`, for a configured timeout. The binary keeps every timeout within a day
 /// (`bins/src/cli/range.rs`), so this is plain addition there; should a caller of the core pass

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::endpoint::RateLimit;
+use crate::config::RateLimit;
 
 /// haproxy's stick tables hold 10k entries; past that we sweep idle clients.
 const MAX_TRACKED: usize = 10_000;

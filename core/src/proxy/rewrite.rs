@@ -4,8 +4,8 @@
 
 use std::net::IpAddr;
 
-use crate::cache::{Instance, Scope};
 use crate::http::Rewrite;
+use crate::scope::{Instance, Scope};
 use crate::sign::Signer;
 
 /// Fields that claim an identity or an origin. A client may send any of them, in any case and

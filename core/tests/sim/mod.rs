@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::endpoint::{
-    Action, AgentConfig, Backend, Endpoint, EndpointConfig, Input, SockId, Target, Timeouts,
-};
+use mdproxy_core::config::{AgentConfig, Backend, EndpointConfig, Timeouts};
+use mdproxy_core::endpoint::Endpoint;
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::{Action, Input, SockId, Target};
 
 /// A runtime stand-in: sockets are byte logs, writes always complete, time is a number.
 pub struct Sim {
@@ -30,7 +30,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn with_role(role: mdproxy_core::endpoint::Role, timeouts: Timeouts) -> Sim {
+    pub fn with_role(role: mdproxy_core::config::Role, timeouts: Timeouts) -> Sim {
         Sim::new(EndpointConfig {
             role,
             limits: Limits::default(),
@@ -67,7 +67,9 @@ impl Sim {
                 Action::Wake(sock) => self.flush(sock),
                 Action::Shutdown(sock) => self.shut.push(sock),
                 Action::Close(sock) => self.closed.push(sock),
-                Action::Store(req) => self.stored.push(req),
+            }
+            while let Some(mdproxy_core::endpoint::Event::Store(req)) = self.ep.poll_event() {
+                self.stored.push(req);
             }
         }
         panic!("endpoint never stopped producing actions");

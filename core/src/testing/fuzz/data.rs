@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::agent::StaticMap;
-use crate::cache::{LookupKey, Scope, Uuid};
-use crate::endpoint::Input;
 use crate::http::{normalize_target, path_segments};
 use crate::http::{HeadScanner, Limits, Method, RequestHead};
 use crate::lookup::keystone::parse_issued;
@@ -20,7 +18,9 @@ use crate::metadata::{
     parse_instance, Entropy, Format, ImdsV2, InstanceData, MetaRequest, MetaResponse,
     MetadataService, ServerConfig, MAX_TTL_SECONDS, TOKEN_HEADER, TOKEN_TTL_HEADER,
 };
+use crate::scope::{LookupKey, Scope, Uuid};
 use crate::sign::Signer;
+use crate::socket::Input;
 
 const UUID: &str = "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a";
 const OTHER: &str = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01";

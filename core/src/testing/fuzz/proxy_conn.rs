@@ -22,14 +22,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::agent::StaticMap;
-use crate::cache::{Scope, Uuid};
-use crate::endpoint::{
-    Action, AgentConfig, Backend, ConnectError, Endpoint, EndpointConfig, Input, NsProxyConfig,
-    RateLimit, Reload, Role, SockId, Target, Timeouts,
+use crate::config::{
+    AgentConfig, Backend, EndpointConfig, NsProxyConfig, RateLimit, Reload, Role, Timeouts,
 };
+use crate::endpoint::Endpoint;
 use crate::http::Limits;
 use crate::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData, ServerConfig};
+use crate::scope::{Scope, Uuid};
 use crate::sign::Signer;
+use crate::socket::{Action, ConnectError, Input, SockId, Target};
 
 /// The core's back-pressure mark (`proxy::conn::HIGH_WATER`), mirrored here.
 const HIGH_WATER: usize = 64 * 1024;
@@ -243,7 +244,6 @@ impl Harness {
                         s.closed = true;
                     }
                 }
-                Action::Store(_) => {}
             }
         }
         panic!("the endpoint never stopped producing actions");

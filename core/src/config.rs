@@ -1,0 +1,163 @@
+//! Everything an endpoint is built from: the role and its settings, limits and timeouts. Plain
+//! values, made by the binary from flags and files and checked there (`bins/src/cli/range.rs`).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::agent::StaticMap;
+use crate::http::Limits;
+use crate::lookup::NeutronConfig;
+use crate::metadata::{InstanceData, ServerConfig};
+use crate::metrics::Metrics;
+use crate::scope::Scope;
+use crate::sign::Signer;
+use crate::socket::Target;
+use crate::tls::EndpointTls;
+
+/// Timeouts of one endpoint (defaults from DESIGN.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A client must send a complete request head within this (408 otherwise).
+    pub head: Duration,
+    /// An idle keep-alive client connection is closed after this.
+    pub idle: Duration,
+    /// Connecting upstream may take this long (504 otherwise).
+    pub connect: Duration,
+    /// The upstream must answer (and keep sending) within this (504 otherwise).
+    pub response: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            head: Duration::from_secs(30),
+            idle: Duration::from_secs(30),
+            connect: Duration::from_secs(30),
+            response: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What this endpoint is, with the settings only that role has.
+// One value per endpoint, built once at start: the size difference between variants costs
+// nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Role {
+    /// The namespace proxy: strips identity headers, stamps the peer and scope, relays upstream.
+    NsProxy(NsProxyConfig),
+    /// The metadata agent: resolves the instance, signs its ID, relays to the metadata server.
+    Agent(AgentConfig),
+    /// The metadata server: checks the agent's signature and serves the metadata trees.
+    Server(ServerConfig),
+    /// Serves these metrics (`GET /metrics`, Prometheus text format) to scrapers.
+    Metrics(Arc<Metrics>),
+}
+
+/// Settings of the metadata agent.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The metadata server.
+    pub metadata: Target,
+    /// Signs instance IDs with the secret shared with the metadata server.
+    pub signer: Signer,
+    /// Where instances are looked up.
+    pub backend: Backend,
+    /// Lookup cache capacity (entries).
+    pub cache_capacity: NonZeroUsize,
+    /// How long a found instance is cached.
+    pub cache_ttl: Duration,
+    /// How long "no such instance" is cached.
+    pub negative_ttl: Duration,
+}
+
+/// The agent's lookup backend.
+#[allow(clippy::large_enum_variant)] // one per agent, built once
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Backend {
+    /// A map from a file (see [`StaticMap`]); answers at once, so it bypasses the cache.
+    Static(StaticMap),
+    /// Neutron's API (Keystone-authenticated), behind the cache.
+    Neutron(NeutronConfig),
+}
+
+/// New data for a running endpoint (the runtime reads files; the core only takes values).
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Reload {
+    /// Replace the agent's static map.
+    StaticMap(StaticMap),
+    /// Replace the server's instances (and today's date, which decides the listed versions).
+    Instances(Vec<InstanceData>, (u16, u8, u8)),
+}
+
+/// Settings of the namespace proxy.
+#[derive(Clone, Debug)]
+pub struct NsProxyConfig {
+    /// The router or network this proxy serves (becomes `X-Neutron-Router-ID`/`-Network-ID`).
+    pub scope: Scope,
+    /// The metadata agent's socket.
+    pub upstream: Target,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_conns: usize,
+    /// Most client connections open at once from one IP.
+    pub max_conns_per_ip: usize,
+    /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// Neutron's `[metadata_rate_limiting]`: a client may make at most `base_limit` requests per
+/// `base_window` and `burst_limit` per `burst_window`; beyond either it gets 429.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests allowed per base window.
+    pub base_limit: u32,
+    /// Length of the base window.
+    pub base_window: Duration,
+    /// Requests allowed per burst window.
+    pub burst_limit: u32,
+    /// Length of the burst window.
+    pub burst_window: Duration,
+}
+
+/// Connection limits of the agent and the server (the ns-proxy's are in [`NsProxyConfig`]):
+/// past either, a new connection is answered 503 and closed. Per IP only where a peer has one
+/// (the server's TCP clients; the agent's peers are ns-proxies on a Unix socket).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// Client connections open at once.
+    pub max_conns: usize,
+    /// Client connections open at once from one IP.
+    pub max_conns_per_ip: usize,
+}
+
+impl Default for ConnLimits {
+    /// DESIGN.md: 4096 per agent and per server.
+    fn default() -> Self {
+        ConnLimits {
+            max_conns: 4096,
+            max_conns_per_ip: 4096,
+        }
+    }
+}
+
+/// Everything an endpoint needs to start.
+#[derive(Clone, Debug)]
+pub struct EndpointConfig {
+    /// The role and its settings.
+    pub role: Role,
+    /// Limits on what clients send.
+    pub limits: Limits,
+    /// Connection limits (agent and server; see [`ConnLimits`]).
+    pub conns: ConnLimits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
+    /// TLS for accepted and upstream connections (see [`crate::tls`]); none by default.
+    pub tls: EndpointTls,
+    /// The process's counters, which this endpoint adds to (see [`crate::metrics`]); `None`
+    /// counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
+}
