@@ -27,6 +27,7 @@ pub mod http;
 pub mod lookup;
 pub mod metadata;
 pub mod metrics;
+pub(crate) mod policy;
 pub mod proxy;
 pub mod scope;
 pub mod sign;

@@ -23,6 +23,7 @@
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http::{Method, RequestHead};
@@ -374,6 +375,29 @@ impl RoleMetrics {
     /// A lookup failed because the backend did.
     pub fn backend_failure(&self) {
         self.backend_failures.fetch_add(1, Relaxed);
+    }
+}
+
+/// The counters one endpoint adds to: the process's [`Metrics`] under the endpoint's role, or
+/// nothing (no metrics configured, or a role that is not counted).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Meter(Option<(Arc<Metrics>, MetricRole)>);
+
+impl Meter {
+    /// Counts into `metrics` as `role` (and marks the role as present in the exposition).
+    pub(crate) fn new(metrics: Option<Arc<Metrics>>, role: Option<MetricRole>) -> Meter {
+        let counted = metrics.zip(role);
+        if let Some((metrics, role)) = &counted {
+            metrics.enable(*role);
+        }
+        Meter(counted)
+    }
+
+    /// Updates the role's counters, if any are kept.
+    pub(crate) fn count(&self, update: impl FnOnce(&RoleMetrics)) {
+        if let Some((metrics, role)) = &self.0 {
+            update(metrics.role(*role));
+        }
     }
 }
 

@@ -50,6 +50,8 @@ pub use off::*;
 
 use crate::socket::SockId;
 
+pub(crate) mod shuttle;
+
 /// Above this many unsent ciphertext bytes, no more plaintext is taken from a socket's owner
 /// (the connection's own high-water mark then holds the rest back).
 pub const HIGH_WATER: usize = 64 * 1024;

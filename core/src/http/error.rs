@@ -17,6 +17,8 @@ pub enum HttpError {
     BodyTooLarge,
     /// The peer closed before the message was complete.
     UnexpectedEof,
+    /// The client did not send its head (or a body we read whole) within the head timeout.
+    TimedOut,
 }
 
 impl HttpError {
@@ -26,6 +28,7 @@ impl HttpError {
             HttpError::Malformed(_) | HttpError::UnexpectedEof => 400,
             HttpError::HeadTooLarge | HttpError::TooManyHeaders => 431,
             HttpError::BodyTooLarge => 413,
+            HttpError::TimedOut => 408,
         }
     }
 }
@@ -40,6 +43,7 @@ impl fmt::Display for HttpError {
             HttpError::UnexpectedEof => {
                 f.write_str("connection closed before the message was complete")
             }
+            HttpError::TimedOut => f.write_str("timed out"),
         }
     }
 }
@@ -58,6 +62,7 @@ mod tests {
             (HttpError::HeadTooLarge, 431),
             (HttpError::TooManyHeaders, 431),
             (HttpError::BodyTooLarge, 413),
+            (HttpError::TimedOut, 408),
         ];
         for (e, status) in CASES {
             assert_eq!(e.status(), *status, "{e}");

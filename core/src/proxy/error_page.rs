@@ -3,6 +3,7 @@
 use bytes::BytesMut;
 
 use crate::http::{reason_phrase, write_simple_response, Headers};
+use crate::metrics::UpstreamError;
 
 /// What every role answers when its upstream cannot be reached (Neutron's agent text, kept
 /// verbatim because operators grep for it).
@@ -12,6 +13,17 @@ pub const UPSTREAM_UNAVAILABLE: &str =
 /// What the agent answers when its lookup backend (Neutron, Keystone) fails.
 pub const LOOKUP_UNAVAILABLE: &str =
     "The metadata agent could not look up the instance. Please try again later.";
+
+/// What a client is answered when its upstream failed before any of the answer went out
+/// (DESIGN.md's error table): unreachable → 503, too slow → 504, broken → 502.
+pub(crate) fn upstream_failure(kind: UpstreamError) -> (u16, &'static str) {
+    let status = match kind {
+        UpstreamError::Refused | UpstreamError::Unreachable | UpstreamError::Tls => 503,
+        UpstreamError::Timeout => 504,
+        UpstreamError::Malformed | UpstreamError::Reset => 502,
+    };
+    (status, default_message(status))
+}
 
 /// The message for a status when the caller has nothing more specific to say.
 pub fn default_message(status: u16) -> &'static str {

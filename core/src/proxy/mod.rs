@@ -1,6 +1,8 @@
 //! Relaying requests between a client connection and an upstream, for the proxying roles.
 
 pub(crate) mod conn;
+pub(crate) mod decision;
 pub mod error_page;
+pub(crate) mod exchange;
 pub(crate) mod ratelimit;
 pub mod rewrite;

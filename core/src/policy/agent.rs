@@ -1,0 +1,229 @@
+//! The metadata agent: finds the instance behind (scope, client IP) — in a static map, or in
+//! Neutron through the lookup cache — signs its ID and forwards with the agent's header table.
+//! It takes a second look at the metadata server's answer: a 404 for a cached instance may mean
+//! the cache is stale (an IP reused, Neutron LP#1868867), so the lookup is made again, once;
+//! a 403 most likely means the shared secrets differ, which is worth a warning.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{ignored, Backend, Policy};
+use crate::agent::request::{lookup_key, not_found_message};
+use crate::agent::StaticMap;
+use crate::cache::{Lookup, LookupCache};
+use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
+use crate::http::RequestHead;
+use crate::lookup::{ClientEvent, NeutronClient};
+use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
+use crate::proxy::decision::{Forward, Route, Ticket};
+use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
+use crate::proxy::rewrite::{agent_fields, AGENT};
+use crate::scope::{Instance, LookupKey};
+use crate::sign::Signer;
+use crate::socket::Target;
+
+/// Where instances are found.
+#[derive(Debug)]
+enum Source {
+    /// Answers at once, so it bypasses the cache.
+    Static(StaticMap),
+    /// Neutron's API behind the cache; waiters are the tickets of the requests.
+    Neutron {
+        client: Box<NeutronClient>,
+        cache: LookupCache<Ticket>,
+    },
+}
+
+#[derive(Debug)]
+pub(super) struct Agent {
+    metadata: Target,
+    signer: Signer,
+    source: Source,
+    meter: Meter,
+    /// Routes decided by a backend answer, for [`Policy::poll_routed`].
+    routed: VecDeque<(Ticket, Route)>,
+    /// The Neutron client's stats already added to the metrics.
+    counted: (u64, u64),
+}
+
+impl Agent {
+    pub(super) fn new(c: &AgentConfig, meter: Meter) -> Agent {
+        let source = match &c.backend {
+            LookupBackend::Static(map) => Source::Static(map.clone()),
+            LookupBackend::Neutron(n) => Source::Neutron {
+                client: Box::new(NeutronClient::new(n.clone())),
+                cache: LookupCache::new(c.cache_capacity, c.cache_ttl, c.negative_ttl),
+            },
+        };
+        Agent {
+            metadata: c.metadata.clone(),
+            signer: c.signer.clone(),
+            source,
+            meter,
+            routed: VecDeque::new(),
+            counted: (0, 0),
+        }
+    }
+
+    /// Starts (or, `skip_cache`, restarts past the cache) the lookup of `key`.
+    fn resolve(&mut self, now: Instant, ticket: Ticket, key: LookupKey, skip_cache: bool) -> Route {
+        let (client, cache) = match &mut self.source {
+            Source::Static(map) => return decide(&self.signer, key, Ok(map.resolve(&key)), false),
+            Source::Neutron { client, cache } => (client, cache),
+        };
+        if skip_cache {
+            cache.invalidate(&key);
+        }
+        let (found, counted) = match cache.lookup(now, key, ticket) {
+            Lookup::Hit(found) => (Some(Some(found.clone())), CacheResult::Hit),
+            Lookup::Negative => (Some(None), CacheResult::Negative),
+            Lookup::Query => {
+                client.query(now, key);
+                (None, CacheResult::Miss)
+            }
+            Lookup::Queued => (None, CacheResult::Coalesced),
+        };
+        self.meter.count(|m| m.cache(counted));
+        match found {
+            Some(found) => decide(&self.signer, key, Ok(found), true),
+            None => Route::Pending,
+        }
+    }
+
+    /// Adds the Keystone and Neutron requests the client started since the last call.
+    fn count_backend(&mut self) {
+        let Source::Neutron { client, .. } = &self.source else {
+            return;
+        };
+        let stats = client.stats();
+        let (auths, queries) = self.counted;
+        if stats == self.counted {
+            return;
+        }
+        self.counted = stats;
+        self.meter.count(|m| {
+            m.backend_requests(BackendService::Keystone, stats.0 - auths);
+            m.backend_requests(BackendService::Neutron, stats.1 - queries);
+        });
+    }
+}
+
+/// The route for a lookup's outcome: forward signed, or 404 / 503. `cached`: the instance
+/// came from the cache, so the route may be taken again past it.
+fn decide(
+    signer: &Signer,
+    key: LookupKey,
+    found: Result<Option<Instance>, String>,
+    cached: bool,
+) -> Route {
+    match found {
+        Ok(Some(instance)) => Route::Forward(Forward {
+            rules: &AGENT,
+            fields: agent_fields(signer, key.ip, &instance),
+            check: true,
+            reroutable: cached,
+        }),
+        Ok(None) => Route::refuse(404, not_found_message(&key.scope)),
+        Err(why) => Route::Refuse {
+            status: 503,
+            message: LOOKUP_UNAVAILABLE.to_owned(),
+            why: format!("lookup failed: {why}"),
+        },
+    }
+}
+
+impl Policy for Agent {
+    fn route(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        _: Option<IpAddr>,
+        head: &RequestHead,
+    ) -> Route {
+        match lookup_key(&head.headers) {
+            Ok(key) => self.resolve(now, ticket, key, false),
+            Err(why) => Route::refuse(400, why),
+        }
+    }
+
+    fn check(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        head: &RequestHead,
+        status: u16,
+        can_reroute: bool,
+        peer: &str,
+    ) -> Option<Route> {
+        if status == 404 && can_reroute {
+            let key = lookup_key(&head.headers).ok()?;
+            log::info!(
+                "{peer} metadata server does not know the cached instance for {}; looking it up again",
+                key.ip
+            );
+            return Some(self.resolve(now, ticket, key, true));
+        }
+        if status == 403 {
+            log::warn!(
+                "{peer} the metadata server answered 403 Forbidden: the shared secrets of agent and server likely differ"
+            );
+        }
+        None
+    }
+
+    fn poll_routed(&mut self, now: Instant) -> Option<(Ticket, Route)> {
+        loop {
+            if let Some(routed) = self.routed.pop_front() {
+                return Some(routed);
+            }
+            self.count_backend();
+            let Source::Neutron { client, cache } = &mut self.source else {
+                return None;
+            };
+            let (key, result) = match client.poll_event()? {
+                ClientEvent::Answer(key, found) => (key, Ok(found)),
+                ClientEvent::Failed(key, why) => {
+                    self.meter.count(RoleMetrics::backend_failure);
+                    (key, Err(why))
+                }
+            };
+            let waiters = match &result {
+                Ok(found) => cache.complete(now, key, found.clone()),
+                Err(_) => cache.fail(&key),
+            };
+            for ticket in waiters {
+                let route = decide(&self.signer, key, result.clone(), false);
+                self.routed.push_back((ticket, route));
+            }
+        }
+    }
+
+    fn upstream(&self) -> Option<&Target> {
+        Some(&self.metadata)
+    }
+
+    fn reload(&mut self, reload: Reload) {
+        match (reload, &mut self.source) {
+            (Reload::StaticMap(map), Source::Static(old)) => {
+                log::info!("static map reloaded: {} ports", map.ports());
+                *old = map;
+            }
+            (other, _) => ignored(&other),
+        }
+    }
+
+    fn backend(&mut self) -> Option<&mut dyn Backend> {
+        match &mut self.source {
+            Source::Neutron { client, .. } => Some(client.as_mut()),
+            Source::Static(_) => None,
+        }
+    }
+
+    fn backend_ref(&self) -> Option<&dyn Backend> {
+        match &self.source {
+            Source::Neutron { client, .. } => Some(client.as_ref()),
+            Source::Static(_) => None,
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! What differs between the roles, one policy each: the header table of the hop, the scope,
+//! lookup and signing, local answers, a second look at the upstream's answer, metrics labels.
+//! The connection ([`crate::proxy::conn`]) does HTTP the same for every role and asks its
+//! endpoint for each decision; the endpoint asks the role's [`Policy`].
+//!
+//! A trait, not an enum of roles: a new role or lookup backend is a new type implementing it,
+//! and neither the endpoint nor the connection gains a `match` arm. The endpoint holds one
+//! `Box<dyn Policy>`; one virtual call per request decision costs nothing next to the parse.
+
+mod agent;
+mod ns_proxy;
+mod scrape;
+mod server;
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Role};
+use crate::endpoint::Event;
+use crate::http::RequestHead;
+use crate::lookup::{ClientAction, NeutronClient, ReqId};
+use crate::metadata::MetaResponse;
+use crate::metrics::{Meter, MetricRole};
+use crate::proxy::decision::{Local, Route, Ticket};
+use crate::socket::{Input, Target};
+use crate::tls::{ClientTls, TlsTarget};
+
+/// A role's decisions. Methods with a default are what most roles do.
+pub(crate) trait Policy: fmt::Debug + Send {
+    /// What to do with a request head (target already normalised). [`Route::Pending`] promises
+    /// the answer through [`Policy::poll_routed`] for the same ticket.
+    fn route(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        peer: Option<IpAddr>,
+        head: &RequestHead,
+    ) -> Route;
+
+    /// Every request is answered here (no upstream): `CONNECT` reaches [`Policy::route`] too.
+    fn answers_locally(&self) -> bool {
+        false
+    }
+
+    /// The local answer to a whole request that was routed [`Route::Serve`].
+    fn serve(
+        &mut self,
+        _now: Instant,
+        _peer: Option<IpAddr>,
+        _head: &RequestHead,
+        _body: &[u8],
+    ) -> Local {
+        Local {
+            status: 404,
+            ..Local::default()
+        }
+    }
+
+    /// The upstream answered `status` to a request routed with `Forward::check`: `Some` sends
+    /// it again on that route (only offered when `can_reroute`).
+    fn check(
+        &mut self,
+        _now: Instant,
+        _ticket: Ticket,
+        _head: &RequestHead,
+        _status: u16,
+        _can_reroute: bool,
+        _peer: &str,
+    ) -> Option<Route> {
+        None
+    }
+
+    /// A route promised by [`Route::Pending`] that is now decided.
+    fn poll_routed(&mut self, _now: Instant) -> Option<(Ticket, Route)> {
+        None
+    }
+
+    /// Something for the application (a password to store).
+    fn poll_event(&mut self) -> Option<Event> {
+        None
+    }
+
+    /// Where forwarded requests go; `None` for a role that answers everything itself.
+    fn upstream(&self) -> Option<&Target> {
+        None
+    }
+
+    /// Connection limits: the configured ones unless the role has its own.
+    fn conn_limits(&self, configured: ConnLimits) -> ConnLimits {
+        configured
+    }
+
+    /// Access lines at debug level.
+    fn quiet(&self) -> bool {
+        false
+    }
+
+    /// New data (SIGHUP): what this role cannot use is logged and ignored.
+    fn reload(&mut self, reload: Reload) {
+        ignored(&reload);
+    }
+
+    /// The sockets the policy's lookup backend opens itself, if it has one.
+    fn backend(&mut self) -> Option<&mut dyn Backend> {
+        None
+    }
+
+    /// The same, to look at.
+    fn backend_ref(&self) -> Option<&dyn Backend> {
+        None
+    }
+}
+
+/// A lookup backend that speaks over sockets of its own (Neutron and Keystone; later OVSDB),
+/// through the endpoint, which owns every socket.
+pub(crate) trait Backend {
+    /// Something happened on the socket of `req`.
+    fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>);
+    /// The TLS session of `req` failed.
+    fn fail(&mut self, req: ReqId, why: &str);
+    /// A socket to open or close.
+    fn poll_action(&mut self) -> Option<ClientAction>;
+    /// Bytes for the socket of `req`.
+    fn pending_write(&self, req: ReqId) -> &[u8];
+    /// `n` of them were written.
+    fn consume_write(&mut self, req: ReqId, n: usize);
+    /// It wants to read from the socket of `req`.
+    fn wants_read(&self, req: ReqId) -> bool;
+    /// The TLS peer of `req`, if it speaks TLS.
+    fn tls_target(&self, req: ReqId) -> Option<&TlsTarget>;
+    /// Its earliest deadline.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Time reached [`Backend::poll_timeout`].
+    fn handle_timeout(&mut self, now: Instant);
+}
+
+impl Backend for NeutronClient {
+    fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
+        NeutronClient::handle(self, now, req, input)
+    }
+    fn fail(&mut self, req: ReqId, why: &str) {
+        NeutronClient::fail(self, req, why)
+    }
+    fn poll_action(&mut self) -> Option<ClientAction> {
+        NeutronClient::poll_action(self)
+    }
+    fn pending_write(&self, req: ReqId) -> &[u8] {
+        NeutronClient::pending_write(self, req)
+    }
+    fn consume_write(&mut self, req: ReqId, n: usize) {
+        NeutronClient::consume_write(self, req, n)
+    }
+    fn wants_read(&self, req: ReqId) -> bool {
+        NeutronClient::wants_read(self, req)
+    }
+    fn tls_target(&self, req: ReqId) -> Option<&TlsTarget> {
+        NeutronClient::tls_target(self, req)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        NeutronClient::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        NeutronClient::handle_timeout(self, now)
+    }
+}
+
+/// The policy of `role`, counting into `meter`.
+pub(crate) fn for_role(role: &Role, meter: Meter) -> Box<dyn Policy> {
+    match role {
+        Role::NsProxy(c) => Box::new(ns_proxy::NsProxy::new(c)),
+        Role::Agent(c) => Box::new(agent::Agent::new(c, meter)),
+        Role::Server(c) => Box::new(server::Server::new(c)),
+        Role::Metrics(m) => Box::new(scrape::Scrape::new(m.clone())),
+    }
+}
+
+/// The client TLS of `role`'s lookup backend, whose wall clock the endpoint moves.
+pub(crate) fn backend_tls(role: &Role) -> Option<&ClientTls> {
+    match role {
+        Role::Agent(AgentConfig {
+            backend: LookupBackend::Neutron(n),
+            ..
+        }) => n.tls.as_ref(),
+        _ => None,
+    }
+}
+
+/// What `role`'s requests count as (scrapes are not counted).
+pub(crate) fn metric_role(role: &Role) -> Option<MetricRole> {
+    match role {
+        Role::NsProxy(_) => Some(MetricRole::NsProxy),
+        Role::Agent(_) => Some(MetricRole::Agent),
+        Role::Server(_) => Some(MetricRole::Server),
+        Role::Metrics(_) => None,
+    }
+}
+
+/// Logs that a role has no use for `reload`.
+fn ignored(reload: &Reload) {
+    match reload {
+        Reload::StaticMap(_) => {
+            log::warn!("ignoring a static map: this endpoint has no static backend")
+        }
+        Reload::Instances(..) => {
+            log::warn!("ignoring instances: this endpoint is not a metadata server")
+        }
+    }
+}
+
+/// A metadata or metrics answer as the connection sends it.
+fn local_answer(resp: MetaResponse, log_as: Option<String>) -> Local {
+    let mut fields = vec![("Content-Type", resp.content_type.to_owned())];
+    fields.extend(resp.headers);
+    Local {
+        status: resp.status,
+        fields,
+        body: resp.body,
+        log_as,
+    }
+}

@@ -1,0 +1,79 @@
+//! The namespace proxy: deletes what the instance may not say about itself, stamps its address
+//! and the scope, limits its rate, refuses token requests that came through a proxy.
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::Policy;
+use crate::config::{ConnLimits, NsProxyConfig};
+use crate::http::{Method, RequestHead};
+use crate::metadata::path::is_token_target;
+use crate::proxy::decision::{Forward, Route, Ticket};
+use crate::proxy::ratelimit::RateLimiter;
+use crate::proxy::rewrite::{is_forwarded_for, ns_proxy_fields, NS_PROXY};
+use crate::scope::Scope;
+use crate::socket::Target;
+
+#[derive(Debug)]
+pub(super) struct NsProxy {
+    scope: Scope,
+    upstream: Target,
+    rate: Option<RateLimiter>,
+    limits: ConnLimits,
+}
+
+impl NsProxy {
+    pub(super) fn new(c: &NsProxyConfig) -> NsProxy {
+        NsProxy {
+            scope: c.scope,
+            upstream: c.upstream.clone(),
+            rate: c.rate_limit.map(RateLimiter::new),
+            limits: ConnLimits {
+                max_conns: c.max_conns,
+                max_conns_per_ip: c.max_conns_per_ip,
+            },
+        }
+    }
+}
+
+impl Policy for NsProxy {
+    fn route(
+        &mut self,
+        now: Instant,
+        _: Ticket,
+        peer: Option<IpAddr>,
+        head: &RequestHead,
+    ) -> Route {
+        let Some(ip) = peer else {
+            return Route::refuse(400, "No client address.");
+        };
+        if let Some(rate) = self.rate.as_mut() {
+            if !rate.allow(now, ip) {
+                return Route::refuse(429, "Too many requests.");
+            }
+        }
+        // `head.target` is normalised (see `http::normalize_target`), as the server sees it.
+        if head.method == Method::Put
+            && is_token_target(&head.target)
+            && head.headers.iter().any(|(name, _)| is_forwarded_for(name))
+        {
+            // An IMDSv2 token request that already passed through an HTTP proxy inside the
+            // instance: AWS refuses these so a token cannot leak beyond the instance.
+            return Route::refuse(403, "Token requests through a proxy are refused.");
+        }
+        Route::Forward(Forward {
+            rules: &NS_PROXY,
+            fields: ns_proxy_fields(ip, &self.scope),
+            check: false,
+            reroutable: false,
+        })
+    }
+
+    fn upstream(&self) -> Option<&Target> {
+        Some(&self.upstream)
+    }
+
+    fn conn_limits(&self, _: ConnLimits) -> ConnLimits {
+        self.limits
+    }
+}

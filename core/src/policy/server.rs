@@ -1,0 +1,79 @@
+//! The metadata server: checks the agent's signature and answers from its instances.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::time::Instant;
+
+use super::{ignored, local_answer, Policy};
+use crate::config::Reload;
+use crate::endpoint::Event;
+use crate::http::RequestHead;
+use crate::metadata::{MetaRequest, MetadataService, ServerConfig};
+use crate::proxy::decision::{Local, Route, Ticket};
+
+#[derive(Debug)]
+pub(super) struct Server {
+    service: MetadataService,
+    events: VecDeque<Event>,
+}
+
+impl Server {
+    pub(super) fn new(c: &ServerConfig) -> Server {
+        Server {
+            service: MetadataService::new(c.clone()),
+            events: VecDeque::new(),
+        }
+    }
+}
+
+impl Policy for Server {
+    fn route(&mut self, _: Instant, _: Ticket, _: Option<IpAddr>, _: &RequestHead) -> Route {
+        Route::Serve
+    }
+
+    fn answers_locally(&self) -> bool {
+        true
+    }
+
+    fn serve(
+        &mut self,
+        now: Instant,
+        peer: Option<IpAddr>,
+        head: &RequestHead,
+        body: &[u8],
+    ) -> Local {
+        let req = MetaRequest {
+            method: head.method,
+            target: &head.target,
+            headers: &head.headers,
+            body,
+            peer,
+        };
+        let mut resp = self.service.respond(now, &req);
+        if let Some(store) = resp.store.take() {
+            self.events.push_back(Event::Store(store));
+        }
+        // Nova's access log names the instance's address (X-Forwarded-For) and the peer.
+        let peer = peer.map_or_else(|| "unix-peer".to_owned(), |p| p.to_string());
+        let log_as = head
+            .headers
+            .get("X-Forwarded-For")
+            .map(|xff| format!("{},{peer}", String::from_utf8_lossy(xff)));
+        local_answer(resp, log_as)
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    fn reload(&mut self, reload: Reload) {
+        match reload {
+            Reload::Instances(instances, today) => {
+                self.service.set_instances(instances);
+                self.service.set_today(today);
+                log::info!("serving {} instances", self.service.instance_count());
+            }
+            other => ignored(&other),
+        }
+    }
+}
