@@ -123,7 +123,7 @@ impl Ctx {
             Role::Agent(_) => {
                 return match lookup_key(&head.headers) {
                     Ok(key) => Plan::Lookup(key),
-                    Err(why) => Plan::Refuse(400, why),
+                    Err(why) => Plan::Refuse(why.status(), why.to_string()),
                 }
             }
             Role::Server(_) | Role::Metrics(_) => return Plan::Serve,

@@ -328,7 +328,7 @@ pub fn static_map(data: &[u8]) {
         Ok(map) => map,
         Err(e) => {
             assert!(e.line <= text.lines().count() + 1, "{e:?}");
-            assert!(!e.message.is_empty());
+            assert!(!e.problem.to_string().is_empty());
             return;
         }
     };
