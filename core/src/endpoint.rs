@@ -29,7 +29,7 @@ use crate::proxy::rewrite::{
 };
 use crate::scope::{Instance, LookupKey};
 use crate::socket::{Action, Input, SockId, Target};
-use crate::tls::{Clocks, EofMeaning, Session, Sessions};
+use crate::tls::{Clocks, EofMeaning, Session, Sessions, TlsError};
 
 /// Something the application must do that is not about a socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -492,7 +492,7 @@ impl Endpoint {
             return;
         };
         match input {
-            Input::Connected => match session.failure().map(str::to_owned) {
+            Input::Connected => match session.failure().cloned() {
                 Some(why) => self.tls_failed(now, sock, why),
                 // The ClientHello is waiting; the owner hears `Connected` after the handshake.
                 None => {
@@ -529,14 +529,14 @@ impl Endpoint {
     /// a Neutron exchange fails with the reason, a pooled socket goes. An accepted client's
     /// socket sends the session's alert and is shut down; its connection is not told (it hears
     /// the client's EOF, or its own timeout ends it).
-    fn tls_failed(&mut self, now: Instant, sock: SockId, why: String) {
+    fn tls_failed(&mut self, now: Instant, sock: SockId, why: TlsError) {
         match self.ctx.owners.get(&sock).copied() {
             Some(Owner::Upstream(key)) => {
-                self.with_conn(now, key, |c, ctx| c.on_upstream_tls_failure(now, &why, ctx));
+                self.with_conn(now, key, |c, ctx| c.on_upstream_tls_failure(now, &why.to_string(), ctx));
             }
             Some(Owner::Backend(req)) => {
                 if let Some(client) = self.ctx.neutron.as_mut() {
-                    client.fail(req, &why);
+                    client.fail(req, &why.to_string());
                 }
             }
             Some(Owner::Pooled) => {
