@@ -18,7 +18,7 @@ use crate::agent::request::lookup_key;
 use crate::cache::{Lookup, LookupCache};
 use crate::config::{AgentConfig, Backend, EndpointConfig, Reload, Role};
 use crate::http::{Method, RequestHead};
-use crate::lookup::{ClientAction, ClientEvent, NeutronClient, ReqId};
+use crate::lookup::{BackendStats, ClientAction, ClientEvent, NeutronClient, ReqId};
 use crate::metadata::path::is_token_target;
 use crate::metadata::{MetaRequest, MetaResponse, MetadataService, StoreRequest};
 use crate::metrics::{BackendService, CacheResult, MetricRole, Metrics, RoleMetrics};
@@ -91,7 +91,7 @@ pub(crate) struct Ctx {
     /// The process's counters and the role this endpoint counts as.
     metrics: Option<(Arc<Metrics>, MetricRole)>,
     /// The Neutron client's [`NeutronClient::stats`] already added to the metrics.
-    backend_counted: (u64, u64),
+    backend_counted: BackendStats,
 }
 
 impl Ctx {
@@ -368,7 +368,7 @@ impl Endpoint {
                 tls: Sessions::new(),
                 clocks,
                 metrics,
-                backend_counted: (0, 0),
+                backend_counted: BackendStats::default(),
             },
             conns: BTreeMap::new(),
             timers: BTreeSet::new(),
@@ -532,11 +532,13 @@ impl Endpoint {
     fn tls_failed(&mut self, now: Instant, sock: SockId, why: TlsError) {
         match self.ctx.owners.get(&sock).copied() {
             Some(Owner::Upstream(key)) => {
-                self.with_conn(now, key, |c, ctx| c.on_upstream_tls_failure(now, &why.to_string(), ctx));
+                self.with_conn(now, key, |c, ctx| {
+                    c.on_upstream_tls_failure(now, &why.to_string(), ctx)
+                });
             }
             Some(Owner::Backend(req)) => {
                 if let Some(client) = self.ctx.neutron.as_mut() {
-                    client.fail(req, &why.to_string());
+                    client.fail(req, why);
                 }
             }
             Some(Owner::Pooled) => {
@@ -693,14 +695,16 @@ impl Endpoint {
         let Some(stats) = self.ctx.neutron.as_ref().map(NeutronClient::stats) else {
             return;
         };
-        let (auths, queries) = self.ctx.backend_counted;
-        if stats == (auths, queries) {
+        let counted = self.ctx.backend_counted;
+        if stats == counted {
             return;
         }
         self.ctx.backend_counted = stats;
         self.ctx.metric(|m| {
-            m.backend_requests(BackendService::Keystone, stats.0 - auths);
-            m.backend_requests(BackendService::Neutron, stats.1 - queries);
+            let auths = stats.keystone_auths - counted.keystone_auths;
+            let queries = stats.neutron_requests - counted.neutron_requests;
+            m.backend_requests(BackendService::Keystone, auths);
+            m.backend_requests(BackendService::Neutron, queries);
         });
     }
 

@@ -30,6 +30,7 @@ use crate::http::{
     write_simple_response, Body, BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method,
     RequestHead, Rewrite, Version,
 };
+use crate::lookup::LookupError;
 use crate::metadata::MetaResponse;
 use crate::metrics::UpstreamError;
 use crate::scope::{Instance, LookupKey};
@@ -602,7 +603,7 @@ impl Conn {
         &mut self,
         now: Instant,
         key: LookupKey,
-        result: Result<Option<Instance>, String>,
+        result: Result<Option<Instance>, LookupError>,
         ctx: &mut Ctx,
     ) {
         self.resolved(now, key, result, false, ctx);
@@ -613,7 +614,7 @@ impl Conn {
         &mut self,
         now: Instant,
         key: LookupKey,
-        result: Result<Option<Instance>, String>,
+        result: Result<Option<Instance>, LookupError>,
         from_cache: bool,
         ctx: &mut Ctx,
     ) {
