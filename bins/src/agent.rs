@@ -298,8 +298,8 @@ fn load_map(path: &Path) -> Result<StaticMap, String> {
     let text =
         fs::read_to_string(path).map_err(|e| format!("cannot read static map {shown}: {e}"))?;
     StaticMap::parse(&text).map_err(|e| match e.line {
-        0 => format!("{shown}: {}", e.message),
-        line => format!("{shown}:{line}: {}", e.message),
+        0 => format!("{shown}: {}", e.problem),
+        line => format!("{shown}:{line}: {}", e.problem),
     })
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::LevelFilter;
+use mdproxy_core::metadata::Date;
 
 use crate::log_batch::{Batched, Sink, SinkWriter};
 use crate::Failure;
@@ -154,13 +155,13 @@ fn utc(t: Duration) -> String {
     format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
-/// Today's UTC date (year, month, day), from the system clock.
-pub fn utc_today() -> (u16, u8, u8) {
+/// Today's UTC date, from the system clock.
+pub fn utc_today() -> Date {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     let (y, m, d) = utc_date(now);
-    (u16::try_from(y).unwrap_or(u16::MAX), m as u8, d as u8)
+    Date::new(u16::try_from(y).unwrap_or(u16::MAX), m as u8, d as u8)
 }
 
 /// The UTC date of `t` since the epoch, without a date crate (days-to-civil, H. Hinnant's

@@ -18,7 +18,7 @@ use std::time::Duration;
 use mdproxy_core::config::{EndpointConfig, Reload, Role};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{
-    parse_instance, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
+    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
 };
 use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::EndpointTls;
@@ -228,7 +228,7 @@ pub(crate) struct InstanceDir {
     dir: PathBuf,
     /// By file name.
     files: BTreeMap<OsString, InstanceFile>,
-    today: (u16, u8, u8),
+    today: Date,
     /// Bumped whenever what should be served changed.
     generation: u64,
     /// The generation the loop's endpoint has.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mdproxy_core::cache::{Cached, Lookup, LookupCache};
 use mdproxy_core::http::{write_request_head, HeadScanner, Limits, Rewrite};
 use mdproxy_core::metadata::{
-    parse_instance, Entropy, Format, ImdsV2, MetaRequest, MetadataService, ServerConfig,
+    parse_instance, Date, Entropy, Format, ImdsV2, MetaRequest, MetadataService, ServerConfig,
 };
 use mdproxy_core::scope::{Instance, LookupKey, Scope, Uuid};
 use mdproxy_core::sign::Signer;
@@ -204,7 +204,7 @@ fn bench_server(filter: Option<&str>) {
         direct: false,
         imdsv2: ImdsV2::Optional,
         dhcp_domain: "novalocal".to_owned(),
-        today: (2026, 11, 25),
+        today: Date::new(2026, 11, 25),
         entropy: Arc::new(Zeros),
     };
     let mut service = MetadataService::new(cfg);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::agent::StaticMap;
 use crate::http::Limits;
 use crate::lookup::NeutronConfig;
-use crate::metadata::{InstanceData, ServerConfig};
+use crate::metadata::{Date, InstanceData, ServerConfig};
 use crate::metrics::Metrics;
 use crate::scope::Scope;
 use crate::sign::Signer;
@@ -91,7 +91,7 @@ pub enum Reload {
     /// Replace the agent's static map.
     StaticMap(StaticMap),
     /// Replace the server's instances (and today's date, which decides the listed versions).
-    Instances(Vec<InstanceData>, (u16, u8, u8)),
+    Instances(Vec<InstanceData>, Date),
 }
 
 /// Settings of the namespace proxy.

@@ -48,9 +48,79 @@ pub use on::*;
 #[cfg(not(feature = "tls"))]
 pub use off::*;
 
+use std::fmt;
+
 use crate::socket::SockId;
 
 pub(crate) mod shuttle;
+
+/// Why TLS settings cannot be made, or why a session failed. rustls' own errors arrive as
+/// their text: the type is the same in a build without the `tls` feature, where rustls is
+/// absent.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsError {
+    /// This build has no TLS (the `tls` feature is off).
+    NotBuilt,
+    /// No certificate was given where `what` (`CA`, `client CA`) certificates are needed.
+    NoCertificate(&'static str),
+    /// None of the `what` certificates given can be used as a trust anchor.
+    NoUsableCertificate {
+        /// `CA` or `client CA`.
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+    },
+    /// rustls refused part of a configuration: `what` names the part (`TLS versions`,
+    /// `client certificate`, `client CA`, `server certificate`).
+    Config {
+        /// The part.
+        what: &'static str,
+        /// rustls' message.
+        message: String,
+    },
+    /// A host that is neither a DNS name nor an IP address.
+    BadName(String),
+    /// rustls could not start a session (rustls' message).
+    Start(String),
+    /// A session failed: a certificate, a host name, an alert, garbage from the peer.
+    Session {
+        /// The server's name for a client session; empty for a server session.
+        peer: String,
+        /// It failed before the handshake was done.
+        handshake: bool,
+        /// rustls' message (or what the peer did).
+        message: String,
+    },
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsError::NotBuilt => f.write_str("this build has no TLS"),
+            TlsError::NoCertificate(what) => write!(f, "no {what} certificate given"),
+            TlsError::NoUsableCertificate { what, count } => {
+                write!(f, "none of the {count} {what} certificates is usable")
+            }
+            TlsError::Config { what, message } => write!(f, "{what}: {message}"),
+            TlsError::BadName(name) => write!(f, "`{name}` is not a valid TLS server name"),
+            TlsError::Start(message) => write!(f, "cannot start a TLS session: {message}"),
+            TlsError::Session {
+                peer,
+                handshake,
+                message,
+            } => {
+                let stage = if *handshake { " handshake" } else { "" };
+                match peer.is_empty() {
+                    true => write!(f, "TLS{stage} failed: {message}"),
+                    false => write!(f, "TLS{stage} with {peer} failed: {message}"),
+                }
+            }
+        }
+    }
+}
+
+impl std::error::Error for TlsError {}
 
 /// Above this many unsent ciphertext bytes, no more plaintext is taken from a socket's owner
 /// (the connection's own high-water mark then holds the rest back).
@@ -75,8 +145,8 @@ pub(crate) struct Received {
     pub(crate) established: bool,
     /// The peer sent `close_notify`: it sends nothing more.
     pub(crate) closed: bool,
-    /// The session failed; the text names the reason (for the log and the owner).
-    pub(crate) failed: Option<String>,
+    /// The session failed (the reason is for the log and the owner).
+    pub(crate) failed: Option<TlsError>,
 }
 
 /// What a TCP EOF means for a session.
@@ -88,7 +158,7 @@ pub(crate) enum EofMeaning {
     /// The owner already heard of the end (`close_notify`, a failure).
     Nothing,
     /// The peer left during the handshake.
-    Failed(String),
+    Failed(TlsError),
 }
 
 /// Sessions by socket (kept by the endpoint).
@@ -114,7 +184,7 @@ mod on {
         ServerConfig, ServerConnection, SignatureScheme,
     };
 
-    use super::{EofMeaning, Received};
+    use super::{EofMeaning, Received, TlsError};
 
     /// The wall clock as rustls sees it in this core: the Unix time of an anchor plus the
     /// monotonic time elapsed since, up to the latest `now` an endpoint was given. See the
@@ -185,13 +255,24 @@ mod on {
         Arc::new(crypto::ring::default_provider())
     }
 
-    fn roots(certs: Vec<CertificateDer<'static>>, what: &str) -> Result<RootCertStore, String> {
+    fn roots(
+        certs: Vec<CertificateDer<'static>>,
+        what: &'static str,
+    ) -> Result<RootCertStore, TlsError> {
         let mut store = RootCertStore::empty();
         let (added, ignored) = store.add_parsable_certificates(certs);
         match (added, ignored) {
-            (0, 0) => Err(format!("no {what} certificate given")),
-            (0, n) => Err(format!("none of the {n} {what} certificates is usable")),
+            (0, 0) => Err(TlsError::NoCertificate(what)),
+            (0, count) => Err(TlsError::NoUsableCertificate { what, count }),
             _ => Ok(store),
+        }
+    }
+
+    /// rustls refused `what` of a configuration.
+    fn config(what: &'static str, e: impl fmt::Display) -> TlsError {
+        TlsError::Config {
+            what,
+            message: e.to_string(),
         }
     }
 
@@ -211,13 +292,13 @@ mod on {
             auth: ServerAuth,
             identity: Option<Identity>,
             clock: Arc<WallClock>,
-        ) -> Result<ClientTls, String> {
+        ) -> Result<ClientTls, TlsError> {
             let provider = provider();
             let algorithms = provider.signature_verification_algorithms;
             let time: Arc<dyn TimeProvider> = clock.clone();
             let builder = ClientConfig::builder_with_details(provider, time)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS versions: {e}"))?;
+                .map_err(|e| config("TLS versions", e))?;
             let insecure = matches!(auth, ServerAuth::Insecure);
             let builder = match auth {
                 ServerAuth::Roots(certs) => builder.with_root_certificates(roots(certs, "CA")?),
@@ -228,7 +309,7 @@ mod on {
             let config = match identity {
                 Some(id) => builder
                     .with_client_auth_cert(id.chain, id.key)
-                    .map_err(|e| format!("client certificate: {e}"))?,
+                    .map_err(|e| config("client certificate", e))?,
                 None => builder.with_no_client_auth(),
             };
             Ok(ClientTls {
@@ -304,9 +385,9 @@ mod on {
 
     impl TlsTarget {
         /// `name` is the URL's host: a DNS name or an IP address (IPv6 without brackets).
-        pub fn new(client: ClientTls, name: &str) -> Result<TlsTarget, String> {
+        pub fn new(client: ClientTls, name: &str) -> Result<TlsTarget, TlsError> {
             let name = ServerName::try_from(name.to_owned())
-                .map_err(|_| format!("`{name}` is not a valid TLS server name"))?;
+                .map_err(|_| TlsError::BadName(name.to_owned()))?;
             Ok(TlsTarget { client, name })
         }
 
@@ -337,26 +418,26 @@ mod on {
             identity: Identity,
             client_roots: Option<Vec<CertificateDer<'static>>>,
             clock: Arc<WallClock>,
-        ) -> Result<ServerTls, String> {
+        ) -> Result<ServerTls, TlsError> {
             let provider = provider();
             let time: Arc<dyn TimeProvider> = clock.clone();
             let builder = ServerConfig::builder_with_details(provider.clone(), time)
                 .with_safe_default_protocol_versions()
-                .map_err(|e| format!("TLS versions: {e}"))?;
+                .map_err(|e| config("TLS versions", e))?;
             let client_auth = client_roots.is_some();
             let builder = match client_roots {
                 Some(certs) => {
                     let store = Arc::new(roots(certs, "client CA")?);
                     let verifier = WebPkiClientVerifier::builder_with_provider(store, provider)
                         .build()
-                        .map_err(|e| format!("client CA: {e}"))?;
+                        .map_err(|e| config("client CA", e))?;
                     builder.with_client_cert_verifier(verifier)
                 }
                 None => builder.with_no_client_auth(),
             };
             let config = builder
                 .with_single_cert(identity.chain, identity.key)
-                .map_err(|e| format!("server certificate: {e}"))?;
+                .map_err(|e| config("server certificate", e))?;
             Ok(ServerTls {
                 config: Arc::new(config),
                 clock,
@@ -443,7 +524,7 @@ mod on {
         acked: usize,
         established: bool,
         /// Why the session failed; it takes and gives no more data.
-        failure: Option<String>,
+        failure: Option<TlsError>,
         /// The owner was told the stream ended.
         ended: bool,
     }
@@ -483,7 +564,7 @@ mod on {
         ) -> Session {
             let (conn, failure) = match conn {
                 Ok(c) => (Some(c), None),
-                Err(e) => (None, Some(format!("cannot start a TLS session: {e}"))),
+                Err(e) => (None, Some(TlsError::Start(e.to_string()))),
             };
             let mut s = Session {
                 conn,
@@ -506,8 +587,8 @@ mod on {
         }
 
         /// Why the session cannot be used, if it cannot.
-        pub(crate) fn failure(&self) -> Option<&str> {
-            self.failure.as_deref()
+        pub(crate) fn failure(&self) -> Option<&TlsError> {
+            self.failure.as_ref()
         }
 
         /// Still handshaking (and not failed): the owner must not be asked about reads.
@@ -520,15 +601,15 @@ mod on {
             self.client
         }
 
-        fn describe(&self, e: &dyn fmt::Display) -> String {
-            let stage = if self.established { "" } else { " handshake" };
-            match self.peer.is_empty() {
-                true => format!("TLS{stage} failed: {e}"),
-                false => format!("TLS{stage} with {} failed: {e}", self.peer),
+        fn describe(&self, message: String) -> TlsError {
+            TlsError::Session {
+                peer: self.peer.clone(),
+                handshake: !self.established,
+                message,
             }
         }
 
-        fn fail(&mut self, why: String) -> String {
+        fn fail(&mut self, why: TlsError) -> TlsError {
             self.failure = Some(why.clone());
             // What the owner handed over will never arrive: done with, as far as it knows.
             self.acked += std::mem::take(&mut self.fed);
@@ -583,7 +664,7 @@ mod on {
             }
             match error {
                 Some(e) => {
-                    let why = self.describe(&e);
+                    let why = self.describe(e);
                     r.failed = Some(self.fail(why));
                 }
                 None => self.flush(),
@@ -599,7 +680,7 @@ mod on {
                 return EofMeaning::Nothing;
             }
             if !self.established && self.failure.is_none() {
-                let why = self.describe(&"the peer closed the connection");
+                let why = self.describe("the peer closed the connection".to_owned());
                 return EofMeaning::Failed(self.fail(why));
             }
             self.ended = true;
@@ -798,8 +879,11 @@ mod tests {
         let EofMeaning::Failed(why) = c.eof() else {
             panic!("not a failure")
         };
-        assert!(why.contains("TLS handshake with localhost failed"), "{why}");
-        assert!(c.failure().is_some());
+        assert_eq!(
+            why.to_string(),
+            "TLS handshake with localhost failed: the peer closed the connection"
+        );
+        assert_eq!(c.failure(), Some(&why));
         // The owner's bytes are dropped (acked at once) rather than held forever.
         assert!(c.write(b"GET / HTTP/1.1\r\n\r\n"));
         assert_eq!(c.take_acked(), 18);
@@ -807,7 +891,15 @@ mod tests {
         let (mut c, _s) = pair(now);
         let r = c.read(now, b"HTTP/1.1 400 Bad Request\r\n\r\n");
         let why = r.failed.expect("a failure");
-        assert!(why.contains("TLS handshake with localhost failed"), "{why}");
+        assert!(
+            matches!(&why, TlsError::Session { peer, handshake: true, .. } if peer == "localhost"),
+            "{why}"
+        );
+        assert!(
+            why.to_string()
+                .starts_with("TLS handshake with localhost failed: "),
+            "{why}"
+        );
         assert!(!c.pending().is_empty(), "an alert for the peer");
     }
 
@@ -830,7 +922,10 @@ mod tests {
 /// every `Option` of them is `None` and the endpoint never opens a session.
 #[cfg(not(feature = "tls"))]
 mod off {
-    use super::{EofMeaning, Received};
+    use super::{EofMeaning, Received, TlsError};
+
+    /// What every session of this build would fail with (a static: `failure` lends it out).
+    static NOT_BUILT: TlsError = TlsError::NotBuilt;
 
     /// Makes the types below impossible to build elsewhere.
     #[derive(Clone, Debug, PartialEq, Eq)]
@@ -850,8 +945,8 @@ mod off {
 
     impl TlsTarget {
         /// Always an error: this build has no TLS.
-        pub fn new(_client: ClientTls, _name: &str) -> Result<TlsTarget, String> {
-            Err("this build has no TLS".to_owned())
+        pub fn new(_client: ClientTls, _name: &str) -> Result<TlsTarget, TlsError> {
+            Err(TlsError::NotBuilt)
         }
 
         /// The server name, for messages.
@@ -883,8 +978,8 @@ mod off {
         pub(crate) fn server(_: &ServerTls) -> Session {
             Session(Absent)
         }
-        pub(crate) fn failure(&self) -> Option<&str> {
-            Some("this build has no TLS")
+        pub(crate) fn failure(&self) -> Option<&TlsError> {
+            Some(&NOT_BUILT)
         }
         pub(crate) fn handshaking(&self) -> bool {
             false

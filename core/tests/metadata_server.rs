@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use mdproxy_core::metadata::{
-    parse_instance, Format, ImdsV2, MetaResponse, StoreRequest, TEXT_PLAIN,
+    parse_instance, Date, Format, ImdsV2, MetaResponse, StoreRequest, TEXT_PLAIN,
 };
 use metadata_support::{other, sample, sample_text, text, Counter, Harness};
 
@@ -358,7 +358,7 @@ fn unknown_paths_and_traversal_are_404() {
 #[test]
 fn openstack_versions_hide_the_future() {
     let mut h = Harness::new(ImdsV2::Optional);
-    h.svc.set_today((2016, 6, 30));
+    h.svc.set_today(Date::new(2016, 6, 30));
     assert_eq!(
         text(&h.get("/openstack")),
         "2012-08-10\n2013-04-04\n2013-10-17\n2015-10-15\n2016-06-30\nlatest"

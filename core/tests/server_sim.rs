@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use mdproxy_core::config::{Reload, Role, Timeouts};
-use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, ServerConfig};
+use mdproxy_core::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, ServerConfig};
 use mdproxy_core::sign::Signer;
 
 mod sim;
@@ -27,13 +27,16 @@ fn server() -> Sim {
         direct: false,
         imdsv2: ImdsV2::Optional,
         dhcp_domain: "novalocal".to_owned(),
-        today: (2026, 11, 25),
+        today: Date::new(2026, 11, 25),
         entropy: Arc::new(Pattern),
     };
     let mut s = Sim::with_role(Role::Server(cfg), Timeouts::default());
     let text = include_str!("golden/instance.toml");
     let inst = parse_instance(text, Format::Toml).expect("sample instance");
-    s.ep.reload(s.now, Reload::Instances(vec![inst], (2026, 11, 25)));
+    s.ep.reload(
+        s.now,
+        Reload::Instances(vec![inst], Date::new(2026, 11, 25)),
+    );
     s
 }
 

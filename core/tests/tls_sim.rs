@@ -16,7 +16,7 @@ use mdproxy_core::config::{AgentConfig, Backend, EndpointConfig, Reload, Role, T
 use mdproxy_core::endpoint::Endpoint;
 use mdproxy_core::http::Limits;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
-use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, ServerConfig};
+use mdproxy_core::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, ServerConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::{Action, Input, SockId, Target};
 use mdproxy_core::tls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -118,12 +118,12 @@ fn server_endpoint(t0: Instant, tls: ServerTls) -> Endpoint {
         direct: false,
         imdsv2: ImdsV2::Optional,
         dhcp_domain: "novalocal".to_owned(),
-        today: (2026, 6, 1),
+        today: Date::new(2026, 6, 1),
         entropy: Arc::new(Pattern),
     });
     let mut ep = Endpoint::new(t0, config(role, None, Some(tls)));
     let inst = parse_instance(include_str!("golden/instance.toml"), Format::Toml).unwrap();
-    ep.reload(t0, Reload::Instances(vec![inst], (2026, 6, 1)));
+    ep.reload(t0, Reload::Instances(vec![inst], Date::new(2026, 6, 1)));
     ep
 }
 

@@ -3,4 +3,5 @@
 pub(crate) mod request;
 pub mod static_map;
 
-pub use static_map::{MapError, StaticMap};
+pub use request::Rejection;
+pub use static_map::{MapError, MapProblem, StaticMap};

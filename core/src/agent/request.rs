@@ -1,53 +1,99 @@
 //! The agent's rules for what the namespace proxy must send (DESIGN.md, header contract):
 //! exactly one `X-Forwarded-For` and exactly one of router or network ID.
 
+use std::fmt;
 use std::net::IpAddr;
 
 use crate::http::Headers;
 use crate::proxy::rewrite::canonical_ip;
 use crate::scope::{LookupKey, Scope, Uuid};
 
-/// Why a request cannot be attributed to an instance; always answered with 400.
-pub(crate) type Rejection = String;
+/// Why a request cannot be attributed to an instance. The text is Neutron's agent's, which
+/// operators and clients see in the 400 body.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// No `X-Forwarded-For`: the namespace proxy did not say who asks.
+    MissingForwardedFor,
+    /// `X-Forwarded-For` is not one IP address.
+    BadForwardedFor,
+    /// The named header came more than once: which copy to trust is not ours to guess.
+    Duplicate(&'static str),
+    /// The named scope header is not a UUID.
+    BadScopeId(&'static str),
+    /// Both a router and a network scope (as the client sent them, for the message).
+    BothScopes {
+        /// The `X-Neutron-Network-ID` value.
+        network: String,
+        /// The `X-Neutron-Router-ID` value.
+        router: String,
+    },
+    /// Neither scope header: nothing to search the port in.
+    NoScope,
+}
 
-fn one<'a>(headers: &'a Headers, name: &'a str) -> Result<Option<&'a [u8]>, Rejection> {
+impl Rejection {
+    /// The status the agent answers with: always 400, the proxy in front sent a bad request.
+    pub fn status(&self) -> u16 {
+        400
+    }
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rejection::MissingForwardedFor => {
+                f.write_str("X-Forwarded-For header is missing from request.")
+            }
+            Rejection::BadForwardedFor => f.write_str("X-Forwarded-For is not an IP address."),
+            Rejection::Duplicate(name) => {
+                write!(f, "Multiple {name} headers found within request.")
+            }
+            Rejection::BadScopeId(name) => write!(f, "{name} is not a valid ID."),
+            Rejection::BothScopes { network, router } => {
+                write!(f, "Both network {network} and router {router} defined.")
+            }
+            Rejection::NoScope => f.write_str(
+                "Neither X-Neutron-Router-ID nor X-Neutron-Network-ID found in request.",
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+fn one<'a>(headers: &'a Headers, name: &'static str) -> Result<Option<&'a [u8]>, Rejection> {
     let mut all = headers.get_all(name);
     let first = all.next();
     if all.next().is_some() {
-        return Err(format!("Multiple {name} headers found within request."));
+        return Err(Rejection::Duplicate(name));
     }
     Ok(first)
 }
 
-fn scope_id(value: &[u8], name: &str) -> Result<Uuid, Rejection> {
-    Uuid::parse(value).ok_or_else(|| format!("{name} is not a valid ID."))
+fn scope_id(value: &[u8], name: &'static str) -> Result<Uuid, Rejection> {
+    Uuid::parse(value).ok_or(Rejection::BadScopeId(name))
 }
 
 /// The lookup key a proxied request names.
 pub(crate) fn lookup_key(headers: &Headers) -> Result<LookupKey, Rejection> {
-    let xff = one(headers, "X-Forwarded-For")?
-        .ok_or_else(|| "X-Forwarded-For header is missing from request.".to_owned())?;
+    let xff = one(headers, "X-Forwarded-For")?.ok_or(Rejection::MissingForwardedFor)?;
     let ip: IpAddr = std::str::from_utf8(xff)
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .ok_or_else(|| "X-Forwarded-For is not an IP address.".to_owned())?;
+        .ok_or(Rejection::BadForwardedFor)?;
     let router = one(headers, "X-Neutron-Router-ID")?;
     let network = one(headers, "X-Neutron-Network-ID")?;
     let scope = match (router, network) {
         (Some(r), Some(n)) => {
-            return Err(format!(
-                "Both network {} and router {} defined.",
-                String::from_utf8_lossy(n),
-                String::from_utf8_lossy(r)
-            ))
+            return Err(Rejection::BothScopes {
+                network: String::from_utf8_lossy(n).into_owned(),
+                router: String::from_utf8_lossy(r).into_owned(),
+            })
         }
         (Some(r), None) => Scope::Router(scope_id(r, "X-Neutron-Router-ID")?),
         (None, Some(n)) => Scope::Network(scope_id(n, "X-Neutron-Network-ID")?),
-        (None, None) => {
-            return Err(
-                "Neither X-Neutron-Router-ID nor X-Neutron-Network-ID found in request.".to_owned(),
-            )
-        }
+        (None, None) => return Err(Rejection::NoScope),
     };
     Ok(LookupKey {
         scope,
@@ -107,7 +153,8 @@ mod tests {
         ];
         for (fields, want) in cases {
             let err = key(&fields.replace(": R", &format!(": {R}"))).unwrap_err();
-            assert!(err.contains(want), "{fields:?}: {err}");
+            assert_eq!(err.status(), 400, "{err}");
+            assert!(err.to_string().contains(want), "{fields:?}: {err}");
         }
     }
 }

@@ -28,20 +28,56 @@ use crate::lookup::{port_search, PortSearch};
 use crate::scope::{Instance, LookupKey, Scope, Uuid};
 
 /// A parse error with the 1-based line it was found on (0 when unknown).
+#[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MapError {
     /// Line of the first error, 1-based; 0 if the error is not tied to a line.
     pub line: usize,
     /// What is wrong.
-    pub message: String,
+    pub problem: MapProblem,
+}
+
+/// What is wrong with a static map; the text names the entry, for the operator to find it.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapProblem {
+    /// Not TOML, or not the map's shape (the TOML parser's message).
+    Syntax(String),
+    /// An id that must be a UUID is not one (`what` says which id).
+    NotUuid {
+        /// `router id`, `network` or `port network`.
+        what: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// The router id is listed twice (which list of networks is meant?).
+    DuplicateRouter(String),
+    /// The MAC address given is not `aa:bb:cc:dd:ee:ff`.
+    BadMac(String),
+    /// The port (of this device id) gives nothing to match a client by.
+    NoAddress(String),
+}
+
+impl fmt::Display for MapProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapProblem::Syntax(message) => f.write_str(message),
+            MapProblem::NotUuid { what, value } => write!(f, "{what} {value:?} is not a UUID"),
+            MapProblem::DuplicateRouter(id) => write!(f, "router {id} is listed twice"),
+            MapProblem::BadMac(mac) => write!(f, "mac {mac:?} is not aa:bb:cc:dd:ee:ff"),
+            MapProblem::NoAddress(device) => {
+                write!(f, "port of {device} has neither ip, ips nor mac")
+            }
+        }
+    }
 }
 
 impl fmt::Display for MapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.line > 0 {
-            write!(f, "line {}: {}", self.line, self.message)
+            write!(f, "line {}: {}", self.line, self.problem)
         } else {
-            f.write_str(&self.message)
+            self.problem.fmt(f)
         }
     }
 }
@@ -115,8 +151,11 @@ pub fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-fn uuid(s: &str, what: &str) -> Result<Uuid, String> {
-    Uuid::parse(s.as_bytes()).ok_or_else(|| format!("{what} {s:?} is not a UUID"))
+fn uuid(s: &str, what: &'static str) -> Result<Uuid, MapProblem> {
+    Uuid::parse(s.as_bytes()).ok_or_else(|| MapProblem::NotUuid {
+        what,
+        value: s.to_owned(),
+    })
 }
 
 impl StaticMap {
@@ -124,12 +163,12 @@ impl StaticMap {
     pub fn parse(text: &str) -> Result<StaticMap, MapError> {
         let file: File = toml::from_str(text).map_err(|e| MapError {
             line: e.span().map_or(0, |s| line_of(text, s.start)),
-            message: e.message().to_owned(),
+            problem: MapProblem::Syntax(e.message().to_owned()),
         })?;
         // Semantic errors carry the line of the entry's id, found by searching the text.
-        let at = |needle: &str, message: String| MapError {
+        let at = |needle: &str, problem: MapProblem| MapError {
             line: text.find(needle).map_or(0, |o| line_of(text, o)),
-            message,
+            problem,
         };
         let mut map = StaticMap::default();
         for r in file.router {
@@ -140,7 +179,7 @@ impl StaticMap {
                 .map(|n| uuid(n, "network").map_err(|m| at(n, m)))
                 .collect::<Result<Vec<_>, _>>()?;
             if map.routers.insert(id, nets).is_some() {
-                return Err(at(&r.id, format!("router {} is listed twice", r.id)));
+                return Err(at(&r.id, MapProblem::DuplicateRouter(r.id.clone())));
             }
         }
         for p in file.port {
@@ -148,17 +187,11 @@ impl StaticMap {
             let mut ips = p.ips;
             ips.extend(p.ip);
             let mac = match &p.mac {
-                Some(m) => Some(
-                    parse_mac(m)
-                        .ok_or_else(|| at(m, format!("mac {m:?} is not aa:bb:cc:dd:ee:ff")))?,
-                ),
+                Some(m) => Some(parse_mac(m).ok_or_else(|| at(m, MapProblem::BadMac(m.clone())))?),
                 None => None,
             };
             if ips.is_empty() && mac.is_none() {
-                return Err(at(
-                    &p.device_id,
-                    format!("port of {} has neither ip, ips nor mac", p.device_id),
-                ));
+                return Err(at(&p.device_id, MapProblem::NoAddress(p.device_id.clone())));
             }
             map.ports.push(Port {
                 network,
@@ -348,17 +381,23 @@ project_id = "proj-c"
         let typo = "[[router]]\nid = \"5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6\"\nnetwork = []\n";
         let e = StaticMap::parse(typo).unwrap_err();
         assert_eq!(e.line, 3, "{e}");
-        assert!(e.message.contains("network"), "{e}");
+        assert!(
+            matches!(&e.problem, MapProblem::Syntax(m) if m.contains("network")),
+            "{e}"
+        );
         let bad_ip = "[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\nip = \"10.0.0.300\"\ndevice_id = \"a\"\nproject_id = \"b\"\n";
         assert_eq!(StaticMap::parse(bad_ip).unwrap_err().line, 3);
         let bad_uuid = "[[router]]\nid = \"r1\"\n";
         let e = StaticMap::parse(bad_uuid).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
+        assert_eq!(e.to_string(), r#"line 2: router id "r1" is not a UUID"#);
         let no_addr = "[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000001\"\ndevice_id = \"dev\"\nproject_id = \"b\"\n";
-        assert!(StaticMap::parse(no_addr)
-            .unwrap_err()
-            .message
-            .contains("neither"));
+        let e = StaticMap::parse(no_addr).unwrap_err();
+        assert_eq!(e.problem, MapProblem::NoAddress("dev".to_owned()));
+        assert_eq!(
+            e.to_string(),
+            "line 3: port of dev has neither ip, ips nor mac"
+        );
     }
 
     #[test]

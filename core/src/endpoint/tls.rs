@@ -8,6 +8,7 @@ use super::{Endpoint, Owner};
 use crate::proxy::conn::Conn;
 use crate::socket::{Input, SockId};
 use crate::tls::shuttle::End;
+use crate::tls::TlsError;
 
 impl Endpoint {
     /// An input on a TLS socket: the session takes the bytes, the owner hears what they
@@ -35,14 +36,15 @@ impl Endpoint {
     /// error answer, a backend exchange fails with the reason, a pooled socket goes. An
     /// accepted client's socket sends the session's alert and is shut down; its connection is
     /// not told (it hears the client's EOF, or its own timeout ends it).
-    fn tls_failed(&mut self, now: Instant, sock: SockId, why: String) {
+    fn tls_failed(&mut self, now: Instant, sock: SockId, why: TlsError) {
         match self.owners.get(&sock).copied() {
             Some(Owner::Upstream(key)) => {
+                let why = why.to_string();
                 self.with_conn(now, key, |c| c.on_upstream_tls_failure(now, &why));
             }
             Some(Owner::Backend(req)) => {
                 if let Some(backend) = self.policy.backend() {
-                    backend.fail(req, &why);
+                    backend.fail(req, why);
                 }
             }
             Some(Owner::Pooled) => {

@@ -17,6 +17,7 @@
 
 use std::time::Instant;
 
+use super::error::ExchangeError;
 use crate::http::{Body, BodyDecoder, HeadScanner, Headers, Limits, Method};
 
 /// Largest response body we accept (a big cloud's Keystone catalog is a few hundred KiB).
@@ -45,8 +46,8 @@ pub(crate) enum Progress {
     More,
     /// The response is complete.
     Done(Response),
-    /// The exchange failed; the text says why (for logs).
-    Failed(String),
+    /// The exchange failed.
+    Failed(ExchangeError),
 }
 
 #[derive(Debug)]
@@ -121,11 +122,11 @@ impl Exchange {
             match &mut self.state {
                 State::Head => match self.scanner.parse_response(buf, self.method, &LIMITS) {
                     Ok(None) => break Progress::More,
-                    Err(e) => break Progress::Failed(format!("bad response: {e}")),
+                    Err(e) => break Progress::Failed(ExchangeError::BadHead(e)),
                     Ok(Some((head, n))) => {
                         pos += n;
                         if head.status == 101 {
-                            break Progress::Failed("unexpected 101 Switching Protocols".into());
+                            break Progress::Failed(ExchangeError::Upgrade);
                         }
                         // Interim responses (100 Continue, 103 Early Hints) precede the real one.
                         if head.status >= 200 {
@@ -138,7 +139,7 @@ impl Exchange {
                     }
                 },
                 State::Body { decoder, .. } => match decoder.decode(buf, &LIMITS) {
-                    Err(e) => break Progress::Failed(format!("bad response body: {e}")),
+                    Err(e) => break Progress::Failed(ExchangeError::BadBody(e)),
                     Ok((n, None)) => {
                         pos += n;
                         break Progress::More;
@@ -160,10 +161,10 @@ impl Exchange {
 
     pub(crate) fn eof(&mut self) -> Progress {
         match &mut self.state {
-            State::Head => Progress::Failed("connection closed before a complete response".into()),
+            State::Head => Progress::Failed(ExchangeError::ClosedEarly),
             State::Body { decoder, .. } => match decoder.eof() {
                 Ok(()) => self.finish(),
-                Err(e) => Progress::Failed(format!("bad response body: {e}")),
+                Err(e) => Progress::Failed(ExchangeError::BadBody(e)),
             },
         }
     }
@@ -177,7 +178,7 @@ impl Exchange {
                 headers,
                 body: std::mem::take(&mut self.body),
             }),
-            State::Head => Progress::Failed("internal: response finished without a head".into()),
+            State::Head => Progress::Failed(ExchangeError::NoHead),
         }
     }
 }
@@ -238,6 +239,7 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::HttpError;
     use crate::testing::for_each_split;
 
     #[allow(clippy::disallowed_methods)] // an opaque epoch
@@ -246,7 +248,7 @@ mod tests {
     }
 
     /// (status, body) or the failure text, after feeding `pieces` and then EOF if still open.
-    fn run(pieces: &[&[u8]]) -> Result<(u16, Vec<u8>), String> {
+    fn run(pieces: &[&[u8]]) -> Result<(u16, Vec<u8>), ExchangeError> {
         let mut ex = Exchange::new(Method::Get, b"GET / HTTP/1.1\r\n\r\n".to_vec(), t0());
         for p in pieces {
             match ex.read(p) {
@@ -258,7 +260,7 @@ mod tests {
         match ex.eof() {
             Progress::Done(r) => Ok((r.status, r.body)),
             Progress::Failed(e) => Err(e),
-            Progress::More => Err("more".into()),
+            Progress::More => panic!("EOF must end the exchange"),
         }
     }
 
@@ -302,7 +304,7 @@ mod tests {
                 (Ok((s, b)), Ok((ws, wb))) => {
                     assert_eq!((s, &b[..]), (*ws, *wb));
                 }
-                (Err(e), Err(w)) => assert!(e.contains(w), "{e} vs {w}"),
+                (Err(e), Err(w)) => assert!(e.to_string().contains(w), "{e} vs {w}"),
                 (got, want) => panic!("{:?}: {got:?} vs {want:?}", input.escape_ascii()),
             }
         }
@@ -314,7 +316,10 @@ mod tests {
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(ex.read(head), Progress::More));
         let chunk = format!("{:x}\r\n", MAX_RESPONSE_BODY + 1);
-        assert!(matches!(ex.read(chunk.as_bytes()), Progress::Failed(e) if e.contains("large")));
+        assert!(matches!(
+            ex.read(chunk.as_bytes()),
+            Progress::Failed(ExchangeError::BadBody(HttpError::BodyTooLarge))
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::error::KeystoneError;
 use super::url::HttpTarget;
 use crate::http::Headers;
 
@@ -108,7 +109,7 @@ impl KeystoneAuth {
     }
 
     /// The JSON body of the password authentication request.
-    pub(crate) fn request_body(&self) -> Result<Vec<u8>, String> {
+    pub(crate) fn request_body(&self) -> Result<Vec<u8>, KeystoneError> {
         let req = AuthRequest {
             auth: AuthBody {
                 identity: Identity {
@@ -133,7 +134,7 @@ impl KeystoneAuth {
                 },
             },
         };
-        serde_json::to_vec(&req).map_err(|e| format!("cannot encode the Keystone request: {e}"))
+        serde_json::to_vec(&req).map_err(|e| KeystoneError::Encode(e.to_string()))
     }
 }
 
@@ -196,31 +197,27 @@ pub(crate) fn parse_issued(
     headers: &Headers,
     body: &[u8],
     catalog: Option<CatalogChoice<'_>>,
-) -> Result<Issued, String> {
+) -> Result<Issued, KeystoneError> {
     let token = match headers.count("x-subject-token") {
         1 => headers.get("x-subject-token").unwrap_or_default(),
-        0 => return Err("Keystone's answer has no X-Subject-Token".into()),
-        _ => return Err("Keystone's answer has several X-Subject-Token fields".into()),
+        0 => return Err(KeystoneError::NoSubjectToken),
+        _ => return Err(KeystoneError::SeveralSubjectTokens),
     };
     // The token goes back out in a header of ours: visible ASCII only.
     if token.is_empty() || !token.iter().all(|b| b.is_ascii_graphic()) {
-        return Err("Keystone's X-Subject-Token is empty or not visible ASCII".into());
+        return Err(KeystoneError::BadSubjectToken);
     }
     let token = String::from_utf8_lossy(token).into_owned();
-    let parsed: TokenResponse = serde_json::from_slice(body)
-        .map_err(|e| format!("Keystone's token body is not the expected JSON: {e}"))?;
-    let issued = parse_timestamp(&parsed.token.issued_at).ok_or_else(|| {
-        format!(
-            "Keystone's issued_at `{}` is not an ISO 8601 time",
-            parsed.token.issued_at.escape_debug()
-        )
-    })?;
-    let expires = parse_timestamp(&parsed.token.expires_at).ok_or_else(|| {
-        format!(
-            "Keystone's expires_at `{}` is not an ISO 8601 time",
-            parsed.token.expires_at.escape_debug()
-        )
-    })?;
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| KeystoneError::BadJson(e.to_string()))?;
+    let time = |field: &'static str, value: &str| {
+        parse_timestamp(value).ok_or_else(|| KeystoneError::BadTime {
+            field,
+            value: value.to_owned(),
+        })
+    };
+    let issued = time("issued_at", &parsed.token.issued_at)?;
+    let expires = time("expires_at", &parsed.token.expires_at)?;
     let lifetime = u64::try_from(expires - issued).map_or(Duration::ZERO, Duration::from_nanos);
     let neutron_url = match catalog {
         None => None,
@@ -248,7 +245,7 @@ fn interface_name(s: &str) -> &str {
 fn find_network_endpoint(
     catalog: Vec<Service>,
     choice: CatalogChoice<'_>,
-) -> Result<String, String> {
+) -> Result<String, KeystoneError> {
     let want = interface_name(choice.interface);
     let mut saw_network = false;
     for service in catalog {
@@ -271,15 +268,13 @@ fn find_network_endpoint(
             }
         }
     }
-    let region = choice
-        .region
-        .map_or(String::new(), |r| format!(" in region `{r}`"));
     if saw_network {
-        Err(format!(
-            "Keystone's catalog has no `{want}` network endpoint{region}"
-        ))
+        Err(KeystoneError::NoNetworkEndpoint {
+            interface: want.to_owned(),
+            region: choice.region.map(str::to_owned),
+        })
     } else {
-        Err("Keystone's catalog has no network (Neutron) service; set neutron_url".into())
+        Err(KeystoneError::NoNetworkService)
     }
 }
 
@@ -545,9 +540,13 @@ mod tests {
             url("admin", Some("RegionOne")).as_deref(),
             Ok("http://10.1.0.3:9696")
         );
-        assert!(url("public", Some("RegionTwo"))
-            .unwrap_err()
-            .contains("no `public` network endpoint in region `RegionTwo`"));
+        assert_eq!(
+            url("public", Some("RegionTwo")),
+            Err(KeystoneError::NoNetworkEndpoint {
+                interface: "public".into(),
+                region: Some("RegionTwo".into())
+            })
+        );
         // Without a catalog request the catalog is not even looked at.
         let got = parse_issued(&h, CATALOG.as_bytes(), None).unwrap();
         assert_eq!(got.neutron_url, None);
@@ -591,7 +590,7 @@ mod tests {
         ];
         for (head, body, word) in cases {
             let e = parse_issued(&headers(head), body, any).unwrap_err();
-            assert!(e.contains(word), "{head:?}: {e}");
+            assert!(e.to_string().contains(word), "{head:?}: {e}");
         }
         // An already-expired token has lifetime zero, not an error.
         let got = parse_issued(

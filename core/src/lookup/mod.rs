@@ -14,15 +14,17 @@
 //! explicitly in that case.
 
 mod address;
+mod error;
 mod exchange;
 pub mod keystone;
 pub mod neutron;
 pub mod url;
 
 pub use address::{port_search, PortSearch};
+pub use error::{ExchangeError, KeystoneError, LookupError, PortListError};
 pub use exchange::MAX_RESPONSE_BODY;
 pub use keystone::KeystoneAuth;
-pub use neutron::{ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
+pub use neutron::{BackendStats, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
 pub use url::HttpTarget;
 
 /// `fa:16:3e:00:00:01`: lowercase, colon-separated, as Neutron stores `mac_address`.

@@ -37,6 +37,7 @@ use log::{debug, info, warn};
 use serde::Deserialize;
 
 use super::address::{port_search, PortSearch};
+use super::error::{ExchangeError, LookupError, PortListError};
 use super::exchange::{build_request, excerpt, Exchange, Progress, Response};
 use super::format_mac;
 use super::keystone::{parse_issued, safety_margin, CatalogChoice, KeystoneAuth};
@@ -44,7 +45,7 @@ use super::url::{HttpTarget, Query};
 use crate::http::Method;
 use crate::scope::{Instance, LookupKey, Scope, Uuid};
 use crate::socket::{ConnectError, Input, Target};
-use crate::tls::{ClientTls, TlsTarget};
+use crate::tls::{ClientTls, TlsError, TlsTarget};
 
 /// Router interface owners whose networks a router serves (neutron-lib `ROUTER_INTERFACE_OWNERS`).
 const ROUTER_INTERFACE_OWNERS: [&str; 3] = [
@@ -144,8 +145,16 @@ pub enum ClientEvent {
     /// Neutron answered: the instance, or `None` if no single port matched.
     Answer(LookupKey, Option<Instance>),
     /// The backend could not answer (unreachable, timeout, refused credentials, bad data).
-    /// The text is for the log.
-    Failed(LookupKey, String),
+    Failed(LookupKey, LookupError),
+}
+
+/// What a [`NeutronClient`] has started so far, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendStats {
+    /// Keystone authentications started.
+    pub keystone_auths: u64,
+    /// Neutron requests started: router-network and port queries alike, retries included.
+    pub neutron_requests: u64,
 }
 
 /// How the port is searched for.
@@ -229,7 +238,7 @@ struct Creds {
 enum CredState {
     Ready(Creds),
     Wait,
-    Error(String),
+    Error(LookupError),
 }
 
 /// Sans-IO Neutron API client. See the [module docs](self).
@@ -257,8 +266,7 @@ pub struct NeutronClient {
     routers: BTreeMap<Uuid, (Vec<String>, Instant)>,
     actions: VecDeque<ClientAction>,
     events: VecDeque<ClientEvent>,
-    auths: u64,
-    neutron_requests: u64,
+    stats: BackendStats,
 }
 
 impl std::fmt::Debug for NeutronClient {
@@ -296,8 +304,7 @@ impl NeutronClient {
             routers: BTreeMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
-            auths: 0,
-            neutron_requests: 0,
+            stats: BackendStats::default(),
         }
     }
 
@@ -319,10 +326,10 @@ impl NeutronClient {
         let slots = self.cfg.max_in_flight.max(1);
         if self.queries.len() >= slots || !self.waiting.is_empty() {
             if self.waiting.len() >= slots.saturating_mul(QUEUE_PER_SLOT) {
-                let why = format!(
-                    "{} lookups are waiting for one of {slots} Neutron query slots",
-                    self.waiting.len()
-                );
+                let why = LookupError::QueueFull {
+                    waiting: self.waiting.len(),
+                    slots,
+                };
                 self.events.push_back(ClientEvent::Failed(key, why));
                 return;
             }
@@ -382,11 +389,11 @@ impl NeutronClient {
             }
             Input::Read(data) => p.ex.read(data),
             Input::Eof => p.ex.eof(),
-            Input::ConnectFailed(ConnectError::Refused) => {
-                Progress::Failed("connection refused".into())
+            Input::ConnectFailed(ConnectError::Refused) => Progress::Failed(ExchangeError::Refused),
+            Input::ConnectFailed(ConnectError::Other) => {
+                Progress::Failed(ExchangeError::ConnectFailed)
             }
-            Input::ConnectFailed(ConnectError::Other) => Progress::Failed("connect failed".into()),
-            Input::Error => Progress::Failed("connection broke".into()),
+            Input::Error => Progress::Failed(ExchangeError::Broken),
         };
         match progress {
             Progress::More => {}
@@ -397,7 +404,7 @@ impl NeutronClient {
             }
             Progress::Failed(why) => {
                 if let Some(p) = self.close(req) {
-                    self.on_failure(&p, &why);
+                    self.on_failure(&p, why);
                 }
             }
         }
@@ -415,11 +422,10 @@ impl NeutronClient {
                 break;
             }
             self.waiting.pop_front();
-            let why = format!(
-                "no Neutron query slot free within {:?} ({} in flight)",
-                self.cfg.timeout,
-                self.queries.len()
-            );
+            let why = LookupError::NoSlot {
+                timeout: self.cfg.timeout,
+                in_flight: self.queries.len(),
+            };
             self.events.push_back(ClientEvent::Failed(key, why));
         }
         let expired: Vec<ReqId> = self
@@ -428,10 +434,9 @@ impl NeutronClient {
             .filter(|(_, p)| p.ex.deadline <= now)
             .map(|(&id, _)| id)
             .collect();
-        let why = format!("no complete answer within {:?}", self.cfg.timeout);
         for req in expired {
             if let Some(p) = self.close(req) {
-                self.on_failure(&p, &why);
+                self.on_failure(&p, ExchangeError::Timeout(self.cfg.timeout));
             }
         }
         self.start_waiting(now);
@@ -479,9 +484,9 @@ impl NeutronClient {
     /// with `why`.
     ///
     /// May queue: what [`handle`](Self::handle) queues for a failure.
-    pub fn fail(&mut self, req: ReqId, why: &str) {
+    pub fn fail(&mut self, req: ReqId, why: TlsError) {
         if let Some(p) = self.close(req) {
-            self.on_failure(&p, why);
+            self.on_failure(&p, ExchangeError::Tls(why));
         }
         if let Some(now) = self.last_now {
             self.start_waiting(now);
@@ -504,10 +509,9 @@ impl NeutronClient {
         exchanges.chain(waiting).min()
     }
 
-    /// Counters for tests and metrics: (Keystone authentications started, Neutron requests
-    /// started — router-network and port queries alike, retries included).
-    pub fn stats(&self) -> (u64, u64) {
-        (self.auths, self.neutron_requests)
+    /// What the client has started so far.
+    pub fn stats(&self) -> BackendStats {
+        self.stats
     }
 
     /// Removes exchange `req` and tells the runtime to close its connection.
@@ -583,9 +587,7 @@ impl NeutronClient {
                     token: None,
                     gen: 0,
                 }),
-                None => CredState::Error(
-                    "neither neutron_url nor Keystone credentials are configured".into(),
-                ),
+                None => CredState::Error(LookupError::NotConfigured),
             };
         }
         match &self.token {
@@ -602,12 +604,12 @@ impl NeutronClient {
         }
     }
 
-    fn start_auth(&mut self, now: Instant) -> Result<(), String> {
+    fn start_auth(&mut self, now: Instant) -> Result<(), LookupError> {
         let Some(ks) = &self.cfg.keystone else {
-            return Err("no Keystone credentials configured".into());
+            return Err(LookupError::NoKeystone);
         };
         let tls = self.tls_for(&ks.endpoint)?;
-        let body = ks.request_body()?;
+        let body = ks.request_body().map_err(LookupError::Keystone)?;
         let path = ks.token_path(self.cfg.neutron.is_some());
         let request = build_request("POST", &ks.endpoint.host, &path, &[], Some(&body));
         let what = format!(
@@ -626,24 +628,26 @@ impl NeutronClient {
             what,
         );
         self.token = TokenState::Fetching;
-        self.auths += 1;
+        self.stats.keystone_auths += 1;
         Ok(())
     }
 
     /// The TLS session settings for `target`: `None` for `http`; an error for `https` without
     /// TLS settings.
-    fn tls_for(&self, target: &HttpTarget) -> Result<Option<TlsTarget>, String> {
+    fn tls_for(&self, target: &HttpTarget) -> Result<Option<TlsTarget>, LookupError> {
         let Some(name) = &target.tls_name else {
             return Ok(None);
         };
         let url = format!("https://{}{}", target.host, target.path_prefix);
-        match &self.cfg.tls {
-            Some(client) => TlsTarget::new(client.clone(), name)
-                .map(Some)
-                .map_err(|e| format!("{url}: {e}")),
-            None if cfg!(feature = "tls") => Err(format!("{url}: no TLS settings configured")),
-            None => Err(format!("{url}: this build has no TLS")),
-        }
+        let error = match &self.cfg.tls {
+            Some(client) => match TlsTarget::new(client.clone(), name) {
+                Ok(t) => return Ok(Some(t)),
+                Err(e) => e,
+            },
+            None if cfg!(feature = "tls") => return Err(LookupError::NoTlsSettings { url }),
+            None => TlsError::NotBuilt,
+        };
+        Err(LookupError::Tls { url, error })
     }
 
     fn start(
@@ -719,7 +723,7 @@ impl NeutronClient {
             creds.target.scheme(),
             creds.target.host
         );
-        self.neutron_requests += 1;
+        self.stats.neutron_requests += 1;
         self.start(
             now,
             Purpose::Neutron(key, step),
@@ -729,23 +733,23 @@ impl NeutronClient {
         );
     }
 
-    fn on_failure(&mut self, p: &Pending, why: &str) {
+    fn on_failure(&mut self, p: &Pending, error: ExchangeError) {
+        let why = LookupError::Exchange {
+            what: p.what.clone(),
+            error,
+        };
         match p.purpose {
-            Purpose::Auth => self.auth_failed(&format!("{}: {why}", p.what)),
-            Purpose::Neutron(key, _) => {
-                self.finish(ClientEvent::Failed(key, format!("{}: {why}", p.what)));
-            }
+            Purpose::Auth => self.auth_failed(why),
+            Purpose::Neutron(key, _) => self.finish(ClientEvent::Failed(key, why)),
         }
     }
 
-    fn auth_failed(&mut self, why: &str) {
+    fn auth_failed(&mut self, why: LookupError) {
         self.token = TokenState::Absent;
         warn!("Keystone authentication failed: {why}");
+        let why = LookupError::AuthFailed(Box::new(why));
         for key in std::mem::take(&mut self.token_waiters) {
-            self.finish(ClientEvent::Failed(
-                key,
-                format!("Keystone authentication failed: {why}"),
-            ));
+            self.finish(ClientEvent::Failed(key, why.clone()));
         }
     }
 
@@ -763,13 +767,12 @@ impl NeutronClient {
             } else {
                 ""
             };
-            let why = format!(
-                "{} answered {}{hint}: {}",
-                p.what,
-                resp.status,
-                excerpt(&resp.body)
-            );
-            return self.auth_failed(&why);
+            return self.auth_failed(LookupError::Status {
+                what: p.what.clone(),
+                status: resp.status,
+                hint,
+                body: excerpt(&resp.body),
+            });
         }
         let choice = CatalogChoice {
             interface: &self.cfg.interface,
@@ -778,22 +781,20 @@ impl NeutronClient {
         let catalog = self.cfg.neutron.is_none().then_some(choice);
         let issued = match parse_issued(&resp.headers, &resp.body, catalog) {
             Ok(i) => i,
-            Err(why) => return self.auth_failed(&why),
+            Err(why) => return self.auth_failed(LookupError::Keystone(why)),
         };
         let neutron = match (&self.cfg.neutron, &issued.neutron_url) {
             (Some(t), _) => t.clone(),
             // An https endpoint is only usable with TLS settings: check now, so that the
             // token is not kept for an endpoint no request can reach.
             (None, Some(url)) => match HttpTarget::parse_ip_url(url)
+                .map_err(|e| LookupError::CatalogUrl(e.to_string()))
                 .and_then(|t| self.tls_for(&t).map(|_| t))
             {
                 Ok(t) => t,
-                Err(why) => {
-                    let why = format!("unusable Neutron endpoint in the Keystone catalog: {why}");
-                    return self.auth_failed(&why);
-                }
+                Err(why) => return self.auth_failed(LookupError::CatalogEndpoint(Box::new(why))),
             },
-            (None, None) => return self.auth_failed("no Neutron endpoint"),
+            (None, None) => return self.auth_failed(LookupError::NoNeutronEndpoint),
         };
         let reuse = issued
             .lifetime
@@ -852,12 +853,12 @@ impl NeutronClient {
                 401 => " (no Keystone credentials configured)",
                 _ => "",
             };
-            let why = format!(
-                "{} answered {}{hint}: {}",
-                p.what,
-                resp.status,
-                excerpt(&resp.body)
-            );
+            let why = LookupError::Status {
+                what: p.what.clone(),
+                status: resp.status,
+                hint,
+                body: excerpt(&resp.body),
+            };
             return self.finish(ClientEvent::Failed(key, why));
         }
         q.retried = false;
@@ -870,9 +871,12 @@ impl NeutronClient {
                     }
                     self.advance(now, key, None);
                 }
-                Err(why) => self.finish(ClientEvent::Failed(
+                Err(error) => self.finish(ClientEvent::Failed(
                     key,
-                    format!("{}: router ports: {why}", p.what),
+                    LookupError::RouterPorts {
+                        what: p.what.clone(),
+                        error,
+                    },
                 )),
             },
             Step::Ports => {
@@ -887,7 +891,13 @@ impl NeutronClient {
                 let nets = q.networks.as_deref().unwrap_or_default().join(", ");
                 let ev = match choose_port(&resp.body, &nets, &filter) {
                     Ok(found) => ClientEvent::Answer(key, found),
-                    Err(why) => ClientEvent::Failed(key, format!("{}: ports: {why}", p.what)),
+                    Err(error) => ClientEvent::Failed(
+                        key,
+                        LookupError::Ports {
+                            what: p.what.clone(),
+                            error,
+                        },
+                    ),
                 };
                 self.finish(ev);
             }
@@ -938,6 +948,10 @@ struct PortOwner {
     tenant_id: Option<String>,
 }
 
+fn port_list<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<PortList<T>, PortListError> {
+    serde_json::from_slice(body).map_err(|e| PortListError::BadJson(e.to_string()))
+}
+
 /// Whether a port list is well formed and empty (anything else is [`choose_port`]'s to judge).
 fn no_ports(body: &[u8]) -> bool {
     serde_json::from_slice::<PortList<serde::de::IgnoredAny>>(body)
@@ -945,9 +959,8 @@ fn no_ports(body: &[u8]) -> bool {
 }
 
 /// The distinct `network_id`s of a router's interface ports, in first-seen order.
-fn router_networks(body: &[u8]) -> Result<Vec<String>, String> {
-    let list: PortList<NetworkOnly> =
-        serde_json::from_slice(body).map_err(|e| format!("not the expected JSON: {e}"))?;
+fn router_networks(body: &[u8]) -> Result<Vec<String>, PortListError> {
+    let list: PortList<NetworkOnly> = port_list(body)?;
     let mut nets: Vec<String> = Vec::new();
     for p in list.ports {
         if !nets.contains(&p.network_id) {
@@ -963,9 +976,12 @@ fn header_safe(id: &str) -> bool {
 }
 
 /// Exactly one port is the instance; none or several is "not found" (with Neutron's warning).
-fn choose_port(body: &[u8], nets: &str, filter: &PortFilter) -> Result<Option<Instance>, String> {
-    let mut list: PortList<PortOwner> =
-        serde_json::from_slice(body).map_err(|e| format!("not the expected JSON: {e}"))?;
+fn choose_port(
+    body: &[u8],
+    nets: &str,
+    filter: &PortFilter,
+) -> Result<Option<Instance>, PortListError> {
+    let mut list: PortList<PortOwner> = port_list(body)?;
     let port = match list.ports.len() {
         1 => list.ports.pop(),
         0 => {
@@ -995,9 +1011,9 @@ fn choose_port(body: &[u8], nets: &str, filter: &PortFilter) -> Result<Option<In
         .into_iter()
         .flatten()
         .find(|p| !p.is_empty())
-        .ok_or("the port has neither project_id nor tenant_id")?;
+        .ok_or(PortListError::NoProject)?;
     if !header_safe(&device_id) || !header_safe(&project_id) {
-        return Err("device_id or project_id is not a plain ASCII identifier".into());
+        return Err(PortListError::NotPlainId);
     }
     Ok(Some(Instance {
         instance_id: device_id,
@@ -1026,7 +1042,7 @@ mod tests {
                 project_id: p.into(),
             })
         };
-        let cases: &[(&str, Result<Option<Instance>, &str>)] = &[
+        let cases: &[(&str, Result<Option<Instance>, PortListError>)] = &[
             (
                 r#"{"ports":[{"device_id":"i1","project_id":"p1","tenant_id":"t1"}]}"#,
                 Ok(inst("i1", "p1")),
@@ -1049,22 +1065,32 @@ mod tests {
                 Ok(None),
             ),
             (r#"{"ports":[{"device_id":"","project_id":"p"}]}"#, Ok(None)),
-            (r#"{"ports":[{"device_id":"i1"}]}"#, Err("neither")),
+            (
+                r#"{"ports":[{"device_id":"i1"}]}"#,
+                Err(PortListError::NoProject),
+            ),
             (
                 r#"{"ports":[{"device_id":"i1\r\nX-Evil: 1","project_id":"p"}]}"#,
-                Err("plain ASCII"),
+                Err(PortListError::NotPlainId),
             ),
-            (r#"{"ports":{}}"#, Err("JSON")),
-            (r#"{"port":[]}"#, Err("JSON")),
-            (r#"[1"#, Err("JSON")),
         ];
         for (body, want) in cases {
             let got = choose_port(body.as_bytes(), "n1", &f);
             match (got, want) {
                 (Ok(g), Ok(w)) => assert_eq!(&g, w, "{body}"),
-                (Err(e), Err(w)) => assert!(e.contains(w), "{body}: {e}"),
+                (Err(e), Err(w)) => assert_eq!(&e, w, "{body}"),
                 (g, w) => panic!("{body}: {g:?} vs {w:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn unparsable_port_lists() {
+        let f = PortFilter::Ip("10.0.0.5".parse().unwrap());
+        for body in [r#"{"ports":{}}"#, r#"{"port":[]}"#, r#"[1"#] {
+            let e = choose_port(body.as_bytes(), "n1", &f).unwrap_err();
+            assert!(matches!(e, PortListError::BadJson(_)), "{body}: {e}");
+            assert!(e.to_string().starts_with("not the expected JSON: "), "{e}");
         }
     }
 

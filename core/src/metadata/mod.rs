@@ -16,6 +16,7 @@
 //! persist (in a state directory of its own, never in the instance files: a rewrite would not
 //! keep their bytes), and takes effect in memory at once.
 
+mod date;
 mod ec2;
 mod identity;
 mod instance;
@@ -36,6 +37,7 @@ use base64::Engine;
 use crate::http::{Headers, Method};
 use crate::sign::Signer;
 
+pub use date::Date;
 pub use instance::{parse_instance, Format, InstanceData, InstanceError, JsonObject, Key};
 pub use password::MAX_PASSWORD_SIZE;
 pub use token::MAX_TTL_SECONDS;
@@ -91,9 +93,9 @@ pub struct ServerConfig {
     /// Nova's `[api] dhcp_domain` (default `novalocal`): the served hostname is
     /// `hostname + "." + dhcp_domain`, or the bare hostname when this is empty.
     pub dhcp_domain: String,
-    /// Today's UTC date (year, month, day): OpenStack versions dated later are not listed.
+    /// Today's UTC date: OpenStack versions dated later are not listed.
     /// Update it with [`MetadataService::set_today`].
-    pub today: (u16, u8, u8),
+    pub today: Date,
     /// Randomness source.
     pub entropy: Arc<dyn Entropy>,
 }
@@ -311,15 +313,11 @@ impl fmt::Debug for MetadataService {
     }
 }
 
-fn iso_date((y, m, d): (u16, u8, u8)) -> String {
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 impl MetadataService {
     /// A service with no instances.
     pub fn new(cfg: ServerConfig) -> Self {
         MetadataService {
-            today: iso_date(cfg.today),
+            today: cfg.today.to_string(),
             tokens: token::Tokens::new(cfg.entropy.as_ref()),
             cfg,
             instances: BTreeMap::new(),
@@ -377,9 +375,9 @@ impl MetadataService {
     }
 
     /// Moves "today" (UTC), which decides the OpenStack versions listed.
-    pub fn set_today(&mut self, today: (u16, u8, u8)) {
+    pub fn set_today(&mut self, today: Date) {
         self.cfg.today = today;
-        self.today = iso_date(today);
+        self.today = today.to_string();
     }
 
     /// Answers one request. `now` is only used for token lifetimes.

@@ -14,7 +14,7 @@ use crate::agent::StaticMap;
 use crate::cache::{Lookup, LookupCache};
 use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
 use crate::http::RequestHead;
-use crate::lookup::{ClientEvent, NeutronClient};
+use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient};
 use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
 use crate::proxy::decision::{Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
@@ -44,7 +44,7 @@ pub(super) struct Agent {
     /// Routes decided by a backend answer, for [`Policy::poll_routed`].
     routed: VecDeque<(Ticket, Route)>,
     /// The Neutron client's stats already added to the metrics.
-    counted: (u64, u64),
+    counted: BackendStats,
 }
 
 impl Agent {
@@ -62,7 +62,7 @@ impl Agent {
             source,
             meter,
             routed: VecDeque::new(),
-            counted: (0, 0),
+            counted: BackendStats::default(),
         }
     }
 
@@ -96,15 +96,16 @@ impl Agent {
         let Source::Neutron { client, .. } = &self.source else {
             return;
         };
-        let stats = client.stats();
-        let (auths, queries) = self.counted;
-        if stats == self.counted {
+        let (now, then) = (client.stats(), self.counted);
+        if now == then {
             return;
         }
-        self.counted = stats;
+        self.counted = now;
         self.meter.count(|m| {
-            m.backend_requests(BackendService::Keystone, stats.0 - auths);
-            m.backend_requests(BackendService::Neutron, stats.1 - queries);
+            let auths = now.keystone_auths - then.keystone_auths;
+            m.backend_requests(BackendService::Keystone, auths);
+            let queries = now.neutron_requests - then.neutron_requests;
+            m.backend_requests(BackendService::Neutron, queries);
         });
     }
 }
@@ -114,7 +115,7 @@ impl Agent {
 fn decide(
     signer: &Signer,
     key: LookupKey,
-    found: Result<Option<Instance>, String>,
+    found: Result<Option<Instance>, LookupError>,
     cached: bool,
 ) -> Route {
     match found {
@@ -126,7 +127,7 @@ fn decide(
         }),
         Ok(None) => Route::refuse(404, not_found_message(&key.scope)),
         Err(why) => Route::Refuse {
-            status: 503,
+            status: why.status(),
             message: LOOKUP_UNAVAILABLE.to_owned(),
             why: format!("lookup failed: {why}"),
         },
@@ -143,7 +144,7 @@ impl Policy for Agent {
     ) -> Route {
         match lookup_key(&head.headers) {
             Ok(key) => self.resolve(now, ticket, key, false),
-            Err(why) => Route::refuse(400, why),
+            Err(why) => Route::refuse(why.status(), why.to_string()),
         }
     }
 

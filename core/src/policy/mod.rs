@@ -24,7 +24,7 @@ use crate::metadata::MetaResponse;
 use crate::metrics::{Meter, MetricRole};
 use crate::proxy::decision::{Local, Route, Ticket};
 use crate::socket::{Input, Target};
-use crate::tls::{ClientTls, TlsTarget};
+use crate::tls::{ClientTls, TlsError, TlsTarget};
 
 /// A role's decisions. Methods with a default are what most roles do.
 pub(crate) trait Policy: fmt::Debug + Send {
@@ -118,7 +118,7 @@ pub(crate) trait Backend {
     /// Something happened on the socket of `req`.
     fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>);
     /// The TLS session of `req` failed.
-    fn fail(&mut self, req: ReqId, why: &str);
+    fn fail(&mut self, req: ReqId, why: TlsError);
     /// A socket to open or close.
     fn poll_action(&mut self) -> Option<ClientAction>;
     /// Bytes for the socket of `req`.
@@ -139,7 +139,7 @@ impl Backend for NeutronClient {
     fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
         NeutronClient::handle(self, now, req, input)
     }
-    fn fail(&mut self, req: ReqId, why: &str) {
+    fn fail(&mut self, req: ReqId, why: TlsError) {
         NeutronClient::fail(self, req, why)
     }
     fn poll_action(&mut self) -> Option<ClientAction> {

@@ -5,7 +5,9 @@
 
 use std::time::Instant;
 
-use super::{ClientTls, Clocks, EndpointTls, EofMeaning, ServerTls, Session, Sessions, TlsTarget};
+use super::{
+    ClientTls, Clocks, EndpointTls, EofMeaning, ServerTls, Session, Sessions, TlsError, TlsTarget,
+};
 use crate::socket::{Input, SockId};
 
 /// The sessions of one endpoint's TLS sockets and the clocks rustls reads.
@@ -21,8 +23,8 @@ pub(crate) struct Shuttle {
 pub(crate) enum End {
     /// The peer sends nothing more.
     Eof,
-    /// The session failed; the text names why.
-    Failed(String),
+    /// The session failed.
+    Failed(TlsError),
     /// Not about TLS (a failed connect, a broken socket): the owner hears the input as is.
     Pass,
 }
@@ -121,7 +123,7 @@ impl Shuttle {
         match input {
             Input::Connected => match session.failure() {
                 Some(why) => Heard {
-                    end: Some(End::Failed(why.to_owned())),
+                    end: Some(End::Failed(why.clone())),
                     ..Heard::default()
                 },
                 // The ClientHello is waiting; the owner hears `Connected` after the handshake.

@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use mdproxy_core::http::{HeadScanner, Limits, Method, RequestHead};
 use mdproxy_core::metadata::{
-    parse_instance, Entropy, Format, ImdsV2, InstanceData, MetaRequest, MetaResponse,
+    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, MetaRequest, MetaResponse,
     MetadataService, ServerConfig,
 };
 use mdproxy_core::sign::Signer;
 
 pub const SECRET: &[u8] = b"s3cr3t";
-pub const TODAY: (u16, u8, u8) = (2026, 8, 1);
+pub const TODAY: Date = Date::new(2026, 8, 1);
 
 /// Byte `i` of every fill is `i % 256`: `random_seed` is the same in every answer.
 pub struct Pattern;

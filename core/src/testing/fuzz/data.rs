@@ -15,7 +15,7 @@ use crate::lookup::{
 };
 use crate::metadata::path::{is_token_target, route, Route};
 use crate::metadata::{
-    parse_instance, Entropy, Format, ImdsV2, InstanceData, MetaRequest, MetaResponse,
+    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, MetaRequest, MetaResponse,
     MetadataService, ServerConfig, MAX_TTL_SECONDS, TOKEN_HEADER, TOKEN_TTL_HEADER,
 };
 use crate::scope::{LookupKey, Scope, Uuid};
@@ -66,7 +66,7 @@ fn server_with(
         direct: false,
         imdsv2,
         dhcp_domain: "novalocal".to_owned(),
-        today: (2026, 11, 25),
+        today: Date::new(2026, 11, 25),
         entropy,
     });
     s.set_instances(instances);
@@ -328,7 +328,7 @@ pub fn static_map(data: &[u8]) {
         Ok(map) => map,
         Err(e) => {
             assert!(e.line <= text.lines().count() + 1, "{e:?}");
-            assert!(!e.message.is_empty());
+            assert!(!e.problem.to_string().is_empty());
             return;
         }
     };

@@ -27,7 +27,7 @@ use crate::config::{
 };
 use crate::endpoint::Endpoint;
 use crate::http::Limits;
-use crate::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData, ServerConfig};
+use crate::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig};
 use crate::scope::{Scope, Uuid};
 use crate::sign::Signer;
 use crate::socket::{Action, ConnectError, Input, SockId, Target};
@@ -461,7 +461,7 @@ fn config(sel: u8) -> EndpointConfig {
                 ImdsV2::Required
             },
             dhcp_domain: "novalocal".to_owned(),
-            today: (2026, 11, 25),
+            today: Date::new(2026, 11, 25),
             entropy: Arc::new(Counter(0.into())),
         }),
     };
@@ -508,7 +508,10 @@ pub fn proxy_conn(data: &[u8]) {
             let text = include_str!("../../../tests/golden/instance.toml");
             parse_instance(text, Format::Toml).expect("sample instance")
         });
-        h.ep.reload(t0, Reload::Instances(vec![inst.clone()], (2026, 11, 25)));
+        h.ep.reload(
+            t0,
+            Reload::Instances(vec![inst.clone()], Date::new(2026, 11, 25)),
+        );
     }
     h.drain();
     static REQUESTS: OnceLock<[Vec<Vec<u8>>; 3]> = OnceLock::new();
