@@ -23,7 +23,7 @@ pub use address::{port_search, PortSearch};
 pub use exchange::MAX_RESPONSE_BODY;
 pub use keystone::KeystoneAuth;
 pub use neutron::{ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
-pub use url::HttpTarget;
+pub use url::{HttpTarget, HttpUrl, UrlError};
 
 /// `fa:16:3e:00:00:01`: lowercase, colon-separated, as Neutron stores `mac_address`.
 pub(crate) fn format_mac(mac: [u8; 6]) -> String {
