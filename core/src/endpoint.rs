@@ -381,12 +381,11 @@ impl Endpoint {
 
     fn limits(&self) -> (usize, usize) {
         match &self.ctx.cfg.role {
-            Role::NsProxy(c) => (c.max_conns, c.max_conns_per_ip),
-            Role::Agent(_) | Role::Server(_) => {
-                let c = self.ctx.cfg.conns;
-                (c.max_conns, c.max_conns_per_ip)
-            }
             Role::Metrics(_) => (METRICS_MAX_CONNS, METRICS_MAX_CONNS),
+            _ => (
+                self.ctx.cfg.conns.max_conns,
+                self.ctx.cfg.conns.max_conns_per_ip,
+            ),
         }
     }
 
