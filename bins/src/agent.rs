@@ -4,133 +4,127 @@
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::config::{AgentConfig, Backend, ConnLimits, EndpointConfig, Reload, Role};
-use mdproxy_core::http::Limits;
+use mdproxy_core::config::{AgentConfig, Backend, Reload, Role};
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
-use crate::runtime::{Hook, Listener, Options};
-use crate::{cli, metrics, os, start, tls, Failure};
+use crate::listen::bind_unix;
+use crate::runtime::{Hook, Listener, Options, Runtime};
+use crate::secret::load_secret;
+use crate::serve::{self, Serve, Work};
+use crate::{cli, os, tls, Failure};
 
-pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
-    let rt = cfg.process.runtime;
-    let secret = load_secret(&cfg.shared_secret, "shared secret").map_err(Failure::Config)?;
-    let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hook>) = match &cfg.backend {
-        cli::LookupBackend::Static(path) => {
-            let map = load_map(path).map_err(Failure::Config)?;
-            let described = format!("static map {} with {} ports", path.display(), map.ports());
-            let reloader = MapReloader::new(path.clone());
-            (
-                Backend::Static(map),
-                described,
-                Box::new(move || reloader.hook()),
-            )
-        }
-        cli::LookupBackend::Neutron(args) => {
-            let neutron = neutron_config(args, cfg.cache_ttl).map_err(Failure::Config)?;
-            let described = describe_neutron(args, &neutron);
-            let hangups = Arc::new(AtomicU64::new(0));
-            (
-                Backend::Neutron(neutron),
-                described,
-                Box::new(move || nothing_to_reload(&hangups)),
-            )
-        }
-    };
-    let metadata = resolve(
-        "--metadata-url",
-        &cfg.metadata.to_string(),
-        &cfg.metadata.host,
-        cfg.metadata.port,
-    )
-    .map_err(Failure::Config)?;
-    let metadata_tls = metadata_tls(&cfg).map_err(Failure::Config)?;
-    let path = &cfg.listen_socket;
-    let ((listener, _socket_file), exporter, _pid_file) = start(&cfg.process, || {
-        let system = |what: &str, e: std::io::Error| {
-            Failure::System(format!("cannot {what} {}: {e}", path.display()))
+/// The agent, its files read and its metadata server resolved.
+pub struct Agent {
+    args: cli::Agent,
+    role: AgentConfig,
+    /// The metadata server's address, resolved.
+    metadata: SocketAddr,
+    /// TLS to an https metadata server.
+    upstream_tls: Option<TlsTarget>,
+    /// The lookup backend, for the start-up line.
+    backend: String,
+    /// Makes each worker's SIGHUP hook.
+    hangup: Box<dyn Fn() -> Hook>,
+}
+
+impl Serve for Agent {
+    type Args = cli::Agent;
+    /// The socket, and its file (removed when the agent ends).
+    type Bound = (Listener, os::SocketFile);
+    const NAME: &'static str = "agent";
+
+    fn load(args: cli::Agent) -> Result<Agent, Failure> {
+        let secret = load_secret(&args.shared_secret, "shared secret").map_err(Failure::Config)?;
+        let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hook>) = match &args.backend {
+            cli::LookupBackend::Static(path) => {
+                let map = load_map(path).map_err(Failure::Config)?;
+                let described = format!("static map {} with {} ports", path.display(), map.ports());
+                let reloader = MapReloader::new(path.clone());
+                (
+                    Backend::Static(map),
+                    described,
+                    Box::new(move || reloader.hook()),
+                )
+            }
+            cli::LookupBackend::Neutron(neutron) => {
+                let cfg = neutron_config(neutron, args.cache_ttl).map_err(Failure::Config)?;
+                let described = describe_neutron(neutron, &cfg);
+                let hangups = Arc::new(AtomicU64::new(0));
+                (
+                    Backend::Neutron(cfg),
+                    described,
+                    Box::new(move || nothing_to_reload(&hangups)),
+                )
+            }
         };
-        os::claim_socket_path(path).map_err(Failure::System)?;
-        let bind = || Listener::bind_unix(rt, path);
-        let listener = match cfg.socket_mode {
-            Some(mode) => with_umask(umask_for(mode.bits()), bind),
-            None => bind(),
-        }
-        .map_err(|e| system("listen on", e))?;
-        // From here on the file is ours: removed however we leave.
-        let file = os::SocketFile::new(path);
-        listener
-            .set_backlog(cfg.backlog)
-            .map_err(|e| system("set the backlog of", e))?;
-        Ok((listener, file))
-    })?;
-    log::info!(
-        "agent listening on {listener}, metadata server {} ({metadata}{}), {described}, {} \
-         worker(s) ({rt} runtime)",
-        cfg.metadata,
-        describe_tls(&cfg.metadata_tls, cfg.metadata.https),
-        cfg.workers,
-    );
-    let endpoint = EndpointConfig {
-        role: Role::Agent(AgentConfig {
+        let url = args.metadata.to_string();
+        let metadata = resolve(
+            "--metadata-url",
+            &url,
+            &args.metadata.host,
+            args.metadata.port,
+        )
+        .map_err(Failure::Config)?;
+        let upstream_tls = metadata_tls(&args).map_err(Failure::Config)?;
+        let role = AgentConfig {
             metadata: Target::Tcp(metadata),
             signer: Signer::new(&secret),
             backend,
-            cache_capacity: cfg.cache_size,
-            cache_ttl: cfg.cache_ttl,
-            negative_ttl: cfg.negative_ttl,
-        }),
-        limits: Limits::default(),
-        conns: ConnLimits {
-            max_conns: cfg.max_conns,
-            ..ConnLimits::default()
-        },
-        timeouts: cfg.timeouts,
-        tls: EndpointTls {
+            cache_capacity: args.cache_size,
+            cache_ttl: args.cache_ttl,
+            negative_ttl: args.negative_ttl,
+        };
+        Ok(Agent {
+            args,
+            role,
+            metadata,
+            upstream_tls,
+            backend: described,
+            hangup,
+        })
+    }
+
+    fn bind(&self, rt: Runtime) -> Result<Self::Bound, Failure> {
+        let a = &self.args;
+        bind_unix(rt, &a.listen_socket, a.socket_mode, Some(a.backlog))
+    }
+
+    fn describe(&self, (listener, _): &Self::Bound) -> String {
+        let a = &self.args;
+        format!(
+            "agent listening on {listener}, metadata server {} ({}{}), {}, {} worker(s)",
+            a.metadata,
+            self.metadata,
+            describe_tls(&a.metadata_tls, a.metadata.https),
+            self.backend,
+            a.workers,
+        )
+    }
+
+    fn work(self, (listener, socket_file): Self::Bound) -> Result<Work, Failure> {
+        let tls = EndpointTls {
             accept: None,
-            upstream: metadata_tls,
-        },
-        metrics: None,
-    };
-    drop(secret);
-    let options = || Options {
-        drain_timeout: cfg.drain_timeout,
-        on_hangup: hangup(),
-        ..Options::default()
-    };
-    metrics::run_workers(rt, cfg.workers, endpoint, vec![listener], options, exporter)
-        .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
-    log::info!("agent stopped");
-    Ok(())
-}
-
-/// The umask under which `bind(2)` gives a Unix socket exactly `mode` (Linux creates the
-/// socket file with `0o777 & !umask`).
-fn umask_for(mode: u32) -> libc::mode_t {
-    (0o777 & !mode) as libc::mode_t
-}
-
-/// Runs `f` with the process's umask set to `mask`, then restores it. The agent's socket gets
-/// its `--socket-mode` when it is bound rather than by a chmod after it, so that there is no
-/// moment at which a namespace proxy (or anyone) finds it with the umask's looser mode. The
-/// umask is per process: this runs before any thread is started (`start` binds first; the
-/// log flusher and the event loops come later), so nothing else creates files meanwhile.
-fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
-    // SAFETY: umask(2) cannot fail and touches no memory.
-    let old = unsafe { libc::umask(mask) };
-    let out = f();
-    // SAFETY: as above.
-    unsafe { libc::umask(old) };
-    out
+            upstream: self.upstream_tls,
+        };
+        let endpoint = serve::endpoint(Role::Agent(self.role), &self.args.endpoint, tls);
+        let (drain_timeout, hangup) = (self.args.drain_timeout, self.hangup);
+        let hooks = move || Options {
+            drain_timeout,
+            on_hangup: hangup(),
+            ..Options::default()
+        };
+        let work = Work::workers(self.args.workers, endpoint, vec![listener], hooks);
+        Ok(work.keeping(socket_file))
+    }
 }
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
@@ -266,32 +260,6 @@ fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hook {
     })
 }
 
-/// A secret given in a file (see [`read_secret`]) or, by Neutron's INI files, itself.
-fn load_secret(secret: &cli::Secret, what: &str) -> Result<Vec<u8>, String> {
-    match secret {
-        cli::Secret::File(path) => read_secret(path, what),
-        cli::Secret::Inline { value, .. } => Ok(value.clone().into_bytes()),
-    }
-}
-
-/// A secret (the shared secret, a password): the file's bytes without one trailing newline
-/// (`\n` or `\r\n`). Never logged.
-pub(crate) fn read_secret(path: &Path, what: &str) -> Result<Vec<u8>, String> {
-    let shown = path.display();
-    let mut secret = fs::read(path).map_err(|e| format!("cannot read {what} file {shown}: {e}"))?;
-    if secret.ends_with(b"\n") {
-        secret.pop();
-        if secret.ends_with(b"\r") {
-            secret.pop();
-        }
-    }
-    let meta = fs::metadata(path);
-    if meta.is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o004 != 0) {
-        log::warn!("{what} file {shown} is readable by every user");
-    }
-    Ok(secret)
-}
-
 /// Reads and parses a static map; errors read `FILE:LINE: message`.
 fn load_map(path: &Path) -> Result<StaticMap, String> {
     let shown = path.display();
@@ -362,40 +330,12 @@ impl MapReloader {
 mod tests {
     use super::*;
 
-    #[test]
-    fn umask_for_each_socket_mode() {
-        // (--socket-mode bits, umask, what bind(2) then makes of 0o777)
-        for (mode, mask) in [(0o644, 0o133), (0o664, 0o113), (0o666, 0o111)] {
-            assert_eq!(umask_for(mode), mask, "{mode:o}");
-            assert_eq!(0o777 & !umask_for(mode), mode, "{mode:o}");
-        }
-    }
-
     fn temp(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mdp-agent-unit-{}", std::process::id()));
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join(name);
         fs::write(&path, contents).unwrap();
         path
-    }
-
-    #[test]
-    fn secret_loses_one_trailing_newline_only() {
-        assert_eq!(
-            read_secret(&temp("s1", "s3cr3t\n"), "secret").unwrap(),
-            b"s3cr3t"
-        );
-        assert_eq!(
-            read_secret(&temp("s2", "s3cr3t\r\n"), "secret").unwrap(),
-            b"s3cr3t"
-        );
-        assert_eq!(
-            read_secret(&temp("s3", "s3cr3t\n\n"), "secret").unwrap(),
-            b"s3cr3t\n"
-        );
-        assert_eq!(read_secret(&temp("s4", " s "), "secret").unwrap(), b" s ");
-        assert_eq!(read_secret(Path::new("/dev/null"), "secret").unwrap(), b"");
-        assert!(read_secret(Path::new("/nonexistent/secret"), "secret").is_err());
     }
 
     #[test]

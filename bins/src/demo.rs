@@ -12,17 +12,19 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::config::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Role};
-use mdproxy_core::http::Limits;
+use mdproxy_core::config::{AgentConfig, Backend, NsProxyConfig, Role};
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
 use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
 
-use crate::agent::read_secret;
-use crate::runtime::{Listener, Loop, Options};
-use crate::server::{bind_tcp, OsEntropy};
-use crate::{cli, metrics, start, Failure};
+use crate::entropy::OsEntropy;
+use crate::listen::{bind_tcp, bind_unix};
+use crate::runtime::{Listener, Loop, Options, Runtime};
+use crate::secret::read_secret;
+use crate::serve::{self, Serve, Work};
+use crate::server::Server;
+use crate::{cli, os, Failure};
 
 /// The sample instance, one source of truth with the core's golden tests.
 const SAMPLE: &str = include_str!("../../core/tests/golden/instance.toml");
@@ -30,110 +32,145 @@ const SAMPLE: &str = include_str!("../../core/tests/golden/instance.toml");
 const ROUTER: &str = "de300000-0000-4000-8000-000000000001";
 const NETWORK: &str = "de300000-0000-4000-8000-000000000002";
 
-pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
-    let rt = cfg.process.runtime;
-    let sample = parse_instance(SAMPLE, Format::Toml)
-        .map_err(|e| Failure::System(format!("the bundled sample instance is invalid: {e}")))?;
-    let dir = TempDir::create()?;
-    let files = dir.populate(&sample)?;
-    let server = cli::Server {
-        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
-        shared_secret_file: Some(files.secret.clone()),
-        instances: files.instances.clone(),
-        state_dir: files.state.clone(),
-        rescan_interval: Duration::from_secs(2),
-        conns: Default::default(),
-        direct: false,
-        imdsv2: ImdsV2::Optional,
-        dhcp_domain: "novalocal".to_owned(),
-        tls: None,
-        timeouts: cfg.timeouts,
-        drain_timeout: cfg.drain_timeout,
-        process: cli::Process::default(),
-    };
-    let (server_ep, server_opts) = crate::server::prepare(&server)?;
-    let secret = read_secret(&files.secret, "shared secret").map_err(Failure::Config)?;
-    let map = StaticMap::parse(&static_map(&sample))
-        .map_err(|e| Failure::System(format!("the demo's static map is invalid: {e}")))?;
-    let Some(router) = Uuid::parse(ROUTER.as_bytes()) else {
-        return Err(Failure::System(
-            "the demo's router id is invalid".to_owned(),
-        ));
-    };
-    let ((server_l, agent_l, proxy_l), exporter, _pid_file) = start(&cfg.process, || {
-        let server_l = bind_tcp(rt, &server.listen)?;
-        let agent_l = Listener::bind_unix(rt, &files.socket).map_err(|e| {
-            let shown = files.socket.display();
-            Failure::System(format!("cannot listen on {shown}: {e}"))
+/// The demo: its files written, the server loaded, the agent's secret and map read.
+pub struct Demo {
+    args: cli::Demo,
+    sample: InstanceData,
+    dir: TempDir,
+    socket: PathBuf,
+    server: Server,
+    signer: Signer,
+    map: StaticMap,
+    router: Uuid,
+}
+
+/// The three roles' listeners, and the addresses the instructions name.
+pub struct Bound {
+    server: Vec<Listener>,
+    agent: (Listener, os::SocketFile),
+    proxy: Vec<Listener>,
+    server_addr: SocketAddr,
+    proxy_addr: SocketAddr,
+}
+
+impl Serve for Demo {
+    type Args = cli::Demo;
+    type Bound = Bound;
+    const NAME: &'static str = "demo";
+
+    fn load(args: cli::Demo) -> Result<Demo, Failure> {
+        let sample = parse_instance(SAMPLE, Format::Toml)
+            .map_err(|e| Failure::System(format!("the bundled sample instance is invalid: {e}")))?;
+        let dir = TempDir::create()?;
+        let files = dir.populate(&sample)?;
+        let server = Server::load(cli::Server {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            shared_secret_file: Some(files.secret.clone()),
+            instances: files.instances.clone(),
+            state_dir: files.state.clone(),
+            rescan_interval: Duration::from_secs(2),
+            direct: false,
+            imdsv2: ImdsV2::Optional,
+            dhcp_domain: "novalocal".to_owned(),
+            tls: None,
+            endpoint: args.endpoint,
+            drain_timeout: args.drain_timeout,
+            process: cli::Process::default(),
         })?;
-        Ok((server_l, agent_l, bind_tcp(rt, &[cfg.listen])?))
-    })?;
-    let (Some(server_addr), Some(proxy_addr)) = (
-        server_l.first().and_then(Listener::local_addr),
-        proxy_l.first().and_then(Listener::local_addr),
-    ) else {
-        return Err(Failure::System("a listener has no address".to_owned()));
-    };
-    let endpoint = |role| EndpointConfig {
-        role,
-        limits: Limits::default(),
-        conns: Default::default(),
-        timeouts: cfg.timeouts,
-        tls: Default::default(),
-        metrics: None,
-    };
-    let agent_ep = endpoint(Role::Agent(AgentConfig {
-        metadata: Target::Tcp(server_addr),
-        signer: Signer::new(&secret),
-        backend: Backend::Static(map),
-        cache_capacity: NonZeroUsize::MIN,
-        cache_ttl: Duration::from_secs(5),
-        negative_ttl: Duration::from_secs(1),
-    }));
-    drop(secret);
-    let proxy_ep = endpoint(Role::NsProxy(NsProxyConfig {
-        scope: Scope::Router(router),
-        upstream: Target::Unix(files.socket.clone()),
-        max_conns: 1024,
-        max_conns_per_ip: 64,
-        rate_limit: None,
-    }));
-    let quiet = || Options {
-        drain_timeout: cfg.drain_timeout,
-        ..Options::default()
-    };
-    log::info!(
-        "demo: ns-proxy on {proxy_addr} (router {ROUTER}) → agent on unix:{} → server on \
-         {server_addr}, instance {} in {} ({rt} runtime)",
-        files.socket.display(),
-        sample.uuid,
-        dir.0.display(),
-    );
-    // Nobody may read stdout (e.g. with --daemonize): the demo runs all the same.
-    let _ = io::stdout()
-        .lock()
-        .write_all(instructions(proxy_addr, &sample).as_bytes());
-    let loops = vec![
-        Loop {
-            cfg: server_ep,
-            listeners: server_l,
-            options: server_opts,
-        },
-        Loop {
-            cfg: agent_ep,
-            listeners: vec![agent_l],
-            options: quiet(),
-        },
-        Loop {
-            cfg: proxy_ep,
-            listeners: proxy_l,
-            options: quiet(),
-        },
-    ];
-    metrics::run_loops(rt, loops, exporter)
-        .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
-    log::info!("demo stopped; removing {}", dir.0.display());
-    Ok(())
+        let secret = read_secret(&files.secret, "shared secret").map_err(Failure::Config)?;
+        let map = StaticMap::parse(&static_map(&sample))
+            .map_err(|e| Failure::System(format!("the demo's static map is invalid: {e}")))?;
+        let Some(router) = Uuid::parse(ROUTER.as_bytes()) else {
+            return Err(Failure::System(
+                "the demo's router id is invalid".to_owned(),
+            ));
+        };
+        Ok(Demo {
+            args,
+            sample,
+            dir,
+            socket: files.socket,
+            server,
+            signer: Signer::new(&secret),
+            map,
+            router,
+        })
+    }
+
+    fn bind(&self, rt: Runtime) -> Result<Bound, Failure> {
+        let server = self.server.bind(rt)?;
+        let agent = bind_unix(rt, &self.socket, None, None)?;
+        let proxy = bind_tcp(rt, &[self.args.listen])?;
+        let (Some(server_addr), Some(proxy_addr)) = (
+            server.first().and_then(Listener::local_addr),
+            proxy.first().and_then(Listener::local_addr),
+        ) else {
+            return Err(Failure::System("a listener has no address".to_owned()));
+        };
+        Ok(Bound {
+            server,
+            agent,
+            proxy,
+            server_addr,
+            proxy_addr,
+        })
+    }
+
+    fn describe(&self, b: &Bound) -> String {
+        format!(
+            "demo: ns-proxy on {} (router {ROUTER}) → agent on unix:{} → server on {}, \
+             instance {} in {}",
+            b.proxy_addr,
+            self.socket.display(),
+            b.server_addr,
+            self.sample.uuid,
+            self.dir.0.display(),
+        )
+    }
+
+    fn work(self, b: Bound) -> Result<Work, Failure> {
+        let agent = Role::Agent(AgentConfig {
+            metadata: Target::Tcp(b.server_addr),
+            signer: self.signer,
+            backend: Backend::Static(self.map),
+            cache_capacity: NonZeroUsize::MIN,
+            cache_ttl: Duration::from_secs(5),
+            negative_ttl: Duration::from_secs(1),
+        });
+        let proxy = Role::NsProxy(NsProxyConfig {
+            scope: Scope::Router(self.router),
+            upstream: Target::Unix(self.socket),
+            rate_limit: None,
+        });
+        let proxy_args = cli::EndpointArgs {
+            conns: cli::NS_PROXY_CONNS,
+            ..self.args.endpoint
+        };
+        let drain_timeout = self.args.drain_timeout;
+        let quiet = || Options {
+            drain_timeout,
+            ..Options::default()
+        };
+        // Nobody may read stdout (e.g. with --daemonize): the demo runs all the same.
+        let _ = io::stdout()
+            .lock()
+            .write_all(instructions(b.proxy_addr, &self.sample).as_bytes());
+        let (agent_listener, socket_file) = b.agent;
+        let loops = vec![
+            self.server.into_loop(b.server),
+            Loop {
+                cfg: serve::endpoint(agent, &self.args.endpoint, Default::default()),
+                listeners: vec![agent_listener],
+                options: quiet(),
+            },
+            Loop {
+                cfg: serve::endpoint(proxy, &proxy_args, Default::default()),
+                listeners: b.proxy,
+                options: quiet(),
+            },
+        ];
+        Ok(Work::each(loops).keeping(socket_file).keeping(self.dir))
+    }
 }
 
 /// The agent's map: 127.0.0.1 and ::1 on the demo router are the sample instance.
@@ -191,6 +228,7 @@ struct Files {
     /// The server's `--state-dir` (created by the first posted password).
     state: PathBuf,
     secret: PathBuf,
+    /// The agent's socket, which the ns-proxy connects to.
     socket: PathBuf,
 }
 

@@ -9,138 +9,129 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdproxy_core::config::{EndpointConfig, Reload, Role};
-use mdproxy_core::http::Limits;
 use mdproxy_core::metadata::{
-    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
+    parse_instance, Date, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
 };
 use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::EndpointTls;
 
-use crate::agent::read_secret;
+use crate::entropy::OsEntropy;
+use crate::listen::bind_tcp;
 use crate::passwords::{StateDir, Writer};
-use crate::runtime::{Listener, Options, Runtime};
-use crate::{cli, metrics, os, start, tls, Failure};
+use crate::runtime::{Listener, Loop, Options, Runtime};
+use crate::secret::read_secret;
+use crate::serve::{self, Serve, Work};
+use crate::{cli, os, tls, Failure};
 
-pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
-    let (endpoint, options) = prepare(&cfg)?;
-    let rt = cfg.process.runtime;
-    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
-    let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
-    let identity = match cfg.direct {
-        true => "by client address (--direct)",
-        false => "by signed X-Instance-ID",
-    };
-    let imdsv2 = match cfg.imdsv2 {
-        ImdsV2::Off => "off",
-        ImdsV2::Optional => "optional",
-        ImdsV2::Required => "required",
-    };
-    let https = match &cfg.tls {
-        None => String::new(),
-        Some(t) if t.client_ca.is_some() => {
-            format!(
-                " (HTTPS, {}, client certificates required)",
-                t.cert.display()
-            )
-        }
-        Some(t) => format!(" (HTTPS, {})", t.cert.display()),
-    };
-    log::info!(
-        "server listening on {}{https}, instances in {} (rescanned every {:?}), passwords in \
-         {}, identity {identity}, IMDSv2 {imdsv2} ({rt} runtime)",
-        addrs.join(", "),
-        cfg.instances.display(),
-        cfg.rescan_interval,
-        cfg.state_dir.display(),
-    );
-    metrics::run(rt, endpoint, listeners, options, exporter)
-        .map_err(|e| Failure::System(format!("event loop failed: {e}")))?;
-    log::info!("server stopped");
-    Ok(())
+/// The server, its secret, instances and state directory read.
+pub struct Server {
+    args: cli::Server,
+    endpoint: EndpointConfig,
+    options: Options,
 }
 
-/// The server's endpoint and the hooks of its loop: reads the secret, the instance directory
-/// and the state directory (an unreadable one is a configuration error; bad files are only
-/// logged).
-pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Failure> {
-    let signer = match (&cfg.shared_secret_file, cfg.direct) {
-        (_, true) => None,
-        (Some(path), false) => {
-            let secret = read_secret(path, "shared secret").map_err(Failure::Config)?;
-            Some(Signer::new(&secret))
-        }
-        (None, false) => {
-            let msg = "--shared-secret-file is required unless --direct";
-            return Err(Failure::Config(msg.to_owned()));
-        }
-    };
-    let accept = match &cfg.tls {
-        Some(args) => Some(tls::server(args).map_err(Failure::Config)?),
-        None => None,
-    };
-    let entropy = OsEntropy::new().map_err(Failure::System)?;
-    let (state, passwords) = StateDir::load(&cfg.state_dir).map_err(Failure::Config)?;
-    let instances = InstanceDir::open(&cfg.instances, passwords).map_err(Failure::Config)?;
-    let today = os::utc_today();
-    let endpoint = EndpointConfig {
-        role: Role::Server(ServerConfig {
+impl Serve for Server {
+    type Args = cli::Server;
+    type Bound = Vec<Listener>;
+    const NAME: &'static str = "server";
+
+    /// Reads the secret, the instance directory and the state directory (an unreadable one
+    /// is a configuration error; bad files are only logged).
+    fn load(args: cli::Server) -> Result<Server, Failure> {
+        let signer = match (&args.shared_secret_file, args.direct) {
+            (_, true) => None,
+            (Some(path), false) => {
+                let secret = read_secret(path, "shared secret").map_err(Failure::Config)?;
+                Some(Signer::new(&secret))
+            }
+            (None, false) => {
+                let msg = "--shared-secret-file is required unless --direct";
+                return Err(Failure::Config(msg.to_owned()));
+            }
+        };
+        let accept = match &args.tls {
+            Some(tls) => Some(tls::server(tls).map_err(Failure::Config)?),
+            None => None,
+        };
+        let entropy = OsEntropy::new().map_err(Failure::System)?;
+        let (state, passwords) = StateDir::load(&args.state_dir).map_err(Failure::Config)?;
+        let instances = InstanceDir::open(&args.instances, passwords).map_err(Failure::Config)?;
+        let role = Role::Server(ServerConfig {
             signer,
-            direct: cfg.direct,
-            imdsv2: cfg.imdsv2,
-            dhcp_domain: cfg.dhcp_domain.clone(),
-            today,
+            direct: args.direct,
+            imdsv2: args.imdsv2,
+            dhcp_domain: args.dhcp_domain.clone(),
+            today: os::utc_today(),
             entropy,
-        }),
-        limits: Limits::default(),
-        conns: cfg.conns,
-        timeouts: cfg.timeouts,
-        tls: EndpointTls {
+        });
+        let tls = EndpointTls {
             accept,
             upstream: None,
-        },
-        metrics: None,
-    };
-    Ok((
-        endpoint,
-        instances.options(Writer::new(state), cfg.rescan_interval, cfg.drain_timeout),
-    ))
-}
+        };
+        let endpoint = serve::endpoint(role, &args.endpoint, tls);
+        let options =
+            instances.options(Writer::new(state), args.rescan_interval, args.drain_timeout);
+        Ok(Server {
+            args,
+            endpoint,
+            options,
+        })
+    }
 
-/// Binds a TCP listener on each of `addrs`.
-pub(crate) fn bind_tcp(rt: Runtime, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
-    let bind = |addr: &SocketAddr| {
-        Listener::bind_tcp(rt, *addr)
-            .map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
-    };
-    addrs.iter().map(bind).collect()
-}
+    fn bind(&self, rt: Runtime) -> Result<Vec<Listener>, Failure> {
+        bind_tcp(rt, &self.args.listen)
+    }
 
-/// Randomness from the operating system (`getrandom(2)`).
-pub(crate) struct OsEntropy;
+    fn describe(&self, listeners: &Vec<Listener>) -> String {
+        let a = &self.args;
+        let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
+        let identity = match a.direct {
+            true => "by client address (--direct)",
+            false => "by signed X-Instance-ID",
+        };
+        let imdsv2 = match a.imdsv2 {
+            ImdsV2::Off => "off",
+            ImdsV2::Optional => "optional",
+            ImdsV2::Required => "required",
+        };
+        let https = match &a.tls {
+            None => String::new(),
+            Some(t) if t.client_ca.is_some() => {
+                format!(
+                    " (HTTPS, {}, client certificates required)",
+                    t.cert.display()
+                )
+            }
+            Some(t) => format!(" (HTTPS, {})", t.cert.display()),
+        };
+        format!(
+            "server listening on {}{https}, instances in {} (rescanned every {:?}), passwords \
+             in {}, identity {identity}, IMDSv2 {imdsv2}",
+            addrs.join(", "),
+            a.instances.display(),
+            a.rescan_interval,
+            a.state_dir.display(),
+        )
+    }
 
-impl OsEntropy {
-    /// Checks once that the system's random source works, so a broken one stops the start
-    /// rather than a request.
-    pub(crate) fn new() -> Result<Arc<OsEntropy>, String> {
-        getrandom::fill(&mut [0u8; 16])
-            .map_err(|e| format!("the system's random source does not work: {e}"))?;
-        Ok(Arc::new(OsEntropy))
+    fn work(self, listeners: Vec<Listener>) -> Result<Work, Failure> {
+        Ok(Work::one(self.endpoint, listeners, self.options))
     }
 }
 
-impl Entropy for OsEntropy {
-    fn fill(&self, buf: &mut [u8]) {
-        // It worked at startup; failing now means the system is broken, and tokens must not
-        // be predictable.
-        if let Err(e) = getrandom::fill(buf) {
-            panic!("the system's random source failed: {e}");
+impl Server {
+    /// The endpoint and its hooks, for a loop of the demo's.
+    pub(crate) fn into_loop(self, listeners: Vec<Listener>) -> Loop {
+        Loop {
+            cfg: self.endpoint,
+            listeners,
+            options: self.options,
         }
     }
 }

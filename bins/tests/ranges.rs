@@ -70,12 +70,16 @@ const DAY_OR_NONE: &str = "0 to 86400 seconds";
 const MILLION: &str = "1 to 1000000";
 
 /// Every role's.
-const COMMON: [Opt; 5] = [
+const COMMON: [Opt; 9] = [
     secs("timeout-head", 0.001, 86_400.0, TIMEOUT),
     secs("timeout-idle", 0.001, 86_400.0, TIMEOUT),
     secs("timeout-connect", 0.001, 86_400.0, TIMEOUT),
     secs("timeout-response", 0.001, 86_400.0, TIMEOUT),
     secs("drain-timeout", 0.0, 86_400.0, DAY_OR_NONE),
+    int("max-head-bytes", 1024.0, 1_048_576.0, "1024 to 1048576"),
+    int("max-headers", 8.0, 1000.0, "8 to 1000"),
+    int("max-body-bytes", 1024.0, 16_777_216.0, "1024 to 16777216"),
+    int("max-chunk-line-bytes", 64.0, 65_536.0, "64 to 65536"),
 ];
 
 const NS_PROXY: [Opt; 2] = [
@@ -460,7 +464,7 @@ fn values_out_of_range_in_files_name_the_line_and_the_range() {
     let dir = TempDir::new();
     let toml = dir.join("mdproxy.toml");
     // (file text, role and its own flags, the line, the message after `FILE:LINE: `)
-    let cases: [(&str, &[&str], usize, String); 5] = [
+    let cases: [(&str, &[&str], usize, String); 6] = [
         (
             "timeout-head = 1e19\n",
             &["ns-proxy", "--router-id", ROUTER],
@@ -484,6 +488,12 @@ fn values_out_of_range_in_files_name_the_line_and_the_range() {
             &["server"],
             4,
             out_of_range("`rescan-interval`", "0.05", "0.1 to 86400 seconds"),
+        ),
+        (
+            "[agent]\nstatic-map = \"/m\"\nshared-secret-file = \"/s\"\nmax-head-bytes = 1023\n",
+            &["agent"],
+            4,
+            out_of_range("`max-head-bytes`", "1023", "1024 to 1048576"),
         ),
         (
             "[common]\ndrain-timeout = -1\n",

@@ -101,10 +101,6 @@ pub struct NsProxyConfig {
     pub scope: Scope,
     /// The metadata agent's socket.
     pub upstream: Target,
-    /// Most client connections open at once; more are answered 503 and closed.
-    pub max_conns: usize,
-    /// Most client connections open at once from one IP.
-    pub max_conns_per_ip: usize,
     /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
     pub rate_limit: Option<RateLimit>,
 }
@@ -123,9 +119,9 @@ pub struct RateLimit {
     pub burst_window: Duration,
 }
 
-/// Connection limits of the agent and the server (the ns-proxy's are in [`NsProxyConfig`]):
-/// past either, a new connection is answered 503 and closed. Per IP only where a peer has one
-/// (the server's TCP clients; the agent's peers are ns-proxies on a Unix socket).
+/// Connection limits of every role: past either, a new connection is answered 503 and closed.
+/// Per IP only where a peer has one (the ns-proxy's and the server's TCP clients; the agent's
+/// peers are ns-proxies on a Unix socket).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnLimits {
     /// Client connections open at once.
@@ -135,7 +131,8 @@ pub struct ConnLimits {
 }
 
 impl Default for ConnLimits {
-    /// DESIGN.md: 4096 per agent and per server.
+    /// DESIGN.md: 4096 per agent and per server (an ns-proxy's are 1024, and 64 per client IP:
+    /// the binary sets them).
     fn default() -> Self {
         ConnLimits {
             max_conns: 4096,
@@ -151,7 +148,7 @@ pub struct EndpointConfig {
     pub role: Role,
     /// Limits on what clients send.
     pub limits: Limits,
-    /// Connection limits (agent and server; see [`ConnLimits`]).
+    /// Connection limits (see [`ConnLimits`]).
     pub conns: ConnLimits,
     /// Timeouts.
     pub timeouts: Timeouts,

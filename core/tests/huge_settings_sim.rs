@@ -15,8 +15,6 @@ fn ns_sim(rate_limit: Option<RateLimit>, timeouts: Timeouts) -> Sim {
     let ns = NsProxyConfig {
         scope: Scope::Router(Uuid::parse(b"5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6").expect("uuid")),
         upstream: Target::Unix("/tmp/agent.sock".into()),
-        max_conns: 1024,
-        max_conns_per_ip: 64,
         rate_limit,
     };
     Sim::with_role(Role::NsProxy(ns), timeouts)

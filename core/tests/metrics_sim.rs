@@ -31,8 +31,6 @@ fn ns_proxy(metrics: &Arc<Metrics>) -> Sim {
     let ns = NsProxyConfig {
         scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
         upstream: Target::Unix("/tmp/agent.sock".into()),
-        max_conns: 1024,
-        max_conns_per_ip: 64,
         rate_limit: None,
     };
     sim(Role::NsProxy(ns), metrics)

@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
+use mdproxy_core::config::{ConnLimits, EndpointConfig, NsProxyConfig, RateLimit, Role, Timeouts};
+use mdproxy_core::http::Limits;
 use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::socket::{ConnectError, Input, Target};
 
@@ -12,16 +13,29 @@ mod sim;
 use sim::{count, Sim, OK};
 
 fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
+    ns_sim_with(64, f)
+}
+
+/// An ns-proxy with DESIGN.md's 1024 connections, and `per_ip` per client IP.
+fn ns_sim_with(per_ip: usize, f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
     let mut ns = NsProxyConfig {
         scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
         upstream: Target::Unix("/tmp/agent.sock".into()),
-        max_conns: 1024,
-        max_conns_per_ip: 64,
         rate_limit: None,
     };
     let mut timeouts = Timeouts::default();
     f(&mut ns, &mut timeouts);
-    Sim::with_role(Role::NsProxy(ns), timeouts)
+    Sim::new(EndpointConfig {
+        role: Role::NsProxy(ns),
+        limits: Limits::default(),
+        conns: ConnLimits {
+            max_conns: 1024,
+            max_conns_per_ip: per_ip,
+        },
+        timeouts,
+        tls: Default::default(),
+        metrics: None,
+    })
 }
 
 #[test]
@@ -398,7 +412,7 @@ fn rate_limit_answers_429() {
 
 #[test]
 fn connection_limit_per_ip() {
-    let mut s = ns_sim(|ns, _| ns.max_conns_per_ip = 2);
+    let mut s = ns_sim_with(2, |_, _| {});
     let a = s.accept();
     let b = s.accept();
     let third = s.accept();
@@ -452,7 +466,7 @@ fn token_put_through_an_instance_proxy_is_403() {
 
 #[test]
 fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
-    let mut s = ns_sim(|ns, _| ns.max_conns_per_ip = 1);
+    let mut s = ns_sim_with(1, |_, _| {});
     let first = s.accept();
     // A byte past the request: the connection lingers after its answer instead of closing.
     s.send(first, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nX");

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 
-use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role, Timeouts};
+use mdproxy_core::config::{ConnLimits, EndpointConfig, NsProxyConfig, Role, Timeouts};
 use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::socket::Target;
 use mdproxy_mio::{run, Listener, RunOptions};
@@ -66,12 +66,13 @@ fn relays_over_tcp_and_unix_then_stops_on_sigterm() {
         role: Role::NsProxy(NsProxyConfig {
             scope: Scope::Router(Uuid::parse(b"0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01").unwrap()),
             upstream: Target::Unix(PathBuf::from(&up_path)),
-            max_conns: 16,
-            max_conns_per_ip: 16,
             rate_limit: None,
         }),
         limits: Default::default(),
-        conns: Default::default(),
+        conns: ConnLimits {
+            max_conns: 16,
+            max_conns_per_ip: 16,
+        },
         timeouts: Timeouts::default(),
         tls: Default::default(),
         metrics: None,

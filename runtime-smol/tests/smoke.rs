@@ -69,8 +69,6 @@ impl Proxy {
             role: Role::NsProxy(NsProxyConfig {
                 scope: Scope::Router(Uuid::parse(b"0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01").unwrap()),
                 upstream,
-                max_conns: 4096,
-                max_conns_per_ip: 4096,
                 rate_limit: None,
             }),
             limits: Default::default(),

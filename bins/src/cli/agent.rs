@@ -2,19 +2,19 @@
 //! flags).
 
 use std::fmt;
-use std::net::{Ipv6Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::config::Timeouts;
-use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
+use mdproxy_core::lookup::{HttpUrl, NeutronConfig, UrlError};
 
 use super::args::Args;
 use super::range::{
     BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, PORT, TIMEOUT, WORKERS,
 };
-use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
+use super::{
+    common_help, needs_tls, next_flag, switch, value, Command, Common, EndpointArgs, Process,
+};
 
 pub const HELP: &str = concat!(
     "\
@@ -193,8 +193,6 @@ pub struct Agent {
     /// `None`: leave the mode the umask gives.
     pub socket_mode: Option<SocketMode>,
     pub workers: usize,
-    /// Most proxy connections open at once, per worker.
-    pub max_conns: usize,
     pub metadata: MetadataUrl,
     /// TLS to an https metadata server.
     pub metadata_tls: ClientTlsArgs,
@@ -203,7 +201,8 @@ pub struct Agent {
     pub cache_size: NonZeroUsize,
     pub cache_ttl: Duration,
     pub negative_ttl: Duration,
-    pub timeouts: Timeouts,
+    /// The connection limit is per worker.
+    pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     pub process: Process,
 }
@@ -475,7 +474,6 @@ pub(super) const SAME: &[&[&str]] = &[
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
-    let mut max_conns = 4096;
     let mut metadata = MetadataUrl {
         https: false,
         host: "127.0.0.1".to_owned(),
@@ -498,7 +496,9 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "backlog" => backlog = BACKLOG.parse(&flag, &value(p, &flag)?)?,
             "socket-mode" => socket_mode = Some(mode(&flag, &value(p, &flag)?)?),
             "workers" => workers = WORKERS.parse(&flag, &value(p, &flag)?)?,
-            "max-conns" => max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns" => {
+                common.endpoint.conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?
+            }
             "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
             "metadata-ca-file" => {
                 needs_tls(&flag)?;
@@ -585,7 +585,6 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         backlog,
         socket_mode,
         workers,
-        max_conns,
         metadata,
         metadata_tls,
         shared_secret,
@@ -593,7 +592,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         cache_size,
         cache_ttl,
         negative_ttl,
-        timeouts: common.timeouts,
+        endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
     })))
@@ -647,84 +646,50 @@ fn check_client_tls(args: &ClientTlsArgs, prefix: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The parts of `http[s]://HOST[:PORT][/PATH]`: whether it is https, the host (a name, an IPv4
-/// address or a bracketed IPv6 address, returned without brackets), the port (80, or 443 for
-/// https, when absent) and the path (`""` or from its `/` on). No user info, query or fragment
-/// in the authority. `shape` is the form named in the error, e.g. `http[s]://HOST[:PORT] (e.g.
-/// http://127.0.0.1:8775)`. https is refused by a build without TLS.
-fn split_http_url<'a>(
-    flag: &str,
-    v: &'a str,
-    shape: &str,
-) -> Result<(bool, &'a str, u16, &'a str), String> {
-    let bad = || format!("{flag}: {v:?} is not {shape}");
-    let (https, rest) = match v.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => {
-            needs_tls(&format!("{flag} {v}"))?;
-            (true, rest)
-        }
-        _ => return Err(bad()),
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    if authority.is_empty() || authority.contains(['?', '#', '@']) {
-        return Err(bad());
+/// `v` of `flag` by the core's URL parser (the one the lookup client's targets are built
+/// on), refused by a build without TLS if it is https; `shape` is the form errors name, e.g.
+/// `http[s]://HOST[:PORT] (e.g. http://127.0.0.1:8775)`.
+fn http_url<'a>(flag: &str, v: &'a str, shape: &str) -> Result<HttpUrl<'a>, String> {
+    let url = HttpUrl::parse(v).map_err(|e| {
+        let why = match &e {
+            // A port out of range reads as every other number out of its range.
+            UrlError::Port(p) => PORT.parse("its port", p).err(),
+            _ => None,
+        };
+        let why = why.unwrap_or_else(|| e.to_string());
+        format!("{flag}: {v:?} is not {shape}: {why}")
+    })?;
+    if url.https {
+        needs_tls(&format!("{flag} {v}"))?;
     }
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(bracketed) => {
-            let (host, after) = bracketed.split_once(']').ok_or_else(bad)?;
-            host.parse::<Ipv6Addr>().map_err(|_| bad())?;
-            match after {
-                "" => (host, None),
-                _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
-            }
-        }
-        None => match authority.split_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() || (!authority.starts_with('[') && host.contains(':')) {
-        return Err(bad());
-    }
-    let port = match port {
-        None if https => 443,
-        None => 80,
-        Some(p) => PORT
-            .parse("its port", p)
-            .map_err(|e| format!("{}: {e}", bad()))?,
-    };
-    Ok((https, host, port, path))
+    Ok(url)
 }
 
-/// `http://HOST[:PORT][/]`: no path, query or user info (the agent appends each request's own
-/// path).
+/// `http[s]://HOST[:PORT][/]`: no path, query or user info (the agent appends each request's
+/// own path).
 fn metadata_url(flag: &str, v: &str) -> Result<MetadataUrl, String> {
     let shape = "http[s]://HOST[:PORT] (e.g. http://127.0.0.1:8775)";
-    let (https, host, port, path) = split_http_url(flag, v, shape)?;
-    if !matches!(path, "" | "/") {
-        return Err(format!("{flag}: {v:?} is not {shape}"));
+    let url = http_url(flag, v, shape)?;
+    if !url.path.is_empty() {
+        return Err(format!("{flag}: {v:?} is not {shape}: it has a path"));
     }
     Ok(MetadataUrl {
-        https,
-        host: host.to_owned(),
-        port,
+        https: url.https,
+        host: url.host.to_owned(),
+        port: url.port(),
     })
 }
 
-/// `http://HOST[:PORT][/PATH]` of Neutron or Keystone, checked as the lookup client will take
-/// it once HOST is resolved.
+/// `http[s]://HOST[:PORT][/PATH]` of Neutron or Keystone, checked as the lookup client will
+/// take it once HOST is resolved.
 fn service_url(flag: &str, v: &str) -> Result<ServiceUrl, String> {
     let shape = "http[s]://HOST[:PORT][/PATH] (e.g. http://192.0.2.10:9696)";
-    let (https, host, port, _) = split_http_url(flag, v, shape)?;
-    // The address is a stand-in: this only checks what the URL itself must satisfy.
-    let stand_in = SocketAddr::from((Ipv6Addr::UNSPECIFIED, port));
-    HttpTarget::parse_resolved(v, stand_in).map_err(|e| format!("{flag}: {e}"))?;
+    let url = http_url(flag, v, shape)?;
     Ok(ServiceUrl {
         url: v.to_owned(),
-        https,
-        host: host.to_owned(),
-        port,
+        https: url.https,
+        host: url.host.to_owned(),
+        port: url.port(),
     })
 }
 
@@ -761,7 +726,7 @@ mod tests {
             (cfg.cache_ttl, cfg.negative_ttl),
             (Duration::from_secs(5), Duration::from_secs(1))
         );
-        assert_eq!(cfg.timeouts, Timeouts::default());
+        assert_eq!(cfg.endpoint, Default::default());
         assert_eq!(cfg.shared_secret, Secret::File("/s".into()));
         assert!(
             matches!(&cfg.backend, LookupBackend::Static(p) if p.as_path() == Path::new("/m.toml")),
@@ -958,7 +923,7 @@ mod tests {
         assert_eq!(cfg.cache_size.get(), 5);
         assert_eq!(cfg.cache_ttl, Duration::ZERO);
         assert_eq!(cfg.negative_ttl, Duration::from_millis(500));
-        assert_eq!(cfg.timeouts.connect, Duration::from_secs(2));
+        assert_eq!(cfg.endpoint.timeouts.connect, Duration::from_secs(2));
         assert_eq!(cfg.drain_timeout, Duration::ZERO);
         assert_eq!(
             cfg.process.log_file,

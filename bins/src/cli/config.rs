@@ -558,6 +558,36 @@ mod tests {
         }
     }
 
+    /// `mdproxy.example.toml` shows the defaults where it sets what every deployment shares
+    /// (request limits, timeouts, connection limits): read for a role, it gives the endpoint
+    /// settings the role has without it.
+    #[test]
+    fn the_example_file_shows_the_defaults() {
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../mdproxy.example.toml");
+        let endpoint = |role: &str, own: &[&str]| {
+            let mut argv = vec!["mdproxy", "--config", example, role];
+            argv.extend(own);
+            match cmd(&argv) {
+                Ok(Command::NsProxy(c)) => (c.endpoint, c.drain_timeout),
+                Ok(Command::Agent(c)) => (c.endpoint, c.drain_timeout),
+                Ok(Command::Server(c)) => (c.endpoint, c.drain_timeout),
+                other => panic!("{role}: {other:?}"),
+            }
+        };
+        let defaults = crate::cli::EndpointArgs::default();
+        let drain = Common::default().drain_timeout;
+        let ns_proxy = crate::cli::EndpointArgs {
+            conns: crate::cli::NS_PROXY_CONNS,
+            ..defaults
+        };
+        assert_eq!(
+            endpoint("ns-proxy", &["--router-id", ID]),
+            (ns_proxy, drain)
+        );
+        assert_eq!(endpoint("agent", &[]), (defaults, drain));
+        assert_eq!(endpoint("server", &[]), (defaults, drain));
+    }
+
     #[test]
     fn flags_override_the_file() {
         let file = write(
@@ -583,7 +613,7 @@ mod tests {
         };
         assert!(matches!(cfg.scope, mdproxy_core::scope::Scope::Network(_)));
         assert_eq!(cfg.listen, vec!["0.0.0.0:80".parse().unwrap()]);
-        assert_eq!(cfg.max_conns, 6);
+        assert_eq!(cfg.endpoint.conns.max_conns, 6);
         assert!(!cfg.process.daemonize);
         // An error in a flag is the flag's; in the file, the file's line's.
         let e = cmd(&["mdproxy", "--config", config, "ns-proxy", "--max-conns=0"]);
@@ -607,7 +637,7 @@ mod tests {
     #[test]
     fn every_common_flag_is_a_common_key() {
         let help = super::super::ns_proxy::HELP;
-        let start = help.find("Timeouts (in seconds").unwrap();
+        let start = help.find("Request limits (what").unwrap();
         let end = help.find("Every flag may also be spelled").unwrap();
         let flags: Vec<&str> = help[start..end]
             .split_whitespace()

@@ -3,11 +3,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mdproxy_core::config::Timeouts;
-
 use super::args::Args;
 use super::ns_proxy::addr;
-use super::{common_help, next_flag, value, Command, Common, Process};
+use super::{common_help, next_flag, value, Command, Common, EndpointArgs, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -35,7 +33,9 @@ Options:
 pub struct Demo {
     /// The ns-proxy's address.
     pub listen: SocketAddr,
-    pub timeouts: Timeouts,
+    /// The limits and timeouts of all three roles; the connection limits are each role's
+    /// default.
+    pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     pub process: Process,
 }
@@ -56,7 +56,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let common = common.finish();
     Ok(Command::Demo(Box::new(Demo {
         listen,
-        timeouts: common.timeouts,
+        endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
     })))

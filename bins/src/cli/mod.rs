@@ -1,5 +1,5 @@
 //! Command-line parsing: the `mdproxy` subcommands, the flags every role shares (process,
-//! logging, timeouts) and each role's own flags, including the legacy Neutron spellings, and
+//! logging, timeouts, request limits) and each role's own flags, including the legacy Neutron spellings, and
 //! the configuration files that give the same settings (`config.rs`). No socket or
 //! user-database access; the only files read are the configuration files named.
 
@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lexopt::Arg::{Long, Short, Value};
-use mdproxy_core::config::Timeouts;
+use mdproxy_core::config::{ConnLimits, Timeouts};
+use mdproxy_core::http::Limits;
 use mdproxy_core::scope::Uuid;
 
 use crate::runtime::Runtime;
@@ -25,10 +26,10 @@ mod ns_proxy;
 mod range;
 mod server;
 
-pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, Secret, ServiceUrl};
+pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, Secret, ServiceUrl, SocketMode};
 pub use config::check as check_config;
 pub use demo::Demo;
-pub use ns_proxy::NsProxy;
+pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};
 pub use server::{Server, ServerTlsArgs};
 
 pub const TOP_HELP: &str = "\
@@ -70,6 +71,17 @@ macro_rules! common_help {
     ($upstream:literal, $Upstream:literal) => {
         concat!(
             "\
+Request limits (what a client may send; beyond them it gets the status shown, and the
+connection closes):
+      --max-head-bytes N         Request line and header fields, in bytes (431)
+                                 [default: 16384; 1024 to 1048576]
+      --max-headers N            Header fields in one request (431)
+                                 [default: 100; 8 to 1000]
+      --max-body-bytes N         Request body, in bytes, after chunked decoding (413)
+                                 [default: 65536; 1024 to 16777216]
+      --max-chunk-line-bytes N   One chunk-size line of a chunked body, and its trailer
+                                 section, in bytes (400) [default: 1024; 64 to 65536]
+
 Timeouts (in seconds; fractions allowed):
       --timeout-head S           A client must send a whole request head within S (408)
                                  [default: 30; 0.001 to 86400 seconds]
@@ -136,7 +148,7 @@ pub enum Command {
 }
 
 /// Settings of the process rather than of a role.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Process {
     /// `--runtime`.
     pub runtime: Runtime,
@@ -153,11 +165,25 @@ pub struct Process {
     pub ignored: Vec<String>,
 }
 
+/// What a role's endpoint takes from the flags besides the role's own settings: the limits on
+/// what clients send and on connections, and the timeouts. Every role's `EndpointConfig` is
+/// made of one of these, in one place (`serve::endpoint`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EndpointArgs {
+    /// `--max-head-bytes`, `--max-headers`, `--max-body-bytes`, `--max-chunk-line-bytes`.
+    pub limits: Limits,
+    /// `--max-conns` and `--max-conns-per-ip`, where the role takes them.
+    pub conns: ConnLimits,
+    /// `--timeout-*`.
+    pub timeouts: Timeouts,
+}
+
 /// The flags every role takes (see [`common_help`]), collected while a role's flags are parsed.
 #[derive(Debug)]
 pub struct Common {
     pub process: Process,
-    pub timeouts: Timeouts,
+    /// The role's parser sets the connection limits, whose defaults differ by role.
+    pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     log_dir: Option<PathBuf>,
 }
@@ -166,7 +192,7 @@ impl Default for Common {
     fn default() -> Self {
         Common {
             process: Process::default(),
-            timeouts: Timeouts::default(),
+            endpoint: EndpointArgs::default(),
             drain_timeout: Duration::from_secs(10),
             log_dir: None,
         }
@@ -177,11 +203,18 @@ impl Common {
     /// Takes the flag `name` (spelled `flag` on the command line) if it is a shared one;
     /// `Ok(false)` leaves it to the role.
     fn parse(&mut self, name: &str, flag: &str, p: &mut Args) -> Result<bool, String> {
-        let (t, process) = (&mut self.timeouts, &mut self.process);
+        let (t, process) = (&mut self.endpoint.timeouts, &mut self.process);
+        let l = &mut self.endpoint.limits;
         match name {
             "runtime" => {
                 process.runtime =
                     Runtime::parse(&value(p, flag)?).map_err(|e| format!("{flag}: {e}"))?
+            }
+            "max-head-bytes" => l.max_head = range::HEAD_BYTES.parse(flag, &value(p, flag)?)?,
+            "max-headers" => l.max_headers = range::HEADERS.parse(flag, &value(p, flag)?)?,
+            "max-body-bytes" => l.max_body = range::BODY_BYTES.parse(flag, &value(p, flag)?)?,
+            "max-chunk-line-bytes" => {
+                l.max_chunk_line = range::CHUNK_LINE_BYTES.parse(flag, &value(p, flag)?)?
             }
             "timeout-head" => t.head = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
             "timeout-idle" => t.idle = range::TIMEOUT.parse(flag, &value(p, flag)?)?,
@@ -333,6 +366,66 @@ mod tests {
         assert!(matches!(cmd(&["mdproxy", "demo"]), Ok(Command::Demo(_))));
         for bad in [&["mdproxy"][..], &["mdproxy", "nope"], &["mdproxy", "--x"]] {
             assert!(cmd(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    /// The request limits: `Limits::default()` unless given (as the help says), and every
+    /// role takes them.
+    #[test]
+    fn request_limits() {
+        let d = Limits::default();
+        for (flag, default) in [
+            ("--max-head-bytes", d.max_head),
+            ("--max-headers", d.max_headers),
+            ("--max-body-bytes", d.max_body as usize),
+            ("--max-chunk-line-bytes", d.max_chunk_line),
+        ] {
+            let help = ns_proxy::HELP;
+            let at = help.find(&format!("{flag} N")).expect(flag);
+            // The flag's entry: up to the next flag's.
+            let end = help[at + 2..].find("--").map_or(help.len(), |i| at + 2 + i);
+            let shown = &help[at..end];
+            assert!(
+                shown.contains(&format!("[default: {default};")),
+                "{flag}: {shown}"
+            );
+        }
+        let limits = |role: &str, extra: &[&str]| {
+            let required: &[&str] = match role {
+                "ns-proxy" => &["--router-id=0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01"],
+                "agent" => &["--shared-secret-file=/s", "--static-map=/m"],
+                "server" => &["--instances=/i", "--direct"],
+                _ => &[],
+            };
+            let argv: Vec<&str> = ["mdproxy", role]
+                .iter()
+                .chain(required)
+                .chain(extra)
+                .copied()
+                .collect();
+            match cmd(&argv) {
+                Ok(Command::NsProxy(c)) => c.endpoint.limits,
+                Ok(Command::Agent(c)) => c.endpoint.limits,
+                Ok(Command::Server(c)) => c.endpoint.limits,
+                Ok(Command::Demo(c)) => c.endpoint.limits,
+                other => panic!("{role} {extra:?}: {other:?}"),
+            }
+        };
+        let given = [
+            "--max-head-bytes=2048",
+            "--max_headers=9",
+            "--max-body-bytes=4096",
+            "--max-chunk-line-bytes=128",
+        ];
+        let want = Limits {
+            max_head: 2048,
+            max_headers: 9,
+            max_body: 4096,
+            max_chunk_line: 128,
+        };
+        for role in ["ns-proxy", "agent", "server", "demo"] {
+            assert_eq!(limits(role, &[]), d, "{role}");
+            assert_eq!(limits(role, &given), want, "{role}");
         }
     }
 

@@ -5,12 +5,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::config::{RateLimit, Timeouts};
+use mdproxy_core::config::{ConnLimits, RateLimit};
 use mdproxy_core::scope::Scope;
 
 use super::args::Args;
 use super::range::{CONNS, PORT, RATE_COUNT, RATE_WINDOW};
-use super::{common_help, next_flag, uuid, value, Command, Common, Process};
+use super::{common_help, next_flag, uuid, value, Command, Common, EndpointArgs, Process};
 
 pub const HELP: &str = concat!(
     "\
@@ -73,13 +73,17 @@ pub struct NsProxy {
     pub scope: Scope,
     pub listen: Vec<SocketAddr>,
     pub upstream: PathBuf,
-    pub max_conns: usize,
-    pub max_conns_per_ip: usize,
     pub rate_limit: Option<RateLimit>,
-    pub timeouts: Timeouts,
+    pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     pub process: Process,
 }
+
+/// DESIGN.md's connection limits of an ns-proxy (the other roles' are [`ConnLimits::default`]).
+pub const NS_PROXY_CONNS: ConnLimits = ConnLimits {
+    max_conns: 1024,
+    max_conns_per_ip: 64,
+};
 
 /// Flags that set the same thing (see `config.rs`): a configuration file's `listen` is
 /// replaced by `--metadata_port` on the command line, its `router-id` by `--network-id`.
@@ -96,14 +100,14 @@ pub(super) const SAME: &[&[&str]] = &[
 pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
     let (mut router, mut network, mut state_path, mut upstream) = (None, None, None, None);
     let (mut listen, mut rate_limit) = (Vec::new(), None);
-    let (mut max_conns, mut max_conns_per_ip) = (1024, 64);
     let mut common = Common::default();
     common.process.daemonize = legacy;
+    common.endpoint.conns = NS_PROXY_CONNS;
     while let Some((name, flag)) = next_flag(p)? {
         if common.parse(&name, &flag, p)? {
             continue;
         }
-        let process = &mut common.process;
+        let (process, conns) = (&mut common.process, &mut common.endpoint.conns);
         match name.as_str() {
             "help" => return Ok(Command::Help(HELP)),
             "router-id" => router = Some(uuid(&flag, &value(p, &flag)?)?),
@@ -115,8 +119,8 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
             }
             "upstream-socket" | "metadata-proxy-socket" => upstream = Some(value(p, &flag)?.into()),
             "state-path" => state_path = Some(PathBuf::from(value(p, &flag)?)),
-            "max-conns" => max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
-            "max-conns-per-ip" => max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns" => conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
+            "max-conns-per-ip" => conns.max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
             "rate-limit" => rate_limit = Some(rate_limit_arg(&flag, &value(p, &flag)?)?),
             "metadata-proxy-user" => process.user = Some(value(p, &flag)?),
             "metadata-proxy-group" => process.group = Some(value(p, &flag)?),
@@ -151,10 +155,8 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
         scope,
         listen,
         upstream,
-        max_conns,
-        max_conns_per_ip,
         rate_limit,
-        timeouts: common.timeouts,
+        endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
     })))
@@ -213,8 +215,9 @@ mod tests {
             cfg.upstream,
             PathBuf::from("/var/lib/neutron/metadata_proxy")
         );
-        assert_eq!((cfg.max_conns, cfg.max_conns_per_ip), (1024, 64));
-        assert_eq!(cfg.timeouts, Timeouts::default());
+        assert_eq!(cfg.endpoint.conns, NS_PROXY_CONNS);
+        assert_eq!(cfg.endpoint.timeouts, Default::default());
+        assert_eq!(cfg.endpoint.limits, Default::default());
         assert!(cfg.rate_limit.is_none() && !cfg.process.daemonize);
     }
 
@@ -277,7 +280,7 @@ mod tests {
         let rl = cfg.rate_limit.unwrap();
         assert_eq!((rl.base_limit, rl.base_window.as_secs()), (10, 10));
         assert_eq!((rl.burst_limit, rl.burst_window.as_secs()), (20, 2));
-        assert_eq!(cfg.timeouts.head, Duration::from_millis(500));
+        assert_eq!(cfg.endpoint.timeouts.head, Duration::from_millis(500));
     }
 
     #[test]

@@ -43,6 +43,18 @@ pub const RATE_COUNT: Range<u32> = Range::new(1, 1_000_000);
 pub const RATE_WINDOW: Range<u64> = Range::new(1, 86_400);
 /// `--max-neutron-queries`: lookups talking to Neutron at once, per worker.
 pub const NEUTRON_QUERIES: Range<usize> = Range::new(1, NeutronConfig::MAX_IN_FLIGHT);
+/// `--max-head-bytes`: from 1 KiB, which holds any head cloud-init or botocore sends (a few
+/// hundred bytes) with the hops' own fields, to 1 MiB; a connection may buffer this much, so
+/// not more.
+pub const HEAD_BYTES: Range<usize> = Range::new(1024, 1 << 20);
+/// `--max-headers`: at least the handful a client and the hops before us send.
+pub const HEADERS: Range<usize> = Range::new(8, 1000);
+/// `--max-body-bytes`: from 1 KiB, so that Nova's largest password POST (1020 bytes) passes
+/// every hop, to 16 MiB (a chunked body is gathered in memory before it is forwarded).
+pub const BODY_BYTES: Range<u64> = Range::new(1024, 16 << 20);
+/// `--max-chunk-line-bytes`: a chunk-size line of a large body takes a dozen bytes; the limit
+/// also bounds a trailer section, which is read and dropped.
+pub const CHUNK_LINE_BYTES: Range<usize> = Range::new(64, 65_536);
 /// TCP ports (`--metadata-port`, the port of a URL).
 pub const PORT: Range<u16> = Range::new(1, 65_535);
 
@@ -236,6 +248,10 @@ mod tests {
             assert!(range.contains(default), "{default} outside {range}");
         }
         assert!(BACKLOG.contains(4096) && WORKERS.contains(1) && PORT.contains(9697));
+        let limits = mdproxy_core::http::Limits::default();
+        assert!(HEAD_BYTES.contains(limits.max_head) && HEADERS.contains(limits.max_headers));
+        assert!(BODY_BYTES.contains(limits.max_body));
+        assert!(CHUNK_LINE_BYTES.contains(limits.max_chunk_line));
     }
 
     /// The value just outside each end of a range, for the tests.
@@ -309,6 +325,12 @@ mod tests {
                 rows.push(row(role, flag, TIMEOUT));
             }
             rows.push(row(role, "--drain-timeout", DRAIN_TIMEOUT));
+            rows.extend([
+                row(role, "--max-head-bytes", HEAD_BYTES),
+                row(role, "--max-headers", HEADERS),
+                row(role, "--max-body-bytes", BODY_BYTES),
+                row(role, "--max-chunk-line-bytes", CHUNK_LINE_BYTES),
+            ]);
         }
         rows.extend([
             row("ns-proxy", "--max-conns", CONNS),

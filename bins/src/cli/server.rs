@@ -4,13 +4,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mdproxy_core::config::{ConnLimits, Timeouts};
 use mdproxy_core::metadata::ImdsV2;
 
 use super::args::Args;
 use super::ns_proxy::addr;
 use super::range::{CONNS, RESCAN_INTERVAL};
-use super::{common_help, needs_tls, next_flag, switch, value, Command, Common, Process};
+use super::{
+    common_help, needs_tls, next_flag, switch, value, Command, Common, EndpointArgs, Process,
+};
 
 pub const HELP: &str = concat!(
     "\
@@ -103,14 +104,12 @@ pub struct Server {
     /// Where posted passwords are kept.
     pub state_dir: PathBuf,
     pub rescan_interval: Duration,
-    /// Connection limits, overall and per client IP.
-    pub conns: ConnLimits,
     pub direct: bool,
     pub imdsv2: ImdsV2,
     pub dhcp_domain: String,
     /// HTTPS instead of HTTP.
     pub tls: Option<ServerTlsArgs>,
-    pub timeouts: Timeouts,
+    pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     pub process: Process,
 }
@@ -132,7 +131,6 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
-    let mut conns = ConnLimits::default();
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut dhcp_domain = "novalocal".to_owned();
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
@@ -141,6 +139,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         if common.parse(&name, &flag, p)? {
             continue;
         }
+        let conns = &mut common.endpoint.conns;
         match name.as_str() {
             "help" => return Ok(Command::Help(HELP)),
             "listen" => listen.push(addr(&flag, &value(p, &flag)?)?),
@@ -198,12 +197,11 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         instances,
         state_dir,
         rescan_interval,
-        conns,
         direct,
         imdsv2,
         dhcp_domain,
         tls,
-        timeouts: common.timeouts,
+        endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
     })))
@@ -249,7 +247,7 @@ mod tests {
         assert_eq!((cfg.direct, cfg.imdsv2), (false, ImdsV2::Optional));
         assert_eq!(cfg.dhcp_domain, "novalocal");
         assert_eq!(cfg.tls, None);
-        assert_eq!(cfg.timeouts, Timeouts::default());
+        assert_eq!(cfg.endpoint, Default::default());
     }
 
     #[cfg(feature = "tls")]

@@ -25,7 +25,7 @@ pub use error::{ExchangeError, KeystoneError, LookupError, PortListError};
 pub use exchange::MAX_RESPONSE_BODY;
 pub use keystone::KeystoneAuth;
 pub use neutron::{BackendStats, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
-pub use url::HttpTarget;
+pub use url::{HttpTarget, HttpUrl, UrlError};
 
 /// `fa:16:3e:00:00:01`: lowercase, colon-separated, as Neutron stores `mac_address`.
 pub(crate) fn format_mac(mac: [u8; 6]) -> String {

@@ -1,12 +1,14 @@
 //! Where a backend lives (`http[s]://host[:port][/prefix]`) and how query strings are spelled.
 //!
+//! [`HttpUrl::parse`] is the one parser of such URLs: the lookup client's targets are built on
+//! it, and the binary checks its `--metadata-url`, `--neutron-url` and `--auth-url` with it.
 //! The core never resolves names: a URL either carries an IP literal
 //! ([`HttpTarget::parse_ip_url`]) or the runtime resolved its host at startup and hands the
 //! address in ([`HttpTarget::parse_resolved`]). An `https` URL is spoken to over TLS when the
 //! client has TLS settings ([`NeutronConfig::tls`](super::NeutronConfig::tls)); its host is the
 //! name the server's certificate must carry.
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// An HTTP service the lookup client talks to: where to connect, what to put in `Host`, and the
@@ -25,20 +27,160 @@ pub struct HttpTarget {
     pub tls_name: Option<String>,
 }
 
-/// The parts of an `http://` or `https://` URL we use.
-struct UrlParts<'a> {
+/// Why a URL was refused. The messages do not repeat the URL: the caller names it (and the
+/// flag or key it came from).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// The scheme is not `http` or `https`.
+    Scheme,
+    /// `user@` before the host.
+    UserInfo,
+    /// A `?` or `#`: a base URL has neither.
+    QueryOrFragment,
+    /// A byte in the path that a request line cannot carry verbatim.
+    PathCharacter,
+    /// `[` without its `]`.
+    UnclosedBracket,
+    /// Something other than `:PORT` after `]`.
+    AfterBracket,
+    /// An empty host.
+    NoHost,
+    /// The port, as written, is not a number from 1 to 65535.
+    Port(String),
+    /// The bracketed host, as written, is not an IPv6 address.
+    NotIpv6(String),
+    /// The host is neither an IPv4 address nor a DNS-style name.
+    HostName(String),
+    /// The host is a name where an IP address is needed: the core resolves no names.
+    NotAnIp(String),
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlError::Scheme => f.write_str("not an http:// or https:// URL"),
+            UrlError::UserInfo => f.write_str("user info in URLs is not supported"),
+            UrlError::QueryOrFragment => f.write_str("query or fragment in a base URL"),
+            UrlError::PathCharacter => f.write_str("invalid character in the path"),
+            UrlError::UnclosedBracket => f.write_str("unclosed `[` in the host"),
+            UrlError::AfterBracket => f.write_str("junk after `]`"),
+            UrlError::NoHost => f.write_str("no host"),
+            UrlError::Port(p) => write!(f, "invalid port `{p}`"),
+            UrlError::NotIpv6(h) => write!(f, "`[{h}]` is not an IPv6 address"),
+            UrlError::HostName(h) => write!(f, "`{h}` is not a valid host name"),
+            UrlError::NotAnIp(h) => write!(
+                f,
+                "host `{h}` is not an IP address, and mdproxy resolves names only at startup; \
+                 configure the URL with an IP address (or set neutron_url explicitly)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+/// An `http://` or `https://` URL, split and checked: nothing in it needs escaping to go into
+/// a request line or a `Host` header verbatim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpUrl<'a> {
     /// `https`.
-    https: bool,
-    /// Host as written (IPv6 literal without brackets).
-    host: &'a str,
-    /// Whether the host was a bracketed IPv6 literal.
-    bracketed: bool,
-    /// Explicit port, if any.
-    port: Option<u16>,
+    pub https: bool,
+    /// The host as written: an IPv4 address, a DNS-style name or (without its brackets) an
+    /// IPv6 address.
+    pub host: &'a str,
+    /// Whether the host was a bracketed IPv6 address.
+    pub bracketed: bool,
+    /// The port the URL names, if it names one.
+    pub explicit_port: Option<u16>,
     /// `host[:port]` as written.
-    authority: &'a str,
-    /// Path without trailing slashes; `""` for none.
-    path: &'a str,
+    pub authority: &'a str,
+    /// The path without trailing slashes; `""` for none.
+    pub path: &'a str,
+}
+
+impl<'a> HttpUrl<'a> {
+    /// Splits and checks `url`. Refuses other schemes, user info, query, fragment, a host
+    /// that is not an IP address or a DNS-style name, and any byte that could not go into a
+    /// request line or a `Host` header verbatim.
+    pub fn parse(url: &'a str) -> Result<HttpUrl<'a>, UrlError> {
+        let (https, rest) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
+            _ => return Err(UrlError::Scheme),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if authority.contains('@') {
+            return Err(UrlError::UserInfo);
+        }
+        if path.contains(['?', '#']) || authority.contains(['?', '#']) {
+            return Err(UrlError::QueryOrFragment);
+        }
+        if !path.bytes().all(is_path_byte) {
+            return Err(UrlError::PathCharacter);
+        }
+        let (host, bracketed, port) = if let Some(after) = authority.strip_prefix('[') {
+            let (host, tail) = after.split_once(']').ok_or(UrlError::UnclosedBracket)?;
+            let port = match tail {
+                "" => None,
+                _ => Some(tail.strip_prefix(':').ok_or(UrlError::AfterBracket)?),
+            };
+            (host, true, port)
+        } else {
+            match authority.split_once(':') {
+                Some((host, port)) => (host, false, Some(port)),
+                None => (authority, false, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(UrlError::NoHost);
+        }
+        if bracketed && host.parse::<Ipv6Addr>().is_err() {
+            return Err(UrlError::NotIpv6(host.to_owned()));
+        }
+        if !bracketed && host.parse::<Ipv4Addr>().is_err() && !is_reg_name(host) {
+            return Err(UrlError::HostName(host.to_owned()));
+        }
+        let explicit_port = match port {
+            None => None,
+            Some(p) => Some(parse_port(p).ok_or_else(|| UrlError::Port(p.to_owned()))?),
+        };
+        Ok(HttpUrl {
+            https,
+            host,
+            bracketed,
+            explicit_port,
+            authority,
+            path: path.trim_end_matches('/'),
+        })
+    }
+
+    /// The port to connect to: the URL's, else 80 (443 for `https`).
+    pub fn port(&self) -> u16 {
+        match (self.explicit_port, self.https) {
+            (Some(p), _) => p,
+            (None, true) => 443,
+            (None, false) => 80,
+        }
+    }
+
+    /// For `https`, the name the server's certificate must carry.
+    fn tls_name(&self) -> Option<String> {
+        self.https.then(|| self.host.to_owned())
+    }
+
+    /// The target at `addr`, which the caller found for this URL's host.
+    fn at(&self, addr: SocketAddr) -> HttpTarget {
+        HttpTarget {
+            addr,
+            host: self.authority.to_owned(),
+            path_prefix: self.path.to_owned(),
+            tls_name: self.tls_name(),
+        }
+    }
 }
 
 impl HttpTarget {
@@ -53,113 +195,23 @@ impl HttpTarget {
     /// Parses `http[s]://host[:port][/prefix]` whose host the caller already resolved to `addr`
     /// (the runtime resolves names once, at startup). `addr` is used as given, port included;
     /// the URL only supplies `Host` and the path prefix. IP-literal hosts are accepted too.
-    pub fn parse_resolved(url: &str, addr: SocketAddr) -> Result<Self, String> {
-        let parts = split_url(url)?;
-        if !parts.bracketed && parts.host.parse::<Ipv4Addr>().is_err() && !is_reg_name(parts.host) {
-            return Err(format!("{url}: `{}` is not a valid host name", parts.host));
-        }
-        Ok(HttpTarget {
-            addr,
-            host: parts.authority.to_owned(),
-            path_prefix: parts.path.to_owned(),
-            tls_name: parts.tls_name(),
-        })
+    pub fn parse_resolved(url: &str, addr: SocketAddr) -> Result<Self, UrlError> {
+        Ok(HttpUrl::parse(url)?.at(addr))
     }
 
     /// Parses `http://1.2.3.4[:port][/prefix]` or `http://[fd00::1][:port][/prefix]` (port 80
-    /// when absent; `https` too, port 443). A host name is refused: the core does no name resolution, so such a URL
-    /// must be resolved by the runtime first ([`HttpTarget::parse_resolved`]).
-    pub fn parse_ip_url(url: &str) -> Result<Self, String> {
-        let parts = split_url(url)?;
-        let ip = if parts.bracketed {
-            let v6: Ipv6Addr = parts
-                .host
-                .parse()
-                .map_err(|_| format!("{url}: `[{}]` is not an IPv6 address", parts.host))?;
-            IpAddr::V6(v6)
-        } else {
-            match parts.host.parse::<Ipv4Addr>() {
-                Ok(v4) => IpAddr::V4(v4),
-                Err(_) => {
-                    return Err(format!(
-                        "{url}: host `{}` is not an IP address, and mdproxy resolves names only \
-                         at startup; configure the URL with an IP address (or set neutron_url \
-                         explicitly)",
-                        parts.host
-                    ))
-                }
-            }
+    /// when absent; `https` too, port 443). A host name is refused: the core does no name
+    /// resolution, so such a URL must be resolved by the runtime first
+    /// ([`HttpTarget::parse_resolved`]).
+    pub fn parse_ip_url(url: &str) -> Result<Self, UrlError> {
+        let parts = HttpUrl::parse(url)?;
+        let ip = match parts.bracketed {
+            true => parts.host.parse::<Ipv6Addr>().map(IpAddr::V6),
+            false => parts.host.parse::<Ipv4Addr>().map(IpAddr::V4),
         };
-        let default_port = if parts.https { 443 } else { 80 };
-        Ok(HttpTarget {
-            addr: SocketAddr::new(ip, parts.port.unwrap_or(default_port)),
-            host: parts.authority.to_owned(),
-            path_prefix: parts.path.to_owned(),
-            tls_name: parts.tls_name(),
-        })
+        let ip = ip.map_err(|_| UrlError::NotAnIp(parts.host.to_owned()))?;
+        Ok(parts.at(SocketAddr::new(ip, parts.port())))
     }
-}
-
-impl UrlParts<'_> {
-    fn tls_name(&self) -> Option<String> {
-        self.https.then(|| self.host.to_owned())
-    }
-}
-
-/// Splits and validates an `http://` or `https://` URL. Refuses other schemes, user info, query,
-/// fragment, and any byte that could not go into a request line or a `Host` header verbatim.
-fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
-    let (https, rest) = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
-        _ => return Err(format!("{url}: not an http:// or https:// URL")),
-    };
-    let (authority, path) = match rest.find('/') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    if authority.contains('@') {
-        return Err(format!("{url}: user info in URLs is not supported"));
-    }
-    if path.contains(['?', '#']) || authority.contains(['?', '#']) {
-        return Err(format!("{url}: query or fragment in a base URL"));
-    }
-    if !path.bytes().all(is_path_byte) {
-        return Err(format!("{url}: invalid character in the path"));
-    }
-    let (host, bracketed, port) = if let Some(after) = authority.strip_prefix('[') {
-        let (host, tail) = after
-            .split_once(']')
-            .ok_or_else(|| format!("{url}: unclosed `[` in the host"))?;
-        let port = match tail {
-            "" => None,
-            _ => Some(
-                tail.strip_prefix(':')
-                    .ok_or_else(|| format!("{url}: junk after `]`"))?,
-            ),
-        };
-        (host, true, port)
-    } else {
-        match authority.split_once(':') {
-            Some((host, port)) => (host, false, Some(port)),
-            None => (authority, false, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("{url}: no host"));
-    }
-    let port = match port {
-        None => None,
-        Some(p) => Some(parse_port(p).ok_or_else(|| format!("{url}: invalid port `{p}`"))?),
-    };
-    Ok(UrlParts {
-        https,
-        host,
-        bracketed,
-        port,
-        authority,
-        path: path.trim_end_matches('/'),
-    })
 }
 
 fn parse_port(p: &str) -> Option<u16> {
@@ -315,7 +367,7 @@ mod tests {
             ("http://010.0.0.5", "not an IP address"),
         ];
         for &(url, word) in BAD {
-            let e = HttpTarget::parse_ip_url(url).expect_err(url);
+            let e = HttpTarget::parse_ip_url(url).expect_err(url).to_string();
             assert!(e.contains(word), "{url}: {e}");
         }
     }
@@ -331,6 +383,80 @@ mod tests {
         assert_eq!(t.host, "10.0.0.5");
         assert!(HttpTarget::parse_resolved("http://bad_host", sa("10.1.1.1:80")).is_err());
         assert!(HttpTarget::parse_resolved("http://a b", sa("10.1.1.1:80")).is_err());
+    }
+
+    #[test]
+    fn urls_split_into_their_parts() {
+        // (url, https, host, bracketed, explicit port, port, authority, path)
+        type Parts = (
+            bool,
+            &'static str,
+            bool,
+            Option<u16>,
+            u16,
+            &'static str,
+            &'static str,
+        );
+        const OK: &[(&str, Parts)] = &[
+            (
+                "http://nova.example:8775",
+                (
+                    false,
+                    "nova.example",
+                    false,
+                    Some(8775),
+                    8775,
+                    "nova.example:8775",
+                    "",
+                ),
+            ),
+            (
+                "HTTPS://10.0.0.1/",
+                (true, "10.0.0.1", false, None, 443, "10.0.0.1", ""),
+            ),
+            (
+                "http://[::1]/a/b//",
+                (false, "::1", true, None, 80, "[::1]", "/a/b"),
+            ),
+        ];
+        for &(url, want) in OK {
+            let u = HttpUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            let got = (
+                u.https,
+                u.host,
+                u.bracketed,
+                u.explicit_port,
+                u.port(),
+                u.authority,
+                u.path,
+            );
+            assert_eq!(got, want, "{url}");
+        }
+    }
+
+    #[test]
+    fn errors_are_typed() {
+        let cases: &[(&str, UrlError)] = &[
+            ("ftp://h", UrlError::Scheme),
+            ("http://u@h", UrlError::UserInfo),
+            ("http://h/x?y", UrlError::QueryOrFragment),
+            ("http://h/a b", UrlError::PathCharacter),
+            ("http://[::1", UrlError::UnclosedBracket),
+            ("http://[::1]8775", UrlError::AfterBracket),
+            ("http://::1:8775", UrlError::NoHost),
+            ("http://h:x", UrlError::Port("x".into())),
+            ("http://h:0", UrlError::Port("0".into())),
+            ("http://[nope]:1", UrlError::NotIpv6("nope".into())),
+            ("http://bad_host", UrlError::HostName("bad_host".into())),
+        ];
+        for (url, want) in cases {
+            assert_eq!(HttpUrl::parse(url).as_ref(), Err(want), "{url}");
+        }
+        assert_eq!(
+            HttpTarget::parse_ip_url("http://nova.example"),
+            Err(UrlError::NotAnIp("nova.example".into()))
+        );
+        assert_eq!(UrlError::Port("x".into()).to_string(), "invalid port `x`");
     }
 
     #[test]

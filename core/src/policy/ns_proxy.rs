@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use super::Policy;
-use crate::config::{ConnLimits, NsProxyConfig};
+use crate::config::NsProxyConfig;
 use crate::http::{Method, RequestHead};
 use crate::metadata::path::is_token_target;
 use crate::proxy::decision::{Forward, Route, Ticket};
@@ -19,7 +19,6 @@ pub(super) struct NsProxy {
     scope: Scope,
     upstream: Target,
     rate: Option<RateLimiter>,
-    limits: ConnLimits,
 }
 
 impl NsProxy {
@@ -28,10 +27,6 @@ impl NsProxy {
             scope: c.scope,
             upstream: c.upstream.clone(),
             rate: c.rate_limit.map(RateLimiter::new),
-            limits: ConnLimits {
-                max_conns: c.max_conns,
-                max_conns_per_ip: c.max_conns_per_ip,
-            },
         }
     }
 }
@@ -71,9 +66,5 @@ impl Policy for NsProxy {
 
     fn upstream(&self) -> Option<&Target> {
         Some(&self.upstream)
-    }
-
-    fn conn_limits(&self, _: ConnLimits) -> ConnLimits {
-        self.limits
     }
 }

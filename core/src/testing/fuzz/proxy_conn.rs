@@ -23,7 +23,8 @@ use std::time::{Duration, Instant};
 
 use crate::agent::StaticMap;
 use crate::config::{
-    AgentConfig, Backend, EndpointConfig, NsProxyConfig, RateLimit, Reload, Role, Timeouts,
+    AgentConfig, Backend, ConnLimits, EndpointConfig, NsProxyConfig, RateLimit, Reload, Role,
+    Timeouts,
 };
 use crate::endpoint::Endpoint;
 use crate::http::Limits;
@@ -427,8 +428,6 @@ fn config(sel: u8) -> EndpointConfig {
         0 => Role::NsProxy(NsProxyConfig {
             scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
             upstream: Target::Unix("/agent.sock".into()),
-            max_conns: 6,
-            max_conns_per_ip: 4,
             rate_limit: (sel & 8 != 0).then_some(RateLimit {
                 base_limit: 5,
                 base_window: Duration::from_secs(10),
@@ -468,7 +467,14 @@ fn config(sel: u8) -> EndpointConfig {
     EndpointConfig {
         role,
         limits,
-        conns: Default::default(),
+        // The ns-proxy's connection limits small enough to be reached.
+        conns: match sel % 3 {
+            0 => ConnLimits {
+                max_conns: 6,
+                max_conns_per_ip: 4,
+            },
+            _ => ConnLimits::default(),
+        },
         timeouts,
         tls: Default::default(),
         metrics: None,

@@ -1,0 +1,204 @@
+//! The one sequence every role runs, written once: logging starts; the role loads and checks
+//! what it reads (secrets, maps, instance files), so that a bad file stops it before anything
+//! is bound; [`start`] binds its listeners and the metrics exporter, daemonizes, writes the pid
+//! file and drops privileges; one log line says what runs; the event loops run with the role's
+//! hooks until SIGTERM. A role supplies only what differs, as a [`Serve`].
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use mdproxy_core::config::{EndpointConfig, Role};
+use mdproxy_core::tls::EndpointTls;
+
+use crate::metrics::Exporter;
+use crate::runtime::{Listener, Loop, Options, Runtime};
+use crate::{cli, metrics, notify, os, Failure};
+
+/// What one role brings to [`main`]; each method is one step of the sequence.
+pub trait Serve: Sized {
+    /// The role's command-line settings.
+    type Args;
+    /// What the role binds before privileges are dropped.
+    type Bound;
+    /// The role's name, for the line that says it stopped.
+    const NAME: &'static str;
+
+    /// Reads and checks everything the role needs before it binds.
+    fn load(args: Self::Args) -> Result<Self, Failure>;
+    /// Binds the role's listeners for `rt` (still with the privileges the process began with).
+    fn bind(&self, rt: Runtime) -> Result<Self::Bound, Failure>;
+    /// The start-up log line: what runs, where (the runtime is appended).
+    fn describe(&self, bound: &Self::Bound) -> String;
+    /// The event loops to run on what was bound.
+    fn work(self, bound: Self::Bound) -> Result<Work, Failure>;
+}
+
+/// The event loops of a role, and what must outlive them.
+pub struct Work {
+    loops: Loops,
+    /// Dropped after the loops end: the agent's socket file, the demo's directory.
+    keep: Vec<Box<dyn Any>>,
+}
+
+enum Loops {
+    /// One loop (the server's tokens and passwords live in one endpoint's memory).
+    One(Loop),
+    /// One endpoint on `workers` threads sharing its listeners, each with hooks of its own.
+    Workers {
+        workers: usize,
+        cfg: EndpointConfig,
+        listeners: Vec<Listener>,
+        hooks: Box<dyn FnMut() -> Options>,
+    },
+    /// Loops of their own (the demo's three roles).
+    Each(Vec<Loop>),
+}
+
+impl Work {
+    pub fn one(cfg: EndpointConfig, listeners: Vec<Listener>, options: Options) -> Work {
+        Work::from(Loops::One(Loop {
+            cfg,
+            listeners,
+            options,
+        }))
+    }
+
+    /// `workers` copies of `cfg` sharing `listeners`, each worker with its own `hooks()`.
+    pub fn workers(
+        workers: usize,
+        cfg: EndpointConfig,
+        listeners: Vec<Listener>,
+        hooks: impl FnMut() -> Options + 'static,
+    ) -> Work {
+        Work::from(Loops::Workers {
+            workers,
+            cfg,
+            listeners,
+            hooks: Box::new(hooks),
+        })
+    }
+
+    pub fn each(loops: Vec<Loop>) -> Work {
+        Work::from(Loops::Each(loops))
+    }
+
+    /// Keeps `value` until the loops have ended.
+    pub fn keeping(mut self, value: impl Any) -> Work {
+        self.keep.push(Box::new(value));
+        self
+    }
+
+    fn run(self, rt: Runtime, exporter: Option<Exporter>) -> Result<(), Failure> {
+        let ran = match self.loops {
+            Loops::One(l) => metrics::run(rt, l.cfg, l.listeners, l.options, exporter),
+            Loops::Workers {
+                workers,
+                cfg,
+                listeners,
+                hooks,
+            } => metrics::run_workers(rt, workers, cfg, listeners, hooks, exporter),
+            Loops::Each(loops) => metrics::run_loops(rt, loops, exporter),
+        };
+        drop(self.keep);
+        ran.map_err(|e| Failure::System(format!("event loop failed: {e}")))
+    }
+}
+
+impl From<Loops> for Work {
+    fn from(loops: Loops) -> Work {
+        Work {
+            loops,
+            keep: Vec::new(),
+        }
+    }
+}
+
+/// The endpoint of `role` with the limits, connection limits and timeouts of the flags: the
+/// one place a role's [`EndpointConfig`] is made.
+pub fn endpoint(role: Role, args: &cli::EndpointArgs, tls: EndpointTls) -> EndpointConfig {
+    EndpointConfig {
+        role,
+        limits: args.limits,
+        conns: args.conns,
+        timeouts: args.timeouts,
+        tls,
+        metrics: None,
+    }
+}
+
+/// Runs role `R` with `args` (whose process settings are `process`) and turns how it ended
+/// into the exit status.
+pub fn main<R: Serve>(process: cli::Process, args: R::Args) -> ExitCode {
+    let logging = (process.log_file.clone(), process.debug);
+    launch(logging, move || serve::<R>(&process, args))
+}
+
+fn serve<R: Serve>(process: &cli::Process, args: R::Args) -> Result<(), Failure> {
+    let rt = process.runtime;
+    let role = R::load(args)?;
+    let (bound, exporter, _pid_file) = start(process, || role.bind(rt))?;
+    log::info!("{} ({rt} runtime)", role.describe(&bound));
+    role.work(bound)?.run(rt, exporter)?;
+    log::info!("{} stopped", R::NAME);
+    Ok(())
+}
+
+/// Starts logging (to `log_file`, at debug level if asked), runs a role and turns how it ended
+/// into the exit status. Errors go to the log, and to stderr too when the log is a file.
+fn launch(
+    (log_file, debug): (Option<PathBuf>, bool),
+    serve: impl FnOnce() -> Result<(), Failure>,
+) -> ExitCode {
+    if let Err(failure) = os::init_logging(log_file.as_deref(), debug) {
+        let (msg, code) = failure.message_and_code();
+        eprintln!("mdproxy: {msg}");
+        return ExitCode::from(code);
+    }
+    let (msg, code) = match serve() {
+        Ok(()) => {
+            log::logger().flush();
+            return ExitCode::SUCCESS;
+        }
+        Err(failure) => failure.message_and_code(),
+    };
+    // An error is written at once, with every line before it.
+    log::error!("{msg}");
+    if log_file.is_some() {
+        eprintln!("mdproxy: {msg}");
+    }
+    ExitCode::from(code)
+}
+
+/// The process setup every role shares, around `bind`: `--user`/`--group` are resolved before
+/// it (while /etc is readable), `--metrics-listen` is bound after it, then the process
+/// daemonizes, writes its pid file, drops privileges and tells systemd it is ready
+/// (`Type=notify`). Returns what `bind` made, the metrics exporter, and the pid file, which is
+/// removed when dropped.
+fn start<T>(
+    p: &cli::Process,
+    bind: impl FnOnce() -> Result<T, Failure>,
+) -> Result<(T, Option<Exporter>, Option<os::PidFile>), Failure> {
+    for line in &p.ignored {
+        log::debug!("{line}");
+    }
+    let identity =
+        os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;
+    os::raise_fd_limit();
+    let bound = bind()?;
+    let exporter = Exporter::bind(p)?;
+    if p.daemonize {
+        os::daemonize().map_err(|e| Failure::System(format!("cannot daemonize: {e}")))?;
+    }
+    let pid_file = match &p.pid_file {
+        Some(path) => Some(os::PidFile::write(path).map_err(|e| {
+            Failure::System(format!("cannot write pid file {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
+    os::drop_privileges(&identity)
+        .map_err(|e| Failure::System(format!("cannot switch user/group: {e}")))?;
+    os::batch_logs();
+    notify::ready();
+    Ok((bound, exporter, pid_file))
+}
