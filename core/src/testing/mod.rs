@@ -9,6 +9,7 @@ pub mod contract;
 pub mod fuzz;
 #[cfg(test)]
 mod props;
+pub mod sim;
 
 use std::fmt::Debug;
 
