@@ -62,6 +62,16 @@ impl Message {
         }
     }
 
+    /// Fails the test unless this is a response with `status` and the body `body`.
+    pub fn assert_is(&self, status: u16, body: &str) {
+        assert_eq!(
+            (self.status(), self.text().as_str()),
+            (status, body),
+            "{}",
+            self.raw
+        );
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
