@@ -12,7 +12,7 @@ use mdproxy_core::testing::sim::roles::{
     self, agent_socket, metadata_addr, ns_proxy_addr, INSTANCE, INSTANCE_IP, NET, PROJECT, ROUTER,
     SECRET, TODAY,
 };
-use mdproxy_core::testing::sim::{Answer, HttpClient, HttpServer, Message, NodeId, World};
+use mdproxy_core::testing::sim::{Answer, HttpServer, Message, NodeId, World};
 
 const LIMIT: Duration = Duration::from_secs(120);
 const TOKEN: &str = "gAAAAABsim-token";
@@ -74,19 +74,10 @@ fn static_chain() -> (Chain, NodeId) {
 }
 
 impl Chain {
-    fn client(&mut self) -> &mut HttpClient {
-        self.w.peer_mut::<HttpClient>(self.client)
-    }
-
     /// Sends `GET path` and runs until its answer is back.
     fn get(&mut self, path: &str) -> Message {
-        let before = self.w.peer::<HttpClient>(self.client).responses.len();
-        self.client().get(path);
-        let client = self.client;
-        self.w.run_until(LIMIT, |w| {
-            w.peer::<HttpClient>(client).responses.len() > before
-        });
-        self.w.peer::<HttpClient>(client).last().clone()
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n");
+        self.w.exchange(self.client, req)
     }
 }
 
@@ -206,7 +197,7 @@ fn the_chain_with_the_agent_on_neutron_and_keystone() {
     id.assert_is(200, "i-0000002a");
     assert_signed(&upstream_text(&c.w, c.agent), 1);
 
-    let auth = c.w.peer::<HttpServer>(keystone);
+    let auth = c.w.server(keystone);
     assert_eq!(auth.requests.len(), 1, "one token");
     assert!(
         auth.last()
@@ -215,7 +206,7 @@ fn the_chain_with_the_agent_on_neutron_and_keystone() {
         "{}",
         auth.last().raw
     );
-    let queries = &c.w.peer::<HttpServer>(neutron).requests;
+    let queries = &c.w.server(neutron).requests;
     assert_eq!(queries.len(), 2, "router networks, then the port");
     for q in queries {
         assert_eq!(q.header("X-Auth-Token"), TOKEN, "{}", q.raw);
@@ -223,8 +214,8 @@ fn the_chain_with_the_agent_on_neutron_and_keystone() {
     // Cached: the second request asks nobody.
     let again = c.get("/latest/meta-data/instance-id");
     assert_eq!(again.status(), 200);
-    assert_eq!(c.w.peer::<HttpServer>(neutron).requests.len(), 2);
-    assert_eq!(c.w.peer::<HttpServer>(keystone).requests.len(), 1);
+    assert_eq!(c.w.server(neutron).requests.len(), 2);
+    assert_eq!(c.w.server(keystone).requests.len(), 1);
 }
 
 #[test]
@@ -239,9 +230,9 @@ fn a_stalled_metadata_server_is_504_at_the_agents_response_timeout() {
         Duration::from_secs(5),
         "at the agent's timeout exactly"
     );
-    assert_eq!(c.w.peer::<HttpServer>(server).requests.len(), 1);
+    assert_eq!(c.w.server(server).requests.len(), 1);
     // The instance's connection survives the 504 and is served again.
-    assert_eq!(c.w.peer::<HttpClient>(c.client).ended.len(), 0);
+    assert_eq!(c.w.client(c.client).ended.len(), 0);
 }
 
 #[test]
@@ -251,7 +242,7 @@ fn keep_alive_connections_are_reused_at_every_hop() {
         let r = c.get("/latest/meta-data/instance-id");
         assert_eq!(r.status(), 200, "{}", r.raw);
     }
-    assert_eq!(c.w.peer::<HttpClient>(c.client).connections, 1);
+    assert_eq!(c.w.client(c.client).connections, 1);
     assert_eq!(
         c.w.links_from(c.ns).len(),
         1,
@@ -283,7 +274,7 @@ fn a_drain_across_the_chain_finishes_the_exchange_in_flight() {
         },
     );
     let idle = c.w.add_client(INSTANCE_IP, ns_proxy_addr());
-    c.client().get("/latest/meta-data/");
+    c.w.client_mut(c.client).get("/latest/meta-data/");
     let agent = c.agent;
     c.w.run_until(LIMIT, |w| !w.links_from(agent).is_empty());
     c.w.settle();
@@ -292,7 +283,7 @@ fn a_drain_across_the_chain_finishes_the_exchange_in_flight() {
     }
     c.w.settle();
     assert_eq!(
-        c.w.peer::<HttpClient>(idle).ended.len(),
+        c.w.client(idle).ended.len(),
         1,
         "the idle client is let go at once"
     );
@@ -300,11 +291,7 @@ fn a_drain_across_the_chain_finishes_the_exchange_in_flight() {
         !c.w.endpoint(c.ns).is_drained(),
         "the exchange in flight holds on"
     );
-    let client = c.client;
-    c.w.run_until(LIMIT, |w| {
-        !w.peer::<HttpClient>(client).responses.is_empty()
-    });
-    let resp = c.w.peer::<HttpClient>(client).last().clone();
+    let resp = c.w.response(c.client, 0);
     resp.assert_is(200, "hello");
     assert_eq!(resp.header("Connection"), "close", "{}", resp.raw);
     assert_eq!(c.w.elapsed(), Duration::from_secs(2));

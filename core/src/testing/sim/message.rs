@@ -98,6 +98,9 @@ impl Message {
 #[derive(Debug, Default)]
 pub(super) struct MessageReader {
     buf: Vec<u8>,
+    /// Bytes the next message needs at least (its head and `Content-Length` body), once its
+    /// head was seen: a large body is not parsed again on every piece.
+    need: usize,
 }
 
 impl MessageReader {
@@ -119,7 +122,7 @@ impl MessageReader {
         now: Instant,
         who: &str,
     ) -> Option<Message> {
-        if self.buf.is_empty() {
+        if self.buf.is_empty() || (self.buf.len() < self.need && !eof) {
             return None;
         }
         let out = feed_message(kind, &[&self.buf], &PEER_LIMITS, eof);
@@ -135,7 +138,12 @@ impl MessageReader {
             .unwrap_or_else(|| panic!("{who}: a head without a body outcome"));
         match body.end {
             BodyEnd::Done => {}
-            BodyEnd::NeedMore if !eof => return None,
+            BodyEnd::NeedMore if !eof => {
+                if let BodyKind::Length(len) = head.body() {
+                    self.need = n.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                }
+                return None;
+            }
             BodyEnd::NeedMore => panic!("{who} read a body cut short by EOF: {}", text()),
             BodyEnd::Err(e) => panic!("{who} read a malformed body ({e:?}): {}", text()),
         }
@@ -145,6 +153,7 @@ impl MessageReader {
             n + body.consumed
         };
         let raw: Vec<u8> = self.buf.drain(..used).collect();
+        self.need = 0;
         Some(Message {
             conn,
             at: now,

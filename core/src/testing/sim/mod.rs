@@ -37,6 +37,8 @@ use peer::Op;
 /// Steps one call of [`World::run_until`] or [`World::settle`] may take before the world is
 /// declared stuck (bytes moving for ever).
 const MAX_STEPS: usize = 1_000_000;
+/// How long (simulated) the waiting helpers ([`World::exchange`], …) wait before failing.
+const WAIT: Duration = Duration::from_secs(600);
 /// Actions one drain may yield before the endpoint is declared stuck.
 const MAX_ACTIONS: usize = 100_000;
 
@@ -302,6 +304,39 @@ impl World {
             Kind::Endpoint(_) => None,
         }
         .unwrap_or_else(|| panic!("{node:?} is no {}", std::any::type_name::<T>()))
+    }
+
+    /// The [`HttpClient`] of `node`.
+    pub fn client(&self, node: NodeId) -> &HttpClient {
+        self.peer(node)
+    }
+
+    /// The [`HttpClient`] of `node`, to give it work.
+    pub fn client_mut(&mut self, node: NodeId) -> &mut HttpClient {
+        self.peer_mut(node)
+    }
+
+    /// The [`HttpServer`] of `node`.
+    pub fn server(&self, node: NodeId) -> &HttpServer {
+        self.peer(node)
+    }
+
+    /// Sends `req` from the [`HttpClient`] `client` and runs until its answer is back.
+    pub fn exchange(&mut self, client: NodeId, req: impl Into<Vec<u8>>) -> Message {
+        let n = self.client(client).responses.len();
+        self.client_mut(client).send(req);
+        self.response(client, n)
+    }
+
+    /// Runs until the [`HttpClient`] `client` has its response number `n` (from 0); returns it.
+    pub fn response(&mut self, client: NodeId, n: usize) -> Message {
+        self.run_until(WAIT, |w| w.client(client).responses.len() > n);
+        self.client(client).responses[n].clone()
+    }
+
+    /// Runs until the [`HttpServer`] `server` has read `n` requests.
+    pub fn await_requests(&mut self, server: NodeId, n: usize) {
+        self.run_until(WAIT, |w| w.server(server).requests.len() >= n);
     }
 
     /// The connections `node` opened, oldest first.
