@@ -4,7 +4,7 @@
 use mdproxy_core::config::{Backend, Reload, Role};
 use mdproxy_core::socket::ConnectError;
 use mdproxy_core::testing::sim::roles::{self, agent_socket, metadata_addr, NET, PROJECT, ROUTER};
-use mdproxy_core::testing::sim::{Answer, HttpServer, Message, NodeId, Refusing, World};
+use mdproxy_core::testing::sim::{Answer, Hop, Message, Refusing};
 
 const INSTANCE: &str = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01";
 /// Python: hmac.new(b"s3cr3t", INSTANCE.encode(), hashlib.sha256).hexdigest()
@@ -13,55 +13,33 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Lengt
 
 /// An ns-proxy's connection to the agent, and the metadata server behind it (answering as
 /// `server` says).
-struct Agent {
-    w: World,
-    agent: NodeId,
-    server: NodeId,
-    ns: NodeId,
-}
-
-fn agent_with(server: impl FnMut(usize, &Message) -> Answer + 'static) -> Agent {
-    let mut w = World::new();
+fn agent_with(server: impl FnMut(usize, &Message) -> Answer + 'static) -> Hop {
     let backend = Backend::Static(roles::static_map("10.0.0.5", INSTANCE));
     let cfg = roles::endpoint(Role::Agent(roles::agent(backend)));
-    let agent = w.endpoint_on(agent_socket(), cfg);
-    let server = w.peer_on(metadata_addr(), HttpServer::new(server));
-    let ns = w.add_client("127.0.0.1", agent_socket());
-    Agent {
-        w,
-        agent,
-        server,
-        ns,
-    }
+    Hop::new(cfg, agent_socket(), metadata_addr(), server)
 }
 
-fn agent() -> Agent {
+fn agent() -> Hop {
     agent_with(|_, _| Answer::Respond(OK.to_vec()))
 }
 
-impl Agent {
-    fn send(&mut self, xff: &str, scope: &str) -> Message {
-        let req = format!(
-            "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\
-             X-Forwarded-For: {xff}\r\n{scope}\r\n"
-        );
-        self.w.exchange(self.ns, req)
-    }
+fn send(s: &mut Hop, xff: &str, scope: &str) -> Message {
+    s.exchange(format!(
+        "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+         X-Forwarded-For: {xff}\r\n{scope}\r\n"
+    ))
+}
 
-    fn router(&mut self, xff: &str) -> Message {
-        self.send(xff, &format!("X-Neutron-Router-ID: {ROUTER}\r\n"))
-    }
-
-    fn server(&self) -> &HttpServer {
-        self.w.server(self.server)
-    }
+fn router(s: &mut Hop, xff: &str) -> Message {
+    send(s, xff, &format!("X-Neutron-Router-ID: {ROUTER}\r\n"))
 }
 
 #[test]
 fn signs_and_forwards_the_resolved_instance() {
     let mut s = agent();
     // A forged identity from further down the chain must not survive.
-    let resp = s.send(
+    let resp = send(
+        &mut s,
         "10.0.0.5",
         &format!("X-Neutron-Router-ID: {ROUTER}\r\nX-Instance-ID: evil\r\nX-Tenant-ID: evil\r\n"),
     );
@@ -86,7 +64,7 @@ fn signs_and_forwards_the_resolved_instance() {
 #[test]
 fn unknown_ip_is_404_with_neutrons_text() {
     let mut s = agent();
-    let resp = s.router("10.0.0.99");
+    let resp = router(&mut s, "10.0.0.99");
     assert_eq!(resp.status(), 404, "{}", resp.raw);
     assert!(
         (resp.text()).contains(&format!("Instance was not found on router {ROUTER}.")),
@@ -95,10 +73,14 @@ fn unknown_ip_is_404_with_neutrons_text() {
     );
     assert_eq!(s.server().accepted, 0);
     // The connection stays usable.
-    s.send("10.0.0.5", &format!("X-Neutron-Network-ID: {NET}\r\n"))
-        .assert_is(200, "hello");
+    send(
+        &mut s,
+        "10.0.0.5",
+        &format!("X-Neutron-Network-ID: {NET}\r\n"),
+    )
+    .assert_is(200, "hello");
     assert_eq!(s.server().requests.len(), 1);
-    assert_eq!(s.w.client(s.ns).connections, 1);
+    assert_eq!(s.w.client(s.client).connections, 1);
 }
 
 #[test]
@@ -123,7 +105,7 @@ fn scope_header_rules_answer_400() {
     ];
     for (name, scope, text) in cases {
         let mut s = agent();
-        let resp = s.send("10.0.0.5", &scope);
+        let resp = send(&mut s, "10.0.0.5", &scope);
         assert_eq!(resp.status(), 400, "{name}: {}", resp.raw);
         assert!(resp.text().contains(text), "{name}: {}", resp.raw);
         assert_eq!(s.server().accepted, 0, "{name}");
@@ -134,7 +116,7 @@ fn scope_header_rules_answer_400() {
 fn metadata_server_down_is_503() {
     let mut s = agent();
     s.w.peer_on(metadata_addr(), Refusing(ConnectError::Refused));
-    let resp = s.router("10.0.0.5");
+    let resp = router(&mut s, "10.0.0.5");
     assert_eq!(resp.status(), 503, "{}", resp.raw);
     assert!(
         resp.text().contains("temporarily unavailable"),
@@ -151,17 +133,16 @@ fn forbidden_from_the_server_passes_through() {
                 .to_vec(),
         )
     });
-    s.router("10.0.0.5")
-        .assert_is(403, "Invalid proxy request signature.\n");
+    router(&mut s, "10.0.0.5").assert_is(403, "Invalid proxy request signature.\n");
 }
 
 #[test]
 fn reload_swaps_the_static_map() {
     let mut s = agent();
     let map = roles::static_map("10.0.0.77", "other-instance");
-    s.w.with_endpoint(s.agent, |ep, now| ep.reload(now, Reload::StaticMap(map)));
-    s.router("10.0.0.77").assert_is(200, "hello");
+    s.w.with_endpoint(s.ep, |ep, now| ep.reload(now, Reload::StaticMap(map)));
+    router(&mut s, "10.0.0.77").assert_is(200, "hello");
     assert_eq!(s.server().last().header("X-Instance-ID"), "other-instance");
-    let gone = s.router("10.0.0.5");
+    let gone = router(&mut s, "10.0.0.5");
     assert_eq!(gone.status(), 404, "the old port is gone: {}", gone.raw);
 }

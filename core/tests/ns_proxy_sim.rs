@@ -5,64 +5,25 @@ use std::time::Duration;
 use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
 use mdproxy_core::scope::Scope;
 use mdproxy_core::testing::sim::roles::{self, agent_socket, ns_proxy_addr, uuid, ROUTER};
-use mdproxy_core::testing::sim::{Answer, End, HttpClient, HttpServer, Message, NodeId, World};
+use mdproxy_core::testing::sim::{Answer, Hop, Message};
 
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
-
-/// An instance client at 127.0.0.1, the ns-proxy, and the agent behind it.
-struct Ns {
-    w: World,
-    ns: NodeId,
-    agent: NodeId,
-    client: NodeId,
-}
 
 fn ns_with(
     f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts),
     agent: impl FnMut(usize, &Message) -> Answer + 'static,
-) -> Ns {
+) -> Hop {
     let mut cfg = roles::ns_proxy();
     let mut timeouts = Timeouts::default();
     f(&mut cfg, &mut timeouts);
     let mut ep = roles::endpoint(Role::NsProxy(cfg));
     ep.timeouts = timeouts;
-    let mut w = World::new();
-    let ns = w.endpoint_on(ns_proxy_addr(), ep);
-    let agent = w.peer_on(agent_socket(), HttpServer::new(agent));
-    let client = w.add_client("127.0.0.1", ns_proxy_addr());
-    Ns {
-        w,
-        ns,
-        agent,
-        client,
-    }
+    Hop::new(ep, ns_proxy_addr(), agent_socket(), agent)
 }
 
 /// The ns-proxy as configured by `f`, the agent answering [`OK`].
-fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Ns {
+fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Hop {
     ns_with(f, |_, _| Answer::Respond(OK.to_vec()))
-}
-
-impl Ns {
-    fn client(&mut self) -> &mut HttpClient {
-        self.w.client_mut(self.client)
-    }
-
-    fn exchange(&mut self, req: &[u8]) -> Message {
-        self.w.exchange(self.client, req)
-    }
-
-    fn agent(&self) -> &HttpServer {
-        self.w.server(self.agent)
-    }
-
-    /// The ns-proxy's side of its `i`-th accepted connection.
-    fn ns_side(&self, i: usize) -> End {
-        let links = self.w.links_to(self.ns);
-        links[i]
-            .to
-            .unwrap_or_else(|| panic!("connection {i} not accepted"))
-    }
 }
 
 #[test]
@@ -75,7 +36,7 @@ X-Instance-ID: i\r\nx-instance-id-signature: s\r\nX-Tenant-ID: t\r\nX-Metadata-P
 X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
     );
     resp.assert_is(200, "hello");
-    let fwd = s.agent().last();
+    let fwd = s.server().last();
     assert!(
         fwd.raw.starts_with("GET /latest/meta-data/ HTTP/1.1\r\n"),
         "{}",
@@ -100,7 +61,7 @@ X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
 fn network_scope_sets_the_network_header() {
     let mut s = ns_sim(|ns, _| ns.scope = Scope::Network(uuid(ROUTER)));
     s.exchange(b"GET / HTTP/1.1\r\nX-Neutron-Router-ID: x\r\n\r\n");
-    let fwd = s.agent().last();
+    let fwd = s.server().last();
     assert!(fwd.headers("X-Neutron-Router-ID").is_empty(), "{}", fwd.raw);
     assert_eq!(fwd.headers("X-Neutron-Network-ID"), [ROUTER], "{}", fwd.raw);
 }
@@ -112,17 +73,17 @@ fn keep_alive_reuses_the_pooled_upstream() {
         s.exchange(b"GET /a HTTP/1.1\r\n\r\n")
             .assert_is(200, "hello");
         assert!(
-            s.agent().last().raw.starts_with("GET /a"),
+            s.server().last().raw.starts_with("GET /a"),
             "request {i} forwarded"
         );
     }
     assert_eq!(
-        s.agent().accepted,
+        s.server().accepted,
         1,
         "one upstream connection for three requests"
     );
-    let links = s.w.links_from(s.ns);
-    assert!(!links[0].from.closed && !s.ns_side(0).closed);
+    let links = s.w.links_from(s.ep);
+    assert!(!links[0].from.closed && !s.accepted(0).closed);
 }
 
 #[test]
@@ -138,16 +99,16 @@ fn pipelined_requests_are_answered_in_order() {
     s.client().pipeline = true;
     s.client()
         .send(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"[..]);
-    s.w.await_requests(s.agent, 1);
+    s.w.await_requests(s.server, 1);
     s.w.settle();
-    let upstream = s.w.links_from(s.ns)[0].up.text();
+    let upstream = s.w.links_from(s.ep)[0].up.text();
     assert!(
         !upstream.contains("GET /2"),
         "only request 1 is in flight: {upstream}"
     );
     let bodies: Vec<String> = (0..3).map(|n| s.w.response(s.client, n).text()).collect();
     assert_eq!(bodies, ["r1", "r2", "r3"]);
-    let paths: Vec<bool> = (s.agent().requests.iter().enumerate())
+    let paths: Vec<bool> = (s.server().requests.iter().enumerate())
         .map(|(i, r)| r.raw.starts_with(&format!("GET /{} ", i + 1)))
         .collect();
     assert_eq!(paths, [true; 3]);
@@ -206,13 +167,13 @@ fn slow_head_gets_408() {
     assert_eq!(resp.status(), 408, "{}", resp.raw);
     assert_eq!(s.w.elapsed(), Duration::from_secs(3));
     assert!(
-        s.ns_side(0).shut && !s.ns_side(0).closed,
+        s.accepted(0).shut && !s.accepted(0).closed,
         "write side shut after the answer"
     );
     s.client().close();
     s.w.settle();
-    assert!(s.ns_side(0).closed);
-    assert_eq!(s.agent().accepted, 0, "nothing went upstream");
+    assert!(s.accepted(0).closed);
+    assert_eq!(s.server().accepted, 0, "nothing went upstream");
 }
 
 #[test]
@@ -223,7 +184,7 @@ fn idle_keep_alive_closes_silently() {
     let client = s.w.client(s.client);
     assert_eq!(client.responses.len(), 1, "no answer to an idle connection");
     assert_eq!(client.ended.len(), 1, "closed");
-    assert_eq!(s.w.endpoint(s.ns).connections(), 0);
+    assert_eq!(s.w.endpoint(s.ep).connections(), 0);
 }
 
 #[test]
@@ -234,7 +195,7 @@ fn garbage_from_upstream_is_502() {
     );
     assert_eq!(s.exchange(b"GET / HTTP/1.1\r\n\r\n").status(), 502);
     assert!(
-        s.w.links_from(s.ns)[0].from.closed,
+        s.w.links_from(s.ep)[0].from.closed,
         "a broken upstream is not pooled"
     );
 }
@@ -270,10 +231,10 @@ fn client_errors_get_their_status_and_nothing_goes_upstream() {
     ];
     for (name, bytes, status) in cases {
         let mut s = ns_sim(|_, _| {});
-        let resp = s.exchange(bytes);
+        let resp = s.exchange(bytes.clone());
         assert_eq!(resp.status(), *status, "{name}: {}", resp.raw);
         assert_eq!(resp.header("Connection"), "close", "{name}");
-        assert_eq!(s.agent().accepted, 0, "{name}: nothing upstream");
+        assert_eq!(s.server().accepted, 0, "{name}: nothing upstream");
     }
 }
 
@@ -296,8 +257,8 @@ fn a_post_is_never_replayed_on_a_new_connection() {
     let resp =
         s.exchange(b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 2\r\n\r\npw");
     assert_eq!(resp.status(), 502, "{}", resp.raw);
-    assert!(s.agent().last().raw.starts_with("POST "));
-    assert_eq!(s.agent().accepted, 1, "no second connection for a POST");
+    assert!(s.server().last().raw.starts_with("POST "));
+    assert_eq!(s.server().accepted, 1, "no second connection for a POST");
 }
 
 #[test]
@@ -316,7 +277,7 @@ fn stale_pooled_upstream_is_retried_once_on_a_new_connection() {
     s.exchange(b"GET /1 HTTP/1.1\r\n\r\n");
     s.exchange(b"GET /2 HTTP/1.1\r\n\r\n")
         .assert_is(200, "hello");
-    let agent = s.agent();
+    let agent = s.server();
     assert_eq!(agent.accepted, 2, "a fresh connection for the replay");
     assert!(
         agent.requests[1].raw.starts_with("GET /2") && agent.requests[2].raw.starts_with("GET /2"),
@@ -335,7 +296,7 @@ fn chunked_request_body_is_reframed_without_extensions_or_trailers() {
 X-Neutron-Network-ID: 5a1c9e3b-7d2f-4e6a-8b0c-1f2e3d4c5b6a\r\n\r\n",
     );
     resp.assert_is(200, "hello");
-    let fwd = &s.agent().last().raw;
+    let fwd = &s.server().last().raw;
     assert!(
         fwd.starts_with(
             "POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 11\r\n\
@@ -374,7 +335,7 @@ fn a_client_that_does_not_read_stops_the_upstream_reads() {
     s.client().reading = false;
     s.client().get("/big");
     s.w.settle();
-    let read = s.w.links_from(s.ns)[0].down.delivered.len();
+    let read = s.w.links_from(s.ep)[0].down.delivered.len();
     assert!(
         read < 256 * 1024,
         "proxy read {read} bytes for a stalled client"
@@ -419,16 +380,16 @@ fn drain_waits_for_the_exchange_in_flight() {
     );
     let idle = s.w.add_client("127.0.0.1", ns_proxy_addr());
     s.client().get("/");
-    s.w.await_requests(s.agent, 1);
-    s.w.with_endpoint(s.ns, |ep, now| ep.begin_drain(now));
+    s.w.await_requests(s.server, 1);
+    s.w.with_endpoint(s.ep, |ep, now| ep.begin_drain(now));
     s.w.settle();
     assert_eq!(s.w.client(idle).ended.len(), 1, "idle closes at once");
-    assert!(!s.w.endpoint(s.ns).is_drained());
+    assert!(!s.w.endpoint(s.ep).is_drained());
     let resp = s.w.response(s.client, 0);
     resp.assert_is(200, "hello");
     assert_eq!(resp.header("Connection"), "close", "{}", resp.raw);
     s.w.settle();
-    assert!(s.w.endpoint(s.ns).is_drained());
+    assert!(s.w.endpoint(s.ep).is_drained());
 }
 
 #[test]
@@ -438,12 +399,12 @@ fn token_put_through_an_instance_proxy_is_403() {
         b"PUT //latest/api/token/ HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n",
     );
     assert_eq!(resp.status(), 403, "{}", resp.raw);
-    assert_eq!(s.agent().accepted, 0);
+    assert_eq!(s.server().accepted, 0);
     // Without the header the PUT goes through.
     s.exchange(
         b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
     );
-    assert!(s.agent().last().raw.starts_with("PUT /latest/api/token "));
+    assert!(s.server().last().raw.starts_with("PUT /latest/api/token "));
 }
 
 #[test]
@@ -453,8 +414,8 @@ fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
     // A byte past the request: the connection lingers after its answer instead of closing.
     s.exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nX")
         .assert_is(200, "hello");
-    assert!(s.ns_side(0).shut, "shut after the answer");
-    assert!(!s.ns_side(0).closed, "lingering until the client's EOF");
+    assert!(s.accepted(0).shut, "shut after the answer");
+    assert!(!s.accepted(0).closed, "lingering until the client's EOF");
     // The client reconnects before its old connection saw EOF: it is served.
     let second = s.w.add_client("127.0.0.1", ns_proxy_addr());
     let again = s.w.exchange(second, &b"GET / HTTP/1.1\r\n\r\n"[..]);
@@ -472,16 +433,16 @@ fn a_client_that_asked_to_close_is_closed_without_lingering() {
     resp.assert_is(200, "hello");
     assert_eq!(resp.header("Connection"), "close");
     s.w.settle();
-    assert!(s.ns_side(0).closed, "closed once the answer is written");
+    assert!(s.accepted(0).closed, "closed once the answer is written");
     assert!(
-        !s.ns_side(0).shut,
+        !s.accepted(0).shut,
         "no shutdown-and-linger for a clean close"
     );
     assert!(
-        !s.w.links_from(s.ns)[0].from.closed,
+        !s.w.links_from(s.ep)[0].from.closed,
         "the upstream stays pooled"
     );
-    assert_eq!(s.w.endpoint(s.ns).connections(), 0);
+    assert_eq!(s.w.endpoint(s.ep).connections(), 0);
 }
 
 #[test]
@@ -492,12 +453,15 @@ fn an_http10_client_is_closed_without_lingering_once_its_answer_is_written() {
     s.w.set_capacity(1);
     s.client().reading = false;
     s.client().send(&b"GET / HTTP/1.0\r\n\r\n"[..]);
-    s.w.await_requests(s.agent, 1);
+    s.w.await_requests(s.server, 1);
     s.w.settle();
-    assert!(!s.ns_side(0).closed, "closed before the answer was written");
+    assert!(
+        !s.accepted(0).closed,
+        "closed before the answer was written"
+    );
     s.client().reading = true;
     s.w.response(s.client, 0).assert_is(200, "hello");
-    assert!(s.ns_side(0).closed && !s.ns_side(0).shut);
+    assert!(s.accepted(0).closed && !s.accepted(0).shut);
 }
 
 #[test]
@@ -509,8 +473,8 @@ fn an_error_answer_still_lingers() {
         b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
     );
     assert_eq!(resp.status(), 400, "{}", resp.raw);
-    assert!(s.ns_side(0).shut && !s.ns_side(0).closed);
+    assert!(s.accepted(0).shut && !s.accepted(0).closed);
     s.client().close();
     s.w.settle();
-    assert!(s.ns_side(0).closed);
+    assert!(s.accepted(0).closed);
 }

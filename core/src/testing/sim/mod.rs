@@ -14,12 +14,14 @@
 //! the socket.
 
 mod client;
+mod hop;
 mod message;
 mod peer;
 pub mod roles;
 mod server;
 
 pub use client::HttpClient;
+pub use hop::Hop;
 pub use message::Message;
 pub use peer::{AsAny, ConnId, Peer, PeerInput, PeerIo};
 pub use server::{Answer, HttpServer, Refusing, Script};
