@@ -76,6 +76,11 @@ impl HttpServer {
         HttpServer::new(|_, _| Answer::Silence)
     }
 
+    /// Answers as `script` says from now on.
+    pub fn set_script(&mut self, script: impl FnMut(usize, &Message) -> Answer + 'static) {
+        self.script = Box::new(script);
+    }
+
     /// The newest request; fails the test when there is none.
     pub fn last(&self) -> &Message {
         self.requests
