@@ -41,16 +41,14 @@ impl Message {
         }
     }
 
-    /// Every value of the field `name` (any case), in order.
+    /// Every value of the field `name` (any case), in order, as on the wire (framing fields
+    /// too, which the parsed head keeps only as markers).
     pub fn headers(&self, name: &str) -> Vec<String> {
-        let fields = match &self.head {
-            Head::Response(r) => &r.fields,
-            Head::Request(r) => &r.fields,
-        };
-        fields
-            .iter()
+        let head = self.raw.split("\r\n\r\n").next().unwrap_or_default();
+        (head.split("\r\n").skip(1))
+            .filter_map(|line| line.split_once(':'))
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .map(|(_, v)| v.trim().to_owned())
             .collect()
     }
 
