@@ -299,10 +299,14 @@ fn a_drain_across_the_chain_finishes_the_exchange_in_flight() {
     c.w.run_until(LIMIT, |w| {
         w.endpoint(ns).is_drained() && w.endpoint(agent).is_drained()
     });
+    // Nothing is left to happen anywhere: every timer of every hop is gone too.
+    let steps = (0..1000).take_while(|_| c.w.step()).count();
+    assert!(steps < 1000, "the drained chain keeps stepping");
     for node in [c.ns, c.agent] {
         assert!(
             c.w.contract(node).all_closed(),
             "{node:?} closed every socket"
         );
+        assert_eq!(c.w.endpoint(node).poll_timeout(), None, "{node:?}");
     }
 }

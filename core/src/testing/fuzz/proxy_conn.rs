@@ -9,11 +9,12 @@
 //! input or from tables of real ones (cloud-init's and botocore's, Nova's answers), cut at an
 //! input-chosen point, so short inputs reach deep states.
 //!
-//! Invariants: unsent bytes per socket stay within the client head limit plus the core's
-//! high-water mark (plus one read and one upstream head); a closed socket is never mentioned
-//! again and nothing is written after a shutdown; every connect id is new; after
-//! `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`; and once the input
-//! ends, a drain with every peer hanging up closes every socket the endpoint ever had.
+//! Invariants (the socket ones checked by [`Contract`], as in the simulator): unsent bytes per
+//! socket stay within the client head limit plus the core's high-water mark (plus one read and
+//! one upstream head); a closed socket is never mentioned again and nothing is written after a
+//! shutdown; every connect id is new; after `handle_timeout(now)`, `poll_timeout()` is `None`
+//! or later than `now`; and once the input ends, a drain with every peer hanging up closes
+//! every socket the endpoint ever had.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

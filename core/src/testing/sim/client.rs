@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::message::{Message, MessageReader};
 use super::peer::{ConnId, Peer, PeerInput, PeerIo};
 use crate::http::Method;
-use crate::socket::{ConnectError, Target};
+use crate::socket::Target;
 use crate::testing::HeadKind;
 
 /// A client that connects to `target` as soon as the world runs (an accepted connection, before
@@ -34,8 +34,6 @@ pub struct HttpClient {
     pub responses: Vec<Message>,
     /// Connections opened so far.
     pub connections: usize,
-    /// Connects that failed.
-    pub connect_failures: Vec<ConnectError>,
     /// Connections the other side ended (EOF), in order.
     pub ended: Vec<ConnId>,
 }
@@ -57,7 +55,6 @@ impl HttpClient {
             close_asked: false,
             responses: Vec::new(),
             connections: 0,
-            connect_failures: Vec::new(),
             ended: Vec::new(),
         }
     }
@@ -86,16 +83,6 @@ impl HttpClient {
             .unwrap_or_else(|| panic!("no response yet (connections: {})", self.connections))
     }
 
-    /// The current connection, if one is open.
-    pub fn conn(&self) -> Option<ConnId> {
-        self.conn
-    }
-
-    /// Nothing queued and nothing awaiting an answer.
-    pub fn is_idle(&self) -> bool {
-        self.queue.is_empty() && self.outstanding.is_empty()
-    }
-
     fn drop_conn(&mut self) {
         self.conn = None;
         self.connected = false;
@@ -113,11 +100,11 @@ impl HttpClient {
         }
     }
 
-    fn read_responses(&mut self, conn: ConnId, now: Instant, eof: bool) {
+    fn read_responses(&mut self, conn: ConnId, eof: bool) {
         loop {
             let method = self.outstanding.front().copied().unwrap_or(Method::Get);
             let kind = HeadKind::Response(method);
-            let Some(resp) = self.reader.next(kind, eof, conn, now, "the client") else {
+            let Some(resp) = self.reader.next(kind, eof, conn, "the client") else {
                 return;
             };
             self.outstanding.pop_front();
@@ -136,7 +123,7 @@ fn method_of(req: &[u8]) -> Method {
 }
 
 impl Peer for HttpClient {
-    fn handle(&mut self, now: Instant, conn: ConnId, input: PeerInput<'_>, io: &mut PeerIo) {
+    fn handle(&mut self, _now: Instant, conn: ConnId, input: PeerInput<'_>, io: &mut PeerIo) {
         if self.conn != Some(conn) {
             return;
         }
@@ -145,18 +132,15 @@ impl Peer for HttpClient {
                 self.connected = true;
                 self.write_queued(conn, io);
             }
-            PeerInput::ConnectFailed(why) => {
-                self.connect_failures.push(why);
-                self.drop_conn();
-            }
+            PeerInput::ConnectFailed(_) => self.drop_conn(),
             PeerInput::Read(bytes) => {
                 self.reader.push(bytes);
-                self.read_responses(conn, now, false);
+                self.read_responses(conn, false);
                 self.write_queued(conn, io);
             }
             PeerInput::Eof => {
                 if !self.reader.is_empty() {
-                    self.read_responses(conn, now, true);
+                    self.read_responses(conn, true);
                 }
                 self.ended.push(conn);
                 if !self.hold_open {

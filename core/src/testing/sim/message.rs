@@ -3,8 +3,6 @@
 //! What the peers read was written by an endpoint, so a message that does not parse is the
 //! endpoint's fault: the peer fails the test saying what it got.
 
-use std::time::Instant;
-
 use super::peer::ConnId;
 use crate::http::{BodyKind, Limits, Method};
 use crate::testing::{feed_message, BodyEnd, Head, HeadKind};
@@ -22,8 +20,6 @@ const PEER_LIMITS: Limits = Limits {
 pub struct Message {
     /// The connection it came on.
     pub conn: ConnId,
-    /// When its last byte arrived.
-    pub at: Instant,
     /// The parsed head.
     pub head: Head,
     /// The decoded body (chunk framing removed).
@@ -82,14 +78,6 @@ impl Message {
             Head::Response(_) => None,
         }
     }
-
-    /// Whether the connection stays open after this message.
-    pub fn keep_alive(&self) -> bool {
-        match &self.head {
-            Head::Request(r) => r.keep_alive,
-            Head::Response(r) => r.keep_alive,
-        }
-    }
 }
 
 /// The bytes of one connection not yet cut into messages.
@@ -117,7 +105,6 @@ impl MessageReader {
         kind: HeadKind,
         eof: bool,
         conn: ConnId,
-        now: Instant,
         who: &str,
     ) -> Option<Message> {
         if self.buf.is_empty() || (self.buf.len() < self.need && !eof) {
@@ -154,7 +141,6 @@ impl MessageReader {
         self.need = 0;
         Some(Message {
             conn,
-            at: now,
             head,
             body: body.data,
             raw: String::from_utf8_lossy(&raw).into_owned(),

@@ -93,8 +93,6 @@ pub struct Link {
     /// Bytes from `to` to `from`.
     pub down: Pipe,
     connecting: bool,
-    /// Why the connect failed, if it did.
-    pub refused: Option<ConnectError>,
 }
 
 impl Link {
@@ -582,11 +580,6 @@ impl World {
                 Some(to) => self.accept(id, from.node, to, &target),
                 None => Err(ConnectError::Refused),
             };
-            if let Err(why) = result {
-                if let Some(link) = self.links.get_mut(&id) {
-                    link.refused = Some(why);
-                }
-            }
             let input = match result {
                 Ok(()) => Input::Connected,
                 Err(why) => Input::ConnectFailed(why),
@@ -774,6 +767,5 @@ fn new_link(id: ConnId, target: Target, node: NodeId, sock: Option<SockId>) -> L
         up: Pipe::default(),
         down: Pipe::default(),
         connecting: true,
-        refused: None,
     }
 }

@@ -110,7 +110,7 @@ impl HttpServer {
             let Some(reader) = self.readers.get_mut(&conn) else {
                 return;
             };
-            let Some(req) = reader.next(HeadKind::Request, eof, conn, now, "the server") else {
+            let Some(req) = reader.next(HeadKind::Request, eof, conn, "the server") else {
                 return;
             };
             let method = req.method().unwrap_or(Method::Get);
