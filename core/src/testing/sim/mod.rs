@@ -7,8 +7,9 @@
 //!
 //! Bytes move through connections in pieces of [`World::set_piece`] bytes, at most
 //! [`World::set_capacity`] of them in flight from an endpoint (a socket buffer: back-pressure
-//! reaches the endpoint's `pending_write`), and only while the reader wants them. One
-//! [`World::step`] moves every byte that can move; when none can, it jumps time to the earliest
+//! reaches the endpoint's `pending_write`), and only while the reader wants them. A close is a
+//! FIN, not a reset: the other side reads what was sent, then EOF. One [`World::step`] moves
+//! every byte that can move without time passing; when none can, it jumps time to the earliest
 //! deadline of any node and fires it. Every endpoint's side of the contract is checked by a
 //! [`Contract`] on every action and every step, so a test fails at the broken promise, naming
 //! the socket.
@@ -358,6 +359,7 @@ impl World {
     /// it. False when nothing moved and no deadline is left.
     pub fn step(&mut self) -> bool {
         if self.move_once() {
+            self.settle();
             return true;
         }
         match self.next_deadline() {
