@@ -3,191 +3,210 @@
 
 use std::time::Duration;
 
-use mdproxy_core::config::{Backend, Role, Timeouts};
-use mdproxy_core::socket::SockId;
+use mdproxy_core::config::{Backend, Role};
+use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
+use mdproxy_core::socket::Target;
+use mdproxy_core::testing::sim::roles::{self, agent_socket, metadata_addr, NET, ROUTER};
+use mdproxy_core::testing::sim::{Answer, HttpServer, Message, NodeId, World};
 
-mod sim;
-use sim::{neutron_agent, Sim, OK};
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
 
-const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
-const NET: &str = "9c2b1a4e-0000-4000-8000-000000000001";
-
-fn agent() -> Sim {
-    Sim::with_role(Role::Agent(neutron_agent()), Timeouts::default())
+/// ns-proxy connections (clients on the agent's socket) → the agent → the metadata server
+/// (answering [`OK`]), the agent asking a scripted Neutron with no Keystone.
+struct Sim {
+    w: World,
+    neutron: NodeId,
+    metadata: NodeId,
 }
 
-fn request(ip: &str) -> Vec<u8> {
+fn sim_with(max_in_flight: usize, neutron: impl FnMut(usize, &Message) -> Answer + 'static) -> Sim {
+    let url = HttpTarget::parse_ip_url("http://127.0.0.1:9696").expect("url");
+    let mut n = NeutronConfig::new(Some(url), None);
+    n.max_in_flight = max_in_flight;
+    let cfg = roles::agent(Backend::Neutron(n));
+    let mut w = World::new();
+    w.endpoint_on(agent_socket(), roles::endpoint(Role::Agent(cfg)));
+    let neutron = w.peer_on(
+        Target::Tcp(([127, 0, 0, 1], 9696).into()),
+        HttpServer::new(neutron),
+    );
+    let metadata = w.peer_on(metadata_addr(), HttpServer::answering(OK));
+    Sim {
+        w,
+        neutron,
+        metadata,
+    }
+}
+
+/// A Neutron whose port for any address is `device`.
+fn sim(device: &'static str) -> Sim {
+    sim_with(64, move |_, q| answer(q, device))
+}
+
+impl Sim {
+    fn ns(&mut self) -> NodeId {
+        self.w.add_client("127.0.0.1", agent_socket())
+    }
+
+    fn get(&mut self, ns: NodeId, ip: &str) -> Message {
+        self.w.exchange(ns, request(ip))
+    }
+
+    fn neutron(&self) -> &[Message] {
+        &self.w.server(self.neutron).requests
+    }
+
+    fn metadata(&self) -> &HttpServer {
+        self.w.server(self.metadata)
+    }
+
+    /// The identities the metadata server was asked for, in order.
+    fn instances_asked(&self) -> Vec<String> {
+        let asked = self.metadata().requests.iter();
+        asked.map(|r| r.header("X-Instance-ID")).collect()
+    }
+
+    /// The identity the metadata server was last asked for.
+    fn last_instance(&self) -> String {
+        self.metadata().last().header("X-Instance-ID")
+    }
+}
+
+fn request(ip: &str) -> String {
     format!("GET /latest/meta-data/ HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Router-ID: {ROUTER}\r\n\r\n")
-        .into_bytes()
 }
 
-fn json_response(status: &str, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
-}
-
-fn networks() -> Vec<u8> {
-    json_response(
-        "200 OK",
-        &format!(r#"{{"ports": [{{"network_id": "{NET}"}}]}}"#),
+fn json_response(status: &str, body: &str) -> Answer {
+    Answer::Respond(
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
     )
 }
 
-fn port(device: &str) -> Vec<u8> {
+fn port(device: &str) -> Answer {
     json_response(
         "200 OK",
         &format!(r#"{{"ports": [{{"device_id": "{device}", "project_id": "p1"}}]}}"#),
     )
 }
 
-/// Connects every pending socket and sorts them by what went out first: Neutron queries
-/// (`GET /v2.0/…`) or metadata requests.
-fn open_all(s: &mut Sim, seen: &mut usize) -> (Vec<SockId>, Vec<SockId>) {
-    let (mut neutron, mut metadata) = (Vec::new(), Vec::new());
-    while *seen < s.connects.len() {
-        let sock = s.connects[*seen];
-        *seen += 1;
-        s.input(sock, mdproxy_core::socket::Input::Connected);
-        let out = s.written.get(&sock).cloned().unwrap_or_default();
-        if out.starts_with(b"GET /v2.0/") {
-            neutron.push(sock);
-        } else {
-            metadata.push(sock);
-        }
+fn no_port() -> Answer {
+    json_response("200 OK", r#"{"ports": []}"#)
+}
+
+fn is_networks_query(q: &Message) -> bool {
+    q.raw.contains(&format!("device_id={ROUTER}"))
+}
+
+/// The router's networks, or the port of `device`.
+fn answer(q: &Message, device: &str) -> Answer {
+    if is_networks_query(q) {
+        let body = format!(r#"{{"ports": [{{"network_id": "{NET}"}}]}}"#);
+        json_response("200 OK", &body)
+    } else {
+        port(device)
     }
-    (neutron, metadata)
 }
 
 #[test]
 fn a_burst_of_first_requests_makes_one_port_query() {
-    let mut s = agent();
-    let clients: Vec<SockId> = (0..1000)
-        .map(|_| {
-            let c = s.ep.accept(s.now, None);
-            s.drain();
-            c
-        })
-        .collect();
+    let mut s = sim_with(64, |_, q| match answer(q, "inst-1") {
+        Answer::Respond(r) => Answer::Later(Duration::from_secs(1), r),
+        other => other,
+    });
+    let clients: Vec<NodeId> = (0..1000).map(|_| s.ns()).collect();
     for &c in &clients {
-        s.send(c, &request("10.0.0.5"));
+        s.w.client_mut(c).send(request("10.0.0.5"));
     }
-    let mut seen = 0;
-    let (q1, m) = open_all(&mut s, &mut seen);
-    assert_eq!(
-        (q1.len(), m.len()),
-        (1, 0),
-        "one router-networks query, nothing forwarded yet"
-    );
-    let first = s.take(q1[0]);
-    assert!(first.contains(&format!("device_id={ROUTER}")), "{first}");
-    s.send(q1[0], &networks());
-    let (q2, m) = open_all(&mut s, &mut seen);
-    assert_eq!(
-        (q2.len(), m.len()),
-        (1, 0),
-        "one port query for 1000 waiters"
-    );
-    let second = s.take(q2[0]);
+    s.w.await_requests(s.neutron, 1);
+    s.w.settle();
+    assert_eq!(s.neutron().len(), 1, "one router-networks query");
+    assert!(is_networks_query(&s.neutron()[0]), "{}", s.neutron()[0].raw);
+    s.w.await_requests(s.neutron, 2);
+    s.w.settle();
+    let second = &s.neutron()[1].raw;
     assert!(
         second.contains("fixed_ips=ip_address%3D10.0.0.5"),
         "{second}"
     );
-    s.send(q2[0], &port("inst-1"));
-    let (q3, metadata) = open_all(&mut s, &mut seen);
-    assert!(q3.is_empty());
-    assert_eq!(metadata.len(), 1000, "every waiter is forwarded");
-    for m in metadata {
-        assert!(s.take(m).contains("X-Instance-ID: inst-1\r\n"));
-    }
+    assert_eq!(s.metadata().requests.len(), 0, "nothing forwarded yet");
+    s.w.await_requests(s.metadata, 1000);
+    assert_eq!(s.neutron().len(), 2, "one port query for 1000 waiters");
+    assert!(
+        s.instances_asked().iter().all(|id| id == "inst-1"),
+        "every waiter is forwarded as inst-1"
+    );
 }
 
 #[test]
 fn cached_instances_are_served_without_neutron_and_expire() {
-    let mut s = agent();
-    let c = s.ep.accept(s.now, None);
-    s.drain();
-    let mut seen = 0;
-    s.send(c, &request("10.0.0.5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &networks());
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &port("inst-1"));
-    let (_, m) = open_all(&mut s, &mut seen);
-    s.send(m[0], OK);
-    assert!(s.take(c).ends_with("hello"));
+    let mut s = sim("inst-1");
+    let ns = s.ns();
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
+    assert_eq!(s.neutron().len(), 2);
     // Within the TTL: no Neutron query, the pooled metadata connection is reused.
-    s.advance(Duration::from_secs(4));
-    s.send(c, &request("10.0.0.5"));
-    let (q, fresh) = open_all(&mut s, &mut seen);
-    assert!(q.is_empty() && fresh.is_empty());
-    assert!(s.take(m[0]).contains("X-Instance-ID: inst-1"));
-    s.send(m[0], OK);
-    s.take(c);
+    s.w.advance(Duration::from_secs(4));
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
+    assert_eq!(s.neutron().len(), 2);
+    assert_eq!(s.metadata().accepted, 1);
+    assert_eq!(s.last_instance(), "inst-1");
     // Past the TTL: asked again (router networks expired too).
-    s.advance(Duration::from_secs(2));
-    s.send(c, &request("10.0.0.5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    assert_eq!(q.len(), 1, "a new query after expiry");
+    s.w.advance(Duration::from_secs(2));
+    s.get(ns, "10.0.0.5");
+    assert_eq!(s.neutron().len(), 4, "new queries after expiry");
+    assert!(is_networks_query(&s.neutron()[2]));
 }
 
 #[test]
 fn neutron_failure_is_503_but_cached_instances_keep_working() {
-    let mut s = agent();
-    let c = s.ep.accept(s.now, None);
-    s.drain();
-    let mut seen = 0;
-    s.send(c, &request("10.0.0.5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &networks());
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &port("inst-1"));
-    let (_, m) = open_all(&mut s, &mut seen);
-    s.send(m[0], OK);
-    s.take(c);
+    let mut s = sim_with(64, |_, q| {
+        if q.raw.contains("10.0.0.6") {
+            json_response("500 Internal Server Error", "{}")
+        } else {
+            answer(q, "inst-1")
+        }
+    });
+    let ns = s.ns();
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
     // Another instance: Neutron fails.
-    s.send(c, &request("10.0.0.6"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &json_response("500 Internal Server Error", "{}"));
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+    let resp = s.get(ns, "10.0.0.6");
+    assert_eq!(resp.status(), 503, "{}", resp.raw);
     // The cached one is still served.
-    s.send(c, &request("10.0.0.5"));
-    assert!(s.take(m[0]).contains("X-Instance-ID: inst-1"));
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
+    assert_eq!(s.metadata().requests.len(), 2);
+    assert_eq!(s.last_instance(), "inst-1");
 }
 
 #[test]
 fn metadata_404_for_a_cached_instance_looks_it_up_again_once() {
-    let mut s = agent();
-    let c = s.ep.accept(s.now, None);
-    s.drain();
-    let mut seen = 0;
-    s.send(c, &request("10.0.0.5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &networks());
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &port("old-instance"));
-    let (_, m) = open_all(&mut s, &mut seen);
-    s.send(m[0], OK);
-    s.take(c);
-    // The IP now belongs to a new instance; the cache still says the old one.
-    s.send(c, &request("10.0.0.5"));
-    assert!(s.take(m[0]).contains("X-Instance-ID: old-instance"));
-    s.send(m[0], b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
-    assert!(s.take(c).is_empty(), "the 404 is not passed on yet");
-    let (q, _) = open_all(&mut s, &mut seen);
+    let mut s = sim("old-instance");
+    let ns = s.ns();
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
+    // The IP now belongs to a new instance; the cache still says the old one, and the metadata
+    // server no longer knows it.
+    s.w.peer_mut::<HttpServer>(s.neutron)
+        .set_script(|_, q| answer(q, "new-instance"));
+    s.w.peer_mut::<HttpServer>(s.metadata).set_script(|_, r| {
+        if r.header("X-Instance-ID") == "old-instance" {
+            Answer::Respond(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec())
+        } else {
+            Answer::Respond(OK.to_vec())
+        }
+    });
+    s.get(ns, "10.0.0.5").assert_is(200, "hello");
     assert_eq!(
-        q.len(),
-        1,
+        s.instances_asked(),
+        ["old-instance", "old-instance", "new-instance"],
+        "the 404 is not passed on"
+    );
+    assert_eq!(
+        s.neutron().len(),
+        3,
         "one port query past the cache (router networks still cached)"
     );
-    s.send(q[0], &port("new-instance"));
-    let (_, m2) = open_all(&mut s, &mut seen);
-    assert!(s.take(m2[0]).contains("X-Instance-ID: new-instance"));
-    s.send(m2[0], OK);
-    assert!(s.take(c).ends_with("hello"));
 }
 
 /// Security issue 14, item 4: the Neutron backend follows the one rule of
@@ -195,49 +214,46 @@ fn metadata_404_for_a_cached_instance_looks_it_up_again_once() {
 /// a link-local one by IP first, and by the MAC it embeds only when no port has the address.
 #[test]
 fn only_link_local_clients_are_searched_by_mac() {
-    let mut s = agent();
-    let c = s.ep.accept(s.now, None);
-    s.drain();
-    let mut seen = 0;
-    s.send(c, &request("2001:db8::f816:3eff:fe00:5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &networks());
-    let (q, _) = open_all(&mut s, &mut seen);
-    let query = s.take(q[0]);
-    assert!(query.contains("fixed_ips=ip_address"), "{query}");
-    assert!(!query.contains("mac_address"), "{query}");
-    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
-    let (q, m) = open_all(&mut s, &mut seen);
-    assert!(q.is_empty() && m.is_empty(), "no search by MAC: {q:?}");
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 404 "), "{resp}");
-
-    // Link-local, no port with the address: then by MAC (router networks are cached now).
-    s.send(c, &request("fe80::f816:3eff:fe00:5"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    let query = s.take(q[0]);
-    assert!(query.contains("fixed_ips=ip_address"), "{query}");
-    s.send(q[0], &json_response("200 OK", r#"{"ports": []}"#));
-    let (q, _) = open_all(&mut s, &mut seen);
-    let query = s.take(q[0]);
+    let mut s = sim_with(64, |_, q| {
+        if q.raw.contains("mac_address") {
+            port("by-mac")
+        } else if q.raw.contains("fe00%3A6") || q.raw.contains("fe00:6") {
+            answer(q, "by-address")
+        } else if is_networks_query(q) {
+            answer(q, "")
+        } else {
+            no_port()
+        }
+    });
+    let ns = s.ns();
+    let resp = s.get(ns, "2001:db8::f816:3eff:fe00:5");
+    assert_eq!(resp.status(), 404, "{}", resp.raw);
+    assert_eq!(s.neutron().len(), 2, "no search by MAC");
+    let query = &s.neutron()[1].raw;
     assert!(
-        query.contains("mac_address=fa%3A16%3A3e%3A00%3A00%3A05")
-            || query.contains("mac_address=fa:16:3e:00:00:05"),
+        query.contains("fixed_ips=ip_address") && !query.contains("mac_address"),
         "{query}"
     );
-    s.send(q[0], &port("by-mac"));
-    let (_, m) = open_all(&mut s, &mut seen);
-    assert!(s.take(m[0]).contains("X-Instance-ID: by-mac\r\n"));
-    s.send(m[0], OK);
-    assert!(s.take(c).ends_with("hello"));
+
+    // Link-local, no port with the address: then by MAC (router networks are cached now).
+    s.get(ns, "fe80::f816:3eff:fe00:5").assert_is(200, "hello");
+    let (by_ip, by_mac) = (&s.neutron()[2].raw, &s.neutron()[3].raw);
+    assert!(by_ip.contains("fixed_ips=ip_address"), "{by_ip}");
+    assert!(
+        by_mac.contains("mac_address=fa%3A16%3A3e%3A00%3A00%3A05")
+            || by_mac.contains("mac_address=fa:16:3e:00:00:05"),
+        "{by_mac}"
+    );
+    assert_eq!(s.last_instance(), "by-mac");
 
     // Link-local, a port has the address itself: that port, no MAC query.
-    s.send(c, &request("fe80::f816:3eff:fe00:6"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    s.send(q[0], &port("by-address"));
-    let (q, _) = open_all(&mut s, &mut seen);
-    assert!(q.is_empty(), "no MAC query once the address matched");
-    assert!(s.take(m[0]).contains("X-Instance-ID: by-address\r\n"));
+    s.get(ns, "fe80::f816:3eff:fe00:6").assert_is(200, "hello");
+    assert_eq!(
+        s.neutron().len(),
+        5,
+        "no MAC query once the address matched"
+    );
+    assert_eq!(s.last_instance(), "by-address");
 }
 
 /// At most `max_in_flight` Neutron queries run at once; more distinct lookups wait in a
@@ -245,39 +261,45 @@ fn only_link_local_clients_are_searched_by_mac() {
 /// the backend timeout for a slot is answered 503 too.
 #[test]
 fn a_flood_of_distinct_ips_is_bounded_in_flight_and_in_queue() {
-    let mut cfg = neutron_agent();
-    if let Backend::Neutron(n) = &mut cfg.backend {
-        n.max_in_flight = 2;
-    }
-    let mut s = Sim::with_role(Role::Agent(cfg), Timeouts::default());
-    let net = |ip: &str| {
-        format!("GET / HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Network-ID: {NET}\r\n\r\n")
-            .into_bytes()
-    };
+    // The first query is answered after a second; the others never.
+    let mut s = sim_with(2, |n, _| {
+        if n == 0 {
+            match port("inst-0") {
+                Answer::Respond(r) => Answer::Later(Duration::from_secs(1), r),
+                other => other,
+            }
+        } else {
+            Answer::Silence
+        }
+    });
     let queued = 2 * 16;
-    let clients: Vec<SockId> = (0..2 + queued + 1)
+    let clients: Vec<NodeId> = (0..2 + queued + 1)
         .map(|i| {
-            let c = s.ep.accept(s.now, None);
-            s.drain();
-            s.send(c, &net(&format!("10.1.{}.{}", i / 250, i % 250 + 1)));
+            let c = s.ns();
+            let ip = format!("10.1.{}.{}", i / 250, i % 250 + 1);
+            let req = format!(
+                "GET / HTTP/1.1\r\nX-Forwarded-For: {ip}\r\nX-Neutron-Network-ID: {NET}\r\n\r\n"
+            );
+            s.w.client_mut(c).send(req);
             c
         })
         .collect();
-    let mut seen = 0;
-    let (q, _) = open_all(&mut s, &mut seen);
-    assert_eq!(q.len(), 2, "two queries in flight");
-    let last = s.take(*clients.last().unwrap());
-    assert!(last.starts_with("HTTP/1.1 503 "), "past the queue: {last}");
+    let last = s.w.response(clients[clients.len() - 1], 0);
+    assert_eq!(last.status(), 503, "past the queue: {}", last.raw);
+    assert_eq!(s.neutron().len(), 2, "two queries in flight");
     for &c in &clients[..clients.len() - 1] {
-        assert_eq!(s.take(c), "", "the others wait");
+        assert!(s.w.client(c).responses.is_empty(), "the others wait");
     }
     // One answer frees a slot: the oldest waiting lookup starts.
-    s.send(q[0], &port("inst-0"));
-    let (q2, m) = open_all(&mut s, &mut seen);
-    assert_eq!((q2.len(), m.len()), (1, 1));
-    assert!(s.take(q2[0]).contains("10.1.0.3"), "in arrival order");
+    s.w.await_requests(s.neutron, 3);
+    assert_eq!(s.w.elapsed(), Duration::from_secs(1));
+    assert!(s.neutron()[2].raw.contains("10.1.0.3"), "in arrival order");
     // The rest time out waiting (the backend timeout), with 503, not silence.
-    s.advance(Duration::from_secs(11));
-    let waited = s.take(clients[5]);
-    assert!(waited.starts_with("HTTP/1.1 503 "), "{waited}");
+    let waited = s.w.response(clients[5], 0);
+    assert_eq!(waited.status(), 503, "{}", waited.raw);
+    assert_eq!(
+        s.w.elapsed(),
+        NeutronConfig::DEFAULT_TIMEOUT,
+        "at the backend timeout"
+    );
 }

@@ -4,20 +4,21 @@
 
 use std::time::Duration;
 
-use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
-use mdproxy_core::scope::{Scope, Uuid};
-use mdproxy_core::socket::Target;
+use mdproxy_core::config::{RateLimit, Role, Timeouts};
+use mdproxy_core::testing::sim::roles::{self, agent_socket, ns_proxy_addr};
+use mdproxy_core::testing::sim::{Answer, Hop};
 
-mod sim;
-use sim::{Sim, OK};
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+const GET: &[u8] = b"GET / HTTP/1.1\r\n\r\n";
 
-fn ns_sim(rate_limit: Option<RateLimit>, timeouts: Timeouts) -> Sim {
-    let ns = NsProxyConfig {
-        scope: Scope::Router(Uuid::parse(b"5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6").expect("uuid")),
-        upstream: Target::Unix("/tmp/agent.sock".into()),
-        rate_limit,
-    };
-    Sim::with_role(Role::NsProxy(ns), timeouts)
+fn ns_sim(rate_limit: Option<RateLimit>, timeouts: Timeouts) -> Hop {
+    let mut cfg = roles::ns_proxy();
+    cfg.rate_limit = rate_limit;
+    let mut ep = roles::endpoint(Role::NsProxy(cfg));
+    ep.timeouts = timeouts;
+    Hop::new(ep, ns_proxy_addr(), agent_socket(), |_, _| {
+        Answer::Respond(OK.to_vec())
+    })
 }
 
 #[test]
@@ -30,17 +31,14 @@ fn timeouts_of_duration_max_serve_and_expire_a_day_later() {
         response: forever,
     };
     let mut s = ns_sim(None, timeouts);
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    s.send(up, OK);
-    assert!(s.take(c).starts_with("HTTP/1.1 200 "));
+    s.exchange(GET).assert_is(200, "hello");
     // The idle deadline saturated to a day: the connection is open just before it.
-    s.advance(Duration::from_secs(86_399));
-    assert!(!s.closed.contains(&c), "closed before a day");
-    s.advance(Duration::from_secs(2));
-    assert!(
-        s.closed.contains(&c),
+    s.w.advance(Duration::from_secs(86_399));
+    assert!(s.w.client(s.client).ended.is_empty(), "closed before a day");
+    s.w.advance(Duration::from_secs(2));
+    assert_eq!(
+        s.w.client(s.client).ended.len(),
+        1,
         "an idle connection outlived its deadline"
     );
 }
@@ -54,13 +52,6 @@ fn rate_windows_of_duration_max_still_limit() {
         burst_window: Duration::MAX,
     };
     let mut s = ns_sim(Some(limit), Timeouts::default());
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    for _ in 0..2 {
-        s.send(up, OK);
-        assert!(s.take(c).starts_with("HTTP/1.1 200 "));
-        s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    }
-    assert!(s.take(c).starts_with("HTTP/1.1 429 "));
+    let statuses: Vec<u16> = (0..3).map(|_| s.exchange(GET).status()).collect();
+    assert_eq!(statuses, [200, 200, 429]);
 }

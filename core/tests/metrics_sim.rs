@@ -3,37 +3,28 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mdproxy_core::config::{EndpointConfig, NsProxyConfig, Role, Timeouts};
-use mdproxy_core::http::Limits;
+use mdproxy_core::config::{Backend, EndpointConfig, Role, Timeouts};
+use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 use mdproxy_core::metrics::Metrics;
-use mdproxy_core::scope::{Scope, Uuid};
-use mdproxy_core::socket::{ConnectError, Input, SockId, Target};
+use mdproxy_core::socket::Target;
+use mdproxy_core::testing::sim::roles::{
+    self, agent_socket, metadata_addr, ns_proxy_addr, NET, ROUTER,
+};
+use mdproxy_core::testing::sim::{Answer, Hop, HttpServer, Message, World};
 
-mod sim;
-use sim::{neutron_agent, Sim, OK};
-
-const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
-const NET: &str = "9c2b1a4e-0000-4000-8000-000000000001";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
 const GET: &[u8] = b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n";
 
-fn sim(role: Role, metrics: &Arc<Metrics>) -> Sim {
-    Sim::new(EndpointConfig {
-        role,
-        limits: Limits::default(),
-        conns: Default::default(),
-        timeouts: Timeouts::default(),
-        tls: Default::default(),
-        metrics: Some(metrics.clone()),
-    })
+fn counted(role: Role, metrics: &Arc<Metrics>) -> EndpointConfig {
+    let mut cfg = roles::endpoint(role);
+    cfg.metrics = Some(metrics.clone());
+    cfg
 }
 
-fn ns_proxy(metrics: &Arc<Metrics>) -> Sim {
-    let ns = NsProxyConfig {
-        scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
-        upstream: Target::Unix("/tmp/agent.sock".into()),
-        rate_limit: None,
-    };
-    sim(Role::NsProxy(ns), metrics)
+/// A counted ns-proxy in front of an agent answering as `agent` says.
+fn ns_proxy(metrics: &Arc<Metrics>, agent: impl FnMut(usize, &Message) -> Answer + 'static) -> Hop {
+    let cfg = counted(Role::NsProxy(roles::ns_proxy()), metrics);
+    Hop::new(cfg, ns_proxy_addr(), agent_socket(), agent)
 }
 
 /// The value of one series (name and labels as rendered), or `None` if it is not rendered.
@@ -53,14 +44,13 @@ fn ns(metrics: &Metrics, series: &str, labels: &str) -> String {
 #[test]
 fn an_exchange_counts_its_status_latency_and_connection() {
     let metrics = Arc::new(Metrics::new());
-    let mut s = ns_proxy(&metrics);
-    let c = s.accept();
+    let mut s = ns_proxy(&metrics, |_, _| {
+        Answer::Later(Duration::from_millis(3), OK.to_vec())
+    });
+    s.client().hold_open = true;
+    s.w.settle();
     assert_eq!(ns(&metrics, "mdproxy_open_connections", ""), "1");
-    s.send(c, GET);
-    let up = s.connect_ok();
-    s.advance(Duration::from_millis(3));
-    s.send(up, OK);
-    assert!(s.take(c).starts_with("HTTP/1.1 200 OK\r\n"));
+    s.exchange(GET).assert_is(200, "hello");
 
     assert_eq!(ns(&metrics, "mdproxy_requests_total", ",code=\"200\""), "1");
     let bucket = |le: &str| {
@@ -83,35 +73,32 @@ fn an_exchange_counts_its_status_latency_and_connection() {
         None
     );
 
-    s.input(c, Input::Eof);
-    assert!(s.closed.contains(&c));
+    s.client().close();
+    s.w.settle();
+    assert!(s.accepted(0).closed);
     assert_eq!(ns(&metrics, "mdproxy_open_connections", ""), "0");
 }
 
 #[test]
 fn upstream_failures_count_by_kind() {
     let metrics = Arc::new(Metrics::new());
-    let mut s = ns_proxy(&metrics);
+    let mut s = ns_proxy(&metrics, |n, _| {
+        if n == 0 {
+            Answer::Respond(b"HTTP/1.1 banana\r\n\r\n".to_vec())
+        } else {
+            Answer::Silence
+        }
+    });
     let kind = |kind: &str| {
         let labels = format!(",kind=\"{kind}\"");
         ns(&metrics, "mdproxy_upstream_errors_total", &labels)
     };
-    let c = s.accept();
-
-    s.send(c, GET);
-    let up = *s.connects.last().unwrap();
-    s.input(up, Input::ConnectFailed(ConnectError::Refused));
-    assert!(s.take(c).starts_with("HTTP/1.1 503 "));
-
-    s.send(c, GET);
-    let up = s.connect_ok();
-    s.send(up, b"HTTP/1.1 banana\r\n\r\n");
-    assert!(s.take(c).starts_with("HTTP/1.1 502 "));
-
-    s.send(c, GET);
-    s.connect_ok();
-    s.advance(Timeouts::default().response);
-    assert!(s.take(c).starts_with("HTTP/1.1 504 "));
+    s.w.unlisten(&agent_socket());
+    assert_eq!(s.exchange(GET).status(), 503);
+    s.w.listen(agent_socket(), s.server);
+    assert_eq!(s.exchange(GET).status(), 502);
+    assert_eq!(s.exchange(GET).status(), 504);
+    assert_eq!(s.w.elapsed(), Timeouts::default().response);
 
     assert_eq!(
         ["refused", "malformed", "timeout", "reset", "tls"].map(kind),
@@ -126,10 +113,12 @@ fn upstream_failures_count_by_kind() {
 /// The metrics of an ns-proxy that answered one malformed request (400).
 fn after_a_bad_request() -> Arc<Metrics> {
     let metrics = Arc::new(Metrics::new());
-    let mut s = ns_proxy(&metrics);
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\nbad header\r\n\r\n");
-    assert!(s.take(c).starts_with("HTTP/1.1 400 "));
+    let mut s = ns_proxy(&metrics, |_, _| Answer::Respond(OK.to_vec()));
+    assert_eq!(
+        s.exchange(&b"GET / HTTP/1.1\r\nbad header\r\n\r\n"[..])
+            .status(),
+        400
+    );
     metrics
 }
 
@@ -143,25 +132,37 @@ fn answers_without_a_request_count_by_status_only() {
     );
 }
 
-fn json(body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+fn json(body: &str) -> Answer {
+    Answer::Later(
+        Duration::from_secs(1),
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
     )
-    .into_bytes()
-}
-
-/// Connects the newest pending socket and returns it.
-fn open_newest(s: &mut Sim) -> SockId {
-    let sock = *s.connects.last().expect("a connect");
-    s.input(sock, Input::Connected);
-    sock
 }
 
 #[test]
 fn agent_lookups_count_cache_results_and_backend_requests() {
     let metrics = Arc::new(Metrics::new());
-    let mut s = sim(Role::Agent(neutron_agent()), &metrics);
+    let url = HttpTarget::parse_ip_url("http://127.0.0.1:9696").expect("url");
+    let backend = Backend::Neutron(NeutronConfig::new(Some(url), None));
+    let cfg = counted(Role::Agent(roles::agent(backend)), &metrics);
+    let mut w = World::new();
+    w.endpoint_on(agent_socket(), cfg);
+    w.peer_on(metadata_addr(), HttpServer::answering(OK));
+    let neutron_addr = Target::Tcp(([127, 0, 0, 1], 9696).into());
+    let neutron = w.peer_on(
+        neutron_addr.clone(),
+        HttpServer::new(|n, _| {
+            if n == 0 {
+                json(&format!(r#"{{"ports": [{{"network_id": "{NET}"}}]}}"#))
+            } else {
+                json(r#"{"ports": [{"device_id": "inst-1", "project_id": "p1"}]}"#)
+            }
+        }),
+    );
     let request = format!(
         "GET /latest/meta-data/ HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: {ROUTER}\r\n\r\n"
     );
@@ -174,24 +175,19 @@ fn agent_lookups_count_cache_results_and_backend_requests() {
         agent_value("mdproxy_cache_lookups_total", &labels)
     };
 
-    let (a, b) = (s.ep.accept(s.now, None), s.ep.accept(s.now, None));
-    s.drain();
-    s.send(a, request.as_bytes());
-    s.send(b, request.as_bytes());
+    let (a, b) = (
+        w.add_client("127.0.0.1", agent_socket()),
+        w.add_client("127.0.0.1", agent_socket()),
+    );
+    for c in [a, b] {
+        w.client_mut(c).send(request.clone());
+    }
+    w.await_requests(neutron, 1);
     assert_eq!(["miss", "coalesced", "hit"].map(cache), ["1", "1", "0"]);
-    let routers = open_newest(&mut s);
-    s.send(
-        routers,
-        &json(&format!(r#"{{"ports": [{{"network_id": "{NET}"}}]}}"#)),
-    );
-    let ports = open_newest(&mut s);
-    s.send(
-        ports,
-        &json(r#"{"ports": [{"device_id": "inst-1", "project_id": "p1"}]}"#),
-    );
-    let c = s.ep.accept(s.now, None);
-    s.drain();
-    s.send(c, request.as_bytes());
+    w.response(a, 0).assert_is(200, "hello");
+    w.response(b, 0).assert_is(200, "hello");
+    let c = w.add_client("127.0.0.1", agent_socket());
+    w.exchange(c, request.clone()).assert_is(200, "hello");
     assert_eq!(["miss", "coalesced", "hit"].map(cache), ["1", "1", "1"]);
     let backend = |b: &str| {
         let labels = format!(",backend=\"{b}\"");
@@ -201,13 +197,10 @@ fn agent_lookups_count_cache_results_and_backend_requests() {
     assert_eq!(agent_value("mdproxy_backend_failures_total", ""), "0");
 
     // A lookup Neutron cannot answer fails (503) and counts as a backend failure.
-    let other = request.replace("10.0.0.5", "10.0.0.6");
-    let d = s.ep.accept(s.now, None);
-    s.drain();
-    s.send(d, other.as_bytes());
-    let ports = *s.connects.last().unwrap();
-    s.input(ports, Input::ConnectFailed(ConnectError::Refused));
-    assert!(s.take(d).starts_with("HTTP/1.1 503 "));
+    w.unlisten(&neutron_addr);
+    let d = w.add_client("127.0.0.1", agent_socket());
+    let resp = w.exchange(d, request.replace("10.0.0.5", "10.0.0.6"));
+    assert_eq!(resp.status(), 503, "{}", resp.raw);
     assert_eq!(agent_value("mdproxy_backend_failures_total", ""), "1");
     assert_eq!(agent_value("mdproxy_requests_total", ",code=\"503\""), "1");
 }
@@ -215,41 +208,56 @@ fn agent_lookups_count_cache_results_and_backend_requests() {
 #[test]
 fn the_metrics_role_serves_the_exposition() {
     let metrics = after_a_bad_request();
-    let mut s = Sim::with_role(Role::Metrics(metrics.clone()), Timeouts::default());
-    let c = s.accept();
-    s.send(c, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
-    assert!(
-        resp.contains("Content-Type: text/plain; version=0.0.4; charset=utf-8\r\n"),
-        "{resp}"
+    let mut w = World::new();
+    let target = Target::Tcp(([127, 0, 0, 1], 9100).into());
+    let ep = w.endpoint_on(
+        target.clone(),
+        roles::endpoint(Role::Metrics(metrics.clone())),
+    );
+    let c = w.add_client("127.0.0.1", target);
+    let resp = w.exchange(c, &b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
+    assert_eq!(resp.status(), 200, "{}", resp.raw);
+    assert_eq!(
+        resp.header("Content-Type"),
+        "text/plain; version=0.0.4; charset=utf-8"
     );
     assert!(
-        resp.contains("\r\n\r\n# HELP mdproxy_requests_total "),
-        "{resp}"
+        resp.text().starts_with("# HELP mdproxy_requests_total "),
+        "{}",
+        resp.raw
     );
     assert!(
-        resp.contains("\nmdproxy_requests_total{role=\"ns-proxy\",code=\"400\"} 1\n"),
-        "{resp}"
+        resp.text()
+            .contains("\nmdproxy_requests_total{role=\"ns-proxy\",code=\"400\"} 1\n"),
+        "{}",
+        resp.raw
     );
 
     // Keep-alive: more requests on the same connection.
-    s.send(c, b"GET /?x=1 HTTP/1.1\r\n\r\n");
-    assert!(s.take(c).starts_with("HTTP/1.1 200 OK\r\n"));
-    s.send(c, b"HEAD /metrics HTTP/1.1\r\n\r\n");
-    let head = s.take(c);
-    assert!(
-        head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
-        "{head}"
+    assert_eq!(
+        w.exchange(c, &b"GET /?x=1 HTTP/1.1\r\n\r\n"[..]).status(),
+        200
     );
-    s.send(c, b"GET /metricsx HTTP/1.1\r\n\r\n");
-    assert!(s.take(c).starts_with("HTTP/1.1 404 "));
-    s.send(c, b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi");
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 405 "), "{resp}");
-    assert!(resp.contains("Allow: GET, HEAD\r\n"), "{resp}");
+    let head = w.exchange(c, &b"HEAD /metrics HTTP/1.1\r\n\r\n"[..]);
+    assert!(
+        head.status() == 200 && head.raw.ends_with("\r\n\r\n"),
+        "{}",
+        head.raw
+    );
+    assert_eq!(
+        w.exchange(c, &b"GET /metricsx HTTP/1.1\r\n\r\n"[..])
+            .status(),
+        404
+    );
+    let resp = w.exchange(
+        c,
+        &b"POST /metrics HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"[..],
+    );
+    assert_eq!(resp.status(), 405, "{}", resp.raw);
+    assert_eq!(resp.header("Allow"), "GET, HEAD");
+    assert_eq!(w.client(c).connections, 1);
     // Scrapes are not counted: the metrics role has no series of its own.
-    assert!(s.connects.is_empty());
+    assert!(w.links_from(ep).is_empty());
     assert_eq!(
         value(&metrics, "mdproxy_connections_total{role=\"ns-proxy\"}").as_deref(),
         Some("1")

@@ -1,67 +1,58 @@
-//! The ns-proxy endpoint driven by a scripted runtime: every scenario runs in simulated time.
+//! The ns-proxy endpoint between instance clients and a scripted agent, in simulated time.
 
 use std::time::Duration;
 
-use mdproxy_core::config::{ConnLimits, EndpointConfig, NsProxyConfig, RateLimit, Role, Timeouts};
-use mdproxy_core::http::Limits;
-use mdproxy_core::scope::{Scope, Uuid};
-use mdproxy_core::socket::{ConnectError, Input, Target};
+use mdproxy_core::config::{NsProxyConfig, RateLimit, Role, Timeouts};
+use mdproxy_core::scope::Scope;
+use mdproxy_core::testing::sim::roles::{self, agent_socket, ns_proxy_addr, uuid, ROUTER};
+use mdproxy_core::testing::sim::{Answer, Hop, Message};
 
-const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello";
 
-mod sim;
-use sim::{count, Sim, OK};
-
-fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
-    ns_sim_with(64, f)
+fn ns_with(
+    f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts),
+    agent: impl FnMut(usize, &Message) -> Answer + 'static,
+) -> Hop {
+    let mut cfg = roles::ns_proxy();
+    let mut timeouts = Timeouts::default();
+    f(&mut cfg, &mut timeouts);
+    let mut ep = roles::endpoint(Role::NsProxy(cfg));
+    ep.timeouts = timeouts;
+    Hop::new(ep, ns_proxy_addr(), agent_socket(), agent)
 }
 
-/// An ns-proxy with DESIGN.md's 1024 connections, and `per_ip` per client IP.
-fn ns_sim_with(per_ip: usize, f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Sim {
-    let mut ns = NsProxyConfig {
-        scope: Scope::Router(Uuid::parse(ROUTER.as_bytes()).expect("uuid")),
-        upstream: Target::Unix("/tmp/agent.sock".into()),
-        rate_limit: None,
-    };
-    let mut timeouts = Timeouts::default();
-    f(&mut ns, &mut timeouts);
-    Sim::new(EndpointConfig {
-        role: Role::NsProxy(ns),
-        limits: Limits::default(),
-        conns: ConnLimits {
-            max_conns: 1024,
-            max_conns_per_ip: per_ip,
-        },
-        timeouts,
-        tls: Default::default(),
-        metrics: None,
+/// The ns-proxy as configured by `f`, the agent answering [`OK`].
+fn ns_sim(f: impl FnOnce(&mut NsProxyConfig, &mut Timeouts)) -> Hop {
+    ns_with(f, |_, _| Answer::Respond(OK.to_vec()))
+}
+
+/// The ns-proxy with at most `per_ip` connections from one address, the agent answering [`OK`].
+fn ns_sim_per_ip(per_ip: usize) -> Hop {
+    let mut ep = roles::endpoint(Role::NsProxy(roles::ns_proxy()));
+    ep.conns.max_conns_per_ip = per_ip;
+    Hop::new(ep, ns_proxy_addr(), agent_socket(), |_, _| {
+        Answer::Respond(OK.to_vec())
     })
 }
 
 #[test]
 fn forged_identity_headers_never_reach_upstream() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(
-        c,
+    let resp = s.exchange(
         b"GET /latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\nx-forwarded-for: 203.0.113.7\r\n\
 X-Neutron-Router-ID: spoofed\r\nX-NEUTRON-ROUTER-ID: spoofed2\r\nX-Neutron-Network-ID: n\r\n\
 X-Instance-ID: i\r\nx-instance-id-signature: s\r\nX-Tenant-ID: t\r\nX-Metadata-Provider: p\r\n\
 X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
     );
-    let up = s.connect_ok();
-    let head = s.take(up);
+    resp.assert_is(200, "hello");
+    let fwd = s.server().last();
     assert!(
-        head.starts_with("GET /latest/meta-data/ HTTP/1.1\r\n"),
-        "{head}"
+        fwd.raw.starts_with("GET /latest/meta-data/ HTTP/1.1\r\n"),
+        "{}",
+        fwd.raw
     );
-    assert_eq!(count(&head, "X-Forwarded-For"), 1, "{head}");
-    assert!(head.contains("X-Forwarded-For: 127.0.0.1\r\n"), "{head}");
-    assert_eq!(count(&head, "X-Neutron-Router-ID"), 1, "{head}");
-    assert!(
-        head.contains(&format!("X-Neutron-Router-ID: {ROUTER}\r\n")),
-        "{head}"
-    );
+    assert_eq!(fwd.headers("X-Forwarded-For"), ["127.0.0.1"], "{}", fwd.raw);
+    assert_eq!(fwd.headers("X-Neutron-Router-ID"), [ROUTER], "{}", fwd.raw);
     for h in [
         "X-Neutron-Network-ID",
         "X-Instance-ID",
@@ -70,99 +61,85 @@ X-Metadata-Provider-Signature: q\r\nUser-Agent: curl/8\r\n\r\n",
         "X-Metadata-Provider",
         "X-Metadata-Provider-Signature",
     ] {
-        assert_eq!(count(&head, h), 0, "{h} leaked: {head}");
+        assert!(fwd.headers(h).is_empty(), "{h} leaked: {}", fwd.raw);
     }
-    assert!(
-        head.contains("User-Agent: curl/8\r\n"),
-        "other fields pass: {head}"
-    );
-    s.send(up, OK);
-    let resp = s.take(c);
-    assert!(
-        resp.starts_with("HTTP/1.1 200 OK\r\n") && resp.ends_with("hello"),
-        "{resp}"
-    );
+    assert_eq!(fwd.header("User-Agent"), "curl/8", "other fields pass");
 }
 
 #[test]
 fn network_scope_sets_the_network_header() {
-    let mut s = ns_sim(|ns, _| {
-        ns.scope = Scope::Network(Uuid::parse(ROUTER.as_bytes()).unwrap());
-    });
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\nX-Neutron-Router-ID: x\r\n\r\n");
-    let up = s.connect_ok();
-    let head = s.take(up);
-    assert_eq!(count(&head, "X-Neutron-Router-ID"), 0, "{head}");
-    assert!(
-        head.contains(&format!("X-Neutron-Network-ID: {ROUTER}\r\n")),
-        "{head}"
-    );
+    let mut s = ns_sim(|ns, _| ns.scope = Scope::Network(uuid(ROUTER)));
+    s.exchange(b"GET / HTTP/1.1\r\nX-Neutron-Router-ID: x\r\n\r\n");
+    let fwd = s.server().last();
+    assert!(fwd.headers("X-Neutron-Router-ID").is_empty(), "{}", fwd.raw);
+    assert_eq!(fwd.headers("X-Neutron-Network-ID"), [ROUTER], "{}", fwd.raw);
 }
 
 #[test]
 fn keep_alive_reuses_the_pooled_upstream() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
     for i in 0..3 {
-        s.send(c, b"GET /a HTTP/1.1\r\n\r\n");
-        if i == 0 {
-            s.connect_ok();
-        }
-        let up = s.connects[0];
-        assert!(s.take(up).starts_with("GET /a"), "request {i} forwarded");
-        s.send(up, OK);
-        assert!(s.take(c).ends_with("hello"), "response {i}");
+        s.exchange(b"GET /a HTTP/1.1\r\n\r\n")
+            .assert_is(200, "hello");
+        assert!(
+            s.server().last().raw.starts_with("GET /a"),
+            "request {i} forwarded"
+        );
     }
     assert_eq!(
-        s.connects.len(),
+        s.server().accepted,
         1,
         "one upstream connection for three requests"
     );
-    assert!(s.closed.is_empty());
+    let links = s.w.links_from(s.ep);
+    assert!(!links[0].from.closed && !s.accepted(0).closed);
 }
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(
-        c,
-        b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n",
+    let mut s = ns_with(
+        |_, _| {},
+        |n, _| {
+            let body = format!("r{}", n + 1);
+            let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{body}");
+            Answer::Later(Duration::from_secs(1), resp.into_bytes())
+        },
     );
-    let up = s.connect_ok();
-    for i in 1..=3 {
-        let fwd = s.take(up);
-        assert!(
-            fwd.starts_with(&format!("GET /{i} ")),
-            "only request {i} is in flight: {fwd}"
-        );
-        let body = format!("r{i}");
-        let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{body}");
-        s.send(up, resp.as_bytes());
-        assert!(s.take(c).ends_with(&body));
-    }
+    s.client().pipeline = true;
+    s.client()
+        .send(&b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"[..]);
+    s.w.await_requests(s.server, 1);
+    s.w.settle();
+    let upstream = s.w.links_from(s.ep)[0].up.text();
+    assert!(
+        !upstream.contains("GET /2"),
+        "only request 1 is in flight: {upstream}"
+    );
+    let bodies: Vec<String> = (0..3).map(|n| s.w.response(s.client, n).text()).collect();
+    assert_eq!(bodies, ["r1", "r2", "r3"]);
+    let paths: Vec<bool> = (s.server().requests.iter().enumerate())
+        .map(|(i, r)| r.raw.starts_with(&format!("GET /{} ", i + 1)))
+        .collect();
+    assert_eq!(paths, [true; 3]);
 }
 
 #[test]
 fn refused_upstream_answers_503_and_keeps_serving() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
+    s.w.unlisten(&agent_socket());
     for _ in 0..2 {
-        s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-        let up = *s.connects.last().unwrap();
-        s.input(up, Input::ConnectFailed(ConnectError::Refused));
-        let resp = s.take(c);
-        assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+        let resp = s.exchange(b"GET / HTTP/1.1\r\n\r\n");
+        assert_eq!(resp.status(), 503, "{}", resp.raw);
         assert!(
-            resp.contains(
+            resp.text().contains(
                 "The remote metadata server is temporarily unavailable. Please try again later."
             ),
-            "{resp}"
+            "{}",
+            resp.raw
         );
     }
     assert!(
-        !s.closed.contains(&c),
+        s.w.client(s.client).ended.is_empty(),
         "client connection survives upstream failures"
     );
 }
@@ -170,73 +147,75 @@ fn refused_upstream_answers_503_and_keeps_serving() {
 #[test]
 fn json_error_when_accept_prefers_it() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\nAccept: application/json\r\n\r\n");
-    let up = *s.connects.last().unwrap();
-    s.input(up, Input::ConnectFailed(ConnectError::Refused));
-    let resp = s.take(c);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    let v: serde_json::Value = serde_json::from_str(body).expect("json body");
+    s.w.unlisten(&agent_socket());
+    let resp = s.exchange(b"GET / HTTP/1.1\r\nAccept: application/json\r\n\r\n");
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json body");
     assert_eq!(v["code"], "503 Service Unavailable");
 }
 
 #[test]
 fn silent_upstream_gets_504_at_the_response_timeout() {
-    let mut s = ns_sim(|_, t| t.response = Duration::from_secs(5));
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    s.connect_ok();
-    s.advance(Duration::from_millis(4900));
-    assert!(s.take(c).is_empty(), "not yet");
-    s.advance(Duration::from_millis(200));
-    assert!(s.take(c).starts_with("HTTP/1.1 504 "));
+    let mut s = ns_with(
+        |_, t| t.response = Duration::from_secs(5),
+        |_, _| Answer::Silence,
+    );
+    let resp = s.exchange(b"GET / HTTP/1.1\r\n\r\n");
+    assert_eq!(resp.status(), 504, "{}", resp.raw);
+    assert_eq!(
+        s.w.elapsed(),
+        Duration::from_secs(5),
+        "at the timeout, not before"
+    );
 }
 
 #[test]
 fn slow_head_gets_408() {
     let mut s = ns_sim(|_, t| t.head = Duration::from_secs(3));
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\nHost: x\r\n");
-    s.advance(Duration::from_secs(3));
-    assert!(s.take(c).starts_with("HTTP/1.1 408 "));
-    assert!(s.shut.contains(&c), "write side shut after the answer");
-    s.input(c, Input::Eof);
-    assert!(s.closed.contains(&c));
-    assert!(s.connects.is_empty(), "nothing went upstream");
+    s.client().hold_open = true;
+    let resp = s.exchange(b"GET / HTTP/1.1\r\nHost: x\r\n");
+    assert_eq!(resp.status(), 408, "{}", resp.raw);
+    assert_eq!(s.w.elapsed(), Duration::from_secs(3));
+    assert!(
+        s.accepted(0).shut && !s.accepted(0).closed,
+        "write side shut after the answer"
+    );
+    s.client().close();
+    s.w.settle();
+    assert!(s.accepted(0).closed);
+    assert_eq!(s.server().accepted, 0, "nothing went upstream");
 }
 
 #[test]
 fn idle_keep_alive_closes_silently() {
     let mut s = ns_sim(|_, t| t.idle = Duration::from_secs(2));
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    s.send(up, OK);
-    s.take(c);
-    s.advance(Duration::from_secs(3));
-    assert!(s.take(c).is_empty(), "no answer to an idle connection");
-    assert!(s.closed.contains(&c));
-    assert_eq!(s.ep.connections(), 0);
+    s.exchange(b"GET / HTTP/1.1\r\n\r\n");
+    s.w.advance(Duration::from_secs(3));
+    let client = s.w.client(s.client);
+    assert_eq!(client.responses.len(), 1, "no answer to an idle connection");
+    assert_eq!(client.ended.len(), 1, "closed");
+    assert_eq!(s.w.endpoint(s.ep).connections(), 0);
 }
 
 #[test]
 fn garbage_from_upstream_is_502() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    s.send(up, b"SSH-2.0-OpenSSH_9.2\r\n\r\n");
-    assert!(s.take(c).starts_with("HTTP/1.1 502 "));
-    assert!(s.closed.contains(&up), "a broken upstream is not pooled");
+    let mut s = ns_with(
+        |_, _| {},
+        |_, _| Answer::Respond(b"SSH-2.0-OpenSSH_9.2\r\n\r\n".to_vec()),
+    );
+    assert_eq!(s.exchange(b"GET / HTTP/1.1\r\n\r\n").status(), 502);
+    assert!(
+        s.w.links_from(s.ep)[0].from.closed,
+        "a broken upstream is not pooled"
+    );
 }
 
 #[test]
 fn client_errors_get_their_status_and_nothing_goes_upstream() {
-    let cases: &[(&str, Vec<u8>, &str)] = &[
+    let cases: &[(&str, Vec<u8>, u16)] = &[
         (
             "both TE and CL",
             b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
-            "400",
+            400,
         ),
         (
             "head over 16 KiB",
@@ -246,91 +225,87 @@ fn client_errors_get_their_status_and_nothing_goes_upstream() {
                 b"\r\n\r\n",
             ]
             .concat(),
-            "431",
+            431,
         ),
         (
             "body over 64 KiB",
             b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n".to_vec(),
-            "413",
+            413,
         ),
         (
             "obs-fold",
             b"GET / HTTP/1.1\r\nA: b\r\n c\r\n\r\n".to_vec(),
-            "400",
+            400,
         ),
     ];
     for (name, bytes, status) in cases {
         let mut s = ns_sim(|_, _| {});
-        let c = s.accept();
-        s.send(c, bytes);
-        let resp = s.take(c);
-        assert!(
-            resp.starts_with(&format!("HTTP/1.1 {status} ")),
-            "{name}: {resp}"
-        );
-        assert!(resp.contains("Connection: close"), "{name}");
-        assert!(s.connects.is_empty(), "{name}: nothing upstream");
+        let resp = s.exchange(bytes.clone());
+        assert_eq!(resp.status(), *status, "{name}: {}", resp.raw);
+        assert_eq!(resp.header("Connection"), "close", "{name}");
+        assert_eq!(s.server().accepted, 0, "{name}: nothing upstream");
     }
 }
 
 #[test]
 fn a_post_is_never_replayed_on_a_new_connection() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET /1 HTTP/1.1\r\n\r\n");
-    let up1 = s.connect_ok();
-    s.take(up1);
-    s.send(up1, OK);
-    s.take(c);
     // The pooled connection breaks after a password POST went out on it: the server may have
     // stored it, so it is not sent again (RFC 9110 §9.2.2); the client hears 502.
-    s.send(
-        c,
-        b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 2\r\n\r\npw",
+    let mut s = ns_with(
+        |_, _| {},
+        |n, _| {
+            if n == 0 {
+                Answer::Respond(OK.to_vec())
+            } else {
+                Answer::Close
+            }
+        },
     );
-    assert!(s.take(up1).starts_with("POST "));
-    s.input(up1, Input::Eof);
-    assert_eq!(s.connects.len(), 1, "no second connection for a POST");
-    assert!(s.take(c).starts_with("HTTP/1.1 502 "));
+    s.exchange(b"GET /1 HTTP/1.1\r\n\r\n")
+        .assert_is(200, "hello");
+    let resp =
+        s.exchange(b"POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 2\r\n\r\npw");
+    assert_eq!(resp.status(), 502, "{}", resp.raw);
+    assert!(s.server().last().raw.starts_with("POST "));
+    assert_eq!(s.server().accepted, 1, "no second connection for a POST");
 }
 
 #[test]
 fn stale_pooled_upstream_is_retried_once_on_a_new_connection() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET /1 HTTP/1.1\r\n\r\n");
-    let up1 = s.connect_ok();
-    s.take(up1);
-    s.send(up1, OK);
-    s.take(c);
-    // The agent closed the idle connection just as the next request went out on it.
-    s.send(c, b"GET /2 HTTP/1.1\r\n\r\n");
-    assert!(s.take(up1).starts_with("GET /2"));
-    s.input(up1, Input::Eof);
-    assert_eq!(s.connects.len(), 2, "a fresh connection for the replay");
-    let up2 = s.connect_ok();
-    assert!(s.take(up2).starts_with("GET /2"), "the request is replayed");
-    s.send(up2, OK);
-    assert!(s.take(c).ends_with("hello"));
+    // The agent closes the idle connection just as the next request goes out on it.
+    let mut s = ns_with(
+        |_, _| {},
+        |n, _| {
+            if n == 1 {
+                Answer::Close
+            } else {
+                Answer::Respond(OK.to_vec())
+            }
+        },
+    );
+    s.exchange(b"GET /1 HTTP/1.1\r\n\r\n");
+    s.exchange(b"GET /2 HTTP/1.1\r\n\r\n")
+        .assert_is(200, "hello");
+    let agent = s.server();
+    assert_eq!(agent.accepted, 2, "a fresh connection for the replay");
+    assert!(
+        agent.requests[1].raw.starts_with("GET /2") && agent.requests[2].raw.starts_with("GET /2"),
+        "the request is replayed"
+    );
 }
 
 #[test]
 fn chunked_request_body_is_reframed_without_extensions_or_trailers() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
+    s.w.set_piece(7);
     // Trailers naming another instance: eventlet before 0.40.3 would read them as a new request.
-    let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Forwarded-For: 10.0.0.7\r\n\
-X-Neutron-Network-ID: 5a1c9e3b-7d2f-4e6a-8b0c-1f2e3d4c5b6a\r\n\r\n";
-    s.send(
-        c,
-        b"POST /openstack/latest/password HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+    let resp = s.exchange(
+        b"POST /openstack/latest/password HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Forwarded-For: 10.0.0.7\r\n\
+X-Neutron-Network-ID: 5a1c9e3b-7d2f-4e6a-8b0c-1f2e3d4c5b6a\r\n\r\n",
     );
-    for piece in body.chunks(7) {
-        s.send(c, piece);
-    }
-    // Nothing goes upstream before the body is whole; then it goes with our Content-Length.
-    let up = s.connect_ok();
-    let fwd = s.take(up);
+    resp.assert_is(200, "hello");
+    let fwd = &s.server().last().raw;
     assert!(
         fwd.starts_with(
             "POST /openstack/latest/password HTTP/1.1\r\nContent-Length: 11\r\n\
@@ -342,22 +317,17 @@ X-Forwarded-For: 127.0.0.1\r\n"
     for gone in ["chunked", "ext=1", "10.0.0.7", "Network-ID"] {
         assert!(!fwd.contains(gone), "{gone} forwarded: {fwd}");
     }
-    s.send(up, OK);
-    assert!(s.take(c).ends_with("hello"));
 }
 
 #[test]
 fn chunked_response_is_rechunked_without_extensions_or_trailers() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    let _ = s.take(up);
-    s.send(
-        up,
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-Smuggled: 1\r\n\r\n",
+    let mut s = ns_with(
+        |_, _| {},
+        |_, _| {
+            Answer::Respond(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nX-Smuggled: 1\r\n\r\n".to_vec())
+        },
     );
-    let got = s.take(c);
+    let got = s.exchange(b"GET /latest/meta-data/ HTTP/1.1\r\n\r\n").raw;
     assert!(
         got.ends_with("Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
         "{got}"
@@ -367,26 +337,21 @@ fn chunked_response_is_rechunked_without_extensions_or_trailers() {
 
 #[test]
 fn a_client_that_does_not_read_stops_the_upstream_reads() {
-    let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET /big HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    s.stalled.push(c);
-    s.send(up, b"HTTP/1.1 200 OK\r\nContent-Length: 10485760\r\n\r\n");
-    let chunk = vec![b'x'; 16 * 1024];
-    let mut sent = 0;
-    while s.ep.wants_read(up) && sent < 10 << 20 {
-        s.send(up, &chunk);
-        sent += chunk.len();
-    }
+    const BIG: usize = 1 << 20;
+    let mut big = format!("HTTP/1.1 200 OK\r\nContent-Length: {BIG}\r\n\r\n").into_bytes();
+    big.resize(big.len() + BIG, b'x');
+    let mut s = ns_with(|_, _| {}, move |_, _| Answer::Respond(big.clone()));
+    s.client().reading = false;
+    s.client().get("/big");
+    s.w.settle();
+    let read = s.w.links_from(s.ep)[0].down.delivered.len();
     assert!(
-        sent < 256 * 1024,
-        "proxy buffered {sent} bytes for a stalled client"
+        read < 256 * 1024,
+        "proxy read {read} bytes for a stalled client"
     );
-    // The client reads again: the upstream may be read again too.
-    s.stalled.clear();
-    s.flush(c);
-    assert!(s.ep.wants_read(up));
+    // The client reads again: the upstream is read again too, to the end.
+    s.client().reading = true;
+    assert_eq!(s.w.response(s.client, 0).body.len(), BIG);
 }
 
 #[test]
@@ -399,145 +364,126 @@ fn rate_limit_answers_429() {
             burst_window: Duration::from_secs(10),
         })
     });
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    for _ in 0..2 {
-        s.send(up, OK);
-        assert!(s.take(c).starts_with("HTTP/1.1 200"));
-        s.send(c, b"GET / HTTP/1.1\r\n\r\n");
-    }
-    assert!(s.take(c).starts_with("HTTP/1.1 429 "));
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| s.exchange(b"GET / HTTP/1.1\r\n\r\n").status())
+        .collect();
+    assert_eq!(statuses, [200, 200, 429]);
 }
 
 #[test]
 fn connection_limit_per_ip() {
-    let mut s = ns_sim_with(2, |_, _| {});
-    let a = s.accept();
-    let b = s.accept();
-    let third = s.accept();
-    assert!(s.take(third).starts_with("HTTP/1.1 503 "));
-    assert!(s.take(a).is_empty() && s.take(b).is_empty());
+    let mut s = ns_sim_per_ip(2);
+    let b = s.w.add_client("127.0.0.1", ns_proxy_addr());
+    let third = s.w.add_client("127.0.0.1", ns_proxy_addr());
+    assert_eq!(s.w.response(third, 0).status(), 503);
+    for c in [s.client, b] {
+        assert!(s.w.client(c).responses.is_empty());
+    }
 }
 
 #[test]
 fn drain_waits_for_the_exchange_in_flight() {
-    let mut s = ns_sim(|_, _| {});
-    let idle = s.accept();
-    let busy = s.accept();
-    s.send(busy, b"GET / HTTP/1.1\r\n\r\n");
-    let up = s.connect_ok();
-    s.ep.begin_drain(s.now);
-    s.drain();
-    assert!(
-        s.closed.contains(&idle) || s.shut.contains(&idle),
-        "idle closes at once"
+    let mut s = ns_with(
+        |_, _| {},
+        |_, _| Answer::Later(Duration::from_secs(1), OK.to_vec()),
     );
-    assert!(!s.ep.is_drained());
-    s.send(up, OK);
-    let resp = s.take(busy);
-    assert!(
-        resp.contains("Connection: close") && resp.ends_with("hello"),
-        "{resp}"
-    );
-    s.input(idle, Input::Eof);
-    s.input(busy, Input::Eof);
-    assert!(s.ep.is_drained());
-    let _ = s.t0;
+    let idle = s.w.add_client("127.0.0.1", ns_proxy_addr());
+    s.client().get("/");
+    s.w.await_requests(s.server, 1);
+    s.w.with_endpoint(s.ep, |ep, now| ep.begin_drain(now));
+    s.w.settle();
+    assert_eq!(s.w.client(idle).ended.len(), 1, "idle closes at once");
+    assert!(!s.w.endpoint(s.ep).is_drained());
+    let resp = s.w.response(s.client, 0);
+    resp.assert_is(200, "hello");
+    assert_eq!(resp.header("Connection"), "close", "{}", resp.raw);
+    s.w.settle();
+    assert!(s.w.endpoint(s.ep).is_drained());
 }
 
 #[test]
 fn token_put_through_an_instance_proxy_is_403() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(
-        c,
+    let resp = s.exchange(
         b"PUT //latest/api/token/ HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nX-Forwarded-For: 10.1.1.1\r\n\r\n",
     );
-    assert!(s.take(c).starts_with("HTTP/1.1 403 "));
-    assert!(s.connects.is_empty());
-    // Without the header the PUT goes through; a GET with the header too.
-    s.send(
-        c,
+    assert_eq!(resp.status(), 403, "{}", resp.raw);
+    assert_eq!(s.server().accepted, 0);
+    // Without the header the PUT goes through.
+    s.exchange(
         b"PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n",
     );
-    assert_eq!(s.connects.len(), 1);
+    assert!(s.server().last().raw.starts_with("PUT /latest/api/token "));
 }
 
 #[test]
 fn a_closing_connection_does_not_count_against_the_per_ip_limit() {
-    let mut s = ns_sim_with(1, |_, _| {});
-    let first = s.accept();
+    let mut s = ns_sim_per_ip(1);
+    s.client().hold_open = true;
     // A byte past the request: the connection lingers after its answer instead of closing.
-    s.send(first, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nX");
-    let up = s.connect_ok();
-    s.send(up, OK);
-    let resp = s.take(first);
-    assert!(resp.ends_with("hello") && s.shut.contains(&first), "{resp}");
-    assert!(
-        !s.closed.contains(&first),
-        "lingering until the client's EOF"
-    );
+    s.exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nX")
+        .assert_is(200, "hello");
+    assert!(s.accepted(0).shut, "shut after the answer");
+    assert!(!s.accepted(0).closed, "lingering until the client's EOF");
     // The client reconnects before its old connection saw EOF: it is served.
-    let second = s.accept();
-    s.send(second, b"GET / HTTP/1.1\r\n\r\n");
-    assert!(s.take(second).is_empty(), "forwarded, not refused");
-    // A third while the second is active is over the limit.
-    let third = s.accept();
-    assert!(s.take(third).starts_with("HTTP/1.1 503 "));
+    let second = s.w.add_client("127.0.0.1", ns_proxy_addr());
+    let again = s.w.exchange(second, &b"GET / HTTP/1.1\r\n\r\n"[..]);
+    again.assert_is(200, "hello");
+    // A third while the second is open is over the limit.
+    let third = s.w.add_client("127.0.0.1", ns_proxy_addr());
+    assert_eq!(s.w.response(third, 0).status(), 503);
 }
 
 #[test]
 fn a_client_that_asked_to_close_is_closed_without_lingering() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
-    let up = s.connect_ok();
-    s.send(up, OK);
-    let resp = s.take(c);
+    s.client().hold_open = true;
+    let resp = s.exchange(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+    resp.assert_is(200, "hello");
+    assert_eq!(resp.header("Connection"), "close");
+    s.w.settle();
+    assert!(s.accepted(0).closed, "closed once the answer is written");
     assert!(
-        resp.contains("Connection: close") && resp.ends_with("hello"),
-        "{resp}"
-    );
-    assert!(s.closed.contains(&c), "closed once the answer is written");
-    assert!(
-        !s.shut.contains(&c),
+        !s.accepted(0).shut,
         "no shutdown-and-linger for a clean close"
     );
-    assert!(!s.closed.contains(&up), "the upstream stays pooled");
-    assert_eq!(s.ep.connections(), 0);
+    assert!(
+        !s.w.links_from(s.ep)[0].from.closed,
+        "the upstream stays pooled"
+    );
+    assert_eq!(s.w.endpoint(s.ep).connections(), 0);
 }
 
 #[test]
 fn an_http10_client_is_closed_without_lingering_once_its_answer_is_written() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
-    s.send(c, b"GET / HTTP/1.0\r\n\r\n");
-    let up = s.connect_ok();
-    // The client's socket takes nothing for now: the answer waits, and so does the close.
-    s.stalled.push(c);
-    s.send(up, OK);
+    // The client's socket takes a byte and then nothing: the answer waits, and so does the
+    // close.
+    s.w.set_capacity(1);
+    s.client().reading = false;
+    s.client().send(&b"GET / HTTP/1.0\r\n\r\n"[..]);
+    s.w.await_requests(s.server, 1);
+    s.w.settle();
     assert!(
-        !s.closed.contains(&c),
+        !s.accepted(0).closed,
         "closed before the answer was written"
     );
-    s.stalled.retain(|x| *x != c);
-    s.flush(c);
-    assert!(s.take(c).ends_with("hello"));
-    assert!(s.closed.contains(&c) && !s.shut.contains(&c));
+    s.client().reading = true;
+    s.w.response(s.client, 0).assert_is(200, "hello");
+    assert!(s.accepted(0).closed && !s.accepted(0).shut);
 }
 
 #[test]
 fn an_error_answer_still_lingers() {
     let mut s = ns_sim(|_, _| {});
-    let c = s.accept();
+    s.client().hold_open = true;
     // Conflicting framing: 400, and the body it announced may still be coming.
-    s.send(
-        c,
+    let resp = s.exchange(
         b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
     );
-    assert!(s.take(c).starts_with("HTTP/1.1 400 "));
-    assert!(s.shut.contains(&c) && !s.closed.contains(&c));
-    s.input(c, Input::Eof);
-    assert!(s.closed.contains(&c));
+    assert_eq!(resp.status(), 400, "{}", resp.raw);
+    assert!(s.accepted(0).shut && !s.accepted(0).closed);
+    s.client().close();
+    s.w.settle();
+    assert!(s.accepted(0).closed);
 }

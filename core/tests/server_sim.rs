@@ -1,143 +1,113 @@
-//! The server endpoint driven by a scripted runtime: identity, the trees, password storage.
-
-use std::sync::Arc;
+//! The server endpoint driven by a scripted agent: identity, the trees, password storage.
 
 use mdproxy_core::config::{Reload, Role, Timeouts};
-use mdproxy_core::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, ServerConfig};
+use mdproxy_core::endpoint::Event;
 use mdproxy_core::sign::Signer;
+use mdproxy_core::testing::sim::roles::{self, metadata_addr, INSTANCE, PROJECT, SECRET, TODAY};
+use mdproxy_core::testing::sim::{Message, NodeId, World};
 
-mod sim;
-use sim::Sim;
-
-const UUID: &str = "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a";
-const PROJECT: &str = "8a5ce0e4f2b84d8b9b1e2c3d4f5a6b7c";
-
-struct Pattern;
-impl Entropy for Pattern {
-    fn fill(&self, buf: &mut [u8]) {
-        for (i, b) in buf.iter_mut().enumerate() {
-            *b = i as u8;
-        }
-    }
+/// The server of the sample instance and an agent's connection to it.
+fn server() -> (World, NodeId, NodeId) {
+    let mut w = World::new();
+    let cfg = roles::endpoint(Role::Server(roles::server()));
+    let server = w.endpoint_on(metadata_addr(), cfg);
+    w.with_endpoint(server, |ep, now| {
+        ep.reload(
+            now,
+            Reload::Instances(vec![roles::sample_instance()], TODAY),
+        )
+    });
+    let agent = w.add_client("127.0.0.1", metadata_addr());
+    (w, server, agent)
 }
 
-fn server() -> Sim {
-    let cfg = ServerConfig {
-        signer: Some(Signer::new(b"s3cr3t")),
-        direct: false,
-        imdsv2: ImdsV2::Optional,
-        dhcp_domain: "novalocal".to_owned(),
-        today: Date::new(2026, 11, 25),
-        entropy: Arc::new(Pattern),
-    };
-    let mut s = Sim::with_role(Role::Server(cfg), Timeouts::default());
-    let text = include_str!("golden/instance.toml");
-    let inst = parse_instance(text, Format::Toml).expect("sample instance");
-    s.ep.reload(
-        s.now,
-        Reload::Instances(vec![inst], Date::new(2026, 11, 25)),
-    );
-    s
-}
-
-fn signed(path: &str, method: &str, sig: &str, extra: &str) -> Vec<u8> {
+fn signed(path: &str, method: &str, sig: &str, extra: &str) -> String {
     format!(
-        "{method} {path} HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: {UUID}\r\nX-Tenant-ID: {PROJECT}\r\nX-Instance-ID-Signature: {sig}\r\n{extra}\r\n"
+        "{method} {path} HTTP/1.1\r\nX-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: {INSTANCE}\r\nX-Tenant-ID: {PROJECT}\r\nX-Instance-ID-Signature: {sig}\r\n{extra}\r\n"
     )
-    .into_bytes()
 }
 
 fn sig() -> String {
-    Signer::new(b"s3cr3t").sign(UUID).to_string()
+    Signer::new(SECRET).sign(INSTANCE).to_string()
 }
 
-fn body(resp: &str) -> &str {
-    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+fn get(w: &mut World, agent: NodeId, path: &str) -> Message {
+    w.exchange(agent, signed(path, "GET", &sig(), ""))
 }
 
 #[test]
 fn serves_the_instance_id_and_keeps_the_connection() {
-    let mut s = server();
-    let c = s.accept();
-    s.send(
-        c,
-        &signed("/latest/meta-data/instance-id", "GET", &sig(), ""),
+    let (mut w, server, agent) = server();
+    get(&mut w, agent, "/latest/meta-data/instance-id").assert_is(200, "i-0000002a");
+    let resp = get(&mut w, agent, "/openstack/latest/meta_data.json");
+    assert_eq!(
+        resp.header("Content-Type"),
+        "application/json",
+        "{}",
+        resp.raw
     );
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 200 "), "{resp}");
-    assert_eq!(body(&resp), "i-0000002a");
-    s.send(
-        c,
-        &signed("/openstack/latest/meta_data.json", "GET", &sig(), ""),
+    let v: serde_json::Value = serde_json::from_slice(&resp.body).expect("json");
+    assert_eq!(v["uuid"], INSTANCE);
+    assert_eq!(w.client(agent).connections, 1);
+    assert!(
+        w.links_from(server).is_empty(),
+        "the server never connects anywhere"
     );
-    let resp = s.take(c);
-    assert!(resp.contains("Content-Type: application/json"), "{resp}");
-    let v: serde_json::Value = serde_json::from_str(body(&resp)).expect("json");
-    assert_eq!(v["uuid"], UUID);
-    assert!(s.connects.is_empty(), "the server never connects anywhere");
 }
 
 #[test]
 fn wrong_signature_is_403_with_novas_text() {
-    let mut s = server();
-    let c = s.accept();
-    s.send(c, &signed("/latest/meta-data/", "GET", &"0".repeat(64), ""));
-    let resp = s.take(c);
-    assert!(resp.starts_with("HTTP/1.1 403 "), "{resp}");
-    assert!(resp.contains("Invalid proxy request signature."), "{resp}");
+    let (mut w, _, agent) = server();
+    let resp = w.exchange(
+        agent,
+        signed("/latest/meta-data/", "GET", &"0".repeat(64), ""),
+    );
+    assert_eq!(resp.status(), 403, "{}", resp.raw);
+    assert!(
+        resp.text().contains("Invalid proxy request signature."),
+        "{}",
+        resp.raw
+    );
 }
 
 #[test]
 fn head_answers_like_get_without_a_body() {
-    let mut s = server();
-    let c = s.accept();
-    s.send(
-        c,
-        &signed("/latest/meta-data/instance-id", "HEAD", &sig(), ""),
+    let (mut w, _, agent) = server();
+    let resp = w.exchange(
+        agent,
+        signed("/latest/meta-data/instance-id", "HEAD", &sig(), ""),
     );
-    let resp = s.take(c);
-    assert!(
-        resp.starts_with("HTTP/1.1 200 ") && resp.contains("Content-Length: 10\r\n"),
-        "{resp}"
-    );
-    assert!(resp.ends_with("\r\n\r\n"), "no body: {resp}");
+    assert_eq!(resp.status(), 200, "{}", resp.raw);
+    assert_eq!(resp.header("Content-Length"), "10");
+    assert!(resp.raw.ends_with("\r\n\r\n"), "no body: {}", resp.raw);
+}
+
+/// The head of a 6-byte password POST.
+fn password_post() -> String {
+    let length = "Content-Length: 6\r\n";
+    signed("/openstack/latest/password", "POST", &sig(), length)
 }
 
 #[test]
 fn password_post_is_stored_through_the_runtime() {
-    let mut s = server();
-    let c = s.accept();
-    s.send(
-        c,
-        &signed(
-            "/openstack/latest/password",
-            "POST",
-            &sig(),
-            "Content-Length: 6\r\n",
-        ),
+    let (mut w, server, agent) = server();
+    let resp = w.exchange(agent, password_post() + "s3cret");
+    assert_eq!(resp.status(), 200, "{}", resp.raw);
+    let [Event::Store(stored)] = w.events(server) else {
+        panic!("one store request: {:?}", w.events(server));
+    };
+    assert_eq!(
+        (stored.instance_uuid.as_str(), stored.password.as_str()),
+        (INSTANCE, "s3cret")
     );
-    s.send(c, b"s3cret");
-    assert!(s.take(c).starts_with("HTTP/1.1 200 "));
-    assert_eq!(s.stored.len(), 1, "one store request");
-    assert_eq!(s.stored[0].instance_uuid, UUID);
-    assert_eq!(s.stored[0].password, "s3cret");
-    s.send(c, &signed("/openstack/latest/password", "GET", &sig(), ""));
-    assert_eq!(body(&s.take(c)), "s3cret", "served from memory at once");
+    let served = get(&mut w, agent, "/openstack/latest/password");
+    served.assert_is(200, "s3cret");
 }
 
 #[test]
 fn a_slow_body_gets_408() {
-    let mut s = server();
-    let c = s.accept();
-    s.send(
-        c,
-        &signed(
-            "/openstack/latest/password",
-            "POST",
-            &sig(),
-            "Content-Length: 6\r\n",
-        ),
-    );
-    s.advance(sim::secs(31));
-    assert!(s.take(c).starts_with("HTTP/1.1 408 "));
+    let (mut w, _, agent) = server();
+    let resp = w.exchange(agent, password_post());
+    assert_eq!(resp.status(), 408, "{}", resp.raw);
+    assert_eq!(w.elapsed(), Timeouts::default().head, "at the head timeout");
 }

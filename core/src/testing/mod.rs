@@ -5,9 +5,11 @@
 //! Their outcomes are plain comparable values, so "every split gives the same answer" is one
 //! `assert_eq!`.
 
+pub mod contract;
 pub mod fuzz;
 #[cfg(test)]
 mod props;
+pub mod sim;
 
 use std::fmt::Debug;
 

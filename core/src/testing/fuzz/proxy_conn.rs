@@ -9,11 +9,12 @@
 //! input or from tables of real ones (cloud-init's and botocore's, Nova's answers), cut at an
 //! input-chosen point, so short inputs reach deep states.
 //!
-//! Invariants: unsent bytes per socket stay within the client head limit plus the core's
-//! high-water mark (plus one read and one upstream head); a closed socket is never mentioned
-//! again and nothing is written after a shutdown; every connect id is new; after
-//! `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`; and once the input
-//! ends, a drain with every peer hanging up closes every socket the endpoint ever had.
+//! Invariants (the socket ones checked by [`Contract`], as in the simulator): unsent bytes per
+//! socket stay within the client head limit plus the core's high-water mark (plus one read and
+//! one upstream head); a closed socket is never mentioned again and nothing is written after a
+//! shutdown; every connect id is new; after `handle_timeout(now)`, `poll_timeout()` is `None`
+//! or later than `now`; and once the input ends, a drain with every peer hanging up closes
+//! every socket the endpoint ever had.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use crate::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, InstanceDat
 use crate::scope::{Scope, Uuid};
 use crate::sign::Signer;
 use crate::socket::{Action, ConnectError, Input, SockId, Target};
+use crate::testing::contract::{Contract, SockState};
 
 /// The core's back-pressure mark (`proxy::conn::HIGH_WATER`), mirrored here.
 const HIGH_WATER: usize = 64 * 1024;
@@ -167,13 +169,9 @@ impl Cursor<'_> {
     }
 }
 
+/// The runtime's own state of a socket (the contract's is in [`Contract`]).
 #[derive(Debug, Default)]
-struct Sock {
-    client: bool,
-    closed: bool,
-    /// An upstream still waiting for its connect result.
-    connecting: bool,
-    shut: bool,
+struct Io {
     eof_sent: bool,
     /// A peer that does not read: writes wait until it is unstalled.
     stalled: bool,
@@ -183,7 +181,8 @@ struct Sock {
 struct Harness {
     ep: Endpoint,
     now: Instant,
-    socks: BTreeMap<SockId, Sock>,
+    contract: Contract,
+    io: BTreeMap<SockId, Io>,
     /// Bound on any socket's unsent bytes.
     bound: usize,
     accepted: usize,
@@ -191,10 +190,10 @@ struct Harness {
 
 impl Harness {
     fn ids(&self, client: bool) -> Vec<SockId> {
-        self.socks
-            .iter()
+        self.contract
+            .socks()
             .filter(|(_, s)| s.client == client)
-            .map(|(&id, _)| id)
+            .map(|(id, _)| id)
             .collect()
     }
 
@@ -204,60 +203,30 @@ impl Harness {
         (!ids.is_empty()).then(|| ids[usize::from(b) % ids.len()])
     }
 
+    fn state(&self, sock: SockId) -> SockState {
+        self.contract.get(sock).copied().unwrap_or_default()
+    }
+
+    fn stalled(&self, sock: SockId) -> bool {
+        self.io.get(&sock).is_some_and(|s| s.stalled)
+    }
+
     /// Carries out every queued action (writing to peers that read), checking each.
     fn drain(&mut self) {
         for _ in 0..100_000 {
             let Some(action) = self.ep.poll_action() else {
                 return;
             };
-            match action {
-                Action::Connect { sock, target: _ } => {
-                    assert!(!self.socks.contains_key(&sock), "connect reused {sock:?}");
-                    self.socks.insert(
-                        sock,
-                        Sock {
-                            connecting: true,
-                            ..Sock::default()
-                        },
-                    );
-                }
-                Action::Wake(sock) => {
-                    // New bytes come with a wake-up: check the bound where it may be crossed.
-                    self.check_bound(sock);
-                    let s = self.open(sock, "woken");
-                    if !s.stalled && !s.connecting {
-                        self.write(sock, usize::MAX);
-                    }
-                }
-                Action::Shutdown(sock) => {
-                    self.open(sock, "shut down");
-                    assert!(
-                        self.ep.pending_write(sock).is_empty(),
-                        "{sock:?} shut down with unsent bytes"
-                    );
-                    if let Some(s) = self.socks.get_mut(&sock) {
-                        s.shut = true;
-                    }
-                }
-                Action::Close(sock) => {
-                    self.open(sock, "closed");
-                    if let Some(s) = self.socks.get_mut(&sock) {
-                        s.closed = true;
-                    }
+            self.contract.action(&self.ep, &action);
+            if let Action::Wake(sock) = action {
+                // New bytes come with a wake-up: check the bound where it may be crossed.
+                self.contract.check_bound(&self.ep, sock, self.bound);
+                if !self.stalled(sock) && !self.state(sock).connecting {
+                    self.write(sock, usize::MAX);
                 }
             }
         }
         panic!("the endpoint never stopped producing actions");
-    }
-
-    /// The socket, which must be known and open.
-    fn open(&self, sock: SockId, what: &str) -> &Sock {
-        let s = self
-            .socks
-            .get(&sock)
-            .unwrap_or_else(|| panic!("unknown {sock:?} {what}"));
-        assert!(!s.closed, "{sock:?} {what} after it was closed");
-        s
     }
 
     /// Writes up to `max` pending bytes of `sock` (one `consume_write`).
@@ -268,45 +237,11 @@ impl Harness {
         }
     }
 
-    fn check_bound(&self, id: SockId) {
-        let pending = self.ep.pending_write(id).len();
-        assert!(
-            pending <= self.bound,
-            "{id:?} holds {pending} unsent bytes (bound {})",
-            self.bound
-        );
-    }
-
-    /// Checks the open sockets (closed ones once, in [`Harness::check_closed`]).
-    fn check_buffers(&self) {
-        for (&id, s) in self.socks.iter().filter(|(_, s)| !s.closed) {
-            let pending = self.ep.pending_write(id).len();
-            assert!(
-                pending <= self.bound,
-                "{id:?} holds {pending} unsent bytes (bound {})",
-                self.bound
-            );
-            if s.shut {
-                assert_eq!(pending, 0, "{id:?} got bytes after its shutdown");
-            }
-        }
-    }
-
-    /// A closed socket offers nothing and wants nothing.
-    fn check_closed(&self) {
-        for (&id, _) in self.socks.iter().filter(|(_, s)| s.closed) {
-            assert!(
-                self.ep.pending_write(id).is_empty(),
-                "closed {id:?} still offers bytes"
-            );
-            assert!(!self.ep.wants_read(id), "closed {id:?} still wants reads");
-        }
-    }
-
     fn readable(&self, sock: SockId) -> bool {
-        self.socks
-            .get(&sock)
-            .is_some_and(|s| !s.closed && !s.eof_sent && !s.connecting)
+        self.contract
+            .get(sock)
+            .is_some_and(|s| !s.closed && !s.connecting)
+            && !self.io.get(&sock).is_some_and(|s| s.eof_sent)
             && self.ep.wants_read(sock)
     }
 
@@ -328,33 +263,25 @@ impl Harness {
 
     fn eof(&mut self, sock: SockId) {
         if self.readable(sock) {
-            if let Some(s) = self.socks.get_mut(&sock) {
-                s.eof_sent = true;
-            }
+            self.io.entry(sock).or_default().eof_sent = true;
             self.input(sock, Input::Eof);
         }
     }
 
     fn connect_result(&mut self, sock: SockId, how: u8) {
-        let Some(s) = self.socks.get_mut(&sock) else {
-            return;
-        };
-        if !s.connecting || s.closed {
+        if !self.contract.connect_done(sock) {
             return;
         }
-        s.connecting = false;
         let input = match how % 3 {
             0 => Input::Connected,
             1 => Input::ConnectFailed(ConnectError::Refused),
             _ => Input::ConnectFailed(ConnectError::Other),
         };
         self.input(sock, input);
-        if how % 3 == 0 {
-            // A runtime writes once the connect completes.
-            if !self.socks.get(&sock).is_some_and(|s| s.closed || s.stalled) {
-                self.write(sock, usize::MAX);
-                self.drain();
-            }
+        // A runtime writes once the connect completes.
+        if how % 3 == 0 && !self.state(sock).closed && !self.stalled(sock) {
+            self.write(sock, usize::MAX);
+            self.drain();
         }
     }
 
@@ -363,12 +290,7 @@ impl Harness {
         if due || spurious {
             self.ep.handle_timeout(self.now);
             self.drain();
-            if let Some(t) = self.ep.poll_timeout() {
-                assert!(
-                    t > self.now,
-                    "poll_timeout {t:?} not after handle_timeout(now)"
-                );
-            }
+            self.contract.after_timeout(&self.ep, self.now);
         }
     }
 
@@ -378,20 +300,18 @@ impl Harness {
         self.ep.begin_drain(self.now);
         self.drain();
         for _ in 0..200 {
-            let ids: Vec<SockId> = self.socks.keys().copied().collect();
+            let ids: Vec<SockId> = self.contract.socks().map(|(id, _)| id).collect();
             for id in ids {
-                if let Some(s) = self.socks.get_mut(&id) {
-                    s.stalled = false;
-                }
+                self.io.entry(id).or_default().stalled = false;
                 self.connect_result(id, 1);
-                if !self.socks[&id].closed {
+                if !self.state(id).closed {
                     self.write(id, usize::MAX);
                     self.drain();
                 }
                 self.eof(id);
             }
-            if self.ep.is_drained() && self.socks.values().all(|s| s.closed) {
-                self.check_closed();
+            if self.ep.is_drained() && self.contract.all_closed() {
+                self.contract.check_closed(&self.ep);
                 return;
             }
             if let Some(t) = self.ep.poll_timeout() {
@@ -399,7 +319,7 @@ impl Harness {
             }
             self.timeout(false);
         }
-        let open: Vec<_> = self.socks.iter().filter(|(_, s)| !s.closed).collect();
+        let open: Vec<_> = self.contract.socks().filter(|(_, s)| !s.closed).collect();
         panic!(
             "drained endpoint left sockets open: {open:?}; connections left: {}",
             self.ep.connections()
@@ -504,7 +424,8 @@ pub fn proxy_conn(data: &[u8]) {
     let mut h = Harness {
         ep: Endpoint::new(t0, cfg),
         now: t0,
-        socks: BTreeMap::new(),
+        contract: Contract::new(),
+        io: BTreeMap::new(),
         bound: HIGH_WATER + head_limit + RESPONSE_HEAD + 2 * MAX_READ + 4096,
         accepted: 0,
     };
@@ -526,7 +447,7 @@ pub fn proxy_conn(data: &[u8]) {
     let mut ops = 0;
     while !cur.is_empty() && ops < 256 {
         ops += 1;
-        h.check_buffers();
+        h.contract.check_buffers(&h.ep, h.bound);
         match cur.byte() % 16 {
             0 => {
                 if h.accepted < MAX_ACCEPTS {
@@ -539,14 +460,7 @@ pub fn proxy_conn(data: &[u8]) {
                         peer
                     };
                     let sock = h.ep.accept(h.now, peer);
-                    assert!(!h.socks.contains_key(&sock), "accept reused {sock:?}");
-                    h.socks.insert(
-                        sock,
-                        Sock {
-                            client: true,
-                            ..Sock::default()
-                        },
-                    );
+                    h.contract.accepted(sock);
                     h.drain();
                 }
             }
@@ -606,7 +520,8 @@ pub fn proxy_conn(data: &[u8]) {
                 let client = cur.byte() % 2 == 0;
                 let (which, amount) = (cur.byte(), cur.byte());
                 if let Some(s) = h.pick(client, which) {
-                    if !h.socks[&s].closed && !h.socks[&s].connecting {
+                    let st = h.state(s);
+                    if !st.closed && !st.connecting {
                         let max = if amount == 0 {
                             usize::MAX
                         } else {
@@ -641,12 +556,12 @@ pub fn proxy_conn(data: &[u8]) {
             14 => {
                 let client = cur.byte() % 2 == 0;
                 if let Some(s) = h.pick(client, cur.byte()) {
-                    if let Some(st) = h.socks.get_mut(&s) {
-                        st.stalled = !st.stalled;
-                        if !st.stalled && !st.closed && !st.connecting {
-                            h.write(s, usize::MAX);
-                            h.drain();
-                        }
+                    let io = h.io.entry(s).or_default();
+                    io.stalled = !io.stalled;
+                    let (stalled, st) = (io.stalled, h.state(s));
+                    if !stalled && !st.closed && !st.connecting {
+                        h.write(s, usize::MAX);
+                        h.drain();
                     }
                 }
             }
