@@ -60,7 +60,7 @@ pub fn serve(cfg: cli::Agent) -> Result<(), Failure> {
             Failure::System(format!("cannot {what} {}: {e}", path.display()))
         };
         os::claim_socket_path(path).map_err(Failure::System)?;
-        let bind = || Listener::bind_unix(rt, path);
+        let bind = || Listener::bind_unix(path);
         let listener = match cfg.socket_mode {
             Some(mode) => with_umask(umask_for(mode.bits()), bind),
             None => bind(),

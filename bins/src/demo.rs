@@ -61,12 +61,12 @@ pub fn serve(cfg: cli::Demo) -> Result<(), Failure> {
         ));
     };
     let ((server_l, agent_l, proxy_l), exporter, _pid_file) = start(&cfg.process, || {
-        let server_l = bind_tcp(rt, &server.listen)?;
-        let agent_l = Listener::bind_unix(rt, &files.socket).map_err(|e| {
+        let server_l = bind_tcp(&server.listen)?;
+        let agent_l = Listener::bind_unix(&files.socket).map_err(|e| {
             let shown = files.socket.display();
             Failure::System(format!("cannot listen on {shown}: {e}"))
         })?;
-        Ok((server_l, agent_l, bind_tcp(rt, &[cfg.listen])?))
+        Ok((server_l, agent_l, bind_tcp(&[cfg.listen])?))
     })?;
     let (Some(server_addr), Some(proxy_addr)) = (
         server_l.first().and_then(Listener::local_addr),

@@ -11,7 +11,7 @@ use crate::{cli, metrics, start, Failure};
 
 pub fn serve(cfg: cli::NsProxy) -> Result<(), Failure> {
     let rt = cfg.process.runtime;
-    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
+    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(&cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let scope = match cfg.scope {
         Scope::Router(id) => format!("router {id}"),

@@ -25,13 +25,13 @@ use mdproxy_core::tls::EndpointTls;
 
 use crate::agent::read_secret;
 use crate::passwords::{StateDir, Writer};
-use crate::runtime::{Listener, Options, Runtime};
+use crate::runtime::{Listener, Options};
 use crate::{cli, metrics, os, start, tls, Failure};
 
 pub fn serve(cfg: cli::Server) -> Result<(), Failure> {
     let (endpoint, options) = prepare(&cfg)?;
     let rt = cfg.process.runtime;
-    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(rt, &cfg.listen))?;
+    let (listeners, exporter, _pid_file) = start(&cfg.process, || bind_tcp(&cfg.listen))?;
     let addrs: Vec<String> = listeners.iter().map(ToString::to_string).collect();
     let identity = match cfg.direct {
         true => "by client address (--direct)",
@@ -114,9 +114,9 @@ pub(crate) fn prepare(cfg: &cli::Server) -> Result<(EndpointConfig, Options), Fa
 }
 
 /// Binds a TCP listener on each of `addrs`.
-pub(crate) fn bind_tcp(rt: Runtime, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
+pub(crate) fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
     let bind = |addr: &SocketAddr| {
-        Listener::bind_tcp(rt, *addr)
+        Listener::bind_tcp(*addr)
             .map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
     };
     addrs.iter().map(bind).collect()
