@@ -20,8 +20,9 @@ use crate::{run, Listener, RunOptions, Serve};
 pub(super) const WAIT: Duration = Duration::from_secs(20);
 pub(super) const BIG: usize = 10 << 20;
 pub(super) const REQUEST: &[u8] = b"GET /latest HTTP/1.1\r\nHost: x\r\n\r\n";
-/// Answered by [`upstream`] with a body that never ends.
-pub(super) const ENDLESS: &[u8] = b"GET /endless HTTP/1.1\r\nHost: x\r\n\r\n";
+/// An upload far over any body limit (413), whose body the test then sends without end.
+pub(super) const UPLOAD: &[u8] =
+    b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1099511627776\r\n\r\n";
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -168,6 +169,13 @@ pub(super) fn read_response(r: &mut impl BufRead) -> (String, Vec<u8>) {
     (head, body)
 }
 
+/// Reads one response, which must be the test upstream's `hello`.
+pub(super) fn assert_hello(r: &mut impl BufRead) {
+    let (head, body) = read_response(r);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"hello");
+}
+
 /// Binds a Unix listener whose backlog holds a burst of connections.
 pub(super) fn bind_upstream(path: &Path) -> UnixListener {
     let l = UnixListener::bind(path).unwrap();
@@ -176,8 +184,8 @@ pub(super) fn bind_upstream(path: &Path) -> UnixListener {
     l
 }
 
-/// An upstream that answers every request head with `body` (or, for [`ENDLESS`], with a body
-/// that never ends), keeping connections alive. Returns how many body bytes it has written.
+/// An upstream that answers every request head with `body`, keeping connections alive.
+/// Returns how many body bytes it has written so far.
 pub(super) fn upstream(path: &Path, body: &[u8]) -> Arc<AtomicUsize> {
     let listener = bind_upstream(path);
     let body = Arc::new(body.to_vec());
@@ -189,16 +197,8 @@ pub(super) fn upstream(path: &Path, body: &[u8]) -> Arc<AtomicUsize> {
             let serve = move || {
                 let mut reader = BufReader::new(conn.try_clone().unwrap());
                 let mut w = conn;
-                let (mut line, mut endless) = (String::new(), false);
+                let mut line = String::new();
                 while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
-                    endless |= line.starts_with("GET /endless ");
-                    if line == "\r\n" && std::mem::take(&mut endless) {
-                        let forever = [b'x'; 1 << 16];
-                        let head = "HTTP/1.1 200 OK\r\nContent-Length: 1099511627776\r\n\r\n";
-                        let _ = w.write_all(head.as_bytes());
-                        while w.write_all(&forever).is_ok() {}
-                        return;
-                    }
                     if line == "\r\n" {
                         let head =
                             format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
