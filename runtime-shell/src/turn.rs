@@ -8,5 +8,6 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// Reads from one socket per turn (so at most 1 MiB).
 pub const READS_PER_TURN: usize = 16;
 
-/// Connections taken from one listener per turn.
+/// Connections taken from one listener per turn, at most. (The smol executor's accept task
+/// takes one per turn: yielding is what lets a new socket's task read before the next accept.)
 pub const ACCEPTS_PER_TURN: usize = 16;

@@ -12,8 +12,8 @@
 //! peer that does not read cannot make us buffer) and at most [`turn::READS_PER_TURN`] times
 //! before it lets the others run, then awaits readiness or its wake channel,
 //! which [`Action::Wake`] and [`Action::Shutdown`] signal; [`Action::Close`] drops the task and
-//! its socket. One task per listener accepts, yielding after [`turn::ACCEPTS_PER_TURN`]
-//! connections and sleeping through the [`Acceptor`]'s back-off; a timer task sleeps until the earliest of
+//! its socket. One task per listener accepts, yielding after every connection and sleeping
+//! through the [`Acceptor`]'s back-off; a timer task sleeps until the earliest of
 //! [`Endpoint::poll_timeout`], the drain deadline and the next tick, and is woken to re-arm
 //! when that moves earlier; a signal task reads the self-pipe. Every mutation ends in
 //! `Driver::settle`, the one place that drains [`Endpoint::poll_action`] and routes each
@@ -194,7 +194,6 @@ impl Driver {
 
     /// The task of one listener: accepts until dropped.
     async fn accept(self: Rc<Self>, l: AsyncListener, mut acceptor: Acceptor) {
-        let mut accepted = 0;
         loop {
             match l.accept().await {
                 Ok((stream, peer)) => {
@@ -202,12 +201,10 @@ impl Driver {
                     let id = self.ep.borrow_mut().accept(Instant::now(), peer);
                     self.add(id, Start::Accepted(stream));
                     self.settle();
-                    accepted += 1;
-                    if accepted == turn::ACCEPTS_PER_TURN {
-                        // Let the new sockets' tasks run, even in a flood.
-                        accepted = 0;
-                        future::yield_now().await;
-                    }
+                    // One connection per turn (within turn::ACCEPTS_PER_TURN): the new socket's
+                    // task reads before the next accept, even in a flood, so that a connection
+                    // that has already ended leaves the core's limits before the next is judged.
+                    future::yield_now().await;
                 }
                 // The async accept waits for readiness itself: `Empty` does not reach here.
                 Err(e) => match acceptor.failed(Instant::now(), &e) {
