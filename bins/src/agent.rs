@@ -17,7 +17,7 @@ use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
 use crate::listen::bind_unix;
-use crate::runtime::{Hook, Listener, Options, Runtime};
+use crate::runtime::{Hook, Listener, Options};
 use crate::secret::load_secret;
 use crate::serve::{self, Serve, Work};
 use crate::{cli, os, tls, Failure};
@@ -93,9 +93,9 @@ impl Serve for Agent {
         })
     }
 
-    fn bind(&self, rt: Runtime) -> Result<Self::Bound, Failure> {
+    fn bind(&self) -> Result<Self::Bound, Failure> {
         let a = &self.args;
-        bind_unix(rt, &a.listen_socket, a.socket_mode, Some(a.backlog))
+        bind_unix(&a.listen_socket, a.socket_mode, Some(a.backlog))
     }
 
     fn describe(&self, (listener, _): &Self::Bound) -> String {

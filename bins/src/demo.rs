@@ -20,7 +20,7 @@ use mdproxy_core::socket::Target;
 
 use crate::entropy::OsEntropy;
 use crate::listen::{bind_tcp, bind_unix};
-use crate::runtime::{Listener, Loop, Options, Runtime};
+use crate::runtime::{Listener, Loop, Options};
 use crate::secret::read_secret;
 use crate::serve::{self, Serve, Work};
 use crate::server::Server;
@@ -97,10 +97,10 @@ impl Serve for Demo {
         })
     }
 
-    fn bind(&self, rt: Runtime) -> Result<Bound, Failure> {
-        let server = self.server.bind(rt)?;
-        let agent = bind_unix(rt, &self.socket, None, None)?;
-        let proxy = bind_tcp(rt, &[self.args.listen])?;
+    fn bind(&self) -> Result<Bound, Failure> {
+        let server = self.server.bind()?;
+        let agent = bind_unix(&self.socket, None, None)?;
+        let proxy = bind_tcp(&[self.args.listen])?;
         let (Some(server_addr), Some(proxy_addr)) = (
             server.first().and_then(Listener::local_addr),
             proxy.first().and_then(Listener::local_addr),

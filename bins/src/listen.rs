@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::cli::SocketMode;
-use crate::runtime::{Listener, Runtime};
+use crate::runtime::Listener;
 use crate::{os, Failure};
 
 /// Binds a TCP listener on each of `addrs`.
-pub fn bind_tcp(rt: Runtime, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
+pub fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
     let bind = |addr: &SocketAddr| {
-        Listener::bind_tcp(rt, *addr)
+        Listener::bind_tcp(*addr)
             .map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
     };
     addrs.iter().map(bind).collect()
@@ -21,7 +21,6 @@ pub fn bind_tcp(rt: Runtime, addrs: &[SocketAddr]) -> Result<Vec<Listener>, Fail
 /// `mode` (else as the umask leaves them) and queue `backlog` (else the runtime's). The file
 /// returned removes the socket when dropped.
 pub fn bind_unix(
-    rt: Runtime,
     path: &Path,
     mode: Option<SocketMode>,
     backlog: Option<u32>,
@@ -30,7 +29,7 @@ pub fn bind_unix(
         Failure::System(format!("cannot {what} {}: {e}", path.display()))
     };
     os::claim_socket_path(path).map_err(Failure::System)?;
-    let bind = || Listener::bind_unix(rt, path);
+    let bind = || Listener::bind_unix(path);
     let listener = match mode {
         Some(mode) => with_umask(umask_for(mode.bits()), bind),
         None => bind(),

@@ -24,7 +24,7 @@ impl Exporter {
         let Some(addr) = p.metrics_listen else {
             return Ok(None);
         };
-        let listener = Listener::bind_tcp(p.runtime, addr).map_err(|e| {
+        let listener = Listener::bind_tcp(addr).map_err(|e| {
             Failure::System(format!("cannot listen on {addr} (--metrics-listen): {e}"))
         })?;
         let shown = listener.local_addr().unwrap_or(addr);
@@ -83,34 +83,16 @@ pub fn run(
 pub fn run_workers(
     rt: Runtime,
     workers: usize,
-    mut cfg: EndpointConfig,
+    cfg: EndpointConfig,
     listeners: Vec<Listener>,
-    mut options: impl FnMut() -> Options,
+    options: impl FnMut() -> Options,
     exporter: Option<Exporter>,
 ) -> io::Result<()> {
     let Some(exporter) = exporter else {
         return rt.run_workers(workers, cfg, listeners, options);
     };
-    cfg.metrics = Some(exporter.metrics.clone());
-    let (timeouts, first) = (cfg.timeouts, options());
-    let drain_timeout = first.drain_timeout;
-    let mut loops = Vec::with_capacity(workers.max(1) + 1);
-    for _ in 1..workers {
-        loops.push(Loop {
-            cfg: cfg.clone(),
-            listeners: (listeners.iter())
-                .map(Listener::try_clone)
-                .collect::<io::Result<_>>()?,
-            options: options(),
-        });
-    }
-    loops.push(Loop {
-        cfg,
-        listeners,
-        options: first,
-    });
-    loops.push(exporter.into_loop(timeouts, drain_timeout));
-    rt.run_loops(loops)
+    let loops = Loop::workers(workers, cfg, listeners, options)?;
+    run_loops(rt, loops, Some(exporter))
 }
 
 /// Runs `loops` (each counting into the exporter's metrics) and the exporter's loop.

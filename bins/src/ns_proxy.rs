@@ -5,7 +5,7 @@ use mdproxy_core::scope::Scope;
 use mdproxy_core::socket::Target;
 
 use crate::listen::bind_tcp;
-use crate::runtime::{Listener, Options, Runtime};
+use crate::runtime::{Listener, Options};
 use crate::serve::{self, Serve, Work};
 use crate::{cli, Failure};
 
@@ -21,8 +21,8 @@ impl Serve for NsProxy {
         Ok(NsProxy(args))
     }
 
-    fn bind(&self, rt: Runtime) -> Result<Vec<Listener>, Failure> {
-        bind_tcp(rt, &self.0.listen)
+    fn bind(&self) -> Result<Vec<Listener>, Failure> {
+        bind_tcp(&self.0.listen)
     }
 
     fn describe(&self, listeners: &Vec<Listener>) -> String {

@@ -1,17 +1,16 @@
 //! The one place that knows which runtimes this build has (Cargo features `mio` and `smol`)
 //! and which one `--runtime` chose. The roles bind [`Listener`]s, fill [`Options`] and call
-//! [`Runtime::run`], [`Runtime::run_workers`] or [`Runtime::run_loops`]; each of those
-//! converts to the chosen crate's own types (same shapes, other names) and calls it. Nothing
-//! else in the binary names a runtime crate or a runtime feature.
+//! [`Runtime::run`], [`Runtime::run_workers`] or [`Runtime::run_loops`], which hand the chosen
+//! crate's loop to [`mdproxy_shell`]: listeners, hooks and workers are the shell's, the same
+//! whichever runtime serves. Nothing else in the binary names a runtime crate or a runtime
+//! feature.
 
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::time::Duration;
 
-use mdproxy_core::config::{EndpointConfig, Reload};
-use mdproxy_core::metadata::StoreRequest;
+use mdproxy_core::config::EndpointConfig;
+use mdproxy_shell::Serve;
+pub use mdproxy_shell::{Hook, Listener, Loop, RunOptions as Options};
 
 #[cfg(not(any(feature = "mio", feature = "smol")))]
 compile_error!("mdproxy needs a runtime: build with feature `mio`, `smol` or both");
@@ -108,208 +107,44 @@ macro_rules! runtime_help {
 }
 pub(crate) use runtime_help;
 
-/// Evaluates `$e` with `$krate` naming the crate of runtime `$rt`.
-macro_rules! on {
-    ($rt:expr, |$krate:ident| $e:expr) => {
-        match $rt {
-            #[cfg(feature = "mio")]
-            Runtime::Mio => {
-                use mdproxy_mio as $krate;
-                $e
-            }
-            #[cfg(feature = "smol")]
-            Runtime::Smol => {
-                use mdproxy_smol as $krate;
-                $e
-            }
-        }
-    };
-}
-
-/// Evaluates `$e` with `$l` bound to the runtime's own listener inside `$listener`.
-macro_rules! each {
-    ($listener:expr, |$l:ident| $e:expr) => {
-        match $listener {
-            #[cfg(feature = "mio")]
-            Listener::Mio($l) => $e,
-            #[cfg(feature = "smol")]
-            Listener::Smol($l) => $e,
-        }
-    };
-}
-
-/// A bound listening socket, of the runtime that bound it (see each crate's `Listener`).
-pub enum Listener {
-    #[cfg(feature = "mio")]
-    Mio(mdproxy_mio::Listener),
-    #[cfg(feature = "smol")]
-    Smol(mdproxy_smol::Listener),
-}
-
-impl Listener {
-    /// Binds a TCP listener for `rt`, with `SO_REUSEADDR` and a backlog of 4096.
-    pub fn bind_tcp(rt: Runtime, addr: SocketAddr) -> io::Result<Listener> {
-        on!(rt, |r| r::Listener::bind_tcp(addr).map(Listener::from))
-    }
-
-    /// Binds a Unix stream listener for `rt` at `path`, which must not exist yet.
-    pub fn bind_unix(rt: Runtime, path: &Path) -> io::Result<Listener> {
-        on!(rt, |r| r::Listener::bind_unix(path).map(Listener::from))
-    }
-
-    /// Sets the length of the queue of connections not yet accepted.
-    pub fn set_backlog(&self, backlog: u32) -> io::Result<()> {
-        each!(self, |l| l.set_backlog(backlog))
-    }
-
-    /// Another handle on the same listening socket (`dup(2)`).
-    pub fn try_clone(&self) -> io::Result<Listener> {
-        each!(self, |l| l.try_clone().map(Listener::from))
-    }
-
-    /// The bound address of a TCP listener (`None` for Unix listeners).
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        each!(self, |l| l.local_addr())
-    }
-}
-
-impl fmt::Display for Listener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        each!(self, |l| l.fmt(f))
-    }
-}
-
-/// A hook that may hand the endpoint new data: SIGHUP's and the tick's.
-pub type Hook = Box<dyn FnMut() -> Option<Reload> + Send>;
-
-/// How a loop behaves around its endpoint: each crate's `RunOptions`, whose docs say more.
-pub struct Options {
-    /// After SIGTERM/SIGINT, how long busy connections may take to finish.
-    pub drain_timeout: Duration,
-    /// Called on SIGHUP, from the loop's thread.
-    pub on_hangup: Hook,
-    /// Called for every password the server accepted, from the loop's thread.
-    pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
-    /// Called once at the start, then at least every interval.
-    pub tick: Option<(Duration, Hook)>,
-}
-
-/// The runtimes' own defaults (they are the same): 10 s to drain, hooks that do nothing but
-/// log that a password was not persisted.
-impl Default for Options {
-    fn default() -> Options {
-        on!(Runtime::default(), |r| r::RunOptions::default().into())
-    }
-}
-
-/// One loop of [`Runtime::run_loops`]: an endpoint, its listeners and its hooks.
-pub struct Loop {
-    pub cfg: EndpointConfig,
-    pub listeners: Vec<Listener>,
-    pub options: Options,
-}
-
-/// The conversions between our types and those of runtime crate `$krate`, variant `$V`.
-macro_rules! convert {
-    ($feature:literal, $V:ident, $krate:ident) => {
-        #[cfg(feature = $feature)]
-        impl From<$krate::Listener> for Listener {
-            fn from(l: $krate::Listener) -> Listener {
-                Listener::$V(l)
-            }
-        }
-
-        /// Fails for a listener another runtime bound: the roles bind and run with one.
-        #[cfg(feature = $feature)]
-        impl TryFrom<Listener> for $krate::Listener {
-            type Error = io::Error;
-
-            #[allow(unreachable_patterns)] // `other` cannot be, with one runtime compiled in
-            fn try_from(l: Listener) -> io::Result<$krate::Listener> {
-                match l {
-                    Listener::$V(l) => Ok(l),
-                    other => Err(io::Error::other(format!(
-                        "listener {other} was bound for another runtime than {}",
-                        $feature
-                    ))),
-                }
-            }
-        }
-
-        #[cfg(feature = $feature)]
-        impl From<Options> for $krate::RunOptions {
-            fn from(o: Options) -> $krate::RunOptions {
-                $krate::RunOptions {
-                    drain_timeout: o.drain_timeout,
-                    on_hangup: o.on_hangup,
-                    on_store: o.on_store,
-                    tick: o.tick,
-                }
-            }
-        }
-
-        #[cfg(feature = $feature)]
-        impl From<$krate::RunOptions> for Options {
-            fn from(o: $krate::RunOptions) -> Options {
-                Options {
-                    drain_timeout: o.drain_timeout,
-                    on_hangup: o.on_hangup,
-                    on_store: o.on_store,
-                    tick: o.tick,
-                }
-            }
-        }
-    };
-}
-
-convert!("mio", Mio, mdproxy_mio);
-convert!("smol", Smol, mdproxy_smol);
-
-/// The chosen runtime's listeners, out of ours.
-fn own<L: TryFrom<Listener, Error = io::Error>>(listeners: Vec<Listener>) -> io::Result<Vec<L>> {
-    listeners.into_iter().map(L::try_from).collect()
-}
-
 impl Runtime {
+    /// The chosen crate's loop.
+    fn serve(self) -> Serve {
+        match self {
+            #[cfg(feature = "mio")]
+            Runtime::Mio => mdproxy_mio::serve,
+            #[cfg(feature = "smol")]
+            Runtime::Smol => mdproxy_smol::serve,
+        }
+    }
+
     /// Serves `listeners` with one endpoint on the calling thread until SIGTERM/SIGINT and
-    /// the drain that follows (each crate's `run`).
+    /// the drain that follows ([`mdproxy_shell::run`]).
     pub fn run(
         self,
         cfg: EndpointConfig,
         listeners: Vec<Listener>,
         opts: Options,
     ) -> io::Result<()> {
-        on!(self, |r| r::run(cfg, own(listeners)?, opts.into()))
+        mdproxy_shell::run(self.serve(), cfg, listeners, opts)
     }
 
     /// Like [`Runtime::run`] on `workers` threads sharing `listeners`, each with its own copy
-    /// of the endpoint and its own `options()` (each crate's `run_workers`).
+    /// of the endpoint and its own `options()` ([`mdproxy_shell::run_workers`]).
     pub fn run_workers(
         self,
         workers: usize,
         cfg: EndpointConfig,
         listeners: Vec<Listener>,
-        mut options: impl FnMut() -> Options,
+        options: impl FnMut() -> Options,
     ) -> io::Result<()> {
-        on!(self, |r| {
-            let listeners = own(listeners)?;
-            r::run_workers(workers, cfg, listeners, || options().into())
-        })
+        mdproxy_shell::run_workers(self.serve(), workers, cfg, listeners, options)
     }
 
-    /// Runs each of `loops` on a thread of its own until all have stopped (each crate's
-    /// `run_loops`).
+    /// Runs each of `loops` on a thread of its own until all have stopped
+    /// ([`mdproxy_shell::run_loops`]).
     pub fn run_loops(self, loops: Vec<Loop>) -> io::Result<()> {
-        on!(self, |r| {
-            let theirs = loops.into_iter().map(|l| {
-                Ok(r::Loop {
-                    cfg: l.cfg,
-                    listeners: own(l.listeners)?,
-                    options: l.options.into(),
-                })
-            });
-            r::run_loops(theirs.collect::<io::Result<_>>()?)
-        })
+        mdproxy_shell::run_loops(self.serve(), loops)
     }
 }
 
@@ -342,32 +177,5 @@ mod tests {
             assert!(runtime_help!().contains(rt.name()));
         }
         assert!(runtime_help!().contains("--runtime NAME"));
-    }
-
-    #[test]
-    fn listeners_bind_for_each_runtime() {
-        let dir = std::env::temp_dir().join(format!("mdp-runtime-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        for &rt in Runtime::BUILT {
-            let l = Listener::bind_tcp(rt, "127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = l.local_addr().unwrap();
-            assert_eq!(l.to_string(), addr.to_string());
-            assert_eq!(l.try_clone().unwrap().local_addr(), Some(addr));
-            l.set_backlog(8).unwrap();
-            let path = dir.join(rt.name());
-            let _ = std::fs::remove_file(&path);
-            let u = Listener::bind_unix(rt, &path).unwrap();
-            assert_eq!(u.to_string(), format!("unix:{}", path.display()));
-            assert_eq!(u.local_addr(), None);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[cfg(all(feature = "mio", feature = "smol"))]
-    #[test]
-    fn a_runtime_refuses_the_listeners_of_another() {
-        let l = Listener::bind_tcp(Runtime::Mio, "127.0.0.1:0".parse().unwrap()).unwrap();
-        let e = own::<mdproxy_smol::Listener>(vec![l]).err().unwrap();
-        assert!(e.to_string().contains("another runtime than smol"), "{e}");
     }
 }

@@ -26,8 +26,8 @@ pub trait Serve: Sized {
 
     /// Reads and checks everything the role needs before it binds.
     fn load(args: Self::Args) -> Result<Self, Failure>;
-    /// Binds the role's listeners for `rt` (still with the privileges the process began with).
-    fn bind(&self, rt: Runtime) -> Result<Self::Bound, Failure>;
+    /// Binds the role's listeners (still with the privileges the process began with).
+    fn bind(&self) -> Result<Self::Bound, Failure>;
     /// The start-up log line: what runs, where (the runtime is appended).
     fn describe(&self, bound: &Self::Bound) -> String;
     /// The event loops to run on what was bound.
@@ -137,7 +137,7 @@ pub fn main<R: Serve>(process: cli::Process, args: R::Args) -> ExitCode {
 fn serve<R: Serve>(process: &cli::Process, args: R::Args) -> Result<(), Failure> {
     let rt = process.runtime;
     let role = R::load(args)?;
-    let (bound, exporter, _pid_file) = start(process, || role.bind(rt))?;
+    let (bound, exporter, _pid_file) = start(process, || role.bind())?;
     log::info!("{} ({rt} runtime)", role.describe(&bound));
     role.work(bound)?.run(rt, exporter)?;
     log::info!("{} stopped", R::NAME);

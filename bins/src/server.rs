@@ -24,7 +24,7 @@ use mdproxy_core::tls::EndpointTls;
 use crate::entropy::OsEntropy;
 use crate::listen::bind_tcp;
 use crate::passwords::{StateDir, Writer};
-use crate::runtime::{Listener, Loop, Options, Runtime};
+use crate::runtime::{Listener, Loop, Options};
 use crate::secret::read_secret;
 use crate::serve::{self, Serve, Work};
 use crate::{cli, os, tls, Failure};
@@ -84,8 +84,8 @@ impl Serve for Server {
         })
     }
 
-    fn bind(&self, rt: Runtime) -> Result<Vec<Listener>, Failure> {
-        bind_tcp(rt, &self.args.listen)
+    fn bind(&self) -> Result<Vec<Listener>, Failure> {
+        bind_tcp(&self.args.listen)
     }
 
     fn describe(&self, listeners: &Vec<Listener>) -> String {

@@ -1,4 +1,6 @@
-//! A mio event loop that drives [`mdproxy_core::endpoint::Endpoint`], for every role.
+//! A mio event loop that drives [`mdproxy_core::endpoint::Endpoint`], for every role: the
+//! [`Serve`](mdproxy_shell::Serve) of the mio runtime, run by [`mdproxy_shell`] (which owns the
+//! listeners, signals, workers and hooks).
 //!
 //! The loop owns sockets and nothing else: it reports reads, EOFs, errors and connect results
 //! to the endpoint, carries out the [`Action`]s it is given in order, and writes what
@@ -8,137 +10,76 @@
 //! Readiness is edge-triggered: each socket is registered once for both directions and keeps
 //! "readable"/"writable" flags that are set by events and cleared by `WouldBlock`. A socket
 //! the core paused ([`Endpoint::wants_read`] false) keeps its readable flag, so the
-//! [`Action::Wake`] that resumes it reads the bytes no new event would announce.
-//!
-//! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
-//! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
-//! Hooks: [`RunOptions::tick`] runs on a timer (e.g. to notice changed files) and feeds its
-//! [`Reload`] to the endpoint the same way; [`endpoint::Event::Store`] goes to [`RunOptions::on_store`].
-//! The hooks run on the loop's thread, between events: they should be quick.
-//! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
-//! and Rust binaries ignore SIGPIPE anyway.
-//!
-//! Workers: [`run_workers`] runs the same loop on N threads, each with its own [`Endpoint`]
-//! (so its own connections, pool and cache) on its own handle of the shared listeners; the
-//! calling thread only relays each caught signal to every worker. [`run_loops`] does the same
-//! for loops of different endpoints (the demo's three roles). See `workers.rs`.
+//! [`Action::Wake`] that resumes it reads the bytes no new event would announce. For the same
+//! reason a socket that used up its reads of the turn ([`turn::READS_PER_TURN`]) and a listener
+//! that used up its accepts, or backs off after running out of descriptors ([`Acceptor`]), are
+//! remembered and revisited by the loop itself: the next poll does not wait for them.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
 use std::mem;
 use std::net::Shutdown;
+use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
-use mdproxy_core::config::{EndpointConfig, Reload};
-use mdproxy_core::endpoint::{self, Endpoint};
-use mdproxy_core::metadata::StoreRequest;
-use mdproxy_core::socket::{Action, ConnectError, Input, SockId};
+use mdproxy_core::config::EndpointConfig;
+use mdproxy_core::endpoint::Endpoint;
+use mdproxy_core::socket::{Action, Input, SockId};
+use mdproxy_shell::{
+    connect_error, either, turn, AcceptFailed, Acceptor, Control, Listener, RunOptions, Signalled,
+};
 use mio::event::Event;
 use mio::net::UnixStream;
 use mio::{Events, Interest, Poll, Registry, Token};
 
-pub use net::Listener;
-use net::Stream;
-use signal::SignalGuard;
-pub use workers::{run_loops, run_workers, Loop};
+use net::{Listening, Stream};
 
-#[macro_use]
 mod net;
-mod signal;
-mod workers;
 
 const SIGNALS: Token = Token(usize::MAX);
 /// Socket tokens start after the listeners' (`Token(i)` for listener `i`).
 const FIRST_SOCK: usize = 1 << 16;
-const SCRATCH: usize = 64 * 1024;
 
-/// How [`run`] behaves around the endpoint.
-pub struct RunOptions {
-    /// After SIGTERM/SIGINT, how long busy connections may take to finish before `run`
-    /// returns anyway.
-    pub drain_timeout: Duration,
-    /// Called on SIGHUP, from the loop's thread (not from the signal handler). What it returns
-    /// is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was bad and
-    /// the hook logged why).
-    pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
-    /// Called for every [`endpoint::Event::Store`] (a password the server accepted and already serves
-    /// from memory), from the loop's thread. The default logs that nothing was persisted.
-    pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
-    /// A periodic hook: called once when the loop starts, then at least every interval (the
-    /// loop wakes for it), also while busy. What it returns goes to [`Endpoint::reload`], as
-    /// for SIGHUP. Not called once draining.
-    pub tick: Option<(Duration, Tick)>,
-}
-
-/// The hook of [`RunOptions::tick`].
-pub type Tick = Box<dyn FnMut() -> Option<Reload> + Send>;
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            drain_timeout: Duration::from_secs(10),
-            on_hangup: Box::new(|| None),
-            // Never log the password itself.
-            on_store: Box::new(|req| {
-                log::warn!(
-                    "the password of instance {} was not persisted: no store is configured",
-                    req.instance_uuid
-                )
-            }),
-            tick: None,
-        }
-    }
-}
-
-/// Serves `listeners` with one [`Endpoint`] built from `cfg` until SIGTERM/SIGINT, then
-/// stops accepting, lets busy connections finish (up to [`RunOptions::drain_timeout`]) and
-/// returns `Ok(())`. A second SIGTERM/SIGINT returns at once. Errors are failures of the
-/// poller itself. Installs process-wide handlers for SIGTERM, SIGINT and SIGHUP for its
-/// duration, so call `run` (or [`run_workers`] or [`run_loops`], for several loops) once per
-/// process.
-pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> io::Result<()> {
-    let (sig_rx, sig_tx) = UnixStream::pair()?;
-    let _signals = SignalGuard::install(sig_tx)?;
-    serve(cfg, listeners, opts, sig_rx)
-}
-
-/// The loop itself. `sig_rx` delivers caught signals, one byte (the signal number) each:
-/// straight from the handler, or relayed by [`run_loops`].
-fn serve(
+/// Runs one mio loop on the calling thread; see [`mdproxy_shell::Serve`].
+pub fn serve(
     cfg: EndpointConfig,
     listeners: Vec<Listener>,
     opts: RunOptions,
-    mut sig_rx: UnixStream,
+    signals: StdUnixStream,
 ) -> io::Result<()> {
+    let mut sig_rx = UnixStream::from_std(signals);
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
-    let mut listeners: Vec<Option<Listener>> = listeners.into_iter().map(Some).collect();
-    for (i, l) in listeners.iter_mut().flatten().enumerate() {
+    let mut ports = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let acceptor = Acceptor::new(&l);
+        let mut socket = Listening::new(l.into_socket());
         poll.registry()
-            .register(l.source(), Token(i), Interest::READABLE)?;
+            .register(socket.source(), Token(i), Interest::READABLE)?;
+        let retry = None;
+        ports.push(Port {
+            socket,
+            acceptor,
+            retry,
+        });
     }
     let mut now = Instant::now();
     let mut d = Driver {
         ep: Endpoint::new(now, cfg),
+        ctl: Control::new(now, opts),
         registry: poll.registry().try_clone()?,
         socks: HashMap::new(),
-        scratch: vec![0; SCRATCH],
-        listeners,
-        drain_deadline: None,
-        next_tick: opts.tick.is_some().then_some(now),
-        opts,
+        scratch: vec![0; turn::READ_CHUNK],
+        ports,
+        again: Vec::new(),
     };
-    d.settle(now);
-    d.tick(now);
+    if d.ctl.on_time(now, &mut d.ep) {
+        d.settle(now);
+    }
     let mut events = Events::with_capacity(1024);
     loop {
-        let deadline = [d.ep.poll_timeout(), d.drain_deadline, d.next_tick]
-            .into_iter()
-            .flatten()
-            .min();
-        let timeout = deadline.map(|t| t.saturating_duration_since(now));
-        let polled = poll.poll(&mut events, timeout);
+        let polled = poll.poll(&mut events, d.timeout(now));
         now = Instant::now();
         match polled {
             Err(e) if e.kind() != ErrorKind::Interrupted => return Err(e),
@@ -146,33 +87,29 @@ fn serve(
         }
         for ev in events.iter() {
             match ev.token() {
-                SIGNALS => {
-                    let mut sigs = [0u8; 16];
-                    while let Ok(n @ 1..) = sig_rx.read(&mut sigs) {
-                        if sigs[..n].iter().any(|&sig| d.on_signal(now, sig.into())) {
-                            log::warn!("second stop signal: exiting without waiting");
-                            return Ok(());
-                        }
-                    }
-                }
-                Token(i) if i < FIRST_SOCK => d.accept_all(now, i),
+                SIGNALS if d.on_signals(now, &mut sig_rx) => return Ok(()),
+                SIGNALS => {}
+                Token(i) if i < FIRST_SOCK => d.accept(now, i),
                 Token(t) => d.on_event(now, SockId((t - FIRST_SOCK) as u64), ev),
             }
         }
-        if d.ep.poll_timeout().is_some_and(|t| t <= now) {
-            d.ep.handle_timeout(now);
+        d.revisit(now);
+        if d.ctl.on_time(now, &mut d.ep) {
             d.settle(now);
         }
-        d.tick(now);
-        match d.drain_deadline {
-            Some(_) if d.ep.is_drained() => return Ok(()),
-            Some(t) if t <= now => {
-                log::warn!("drain timeout passed with connections still open");
-                return Ok(());
-            }
-            _ => {}
+        if d.ctl.finished(now, &d.ep) {
+            return Ok(());
         }
     }
+}
+
+/// One listener and when the loop must come back to it without an event.
+struct Port {
+    socket: Listening,
+    acceptor: Acceptor,
+    /// Connections may be queued: accept again at this instant (now, when the turn's accepts
+    /// ran out; a little later, after running out of descriptors).
+    retry: Option<Instant>,
 }
 
 /// One socket and what the last events and `WouldBlock`s said about it.
@@ -191,71 +128,83 @@ struct Sock {
 
 struct Driver {
     ep: Endpoint,
+    ctl: Control,
     registry: Registry,
     socks: HashMap<SockId, Sock>,
     scratch: Vec<u8>,
-    /// `Token(i)` is `listeners[i]`; `None` once draining.
-    listeners: Vec<Option<Listener>>,
-    opts: RunOptions,
-    drain_deadline: Option<Instant>,
-    /// When [`RunOptions::tick`] is due; `None` without one, or once draining.
-    next_tick: Option<Instant>,
+    /// `Token(i)` is `ports[i]`; empty once draining.
+    ports: Vec<Port>,
+    /// Sockets that used up their reads of the turn while still readable.
+    again: Vec<SockId>,
 }
 
 impl Driver {
-    /// Runs the tick hook if it is due, and schedules the next call.
-    fn tick(&mut self, now: Instant) {
-        let (Some(due), Some((every, hook))) = (self.next_tick, self.opts.tick.as_mut()) else {
-            return;
-        };
-        if due > now {
-            return;
+    /// How long the next poll may wait: not at all when a socket or listener has work left
+    /// from this turn, else until the next deadline or retry.
+    fn timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.again.is_empty() {
+            return Some(Duration::ZERO);
         }
-        self.next_tick = Some(now + *every);
-        if let Some(reload) = hook() {
-            self.ep.reload(now, reload);
-            self.settle(now);
-        }
+        let retry = self.ports.iter().filter_map(|p| p.retry).min();
+        let next = [self.ctl.deadline(&self.ep), retry].into_iter().flatten();
+        next.min().map(|t| t.saturating_duration_since(now))
     }
 
-    /// Handles one caught signal; true asks the loop to return at once.
-    fn on_signal(&mut self, now: Instant, sig: libc::c_int) -> bool {
-        if sig == libc::SIGHUP {
-            log::debug!("SIGHUP received");
-            if let Some(reload) = (self.opts.on_hangup)() {
-                self.ep.reload(now, reload);
-                self.settle(now);
+    /// Reads the signal socket; true asks the loop to return at once.
+    fn on_signals(&mut self, now: Instant, rx: &mut UnixStream) -> bool {
+        let mut sigs = [0u8; 16];
+        while let Ok(n @ 1..) = rx.read(&mut sigs) {
+            match self.ctl.on_signals(now, &sigs[..n], &mut self.ep) {
+                Signalled::Exit => return true,
+                Signalled::Drain => {
+                    for mut p in self.ports.drain(..) {
+                        let _ = self.registry.deregister(p.socket.source());
+                    }
+                }
+                Signalled::Settle => {}
             }
-            return false;
+            self.settle(now);
         }
-        if self.drain_deadline.is_some() {
-            return true;
-        }
-        log::info!("stop signal received: draining connections");
-        for mut l in self.listeners.iter_mut().filter_map(Option::take) {
-            let _ = self.registry.deregister(l.source());
-        }
-        self.drain_deadline = Some(now + self.opts.drain_timeout);
-        self.next_tick = None;
-        self.ep.begin_drain(now);
-        self.settle(now);
         false
     }
 
-    fn accept_all(&mut self, now: Instant, i: usize) {
-        while let Some(Some(l)) = self.listeners.get(i) {
-            match l.accept() {
+    /// Serves the sockets and listeners left with work by the last turn.
+    fn revisit(&mut self, now: Instant) {
+        for id in mem::take(&mut self.again) {
+            self.pump(now, id);
+            self.settle(now);
+        }
+        for i in 0..self.ports.len() {
+            if self.ports[i].retry.is_some_and(|t| t <= now) {
+                self.accept(now, i);
+            }
+        }
+    }
+
+    /// Accepts on listener `i` until its queue is empty, it fails, or its turn is over.
+    fn accept(&mut self, now: Instant, i: usize) {
+        for _ in 0..turn::ACCEPTS_PER_TURN {
+            let Some(p) = self.ports.get_mut(i) else {
+                return;
+            };
+            p.retry = None;
+            match p.socket.accept() {
                 Ok((stream, peer)) => {
+                    p.acceptor.accepted();
                     let id = self.ep.accept(now, peer);
                     // Registering reports the current readiness, so no read is needed here.
                     self.add(id, stream, false);
                     self.settle(now);
                 }
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                // EMFILE and friends leave the connection queued for the next wake-up.
-                Err(e) => return log::warn!("accept failed: {e}"),
+                Err(e) => match p.acceptor.failed(now, &e) {
+                    AcceptFailed::Again => {}
+                    AcceptFailed::Empty => return,
+                    AcceptFailed::BackOff(at) => return p.retry = Some(at),
+                },
             }
+        }
+        if let Some(p) = self.ports.get_mut(i) {
+            p.retry = Some(now);
         }
     }
 
@@ -303,9 +252,7 @@ impl Driver {
                 Action::Close(sock) => drop(self.socks.remove(&sock)),
             }
         }
-        while let Some(endpoint::Event::Store(req)) = self.ep.poll_event() {
-            (self.opts.on_store)(req);
-        }
+        self.ctl.on_events(&mut self.ep);
     }
 
     fn on_event(&mut self, now: Instant, id: SockId, ev: &Event) {
@@ -338,7 +285,8 @@ impl Driver {
     }
 
     /// Writes what the core offers, then reads while the core wants bytes, until the socket
-    /// would block. Leaves the queued actions to the caller's `settle`, which keeps their order.
+    /// would block or its reads of the turn are used up. Leaves the queued actions to the
+    /// caller's `settle`, which keeps their order.
     fn pump(&mut self, now: Instant, id: SockId) {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
@@ -350,12 +298,12 @@ impl Driver {
             let buf = self.ep.pending_write(id);
             if buf.is_empty() {
                 if mem::take(&mut s.shutdown) {
-                    let _ = either!(&s.stream, x => x.shutdown(Shutdown::Write));
+                    let _ = either!(Stream: &s.stream, x => x.shutdown(Shutdown::Write));
                 }
                 break;
             }
             let offered = buf.len();
-            match either!(&mut s.stream, x => x.write(buf)) {
+            match either!(Stream: &mut s.stream, x => x.write(buf)) {
                 Ok(n) if n > 0 => {
                     // A short write means the send buffer is full: skip the write that would
                     // only say WouldBlock; the next writable edge resumes.
@@ -367,8 +315,14 @@ impl Driver {
                 _ => return broken(&mut self.ep, now, id, s),
             }
         }
+        let mut reads = 0;
         while s.readable && !s.eof && self.ep.wants_read(id) {
-            match either!(&mut s.stream, x => x.read(&mut self.scratch)) {
+            if reads == turn::READS_PER_TURN {
+                self.again.push(id);
+                break;
+            }
+            reads += 1;
+            match either!(Stream: &mut s.stream, x => x.read(&mut self.scratch)) {
                 Ok(0) => {
                     s.eof = true;
                     self.ep.handle(now, id, Input::Eof);
@@ -394,11 +348,4 @@ impl Driver {
 fn broken(ep: &mut Endpoint, now: Instant, id: SockId, s: &mut Sock) {
     (s.readable, s.writable) = (false, false);
     ep.handle(now, id, Input::Error);
-}
-
-fn connect_error(e: &io::Error) -> ConnectError {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED | libc::ENOENT) => ConnectError::Refused,
-        _ => ConnectError::Other,
-    }
 }

@@ -1,4 +1,5 @@
-//! A smol/async-io executor that drives [`mdproxy_core::endpoint::Endpoint`], for every role.
+//! A smol/async-io executor that drives [`mdproxy_core::endpoint::Endpoint`], for every role:
+//! the [`Serve`](mdproxy_shell::Serve) of the smol runtime.
 //!
 //! The driver owns sockets and nothing else: it reports reads, EOFs, errors and connect
 //! results to the endpoint, carries out the [`Action`]s it is given in order, and writes what
@@ -8,140 +9,77 @@
 //! Shape: one single-threaded [`LocalExecutor`] per worker, whose tasks share the endpoint in
 //! a `RefCell`, never borrowed across an `.await`. One task per socket (accepted or
 //! connected) writes what the core offers, reads only while [`Endpoint::wants_read`] (so a
-//! peer that does not read cannot make us buffer), then awaits readiness or its wake channel,
+//! peer that does not read cannot make us buffer) and at most [`turn::READS_PER_TURN`] times
+//! before it lets the others run, then awaits readiness or its wake channel,
 //! which [`Action::Wake`] and [`Action::Shutdown`] signal; [`Action::Close`] drops the task and
-//! its socket. One task per listener accepts; a timer task sleeps until the earliest of
+//! its socket. One task per listener accepts, yielding after every connection and sleeping
+//! through the [`Acceptor`]'s back-off; a timer task sleeps until the earliest of
 //! [`Endpoint::poll_timeout`], the drain deadline and the next tick, and is woken to re-arm
 //! when that moves earlier; a signal task reads the self-pipe. Every mutation ends in
 //! `Driver::settle`, the one place that drains [`Endpoint::poll_action`] and routes each
 //! action to its task.
 //!
-//! Signals: [`run`] catches SIGTERM and SIGINT (drain, then return) and SIGHUP
-//! ([`RunOptions::on_hangup`], whose [`Reload`] goes to [`Endpoint::reload`]); see `signal.rs`.
-//! Hooks: [`RunOptions::tick`] runs on a timer (e.g. to notice changed files) and feeds its
-//! [`Reload`] to the endpoint the same way; [`Event::Store`] goes to [`RunOptions::on_store`].
-//! The hooks run on the executor's thread, between events: they should be quick.
-//! Writes to a closed peer are errors, not SIGPIPE: std sends with `MSG_NOSIGNAL` on Linux,
-//! and Rust binaries ignore SIGPIPE anyway.
-//!
-//! Workers: [`run_workers`] runs the same driver on N threads, each with its own [`Endpoint`]
-//! on its own handle of the shared listeners; the calling thread relays caught signals to
-//! them. [`run_loops`] does the same for different endpoints. See `workers.rs`.
+//! The listeners, signals, workers and hooks are [`mdproxy_shell`]'s, which runs [`serve`];
+//! the tick, signal and drain bookkeeping is its [`Control`], the accept policy its
+//! [`Acceptor`] and the per-turn caps its [`turn`] constants, the same as the mio loop's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, ErrorKind};
 use std::os::unix::net::UnixStream;
 use std::rc::{Rc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_io::{Async, Timer};
-use mdproxy_core::config::{EndpointConfig, Reload};
-use mdproxy_core::endpoint::{Endpoint, Event};
-use mdproxy_core::metadata::StoreRequest;
-use mdproxy_core::socket::{Action, ConnectError, Input, SockId, Target};
+use mdproxy_core::config::EndpointConfig;
+use mdproxy_core::endpoint::Endpoint;
+use mdproxy_core::socket::{Action, Input, SockId, Target};
+use mdproxy_shell::{
+    connect_error, turn, AcceptFailed, Acceptor, Control, Listener, RunOptions, Signalled,
+};
 use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, Future};
 use smol::io::AsyncReadExt;
 use smol::{LocalExecutor, Task};
 
-pub use net::Listener;
 use net::{AsyncListener, Stream};
-use signal::SignalGuard;
-pub use workers::{run_loops, run_workers, Loop};
 
 mod net;
-mod signal;
-mod workers;
 
-const SCRATCH: usize = 64 * 1024;
-/// Reads one socket task makes before it lets the other tasks run.
-const READS_PER_TURN: usize = 16;
-
-/// How [`run`] behaves around the endpoint.
-pub struct RunOptions {
-    /// After SIGTERM/SIGINT, how long busy connections may take to finish before `run`
-    /// returns anyway.
-    pub drain_timeout: Duration,
-    /// Called on SIGHUP, from the executor's thread (not from the signal handler). What it
-    /// returns is handed to [`Endpoint::reload`]; `None` changes nothing (e.g. the new data was
-    /// bad and the hook logged why).
-    pub on_hangup: Box<dyn FnMut() -> Option<Reload> + Send>,
-    /// Called for every [`Event::Store`] (a password the server accepted and already serves
-    /// from memory), from the executor's thread. The default logs that nothing was persisted.
-    pub on_store: Box<dyn FnMut(StoreRequest) + Send>,
-    /// A periodic hook: called once when the driver starts, then at least every interval (the
-    /// driver wakes for it), also while busy. What it returns goes to [`Endpoint::reload`], as
-    /// for SIGHUP. Not called once draining.
-    pub tick: Option<(Duration, Tick)>,
-}
-
-/// The hook of [`RunOptions::tick`].
-pub type Tick = Box<dyn FnMut() -> Option<Reload> + Send>;
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            drain_timeout: Duration::from_secs(10),
-            on_hangup: Box::new(|| None),
-            // Never log the password itself.
-            on_store: Box::new(|req| {
-                log::warn!(
-                    "the password of instance {} was not persisted: no store is configured",
-                    req.instance_uuid
-                )
-            }),
-            tick: None,
-        }
-    }
-}
-
-/// Serves `listeners` with one [`Endpoint`] built from `cfg` until SIGTERM/SIGINT, then
-/// stops accepting, lets busy connections finish (up to [`RunOptions::drain_timeout`]) and
-/// returns `Ok(())`. A second SIGTERM/SIGINT returns at once. Errors are failures to set up the
-/// reactor. Installs process-wide handlers for SIGTERM, SIGINT and SIGHUP for its duration, so
-/// call `run` (or [`run_workers`] or [`run_loops`], for several drivers) once per process.
-pub fn run(cfg: EndpointConfig, listeners: Vec<Listener>, opts: RunOptions) -> io::Result<()> {
-    let (sig_rx, sig_tx) = UnixStream::pair()?;
-    let _signals = SignalGuard::install(sig_tx)?;
-    serve(cfg, listeners, opts, sig_rx)
-}
-
-/// The driver itself, on the calling thread. `sig_rx` delivers caught signals, one byte (the
-/// signal number) each: straight from the handler, or relayed by [`run_loops`].
-fn serve(
+/// Runs one executor on the calling thread; see [`mdproxy_shell::Serve`].
+pub fn serve(
     cfg: EndpointConfig,
     listeners: Vec<Listener>,
     opts: RunOptions,
-    sig_rx: UnixStream,
+    signals: UnixStream,
 ) -> io::Result<()> {
-    let sig_rx = Async::new(sig_rx)?;
-    let listeners: Vec<AsyncListener> = listeners
-        .into_iter()
-        .map(Listener::into_async)
-        .collect::<io::Result<_>>()?;
+    let sig_rx = Async::new(signals)?;
+    let mut ports = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        let acceptor = Acceptor::new(&l);
+        ports.push((AsyncListener::new(l.into_socket())?, acceptor));
+    }
     let ex = Rc::new(LocalExecutor::new());
     let (rearm, rearmed) = channel::bounded(1);
     let (done, finished) = channel::bounded(1);
     let now = Instant::now();
     let d = Rc::new(Driver {
         ep: RefCell::new(Endpoint::new(now, cfg)),
-        next_tick: Cell::new(opts.tick.is_some().then_some(now)),
-        opts: RefCell::new(opts),
+        ctl: RefCell::new(Control::new(now, opts)),
         ex: Rc::downgrade(&ex),
         socks: RefCell::default(),
         acceptors: RefCell::default(),
-        scratch: RefCell::new(vec![0; SCRATCH]),
-        drain_deadline: Cell::new(None),
+        scratch: RefCell::new(vec![0; turn::READ_CHUNK]),
         armed: Cell::new(None),
         rearm,
         done,
     });
     let main = async {
-        let acceptors = listeners.into_iter().map(|l| d.spawn(d.clone().accept(l)));
+        let acceptors = ports
+            .into_iter()
+            .map(|(l, a)| d.spawn(d.clone().accept(l, a)));
         *d.acceptors.borrow_mut() = acceptors.collect();
-        d.settle();
-        d.tick(now);
+        d.on_time(now);
         let _timers = d.spawn(d.clone().timers(rearmed));
         let _signals = d.spawn(d.clone().signals(sig_rx));
         let _ = finished.recv().await;
@@ -169,20 +107,17 @@ enum Start {
 /// What every task of one executor shares.
 struct Driver {
     ep: RefCell<Endpoint>,
-    opts: RefCell<RunOptions>,
+    ctl: RefCell<Control>,
     /// Weak: the executor owns the tasks, which own the driver.
     ex: Weak<LocalExecutor<'static>>,
     socks: RefCell<HashMap<SockId, Sock>>,
     /// Dropped (and their listeners closed) once draining.
     acceptors: RefCell<Vec<Task<()>>>,
     scratch: RefCell<Vec<u8>>,
-    drain_deadline: Cell<Option<Instant>>,
-    /// When [`RunOptions::tick`] is due; `None` without one, or once draining.
-    next_tick: Cell<Option<Instant>>,
     /// The deadline the timer task sleeps until.
     armed: Cell<Option<Instant>>,
     rearm: Sender<()>,
-    /// What `run` returns, sent once.
+    /// Tells `serve` to return; sent once.
     done: Sender<()>,
 }
 
@@ -208,13 +143,13 @@ impl Driver {
                 }
             }
         }
-        while let Some(Event::Store(req)) = self.ep.borrow_mut().poll_event() {
-            (self.opts.borrow_mut().on_store)(req);
-        }
-        if self.drain_deadline.get().is_some() && self.ep.borrow().is_drained() {
+        self.ctl.borrow_mut().on_events(&mut self.ep.borrow_mut());
+        let (ctl, ep) = (self.ctl.borrow(), self.ep.borrow());
+        // The clock only once draining: settling is the hot path.
+        if ctl.draining() && ctl.finished(Instant::now(), &ep) {
             let _ = self.done.try_send(());
         }
-        let next = self.deadline();
+        let next = ctl.deadline(&ep);
         if next.is_some() && self.armed.get().is_none_or(|armed| next < Some(armed)) {
             let _ = self.rearm.try_send(());
         }
@@ -246,56 +181,38 @@ impl Driver {
         }
     }
 
-    /// The earliest moment the timer task must act.
-    fn deadline(&self) -> Option<Instant> {
-        let ep = self.ep.borrow().poll_timeout();
-        [ep, self.drain_deadline.get(), self.next_tick.get()]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// Runs the tick hook if it is due, and schedules the next call.
-    fn tick(self: &Rc<Self>, now: Instant) {
-        if self.next_tick.get().is_none_or(|due| due > now) {
-            return;
-        }
-        let mut opts = self.opts.borrow_mut();
-        let Some((every, hook)) = opts.tick.as_mut() else {
-            return;
-        };
-        self.next_tick.set(Some(now + *every));
-        let reload = hook();
-        drop(opts);
-        if let Some(reload) = reload {
-            self.ep.borrow_mut().reload(now, reload);
+    /// Expires the core's due timers and runs the tick hook if due.
+    fn on_time(self: &Rc<Self>, now: Instant) {
+        if self
+            .ctl
+            .borrow_mut()
+            .on_time(now, &mut self.ep.borrow_mut())
+        {
             self.settle();
         }
     }
 
     /// The task of one listener: accepts until dropped.
-    async fn accept(self: Rc<Self>, l: AsyncListener) {
+    async fn accept(self: Rc<Self>, l: AsyncListener, mut acceptor: Acceptor) {
         loop {
             match l.accept().await {
                 Ok((stream, peer)) => {
-                    let now = Instant::now();
-                    let id = self.ep.borrow_mut().accept(now, peer);
+                    acceptor.accepted();
+                    let id = self.ep.borrow_mut().accept(Instant::now(), peer);
                     self.add(id, Start::Accepted(stream));
                     self.settle();
-                    // Let the new socket's task run before the next accept, even in a flood.
+                    // One connection per turn (within turn::ACCEPTS_PER_TURN): the new socket's
+                    // task reads before the next accept, even in a flood, so that a connection
+                    // that has already ended leaves the core's limits before the next is judged.
                     future::yield_now().await;
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                    ) => {}
-                // EMFILE and friends: the connection stays queued; retry a little later rather
-                // than spin on a listener that stays readable.
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    Timer::after(Duration::from_millis(100)).await;
-                }
+                // The async accept waits for readiness itself: `Empty` does not reach here.
+                Err(e) => match acceptor.failed(Instant::now(), &e) {
+                    AcceptFailed::Again | AcceptFailed::Empty => {}
+                    AcceptFailed::BackOff(at) => {
+                        Timer::at(at).await;
+                    }
+                },
             }
         }
     }
@@ -349,7 +266,7 @@ impl Driver {
                 }
             }
             let mut reads = 0;
-            while !eof && reads < READS_PER_TURN && self.ep.borrow().wants_read(id) {
+            while !eof && reads < turn::READS_PER_TURN && self.ep.borrow().wants_read(id) {
                 reads += 1;
                 let mut scratch = self.scratch.borrow_mut();
                 match s.read(&mut scratch) {
@@ -381,7 +298,7 @@ impl Driver {
                 }
             }
             self.settle();
-            if reads == READS_PER_TURN && !read {
+            if reads == turn::READS_PER_TURN && !read {
                 // More to read, but the other tasks get their turn first.
                 future::yield_now().await;
                 continue;
@@ -402,12 +319,12 @@ impl Driver {
         }
     }
 
-    /// The timer task: sleeps until [`Driver::deadline`], then expires the core's timers, runs
+    /// The timer task: sleeps until [`Control::deadline`], then expires the core's timers, runs
     /// the tick hook and ends a drain that took too long.
     async fn timers(self: Rc<Self>, rearmed: Receiver<()>) {
         loop {
             let _ = rearmed.try_recv();
-            let next = self.deadline();
+            let next = self.ctl.borrow().deadline(&self.ep.borrow());
             self.armed.set(next);
             let timer = next.map_or_else(Timer::never, Timer::at);
             let rearmed = async {
@@ -421,13 +338,8 @@ impl Driver {
             )
             .await;
             let now = Instant::now();
-            if self.ep.borrow().poll_timeout().is_some_and(|t| t <= now) {
-                self.ep.borrow_mut().handle_timeout(now);
-                self.settle();
-            }
-            self.tick(now);
-            if self.drain_deadline.get().is_some_and(|t| t <= now) {
-                log::warn!("drain timeout passed with connections still open");
+            self.on_time(now);
+            if self.ctl.borrow().finished(now, &self.ep.borrow()) {
                 let _ = self.done.try_send(());
                 return;
             }
@@ -448,36 +360,21 @@ impl Driver {
                 Err(e) => return log::error!("cannot read caught signals: {e}"),
             };
             let now = Instant::now();
-            if sigs[..n].iter().any(|&sig| self.on_signal(now, sig.into())) {
-                log::warn!("second stop signal: exiting without waiting");
-                let _ = self.done.try_send(());
-                return;
+            let asked =
+                self.ctl
+                    .borrow_mut()
+                    .on_signals(now, &sigs[..n], &mut self.ep.borrow_mut());
+            match asked {
+                Signalled::Exit => {
+                    let _ = self.done.try_send(());
+                    return;
+                }
+                // Closes the listeners before the endpoint's closes of idle connections.
+                Signalled::Drain => drop(self.acceptors.take()),
+                Signalled::Settle => {}
             }
+            self.settle();
         }
-    }
-
-    /// Handles one caught signal; true asks the driver to return at once.
-    fn on_signal(self: &Rc<Self>, now: Instant, sig: libc::c_int) -> bool {
-        if sig == libc::SIGHUP {
-            log::debug!("SIGHUP received");
-            let reload = (self.opts.borrow_mut().on_hangup)();
-            if let Some(reload) = reload {
-                self.ep.borrow_mut().reload(now, reload);
-                self.settle();
-            }
-            return false;
-        }
-        if self.drain_deadline.get().is_some() {
-            return true;
-        }
-        log::info!("stop signal received: draining connections");
-        drop(self.acceptors.take());
-        let drain_timeout = self.opts.borrow().drain_timeout;
-        self.drain_deadline.set(Some(now + drain_timeout));
-        self.next_tick.set(None);
-        self.ep.borrow_mut().begin_drain(now);
-        self.settle();
-        false
     }
 }
 
@@ -490,11 +387,4 @@ async fn when(
         return future::pending().await;
     }
     ready.await.map_err(Some)
-}
-
-fn connect_error(e: &io::Error) -> ConnectError {
-    match e.raw_os_error() {
-        Some(libc::ECONNREFUSED | libc::ENOENT) => ConnectError::Refused,
-        _ => ConnectError::Other,
-    }
 }

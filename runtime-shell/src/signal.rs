@@ -1,6 +1,6 @@
 //! SIGTERM, SIGINT and SIGHUP as bytes on a socket (the self-pipe trick): the handler only
 //! `write(2)`s the signal number to a non-blocking socket pair, which is async-signal-safe, and
-//! the executor reads the other end like any socket.
+//! a loop reads the other end like any socket.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -8,13 +8,13 @@ use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::{mem, ptr};
 
-/// Routes SIGTERM, SIGINT and SIGHUP to the driver while alive; restores the old handlers after.
+/// Routes SIGTERM, SIGINT and SIGHUP to a socket while alive; restores the old handlers after.
 pub(crate) struct SignalGuard {
     _tx: UnixStream,
     old: [(libc::c_int, libc::sigaction); 3],
 }
 
-/// The write end of the driver's signal socket pair, or -1.
+/// The write end of the signal socket pair, or -1.
 static SIGNAL_FD: AtomicI32 = AtomicI32::new(-1);
 
 extern "C" fn on_signal(sig: libc::c_int) {
@@ -31,12 +31,19 @@ extern "C" fn on_signal(sig: libc::c_int) {
 }
 
 impl SignalGuard {
-    pub(crate) fn install(tx: UnixStream) -> io::Result<SignalGuard> {
+    /// Installs the handlers; the returned socket (non-blocking) delivers each caught signal
+    /// as one byte, its number.
+    pub(crate) fn install() -> io::Result<(SignalGuard, UnixStream)> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
         tx.set_nonblocking(true)?;
         SIGNAL_FD.store(tx.as_raw_fd(), Ordering::Relaxed);
         // SAFETY: sigaction is plain data; all-zero is a valid empty mask and no flags.
-        let mut old = unsafe { [(0, mem::zeroed::<libc::sigaction>()); 3] };
-        for (slot, sig) in old
+        let old = unsafe { [(0, mem::zeroed::<libc::sigaction>()); 3] };
+        // Built first, so that a failure half-way restores what was installed.
+        let mut guard = SignalGuard { _tx: tx, old };
+        for (slot, sig) in guard
+            .old
             .iter_mut()
             .zip([libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
         {
@@ -51,13 +58,13 @@ impl SignalGuard {
             }
             slot.0 = sig;
         }
-        Ok(SignalGuard { _tx: tx, old })
+        Ok((guard, rx))
     }
 }
 
 impl Drop for SignalGuard {
     fn drop(&mut self) {
-        for (sig, old) in &self.old {
+        for (sig, old) in self.old.iter().filter(|(sig, _)| *sig != 0) {
             // SAFETY: restores what `install` saved.
             unsafe { libc::sigaction(*sig, old, ptr::null_mut()) };
         }
