@@ -9,10 +9,12 @@
 //!
 //! Inside, the endpoint is a router (after quinn-proto's `Endpoint`): it owns the sockets'
 //! owners, the upstream pool, the per-IP accounting, the timers and one output queue; each
-//! client connection ([`crate::proxy::conn`]) does HTTP for any role and asks for decisions as
-//! outputs, which the endpoint answers from the role's policy ([`crate::policy`]) or its pool.
+//! client connection (`proxy::conn`) does HTTP for any role and asks for decisions as
+//! outputs, which the endpoint answers from the role's policy (`policy`) or its pool.
 
 mod admission;
+#[cfg(test)]
+mod tests;
 mod timers;
 mod tls;
 
@@ -26,24 +28,14 @@ use timers::Timers;
 use crate::config::{EndpointConfig, Reload};
 use crate::http::Method;
 use crate::lookup::{ClientAction, ReqId};
-use crate::metadata::StoreRequest;
 use crate::metrics::{Meter, RoleMetrics};
 use crate::policy::{self, Policy};
 use crate::proxy::conn::{Conn, Settings};
 use crate::proxy::decision::{Output, Route};
-use crate::proxy::rewrite::canonical_ip;
-use crate::socket::{Action, ConnectError, Input, SockId};
+use crate::scope::canonical_ip;
+use crate::socket::{Action, ConnectError, Event, Input, SockId};
 use crate::tls::shuttle::Shuttle;
 use crate::tls::{ServerTls, TlsTarget};
-
-/// Something the application must do that is not about a socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Event {
-    /// Persist a password the server accepted (it is already served from memory); the
-    /// runtime hands it to whoever owns the instance files.
-    Store(StoreRequest),
-}
 
 /// An idle upstream connection is closed after this, well before the agent's own 30 s idle
 /// timeout, so that we rarely pick one the other end is closing.

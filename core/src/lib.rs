@@ -16,6 +16,16 @@
 //! After **any** `handle*` call, drain every `poll_*` method until it returns `None`, write what
 //! `pending_write` offers, and only then ask `poll_timeout` and block. Skipping a drain can lose
 //! an action or a wake-up.
+//!
+//! # The shape inside
+//!
+//! The words every part shares live in modules that need no other part: [`socket`] (ids,
+//! inputs, actions, events), [`config`], [`scope`]. A runtime drives one
+//! [`endpoint::Endpoint`], which routes socket events: each client connection
+//! (`proxy::conn`) does HTTP for any role and asks for each decision as an output
+//! (`proxy::decision`); the endpoint answers socket questions itself (pool, owners, admission,
+//! timers) and the others from its role's policy (`policy`), whose answers go back to the
+//! connection as calls. Nothing below the endpoint calls up into it.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 

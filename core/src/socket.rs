@@ -1,9 +1,12 @@
 //! The words the core and its runtimes share: socket ids, where to connect, what happened on a
-//! socket and what the runtime must do with one. Everything imports this module and it imports
-//! nothing of the core's, so no two modules need each other to say "socket".
+//! socket and what the runtime must do with one (and the one output that is not about a
+//! socket, [`Event`]). Everything imports this module and it imports nothing of the core's but
+//! the value an event carries, so no two modules need each other to say "socket".
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use crate::metadata::StoreRequest;
 
 /// One socket the runtime holds on the core's behalf. Ids are never reused within an endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,7 +46,7 @@ pub enum Input<'a> {
 }
 
 /// Something the runtime must do. Drain with `Endpoint::poll_action` after every mutation.
-/// (What the application must do, such as storing a password, is an `endpoint::Event`.)
+/// (What the application must do, such as storing a password, is an [`Event`].)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Open a connection to `target` and report [`Input::Connected`] or
@@ -61,4 +64,14 @@ pub enum Action {
     Shutdown(SockId),
     /// Close `sock` and forget it; the core will not mention it again.
     Close(SockId),
+}
+
+/// Something the application must do that is not about a socket: the endpoint's other output
+/// (`Endpoint::poll_event`), beside the socket [`Action`]s.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// Persist a password the server accepted (it is already served from memory); the
+    /// runtime hands it to whoever owns the instance files.
+    Store(StoreRequest),
 }

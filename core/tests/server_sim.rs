@@ -1,8 +1,8 @@
 //! The server endpoint driven by a scripted agent: identity, the trees, password storage.
 
 use mdproxy_core::config::{Reload, Role, Timeouts};
-use mdproxy_core::endpoint::Event;
 use mdproxy_core::sign::Signer;
+use mdproxy_core::socket::Event;
 use mdproxy_core::testing::sim::roles::{self, metadata_addr, INSTANCE, PROJECT, SECRET, TODAY};
 use mdproxy_core::testing::sim::{Message, NodeId, World};
 

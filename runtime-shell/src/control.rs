@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use mdproxy_core::endpoint::{Endpoint, Event};
+use mdproxy_core::endpoint::Endpoint;
+use mdproxy_core::socket::Event;
 
 use crate::RunOptions;
 

@@ -18,7 +18,7 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Called on SIGHUP.
     pub on_hangup: Hook,
-    /// Called for every [`Event::Store`](mdproxy_core::endpoint::Event::Store): a password the
+    /// Called for every [`Event::Store`](mdproxy_core::socket::Event::Store): a password the
     /// server accepted and already serves from memory. The default logs that nothing was
     /// persisted.
     pub on_store: Box<dyn FnMut(StoreRequest) + Send>,

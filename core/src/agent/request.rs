@@ -5,8 +5,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::http::Headers;
-use crate::proxy::rewrite::canonical_ip;
-use crate::scope::{LookupKey, Scope, Uuid};
+use crate::scope::{canonical_ip, LookupKey, Scope, Uuid};
 
 /// Why a request cannot be attributed to an instance. The text is Neutron's agent's, which
 /// operators and clients see in the 400 body.

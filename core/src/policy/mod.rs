@@ -17,12 +17,12 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Role};
-use crate::endpoint::Event;
 use crate::http::RequestHead;
 use crate::lookup::{ClientAction, NeutronClient, ReqId};
 use crate::metadata::MetaResponse;
 use crate::metrics::{Meter, MetricRole};
 use crate::proxy::decision::{Local, Route, Ticket};
+use crate::socket::Event;
 use crate::socket::{Input, Target};
 use crate::tls::{ClientTls, TlsError, TlsTarget};
 

@@ -6,10 +6,10 @@ use std::time::Instant;
 
 use super::{ignored, local_answer, Policy};
 use crate::config::Reload;
-use crate::endpoint::Event;
 use crate::http::RequestHead;
 use crate::metadata::{MetaRequest, MetadataService, ServerConfig};
 use crate::proxy::decision::{Local, Route, Ticket};
+use crate::socket::Event;
 
 #[derive(Debug)]
 pub(super) struct Server {

@@ -433,7 +433,7 @@ impl Conn {
             String::from_utf8_lossy(&head.target),
             head.version.as_str()
         );
-        // Every rule after this point (the owner's routing, the server's router) and every
+        // Every rule after this point (the owner's routing, a local answer's router) and every
         // next hop sees the one normalised target; a target with no single meaning is refused.
         if head.method != Method::Connect {
             match normalize_target(&head.target) {

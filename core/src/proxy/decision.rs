@@ -64,11 +64,11 @@ pub(crate) struct Forward {
     /// ([`Output::Check`]).
     pub(crate) check: bool,
     /// The policy may route the request again after that check (its decision may be stale:
-    /// the agent's cached lookup).
+    /// a cached lookup).
     pub(crate) reroutable: bool,
 }
 
-/// A locally made answer (the server's, the metrics scrape's).
+/// A locally made answer (of a role that answers requests itself).
 #[derive(Debug, Default)]
 pub(crate) struct Local {
     /// The status.

@@ -127,18 +127,6 @@ pub fn agent_fields(signer: &Signer, ip: IpAddr, inst: &Instance) -> Vec<(&'stat
     ]
 }
 
-/// The peer as the next hop should see it: IPv4-mapped IPv6 (`::ffff:a.b.c.d`, what a `[::]`
-/// listener reports for IPv4 clients) becomes plain IPv4, as Neutron's agent expects.
-pub fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(v6),
-        },
-        v4 => v4,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

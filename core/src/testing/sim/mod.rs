@@ -32,7 +32,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::config::EndpointConfig;
-use crate::endpoint::{Endpoint, Event};
+use crate::endpoint::Endpoint;
+use crate::socket::Event;
 use crate::socket::{ConnectError, Input, SockId, Target};
 use crate::testing::contract::Contract;
 use peer::Op;
