@@ -30,6 +30,10 @@ pub struct HttpClient {
     /// Keep the connection open after the other side's EOF (until [`HttpClient::close`]).
     pub hold_open: bool,
     close_asked: bool,
+    /// Shut the write side down once every queued request is written (one exchange: a request
+    /// queued after that would be written on a shut connection); the answers are still read.
+    pub half_close: bool,
+    shut: bool,
     /// Every response, in order.
     pub responses: Vec<Message>,
     /// Connections opened so far.
@@ -53,6 +57,8 @@ impl HttpClient {
             reading: true,
             hold_open: false,
             close_asked: false,
+            half_close: false,
+            shut: false,
             responses: Vec::new(),
             connections: 0,
             ended: Vec::new(),
@@ -86,6 +92,7 @@ impl HttpClient {
     fn drop_conn(&mut self) {
         self.conn = None;
         self.connected = false;
+        self.shut = false;
         self.outstanding.clear();
         self.reader = MessageReader::default();
     }
@@ -93,10 +100,14 @@ impl HttpClient {
     fn write_queued(&mut self, conn: ConnId, io: &mut PeerIo) {
         while self.pipeline || self.outstanding.is_empty() {
             let Some(req) = self.queue.pop_front() else {
-                return;
+                break;
             };
             self.outstanding.push_back(method_of(&req));
             io.write(conn, &req);
+        }
+        if self.half_close && !self.shut && self.queue.is_empty() && !self.outstanding.is_empty() {
+            self.shut = true;
+            io.shutdown(conn);
         }
     }
 

@@ -1,7 +1,8 @@
 //! A simulated network of endpoints and scripted peers, in simulated time (after quinn-proto's
 //! test `Pair`): a [`World`] of nodes, each an [`Endpoint`] (driven only through its public
 //! API, exactly as a runtime drives it) or a [`Peer`] (an instance's [`HttpClient`], a
-//! recording [`HttpServer`], a [`Refusing`] listener). An `Action::Connect` reaches whichever
+//! recording [`HttpServer`], a [`Refusing`] or [`Mute`] listener; with the `tls` feature, any
+//! of them behind a TLS session of its own, `Tls`). An `Action::Connect` reaches whichever
 //! node listens on its target, or fails with `ConnectError::Refused`, so whole chains run in
 //! one test: instance → ns-proxy → agent → metadata server (and Neutron, Keystone).
 //!
@@ -20,12 +21,16 @@ mod message;
 mod peer;
 pub mod roles;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use client::HttpClient;
 pub use hop::Hop;
 pub use message::Message;
 pub use peer::{AsAny, ConnId, Peer, PeerInput, PeerIo};
-pub use server::{Answer, HttpServer, Refusing, Script};
+pub use server::{Answer, HttpServer, Mute, Refusing, Script};
+#[cfg(feature = "tls")]
+pub use tls::Tls;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -290,10 +295,10 @@ impl World {
         &self.ep_node(node).events
     }
 
-    /// The peer of `node`, as the type it was added as.
+    /// The peer of `node`, as the type it was added as (or the type of a peer it wraps).
     pub fn peer<T: Peer>(&self, node: NodeId) -> &T {
         match &self.nodes[node.0].kind {
-            Kind::Peer(p) => (**p).as_any().downcast_ref::<T>(),
+            Kind::Peer(p) => find::<T>(&**p),
             Kind::Endpoint(_) => None,
         }
         .unwrap_or_else(|| panic!("{node:?} is no {}", std::any::type_name::<T>()))
@@ -302,7 +307,7 @@ impl World {
     /// The peer of `node`, to change (what it does takes effect at the next step).
     pub fn peer_mut<T: Peer>(&mut self, node: NodeId) -> &mut T {
         match &mut self.nodes[node.0].kind {
-            Kind::Peer(p) => (**p).as_any_mut().downcast_mut::<T>(),
+            Kind::Peer(p) => find_mut::<T>(&mut **p),
             Kind::Endpoint(_) => None,
         }
         .unwrap_or_else(|| panic!("{node:?} is no {}", std::any::type_name::<T>()))
@@ -754,6 +759,19 @@ impl World {
         }
         any
     }
+}
+
+/// `p` as a `T`, or the peer it wraps, all the way down.
+fn find<T: Peer>(p: &dyn Peer) -> Option<&T> {
+    (p.as_any().downcast_ref::<T>()).or_else(|| p.wrapped().and_then(find::<T>))
+}
+
+/// [`find`], to change.
+fn find_mut<T: Peer>(p: &mut dyn Peer) -> Option<&mut T> {
+    if (*p).as_any().is::<T>() {
+        return p.as_any_mut().downcast_mut::<T>();
+    }
+    p.wrapped_mut().and_then(find_mut::<T>)
 }
 
 fn new_link(id: ConnId, target: Target, node: NodeId, sock: Option<SockId>) -> Link {

@@ -113,4 +113,15 @@ pub trait Peer: AsAny {
 
     /// Time reached [`Peer::poll_timeout`].
     fn handle_timeout(&mut self, _now: Instant, _io: &mut PeerIo) {}
+
+    /// The peer this one wraps (a TLS layer around an HTTP server), so that
+    /// [`World::peer`](super::World::peer) finds it by its type through the wrapper.
+    fn wrapped(&self) -> Option<&dyn Peer> {
+        None
+    }
+
+    /// [`Peer::wrapped`], to change.
+    fn wrapped_mut(&mut self) -> Option<&mut (dyn Peer + 'static)> {
+        None
+    }
 }

@@ -1,6 +1,6 @@
 //! Scripted servers: a recording HTTP server whose answer to each request a script picks (the
-//! metadata server an agent talks to, Neutron, Keystone, an agent behind an ns-proxy), and a
-//! listener that refuses every connection.
+//! metadata server an agent talks to, Neutron, Keystone, an agent behind an ns-proxy), a
+//! listener that refuses every connection and one that accepts and never answers.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
@@ -190,4 +190,13 @@ impl Peer for Refusing {
     fn handle(&mut self, _: Instant, conn: ConnId, input: PeerInput<'_>, _: &mut PeerIo) {
         panic!("a refusing listener heard {input:?} on {conn:?}");
     }
+}
+
+/// A listener that accepts every connection, reads every byte and never sends one (a server
+/// that hangs in the TLS handshake); what it got stays on the link.
+#[derive(Debug)]
+pub struct Mute;
+
+impl Peer for Mute {
+    fn handle(&mut self, _: Instant, _: ConnId, _: PeerInput<'_>, _: &mut PeerIo) {}
 }
