@@ -78,6 +78,8 @@ pub struct Endpoint {
     timers: Timers,
     admission: Admission,
     actions: VecDeque<Action>,
+    /// Sockets to shut down once their last bytes (a TLS alert, `close_notify`) are written.
+    shut_after_flush: BTreeSet<SockId>,
     /// Sockets to offer [`Action::Wake`] for, after the queued actions.
     wakes: BTreeSet<SockId>,
 }
@@ -107,6 +109,7 @@ impl Endpoint {
             backend_socks: BTreeMap::new(),
             timers: Timers::default(),
             actions: VecDeque::new(),
+            shut_after_flush: BTreeSet::new(),
             wakes: BTreeSet::new(),
         }
     }
@@ -354,6 +357,7 @@ impl Endpoint {
 
     fn close(&mut self, sock: SockId) {
         self.tls.remove(sock);
+        self.shut_after_flush.remove(&sock);
         if !self.conns.contains_key(&sock) {
             self.timers.set(sock, None);
         }
@@ -362,11 +366,18 @@ impl Endpoint {
         }
     }
 
-    /// Half-closes `sock` once its pending bytes are out; a TLS socket says `close_notify`
-    /// first (its owner's plaintext is all in the session by then: see `feed_tls`).
+    /// Half-closes `sock`; a TLS socket says `close_notify` first (its owner's plaintext is
+    /// all in the session by then: see `feed_tls`). [`Action::Shutdown`] is only asked for a
+    /// socket with nothing left to write, so when the session still has bytes (the
+    /// `close_notify`, an alert), it waits for [`Endpoint::consume_write`] to take the last.
     fn shutdown(&mut self, sock: SockId) {
         self.tls.close_notify(sock);
-        self.actions.push_back(Action::Shutdown(sock));
+        if self.pending_write(sock).is_empty() {
+            self.actions.push_back(Action::Shutdown(sock));
+        } else {
+            self.shut_after_flush.insert(sock);
+            self.wakes.insert(sock);
+        }
     }
 
     /// After a connection changed: wake sockets with new output or renewed read interest,
@@ -457,6 +468,9 @@ impl Endpoint {
         if self.tls.is_tls(sock) {
             self.tls.consume(sock, n);
             self.feed_tls(now, sock);
+            if self.pending_write(sock).is_empty() && self.shut_after_flush.remove(&sock) {
+                self.actions.push_back(Action::Shutdown(sock));
+            }
         } else {
             match self.owners.get(&sock).copied() {
                 Some(Owner::Client) => self.with_conn(now, sock, |c| c.consume_write(now, sock, n)),

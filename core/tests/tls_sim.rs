@@ -275,14 +275,7 @@ fn insecure_takes_any_certificate_and_name() {
     r.ask().assert_is(200, "i-0000002a");
 }
 
-// The two tests below pin a broken promise of the core, not the wanted behaviour: the server
-// endpoint whose session fails on a client's certificate shuts the socket down with its TLS
-// alert still unsent (`Endpoint::tls_failed`, endpoint/tls.rs), which the socket contract
-// forbids (testing/contract.rs). When either side is fixed, drop the `should_panic`: the
-// bodies are the real tests (a 503 for the agent).
-
 #[test]
-#[should_panic(expected = "shut down with unsent bytes")]
 fn a_server_requiring_a_client_certificate_refuses_an_agent_without_one() {
     let w = World::new();
     let pki = Pki::new(&w);
@@ -292,7 +285,6 @@ fn a_server_requiring_a_client_certificate_refuses_an_agent_without_one() {
 }
 
 #[test]
-#[should_panic(expected = "shut down with unsent bytes")]
 fn a_server_requiring_a_client_certificate_refuses_one_from_another_ca() {
     let w = World::new();
     let pki = Pki::new(&w);
