@@ -405,6 +405,7 @@ impl Conn {
     }
 
     /// In `Head`: parse a request head and start its exchange, asking the owner to route it.
+    /// Returns whether the connection can move on at once (not while a route is asked for).
     fn try_start(&mut self, now: Instant) -> bool {
         let limits = self.settings.limits;
         let mut head = match self.scanner.parse_request(&self.inbuf, &limits) {
@@ -471,7 +472,8 @@ impl Conn {
         x.gather_chunked(now, self.settings.timeouts.head);
         self.phase = Phase::Exchange(x);
         self.outputs.push_back(Output::Route(ticket));
-        true
+        // Nothing more happens to the request (its body stays unread) until it is routed.
+        false
     }
 
     /// In `Exchange`: forward request body, read the response, finish.

@@ -145,6 +145,25 @@ fn forwards_with_the_routes_fields_and_releases_a_clean_upstream() {
 }
 
 #[test]
+fn a_refused_request_with_a_body_ends_the_connection_unread() {
+    // Chunked or not: the body of a request refused before it was routed is never read, so
+    // the connection cannot go on after the answer.
+    for req in [
+        &b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"[..],
+        b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+    ] {
+        let mut r = Rig::new();
+        r.client(req);
+        let t = r.ticket();
+        r.conn
+            .route(r.now, t, Route::refuse(429, "Too many requests."));
+        let out = r.take(CLIENT);
+        assert!(out.contains("Connection: close\r\n"), "{out}");
+        assert!(r.conn.is_finishing());
+    }
+}
+
+#[test]
 fn a_refusal_is_answered_and_the_connection_goes_on() {
     let mut r = Rig::new();
     r.client(b"GET / HTTP/1.1\r\n\r\nGET /again HTTP/1.1\r\n\r\n");
