@@ -10,7 +10,17 @@ shift || true
 cd "$(dirname "$0")/.."
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    mapfile -t targets < <(cd fuzz && cargo fuzz list)
+    # Not through a process substitution: its failure (no cargo-fuzz) would go unnoticed and
+    # leave no target to run, which passed as a fuzz smoke.
+    if ! list=$(cd fuzz && cargo fuzz list); then
+        echo "fuzz/run.sh: 'cargo fuzz list' failed (cargo install cargo-fuzz)" >&2
+        exit 1
+    fi
+    mapfile -t targets <<<"$list"
+fi
+if [ ${#targets[@]} -eq 0 ] || [ -z "${targets[0]}" ]; then
+    echo "fuzz/run.sh: no fuzz targets" >&2
+    exit 1
 fi
 for t in "${targets[@]}"; do
     echo "== fuzz target $t"
