@@ -28,16 +28,15 @@ use bytes::{Buf, BytesMut};
 mod answer;
 #[cfg(test)]
 mod tests;
+mod timeout;
 mod upstream;
 
 use super::decision::{Output, Route, Ticket};
 use super::exchange::{deadline_in, Exchange, Resp, Sink, Stage, HIGH_WATER};
 use crate::config::Timeouts;
 use crate::http::{
-    normalize_target, Body, BodyDecoder, BodyKind, HeadScanner, HttpError, Limits, Method,
-    RequestHead,
+    normalize_target, Body, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead,
 };
-use crate::metrics::UpstreamError;
 use crate::socket::{Input, SockId};
 
 /// How long a closed-for-writing connection may keep sending before it is cut off. Reading
@@ -263,37 +262,6 @@ impl Conn {
             Input::Connected | Input::ConnectFailed(_) => {}
         }
         self.progress(now);
-    }
-
-    pub(crate) fn on_timeout(&mut self, now: Instant) {
-        match &self.phase {
-            Phase::Head { started, deadline } if now >= *deadline => {
-                if *started {
-                    self.fail_client(now, HttpError::TimedOut);
-                } else {
-                    self.abort("");
-                }
-            }
-            Phase::Exchange(x) if now >= x.deadline => {
-                let gathering = !x.sink.is_stream() && !x.req_body.is_done();
-                if matches!(x.sink, Sink::Serve(_)) || gathering {
-                    self.fail_client(now, HttpError::TimedOut);
-                } else if x.resp_started {
-                    self.upstream_cut(UpstreamError::Timeout, "upstream stalled mid-response");
-                } else {
-                    let why = if x.up().is_some_and(|u| u.connected) {
-                        "upstream did not answer in time"
-                    } else {
-                        "upstream connect timed out"
-                    };
-                    self.upstream_failed(now, UpstreamError::Timeout, why);
-                }
-            }
-            Phase::Closing { deadline, .. } | Phase::Lingering { deadline } if now >= *deadline => {
-                self.abort("");
-            }
-            _ => {}
-        }
     }
 
     /// Graceful shutdown: an idle connection closes now; a busy one after its exchange.
