@@ -11,6 +11,8 @@ use std::time::Duration;
 use crate::http::HttpError;
 use crate::tls::TlsError;
 
+use super::url::UrlError;
+
 /// Why one HTTP exchange with Keystone or Neutron failed.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -228,8 +230,13 @@ pub enum LookupError {
     },
     /// Keystone's answer is unusable.
     Keystone(KeystoneError),
-    /// The catalog's Neutron URL is not one we can use (the URL parser's message).
-    CatalogUrl(String),
+    /// The catalog's Neutron URL is not one we can use.
+    CatalogUrl {
+        /// The URL as the catalog gave it.
+        url: String,
+        /// Why the URL parser refused it.
+        error: UrlError,
+    },
     /// The Neutron endpoint found in the Keystone catalog is unusable.
     CatalogEndpoint(Box<LookupError>),
     /// Keystone gave a token but no Neutron endpoint.
@@ -273,7 +280,7 @@ impl fmt::Display for LookupError {
             LookupError::RouterPorts { what, error } => write!(f, "{what}: router ports: {error}"),
             LookupError::Ports { what, error } => write!(f, "{what}: ports: {error}"),
             LookupError::Keystone(e) => e.fmt(f),
-            LookupError::CatalogUrl(message) => f.write_str(message),
+            LookupError::CatalogUrl { url, error } => write!(f, "{url}: {error}"),
             LookupError::CatalogEndpoint(e) => {
                 write!(f, "unusable Neutron endpoint in the Keystone catalog: {e}")
             }
@@ -332,6 +339,13 @@ mod tests {
                 })),
                 "unusable Neutron endpoint in the Keystone catalog: https://n/: this build has \
                  no TLS",
+            ),
+            (
+                LookupError::CatalogUrl {
+                    url: "ftp://n/".into(),
+                    error: UrlError::Scheme,
+                },
+                "ftp://n/: not an http:// or https:// URL",
             ),
         ];
         for (e, want) in cases {

@@ -788,7 +788,10 @@ impl NeutronClient {
             // An https endpoint is only usable with TLS settings: check now, so that the
             // token is not kept for an endpoint no request can reach.
             (None, Some(url)) => match HttpTarget::parse_ip_url(url)
-                .map_err(|e| LookupError::CatalogUrl(format!("{url}: {e}")))
+                .map_err(|error| LookupError::CatalogUrl {
+                    url: url.clone(),
+                    error,
+                })
                 .and_then(|t| self.tls_for(&t).map(|_| t))
             {
                 Ok(t) => t,
