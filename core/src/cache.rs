@@ -269,6 +269,7 @@ impl<W> fmt::Debug for LookupCache<W> {
 mod tests {
     use super::*;
     use crate::scope::Uuid;
+    use crate::testing::epoch;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     use proptest::prelude::*;
@@ -276,12 +277,6 @@ mod tests {
     const TTL: Duration = Duration::from_secs(5);
     const NEG_TTL: Duration = Duration::from_secs(1);
     const NS: Duration = Duration::from_nanos(1);
-
-    /// An opaque epoch: tests only ever add offsets to it.
-    #[allow(clippy::disallowed_methods)]
-    fn epoch() -> Instant {
-        Instant::now()
-    }
 
     fn key(n: u8) -> LookupKey {
         LookupKey {

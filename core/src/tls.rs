@@ -1,5 +1,5 @@
-//! TLS as a per-socket layer of the [`Endpoint`](crate::endpoint::Endpoint): rustls, driven in
-//! memory.
+//! TLS as a per-socket layer of the endpoint (`endpoint.rs`, which this module does not
+//! import): rustls, driven in memory.
 //!
 //! A socket that must speak TLS gets a session when the endpoint opens or accepts it: the
 //! agent's connections to an `https://` metadata server ([`EndpointTls::upstream`]), the Neutron
@@ -8,9 +8,8 @@
 //! [`EndpointTls::accept`] accepts. The runtime is not told: it moves bytes as for any socket.
 //! The endpoint feeds the bytes it reads into the session (`read_tls`, `process_new_packets`)
 //! and hands the plaintext (`reader()`) to the socket's owner; what the owner wants to send goes
-//! into `writer()`, and [`Endpoint::pending_write`](crate::endpoint::Endpoint::pending_write)
-//! offers the session's ciphertext (`write_tls` into a buffer the session owns). rustls never
-//! sees a socket.
+//! into `writer()`, and the endpoint's `pending_write` offers the session's ciphertext
+//! (`write_tls` into a buffer the session owns). rustls never sees a socket.
 //!
 //! What an owner sees of a session:
 //! - a client session hides its handshake: the owner hears `Input::Connected` once the handshake
@@ -790,15 +789,12 @@ mod on {
 mod tests {
     use std::time::{Duration, Instant};
 
+    use crate::testing::epoch;
+
     use rcgen::{CertificateParams, KeyPair};
 
     use super::*;
     use pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
-
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     /// A client and a server session for `localhost`, with a self-signed certificate.
     fn pair(t0: Instant) -> (Session, Session) {
@@ -826,7 +822,7 @@ mod tests {
 
     #[test]
     fn plaintext_counts_as_written_when_its_ciphertext_is() {
-        let now = t0();
+        let now = epoch();
         let (mut c, mut s) = pair(now);
         assert!(c.handshaking() && c.is_client() && !s.is_client());
         // Nothing is taken before the handshake.
@@ -874,7 +870,7 @@ mod tests {
 
     #[test]
     fn eof_during_the_handshake_is_a_failure_and_a_failed_session_drops_writes() {
-        let now = t0();
+        let now = epoch();
         let (mut c, _s) = pair(now);
         let EofMeaning::Failed(why) = c.eof() else {
             panic!("not a failure")
@@ -906,7 +902,7 @@ mod tests {
     #[test]
     fn the_wall_clock_follows_the_instants_it_is_given() {
         use rustls::time_provider::TimeProvider;
-        let t0 = t0();
+        let t0 = epoch();
         let clock = WallClock::new(t0, Duration::from_secs(1_000));
         let secs = |c: &WallClock| c.current_time().unwrap().as_secs();
         assert_eq!(secs(&clock), 1_000);

@@ -240,16 +240,12 @@ pub(crate) fn excerpt(body: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::http::HttpError;
+    use crate::testing::epoch;
     use crate::testing::for_each_split;
-
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     /// (status, body) or the failure text, after feeding `pieces` and then EOF if still open.
     fn run(pieces: &[&[u8]]) -> Result<(u16, Vec<u8>), ExchangeError> {
-        let mut ex = Exchange::new(Method::Get, b"GET / HTTP/1.1\r\n\r\n".to_vec(), t0());
+        let mut ex = Exchange::new(Method::Get, b"GET / HTTP/1.1\r\n\r\n".to_vec(), epoch());
         for p in pieces {
             match ex.read(p) {
                 Progress::More => {}
@@ -312,7 +308,7 @@ mod tests {
 
     #[test]
     fn bodies_over_the_limit_fail() {
-        let mut ex = Exchange::new(Method::Get, Vec::new(), t0());
+        let mut ex = Exchange::new(Method::Get, Vec::new(), epoch());
         let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
         assert!(matches!(ex.read(head), Progress::More));
         let chunk = format!("{:x}\r\n", MAX_RESPONSE_BODY + 1);
@@ -324,7 +320,7 @@ mod tests {
 
     #[test]
     fn writes_wait_for_the_connection() {
-        let mut ex = Exchange::new(Method::Get, b"abcdef".to_vec(), t0());
+        let mut ex = Exchange::new(Method::Get, b"abcdef".to_vec(), epoch());
         assert!(ex.pending_write().is_empty());
         assert!(!ex.wants_read());
         ex.connected();

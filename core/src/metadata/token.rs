@@ -134,6 +134,7 @@ impl Tokens {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::epoch;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     /// Each fill writes a counter, so every key differs.
@@ -147,11 +148,6 @@ mod tests {
         }
     }
 
-    #[allow(clippy::disallowed_methods)]
-    fn t0() -> Instant {
-        Instant::now()
-    }
-
     fn tokens() -> (Tokens, Counter) {
         (
             Tokens::new(&Counter(AtomicU64::new(1))),
@@ -162,7 +158,7 @@ mod tests {
     #[test]
     fn issue_check_expire() {
         let (mut s, e) = tokens();
-        let now = t0();
+        let now = epoch();
         assert_eq!(
             s.check(now, &[b'A'; TOKEN_CHARS], "a"),
             Err(Rejected::Unknown)
@@ -204,7 +200,7 @@ mod tests {
     #[test]
     fn tampered_tokens_are_unknown() {
         let (mut s, e) = tokens();
-        let now = t0();
+        let now = epoch();
         let tok = s.issue(now, Duration::from_secs(10), "a", &e);
         // Every single-character change, expiry bytes included (a longer life is a forgery).
         for i in 0..tok.len() {
@@ -236,7 +232,7 @@ mod tests {
     #[test]
     fn no_instance_can_evict_another_instances_token() {
         let (mut s, e) = tokens();
-        let now = t0();
+        let now = epoch();
         let victim = s.issue(now, Duration::from_secs(1), "victim", &e);
         for i in 0..100_001 {
             let attacker = format!("attacker-{}", i % 200);
@@ -248,7 +244,7 @@ mod tests {
     #[test]
     fn a_huge_ttl_saturates() {
         let (mut s, e) = tokens();
-        let now = t0();
+        let now = epoch();
         let tok = s.issue(now, Duration::MAX, "a", &e);
         assert_eq!(
             s.check(now + Duration::from_secs(1 << 40), tok.as_bytes(), "a"),

@@ -94,11 +94,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[allow(clippy::disallowed_methods)] // an opaque epoch; time then moves by arithmetic only
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::testing::epoch;
 
     fn cfg(base: u32, burst: u32) -> RateLimit {
         RateLimit {
@@ -111,7 +107,7 @@ mod tests {
 
     #[test]
     fn allows_up_to_the_limit_then_denies() {
-        let t = t0();
+        let t = epoch();
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let mut r = RateLimiter::new(cfg(10, 100));
         for i in 0..10 {
@@ -124,7 +120,7 @@ mod tests {
 
     #[test]
     fn burst_window_limits_short_spikes() {
-        let t = t0();
+        let t = epoch();
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let mut r = RateLimiter::new(cfg(100, 3));
         assert!(r.allow(t, ip) && r.allow(t, ip) && r.allow(t, ip));
@@ -135,7 +131,7 @@ mod tests {
 
     #[test]
     fn previous_period_weighs_in_proportionally() {
-        let t = t0();
+        let t = epoch();
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let mut r = RateLimiter::new(cfg(10, 1000));
         for _ in 0..10 {

@@ -12,11 +12,20 @@ mod props;
 pub mod sim;
 
 use std::fmt::Debug;
+use std::time::Instant;
 
 use crate::http::{
     Body, BodyDecoder, BodyKind, HeadScanner, Headers, HttpError, Limits, Method, RequestHead,
     ResponseHead, Version,
 };
+
+/// An arbitrary instant for tests, harnesses and the simulator to count simulated time from:
+/// they only ever add offsets to it, so nothing depends on the clock's reading. The one place
+/// the core's test support asks the clock (the core itself never does).
+#[allow(clippy::disallowed_methods)]
+pub fn epoch() -> Instant {
+    Instant::now()
+}
 
 /// Runs `f` on `input` whole, one byte at a time, and cut in two at every position, and asserts
 /// all outputs equal (h11's `t_body_reader`). Returns the whole-input output.

@@ -136,8 +136,7 @@ pub fn metadata_path(data: &[u8]) {
     let Ok(normal) = normalize_target(target) else {
         let mut s = server_with(ImdsV2::Optional, vec![sample(UUID)], Arc::new(Fixed));
         let head = signed_head("GET", UUID, b"").expect("signed head");
-        #[allow(clippy::disallowed_methods)] // an opaque epoch
-        let now = Instant::now();
+        let now = crate::testing::epoch();
         assert_eq!(ask(&mut s, now, &head, Method::Get, target).status, 400);
         return;
     };
@@ -220,8 +219,7 @@ pub fn metadata_path(data: &[u8]) {
     };
     let mut s = server_with(imdsv2, vec![sample(UUID)], Arc::new(Fixed));
     let head = signed_head("GET", UUID, b"").expect("signed head");
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    let now = Instant::now();
+    let now = crate::testing::epoch();
     let want = ask(&mut s, now, &head, Method::Get, &canonical);
     assert!(
         matches!(want.status, 200 | 401 | 404 | 405),
@@ -294,8 +292,7 @@ pub fn instance_file(data: &[u8]) {
     let Some(head) = signed_head("GET", &uuid, b"") else {
         return;
     };
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    let now = Instant::now();
+    let now = crate::testing::epoch();
     for path in [
         &b"/latest/meta-data/"[..],
         b"/2009-04-04/meta-data/public-keys/0/openssh-key",
@@ -448,8 +445,7 @@ pub fn neutron_json(data: &[u8]) {
         },
         ip,
     };
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    let mut now = Instant::now();
+    let mut now = crate::testing::epoch();
     client.query(now, key);
     let mut open = std::collections::BTreeSet::new();
     let mut events = Vec::new();
@@ -556,8 +552,7 @@ pub fn imds_token(data: &[u8]) {
         ImdsV2::Required
     };
     let mut s = server(imdsv2, vec![sample(UUID), sample(OTHER)]);
-    #[allow(clippy::disallowed_methods)] // an opaque epoch
-    let t0 = Instant::now();
+    let t0 = crate::testing::epoch();
     let path = b"/latest/meta-data/instance-id";
 
     let plain = signed_head("GET", UUID, b"").expect("signed head");
