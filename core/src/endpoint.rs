@@ -306,32 +306,36 @@ impl Endpoint {
     /// An upstream connection for connection `key`: from the pool unless `fresh`, else new.
     fn give_upstream(&mut self, now: Instant, key: SockId, fresh: bool) {
         let pooled = if fresh { None } else { self.pool.pop() };
-        let (sock, reused) = match pooled {
+        // `nowhere`: a role with nowhere to forward (it answers everything itself).
+        let (sock, reused, nowhere) = match pooled {
             Some(sock) => {
                 self.owners.insert(sock, Owner::Upstream(key));
                 self.timers.set(sock, None);
-                (sock, true)
+                (sock, true, false)
             }
-            None => (self.new_id(), false),
-        };
-        let target = self.policy.upstream().cloned();
-        if !reused {
-            if let Some(target) = target.clone() {
-                self.owners.insert(sock, Owner::Upstream(key));
-                if let Some(tls) = &self.upstream_tls {
-                    self.tls.connecting(sock, tls);
+            None => {
+                let sock = self.new_id();
+                match self.policy.upstream().cloned() {
+                    Some(target) => {
+                        self.owners.insert(sock, Owner::Upstream(key));
+                        if let Some(tls) = &self.upstream_tls {
+                            self.tls.connecting(sock, tls);
+                        }
+                        self.actions.push_back(Action::Connect { sock, target });
+                        (sock, false, false)
+                    }
+                    None => (sock, false, true),
                 }
-                self.actions.push_back(Action::Connect { sock, target });
             }
-        }
+        };
         let Some(conn) = self.conns.get_mut(&key) else {
             return self.close(sock);
         };
         if !conn.upstream(now, sock, reused) {
             return self.close(sock);
         }
-        if target.is_none() {
-            // A role with nowhere to forward: what an unreachable upstream means.
+        if nowhere {
+            // What an unreachable upstream means.
             conn.on_upstream(now, Input::ConnectFailed(ConnectError::Other));
         }
     }

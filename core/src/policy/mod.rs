@@ -209,13 +209,13 @@ fn ignored(reload: &Reload) {
 }
 
 /// A metadata or metrics answer as the connection sends it.
-fn local_answer(resp: MetaResponse, log_as: Option<String>) -> Local {
+fn local_answer(resp: MetaResponse, log_for: Option<String>) -> Local {
     let mut fields = vec![("Content-Type", resp.content_type.to_owned())];
     fields.extend(resp.headers);
     Local {
         status: resp.status,
         fields,
         body: resp.body,
-        log_as,
+        log_for,
     }
 }

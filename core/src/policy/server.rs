@@ -54,12 +54,9 @@ impl Policy for Server {
             self.events.push_back(Event::Store(store));
         }
         // Nova's access log names the instance's address (X-Forwarded-For) and the peer.
-        let peer = peer.map_or_else(|| "unix-peer".to_owned(), |p| p.to_string());
-        let log_as = head
-            .headers
-            .get("X-Forwarded-For")
-            .map(|xff| format!("{},{peer}", String::from_utf8_lossy(xff)));
-        local_answer(resp, log_as)
+        let log_for = (head.headers.get("X-Forwarded-For"))
+            .map(|xff| String::from_utf8_lossy(xff).into_owned());
+        local_answer(resp, log_for)
     }
 
     fn poll_event(&mut self) -> Option<Event> {

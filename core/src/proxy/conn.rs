@@ -312,10 +312,8 @@ impl Conn {
                 if !why.is_empty() {
                     log::warn!("{} {why}", self.peer_text);
                 }
+                // Routing, the exchange has no upstream yet (a re-route closed the old one).
                 if let Some(mut x) = self.take_exchange() {
-                    if let Some(up) = x.take_up() {
-                        self.outputs.push_back(Output::Close(up.sock));
-                    }
                     // The body (if any) is not read: the connection cannot continue after it.
                     let keep = x.client_keep_alive && x.req_body.is_done();
                     self.answer(now, &mut x, status, &message, &why, keep);

@@ -77,8 +77,9 @@ pub(crate) struct Local {
     pub(crate) fields: Vec<(&'static str, String)>,
     /// The body (not sent for HEAD).
     pub(crate) body: Vec<u8>,
-    /// Who the access log names as the client, when not the peer.
-    pub(crate) log_as: Option<String>,
+    /// The client the peer speaks for, which the access log names before the peer
+    /// (`CLIENT,PEER`, as Nova's does).
+    pub(crate) log_for: Option<String>,
 }
 
 /// Something for the owner of a connection to do or note. Drain after every call.

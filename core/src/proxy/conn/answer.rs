@@ -53,8 +53,8 @@ impl Conn {
         self.out.extend_from_slice(&buf);
         x.status = local.status;
         x.body_len = local.body.len() as u64;
-        let who = local.log_as.unwrap_or_else(|| self.peer_text.clone());
-        self.finished(&who, &x, now, "");
+        let who = (local.log_for).map(|client| format!("{client},{}", self.peer_text));
+        self.finished(who.as_deref(), &x, now, "");
         let asked_close = !x.client_keep_alive && x.req_body.is_done();
         self.after_exchange(now, keep, asked_close);
         self.progress(now);
@@ -85,13 +85,14 @@ impl Conn {
         let headers = Some(&x.head.headers);
         x.body_len = write_error(status, msg, headers, head_only, !keep, &mut self.out);
         x.status = status;
-        let peer = self.peer_text.clone();
-        self.finished(&peer, x, now, why);
+        self.finished(None, x, now, why);
         self.after_exchange(now, keep, false);
     }
 
-    /// An exchange is answered: the access log line, and the request counted.
-    pub(super) fn finished(&mut self, peer: &str, x: &Exchange, now: Instant, why: &str) {
+    /// An exchange is answered: the access log line (naming `log_as`, else the peer), and the
+    /// request counted.
+    pub(super) fn finished(&mut self, log_as: Option<&str>, x: &Exchange, now: Instant, why: &str) {
+        let peer = log_as.unwrap_or(&self.peer_text);
         let took = now.saturating_duration_since(x.started);
         self.outputs.push_back(Output::Answered {
             status: x.status,

@@ -213,7 +213,7 @@ fn a_local_answer_waits_for_the_whole_body() {
         status: 200,
         fields: vec![("X-Answer", "yes".to_owned())],
         body: b"done".to_vec(),
-        log_as: None,
+        log_for: None,
     };
     r.conn.local(r.now, t, local);
     let out = r.take(CLIENT);

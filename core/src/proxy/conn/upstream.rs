@@ -240,8 +240,7 @@ impl Conn {
         };
         let req_done = x.req_body.is_done();
         let keep = x.client_keep_alive && req_done;
-        let peer = self.peer_text.clone();
-        self.finished(&peer, &x, now, "");
+        self.finished(None, &x, now, "");
         if let Some(up) = x.take_up() {
             let clean = x.upstream_keep_alive
                 && req_done
