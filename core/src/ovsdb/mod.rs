@@ -4,9 +4,11 @@
 //! these; the OVN Southbound replica (`crate::ovn`) consumes them.
 
 pub mod datum;
+pub mod monitor;
 pub mod update;
 
 pub use datum::{Atom, Datum, DatumError};
+pub use monitor::{Condition, TableMonitor};
 pub use update::{
     parse_table_updates2, Columns, RowOp, RowUpdate, TableUpdate, TableUpdates, UpdateError,
 };
