@@ -12,9 +12,11 @@ use crate::http::{
 };
 
 mod data;
+mod ovsdb;
 mod proxy_conn;
 
 pub use data::{imds_token, instance_file, metadata_path, neutron_json, static_map};
+pub use ovsdb::{ovsdb_framing, ovsdb_session};
 pub use proxy_conn::proxy_conn;
 
 /// A fuzz target body.
@@ -32,6 +34,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("static_map", static_map),
     ("neutron_json", neutron_json),
     ("imds_token", imds_token),
+    ("ovsdb_framing", ovsdb_framing),
+    ("ovsdb_session", ovsdb_session),
 ];
 
 /// Tight limits, so fuzz inputs reach every limit check.
