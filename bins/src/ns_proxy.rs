@@ -30,6 +30,7 @@ impl Serve for NsProxy {
         let scope = match self.0.scope {
             Scope::Router(id) => format!("router {id}"),
             Scope::Network(id) => format!("network {id}"),
+            Scope::OvnNetwork(id) => format!("OVN network {id}"),
         };
         format!(
             "ns-proxy for {scope} listening on {}, upstream unix:{}",

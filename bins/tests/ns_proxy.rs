@@ -11,6 +11,7 @@ use common::*;
 runtime_tests! {
     forged_identity_headers_never_reach_upstream,
     network_scope_sends_network_id_only,
+    ovn_scope_sends_ovn_network_id_only,
     keep_alive_serves_three_requests,
     pipelined_requests_answered_in_order,
     chunked_request_body_reaches_upstream,
@@ -90,6 +91,34 @@ fn forged_identity_headers_never_reach_upstream(rt: Runtime) {
         );
     }
     assert_eq!(seen.header_values("x-custom"), ["kept"]);
+}
+
+/// The OVN scope: every copy of `X-OVN-Network-ID` the instance sent is dropped (haproxy's
+/// `add-header` in Neutron's OVN driver keeps them) and ours is the only one, with no Neutron
+/// scope field beside it.
+fn ovn_scope_sends_ovn_network_id_only(rt: Runtime) {
+    let dir = TempDir::new();
+    let up = Upstream::ok(dir.join("up.sock"), b"ok");
+    let proxy = Proxy::start(rt, &up.path, &[&format!("--ovn-network-id={NETWORK}")]);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: h\r\nX-OVN-Network-ID: 44444444-4444-4444-4444-444444444444\r\n\
+         x-ovn-network-id: {ROUTER}\r\nX-Neutron-Network-ID: {ROUTER}\r\n\r\n"
+    );
+    assert_eq!(request(proxy.addr, req.as_bytes()).status, 200);
+    let seen = &up.wait_for(1)[0];
+    assert_eq!(
+        seen.header_values("x-ovn-network-id"),
+        [NETWORK],
+        "{}",
+        seen.head
+    );
+    for other in ["x-neutron-network-id", "x-neutron-router-id"] {
+        assert!(
+            seen.header_values(other).is_empty(),
+            "{other}: {}",
+            seen.head
+        );
+    }
 }
 
 fn network_scope_sends_network_id_only(rt: Runtime) {

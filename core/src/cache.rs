@@ -233,6 +233,7 @@ impl From<&LookupKey> for PackedKey {
         let (kind, id) = match key.scope {
             Scope::Router(id) => (0, id),
             Scope::Network(id) => (1, id),
+            Scope::OvnNetwork(id) => (2, id),
         };
         let mut scope = [kind; 17];
         scope[1..].copy_from_slice(&id.0.to_be_bytes());

@@ -62,13 +62,18 @@ pub enum Scope {
     Router(Uuid),
     /// `X-Neutron-Network-ID`.
     Network(Uuid),
+    /// `X-OVN-Network-ID`: a Neutron network served by OVN, whose instances are looked up in
+    /// the OVN Southbound database. The same network ID as [`Scope::Network`]; a separate
+    /// scope because it names which agent path the request took (and Neutron's OVN agent
+    /// accepts no other).
+    OvnNetwork(Uuid),
 }
 
 impl Scope {
     /// The router or network ID.
     pub fn id(&self) -> Uuid {
         match *self {
-            Scope::Router(id) | Scope::Network(id) => id,
+            Scope::Router(id) | Scope::Network(id) | Scope::OvnNetwork(id) => id,
         }
     }
 }

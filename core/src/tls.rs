@@ -173,14 +173,15 @@ mod on {
     use std::time::{Duration, Instant};
 
     use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+    use rustls::client::WebPkiServerVerifier;
     use rustls::crypto::{self, CryptoProvider, WebPkiSupportedAlgorithms};
     pub use rustls::pki_types;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
     use rustls::server::WebPkiClientVerifier;
     use rustls::time_provider::TimeProvider;
     use rustls::{
-        ClientConfig, ClientConnection, Connection, DigitallySignedStruct, RootCertStore,
-        ServerConfig, ServerConnection, SignatureScheme,
+        CertificateError, ClientConfig, ClientConnection, Connection, DigitallySignedStruct,
+        RootCertStore, ServerConfig, ServerConnection, SignatureScheme,
     };
 
     use super::{EofMeaning, Received, TlsError};
@@ -238,6 +239,11 @@ mod on {
         /// No check at all (`insecure = true`): any certificate, any name. The handshake
         /// signatures are still verified against the certificate presented.
         Insecure,
+        /// The chain must lead to one of these CA certificates; the name it carries is not
+        /// looked at. This is how OVS and OVN check their peers (`stream-ssl`: signed by the
+        /// CA, and nothing about names), and what their PKI expects: `ovs-pki` certificates
+        /// name a component (`CN=ovn-controller id:…`), not the address it is reached at.
+        RootsAnyName(Vec<CertificateDer<'static>>),
     }
 
     /// A certificate chain (leaf first) and its private key: a server's, or a client's for
@@ -295,12 +301,22 @@ mod on {
             let provider = provider();
             let algorithms = provider.signature_verification_algorithms;
             let time: Arc<dyn TimeProvider> = clock.clone();
-            let builder = ClientConfig::builder_with_details(provider, time)
+            let builder = ClientConfig::builder_with_details(provider.clone(), time)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| config("TLS versions", e))?;
             let insecure = matches!(auth, ServerAuth::Insecure);
             let builder = match auth {
                 ServerAuth::Roots(certs) => builder.with_root_certificates(roots(certs, "CA")?),
+                ServerAuth::RootsAnyName(certs) => {
+                    let store = Arc::new(roots(certs, "CA")?);
+                    let verifier =
+                        WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                            .build()
+                            .map_err(|e| config("CA certificates", e))?;
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(AnyName(verifier)))
+                }
                 ServerAuth::Insecure => builder
                     .dangerous()
                     .with_custom_certificate_verifier(Arc::new(AnyServer(algorithms))),
@@ -495,6 +511,59 @@ mod on {
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
             self.0.supported_schemes()
+        }
+    }
+
+    /// [`ServerAuth::RootsAnyName`]: webpki's verdict, but for a name mismatch. webpki checks
+    /// the chain first and the name last, so a name error means the chain was good.
+    #[derive(Debug)]
+    struct AnyName(Arc<WebPkiServerVerifier>);
+
+    impl ServerCertVerifier for AnyName {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            intermediates: &[CertificateDer<'_>],
+            server_name: &ServerName<'_>,
+            ocsp_response: &[u8],
+            now: UnixTime,
+        ) -> Result<ServerCertVerified, rustls::Error> {
+            let verdict = self.0.verify_server_cert(
+                end_entity,
+                intermediates,
+                server_name,
+                ocsp_response,
+                now,
+            );
+            match verdict {
+                Err(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                )) => Ok(ServerCertVerified::assertion()),
+                other => other,
+            }
+        }
+
+        fn verify_tls12_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls12_signature(message, cert, dss)
+        }
+
+        fn verify_tls13_signature(
+            &self,
+            message: &[u8],
+            cert: &CertificateDer<'_>,
+            dss: &DigitallySignedStruct,
+        ) -> Result<HandshakeSignatureValid, rustls::Error> {
+            self.0.verify_tls13_signature(message, cert, dss)
+        }
+
+        fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+            self.0.supported_verify_schemes()
         }
     }
 
@@ -811,6 +880,50 @@ mod tests {
         let client = ClientTls::new(auth, None, clock).unwrap();
         let target = TlsTarget::new(client, "localhost").unwrap();
         (Session::client(&target), Session::server(&server))
+    }
+
+    /// Whether a client checking with `auth` completes a handshake with a server whose
+    /// self-signed certificate names `ovnsb.example`, reached as `127.0.0.1`.
+    fn handshakes(auth: impl Fn(pki_types::CertificateDer<'static>) -> ServerAuth) -> bool {
+        let now = epoch();
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["ovnsb.example".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let clock = WallClock::new(now, Duration::from_secs(1_780_272_000));
+        let id = Identity {
+            chain: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        };
+        let server = ServerTls::new(id, None, clock.clone()).unwrap();
+        let client = ClientTls::new(auth(cert.der().clone()), None, clock).unwrap();
+        let target = TlsTarget::new(client, "127.0.0.1").unwrap();
+        let (mut c, mut s) = (Session::client(&target), Session::server(&server));
+        for _ in 0..4 {
+            hop(now, &mut c, &mut s);
+            hop(now, &mut s, &mut c);
+        }
+        let failed = c.failure().is_some() || s.failure().is_some();
+        !failed && !c.handshaking() && !s.handshaking()
+    }
+
+    /// OVN's way: the CA must have signed the certificate, whatever name it carries.
+    #[test]
+    fn roots_any_name_checks_the_chain_not_the_name() {
+        assert!(handshakes(|ca| ServerAuth::RootsAnyName(vec![ca])));
+        assert!(
+            !handshakes(|ca| ServerAuth::Roots(vec![ca])),
+            "the name is checked"
+        );
+        let other = KeyPair::generate().unwrap();
+        let other_ca = CertificateParams::new(vec!["ovnsb.example".to_owned()])
+            .unwrap()
+            .self_signed(&other)
+            .unwrap();
+        let other_ca = other_ca.der().clone();
+        assert!(
+            !handshakes(|_| ServerAuth::RootsAnyName(vec![other_ca.clone()])),
+            "another CA's certificate is refused"
+        );
     }
 
     /// Writes all of `from`'s ciphertext into `to`; returns the plaintext `to` got.

@@ -342,7 +342,12 @@ pub fn check(path: &Path) -> Result<String, String> {
         let layers = vec![file.common.clone(), table.settings.clone()];
         let mut settings = stack(layers, |flag| table.role.same(flag));
         let mut note = String::new();
-        let scoped = |s: &Setting| matches!(s.name.as_str(), "router-id" | "network-id");
+        let scoped = |s: &Setting| {
+            matches!(
+                s.name.as_str(),
+                "router-id" | "network-id" | "ovn-network-id"
+            )
+        };
         if table.role == Role::NsProxy && !settings.iter().any(scoped) {
             let stand_in = Val::Str(STAND_IN.into());
             let flag = "--router-id".to_owned();

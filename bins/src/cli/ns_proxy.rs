@@ -22,11 +22,14 @@ X-Metadata-Provider, X-Metadata-Provider-Signature), adds X-Forwarded-For with t
 address and the router or network ID, and relays the request to the metadata agent over a Unix
 socket. Stops on SIGTERM/SIGINT after in-flight requests finish; SIGHUP only logs.
 
-Usage: mdproxy ns-proxy (--router-id UUID | --network-id UUID) [OPTIONS]
+Usage: mdproxy ns-proxy (--router-id UUID | --network-id UUID | --ovn-network-id UUID)
+                        [OPTIONS]
 
 Scope (exactly one):
       --router-id UUID           Serve a router: sends X-Neutron-Router-ID
       --network-id UUID          Serve a network: sends X-Neutron-Network-ID
+      --ovn-network-id UUID      Serve an OVN network (an ovnmeta- namespace): sends
+                                 X-OVN-Network-ID, for an agent with --backend ovn
 
 Sockets:
       --listen ADDR:PORT         Address to accept instances on; repeatable
@@ -88,7 +91,7 @@ pub const NS_PROXY_CONNS: ConnLimits = ConnLimits {
 /// Flags that set the same thing (see `config.rs`): a configuration file's `listen` is
 /// replaced by `--metadata_port` on the command line, its `router-id` by `--network-id`.
 pub(super) const SAME: &[&[&str]] = &[
-    &["router-id", "network-id"],
+    &["router-id", "network-id", "ovn-network-id"],
     &["listen", "metadata-port"],
     &["upstream-socket", "metadata-proxy-socket"],
     &["user", "metadata-proxy-user"],
@@ -99,6 +102,7 @@ pub(super) const SAME: &[&[&str]] = &[
 /// `--nodaemonize` (the L3 and DHCP agents that spawn it wait for it to return).
 pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
     let (mut router, mut network, mut state_path, mut upstream) = (None, None, None, None);
+    let mut ovn_network = None;
     let (mut listen, mut rate_limit) = (Vec::new(), None);
     let mut common = Common::default();
     common.process.daemonize = legacy;
@@ -112,6 +116,7 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
             "help" => return Ok(Command::Help(HELP)),
             "router-id" => router = Some(uuid(&flag, &value(p, &flag)?)?),
             "network-id" => network = Some(uuid(&flag, &value(p, &flag)?)?),
+            "ovn-network-id" => ovn_network = Some(uuid(&flag, &value(p, &flag)?)?),
             "listen" => listen.push(addr(&flag, &value(p, &flag)?)?),
             "metadata-port" => {
                 let port = PORT.parse(&flag, &value(p, &flag)?)?;
@@ -134,13 +139,20 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
             _ => return Err(p.unknown(&flag)),
         }
     }
-    let scope = match (router, network) {
-        (Some(id), None) => Scope::Router(id),
-        (None, Some(id)) => Scope::Network(id),
-        (Some(_), Some(_)) => {
-            return Err("give only one of --router-id and --network-id".to_owned())
+    let scope = match (router, network, ovn_network) {
+        (Some(id), None, None) => Scope::Router(id),
+        (None, Some(id), None) => Scope::Network(id),
+        (None, None, Some(id)) => Scope::OvnNetwork(id),
+        (None, None, None) => {
+            return Err(
+                "one of --router-id, --network-id or --ovn-network-id is required".to_owned(),
+            )
         }
-        (None, None) => return Err("one of --router-id or --network-id is required".to_owned()),
+        _ => {
+            return Err(
+                "give only one of --router-id, --network-id and --ovn-network-id".to_owned(),
+            )
+        }
     };
     if listen.is_empty() {
         listen.push(SocketAddr::from(([0, 0, 0, 0], 9697)));
@@ -219,6 +231,20 @@ mod tests {
         assert_eq!(cfg.endpoint.timeouts, Default::default());
         assert_eq!(cfg.endpoint.limits, Default::default());
         assert!(cfg.rate_limit.is_none() && !cfg.process.daemonize);
+    }
+
+    #[test]
+    fn ovn_scope() {
+        let cfg = ns(&["--ovn-network-id", ID]).unwrap();
+        assert_eq!(
+            cfg.scope,
+            Scope::OvnNetwork(mdproxy_core::scope::Uuid::parse(ID.as_bytes()).unwrap())
+        );
+        for two in [["--router-id", ID], ["--network-id", ID]] {
+            let err = ns(&[two[0], two[1], "--ovn-network-id", ID]).unwrap_err();
+            assert!(err.contains("only one of"), "{err}");
+        }
+        assert!(ns(&["--ovn-network-id", "nope"]).is_err());
     }
 
     #[test]

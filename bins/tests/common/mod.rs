@@ -638,7 +638,9 @@ impl Proxy {
         let upstream = upstream.to_str().unwrap().to_owned();
         Proxy::start_with(rt, |port| {
             let mut args = vec!["ns-proxy".to_owned(), format!("--listen=127.0.0.1:{port}")];
-            if !extra.iter().any(|a| a.starts_with("--network-id")) {
+            let scoped =
+                |a: &&str| a.starts_with("--network-id") || a.starts_with("--ovn-network-id");
+            if !extra.iter().any(scoped) {
                 args.extend(["--router-id".to_owned(), ROUTER.to_owned()]);
             }
             args.extend(["--upstream-socket".to_owned(), upstream.clone()]);

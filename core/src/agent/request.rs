@@ -27,6 +27,8 @@ pub enum Rejection {
         /// The `X-Neutron-Router-ID` value.
         router: String,
     },
+    /// `X-OVN-Network-ID` beside a Neutron scope header (the names, for the message).
+    OvnAndNeutron(&'static str),
     /// Neither scope header: nothing to search the port in.
     NoScope,
 }
@@ -51,6 +53,9 @@ impl fmt::Display for Rejection {
             Rejection::BadScopeId(name) => write!(f, "{name} is not a valid ID."),
             Rejection::BothScopes { network, router } => {
                 write!(f, "Both network {network} and router {router} defined.")
+            }
+            Rejection::OvnAndNeutron(other) => {
+                write!(f, "Both X-OVN-Network-ID and {other} defined.")
             }
             Rejection::NoScope => f.write_str(
                 "Neither X-Neutron-Router-ID nor X-Neutron-Network-ID found in request.",
@@ -83,6 +88,19 @@ pub(crate) fn lookup_key(headers: &Headers) -> Result<LookupKey, Rejection> {
         .ok_or(Rejection::BadForwardedFor)?;
     let router = one(headers, "X-Neutron-Router-ID")?;
     let network = one(headers, "X-Neutron-Network-ID")?;
+    if let Some(ovn) = one(headers, "X-OVN-Network-ID")? {
+        if router.is_some() || network.is_some() {
+            let other = match router {
+                Some(_) => "X-Neutron-Router-ID",
+                None => "X-Neutron-Network-ID",
+            };
+            return Err(Rejection::OvnAndNeutron(other));
+        }
+        return Ok(LookupKey {
+            scope: Scope::OvnNetwork(scope_id(ovn, "X-OVN-Network-ID")?),
+            ip: canonical_ip(ip),
+        });
+    }
     let scope = match (router, network) {
         (Some(r), Some(n)) => {
             return Err(Rejection::BothScopes {
@@ -104,7 +122,9 @@ pub(crate) fn lookup_key(headers: &Headers) -> Result<LookupKey, Rejection> {
 pub(crate) fn not_found_message(scope: &Scope) -> String {
     match scope {
         Scope::Router(r) => format!("Instance was not found on router {r}."),
-        Scope::Network(n) => format!("Instance was not found on network {n}."),
+        Scope::Network(n) | Scope::OvnNetwork(n) => {
+            format!("Instance was not found on network {n}.")
+        }
     }
 }
 
@@ -141,6 +161,14 @@ mod tests {
             "10.0.0.5".parse::<IpAddr>().unwrap(),
             "v4-mapped becomes v4"
         );
+        let ovn = key(&format!(
+            "X-Forwarded-For: fe80::f816:3eff:fe12:3456\r\nX-OVN-Network-ID: {R}\r\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            ovn.scope,
+            Scope::OvnNetwork(Uuid::parse(R.as_bytes()).unwrap())
+        );
         let cases: &[(&str, &str)] = &[
             ("X-Neutron-Router-ID: R\r\n", "X-Forwarded-For header is missing"),
             ("X-Forwarded-For: 10.0.0.5\r\nX-Forwarded-For: 10.0.0.6\r\nX-Neutron-Router-ID: R\r\n", "Multiple X-Forwarded-For"),
@@ -149,6 +177,10 @@ mod tests {
             ("X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: R\r\nX-Neutron-Network-ID: R\r\n", "Both network"),
             ("X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: R\r\nx-neutron-router-id: R\r\n", "Multiple X-Neutron-Router-ID"),
             ("X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: spoofed\r\n", "not a valid ID"),
+            ("X-Forwarded-For: 10.0.0.5\r\nX-OVN-Network-ID: R\r\nX-Neutron-Router-ID: R\r\n", "Both X-OVN-Network-ID and X-Neutron-Router-ID"),
+            ("X-Forwarded-For: 10.0.0.5\r\nX-OVN-Network-ID: R\r\nX-Neutron-Network-ID: R\r\n", "Both X-OVN-Network-ID and X-Neutron-Network-ID"),
+            ("X-Forwarded-For: 10.0.0.5\r\nX-OVN-Network-ID: R\r\nx-ovn-network-id: R\r\n", "Multiple X-OVN-Network-ID"),
+            ("X-Forwarded-For: 10.0.0.5\r\nX-OVN-Network-ID: spoofed\r\n", "X-OVN-Network-ID is not a valid ID"),
         ];
         for (fields, want) in cases {
             let err = key(&fields.replace(": R", &format!(": {R}"))).unwrap_err();

@@ -215,7 +215,7 @@ impl StaticMap {
     /// link-local client by its MAC when no port lists the address itself.
     pub fn resolve(&self, key: &LookupKey) -> Option<Instance> {
         let networks: &[Uuid] = match &key.scope {
-            Scope::Network(n) => std::slice::from_ref(n),
+            Scope::Network(n) | Scope::OvnNetwork(n) => std::slice::from_ref(n),
             Scope::Router(r) => self.routers.get(r)?,
         };
         let on_scope = || self.ports.iter().filter(|p| networks.contains(&p.network));
@@ -313,6 +313,21 @@ project_id = "proj-c"
         assert_eq!(
             m.resolve(&key(net(3), "10.0.0.5")).unwrap().instance_id,
             "inst-c"
+        );
+    }
+
+    /// An OVN network is a Neutron network: the map's network entries answer it.
+    #[test]
+    fn ovn_network_scope_is_the_network() {
+        let m = StaticMap::parse(MAP).unwrap();
+        let ovn = Scope::OvnNetwork(net(3).id());
+        assert_eq!(
+            m.resolve(&key(ovn, "10.0.0.5")).unwrap().instance_id,
+            "inst-c"
+        );
+        assert_eq!(
+            m.resolve(&key(Scope::OvnNetwork(Uuid(7)), "10.0.0.5")),
+            None
         );
     }
 

@@ -540,7 +540,7 @@ impl NeutronClient {
         };
         let step = match (&q.networks, key.scope) {
             (Some(_), _) => Step::Ports,
-            (None, Scope::Network(n)) => {
+            (None, Scope::Network(n) | Scope::OvnNetwork(n)) => {
                 q.networks = Some(vec![n.to_string()]);
                 Step::Ports
             }

@@ -106,6 +106,7 @@ pub fn ns_proxy_fields(peer: IpAddr, scope: &Scope) -> Vec<(&'static str, Vec<u8
     let (name, id) = match scope {
         Scope::Router(id) => ("X-Neutron-Router-ID", id),
         Scope::Network(id) => ("X-Neutron-Network-ID", id),
+        Scope::OvnNetwork(id) => ("X-OVN-Network-ID", id),
     };
     vec![
         ("X-Forwarded-For", peer.to_string().into_bytes()),
