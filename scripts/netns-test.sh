@@ -14,6 +14,8 @@
 # must print the instance's EC2 id, and a direct request to 50.0.0.1:9697 (unmarked) must be
 # dropped. Then the same request must work through `haproxy -f <Neutron's rendered config>`
 # with the shim dist/neutron/mdproxy-haproxy as haproxy (how Pike and later spawn the proxy).
+# The shim must also turn the config Neutron's OVN metadata agent renders into `mdproxy ns-proxy
+# --ovn-network-id …` (checked with its dry run: the command line, not a run in `ovnmeta-`).
 # SIGTERM must stop every role cleanly. Everything is torn down on exit, also on
 # failure: the processes (by pid), the two namespaces (with them the veth pair and the rules)
 # and the temporary directory. Nothing outside the namespaces this script creates is touched.
@@ -283,6 +285,38 @@ echo "netns: read instance-id $got from inside $inst_ns through \`haproxy -f\` (
 stop "$daemon_pid" 15 || true
 grep -q 'ns-proxy stopped' "$tmp/log/haproxy-metadata-proxy-$router.log" ||
   fail "the daemonized ns-proxy did not stop cleanly on SIGTERM"
+
+# --- OVN: the config Neutron's OVN metadata agent renders for an `ovnmeta-` namespace (global
+# and defaults as above; the IPv6 bind names the namespace's tap device, here `lo`: ifindex 1).
+# With MDPROXY_HAPROXY_DRY_RUN=1 the shim prints the command it would exec, one argument a line.
+ovn_cfg=$tmp/ovn-$network.conf
+{
+  sed -n '/^global/,/^listen/p' "$haproxy_cfg" | sed '$d'
+  cat <<EOF
+listen listener
+    bind 169.254.169.254:80
+    bind fe80::a9fe:a9fe:80 interface lo
+    server metadata $socket
+
+    http-request add-header X-OVN-Network-ID $network
+EOF
+} >"$ovn_cfg"
+shim() {
+  MDPROXY=$bin MDPROXY_HAPROXY=/nonexistent/haproxy MDPROXY_LOG_DIR=$tmp/log MDPROXY_HAPROXY_DRY_RUN=1 \
+    dist/neutron/mdproxy-haproxy -f "$1" | tr '\n' ' '
+}
+want="$bin ns-proxy --ovn-network-id $network --user nobody --group $nobody_group --max-conns 1024"
+want+=" --pid-file $haproxy_pid_file --daemonize --timeout-head 30 --timeout-connect 30"
+want+=" --timeout-response 32 --timeout-idle 30 --listen 169.254.169.254:80"
+want+=" --listen [fe80::a9fe:a9fe%1]:80 --upstream-socket $socket"
+want+=" --log-file $tmp/log/haproxy-metadata-proxy-$router.log "
+got=$(shim "$ovn_cfg")
+[ "$got" = "$want" ] || fail "the shim's command for an OVN config: got '$got', expected '$want'"
+# What mdproxy does not do still goes to the real haproxy (OVN's router header, say).
+sed -i 's/X-OVN-Network-ID/X-OVN-Router-ID/' "$ovn_cfg"
+got=$(shim "$ovn_cfg")
+[ "$got" = "/nonexistent/haproxy -f $ovn_cfg " ] || fail "the shim did not leave X-OVN-Router-ID to haproxy: '$got'"
+echo "netns: the haproxy shim turns Neutron's OVN config into mdproxy ns-proxy --ovn-network-id (dry run)"
 
 # --- SIGTERM: the agent and the server drain and exit 0; the agent removes its socket.
 for role in agent:$agent_pid server:$server_pid; do

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 pub mod hostile_cases;
 pub mod lenient_peers;
+pub mod ovn;
 
 /// Upper bound of every wait: generous, because CI shares two busy cores.
 pub const WAIT: Duration = Duration::from_secs(20);
