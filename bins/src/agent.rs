@@ -20,7 +20,7 @@ use crate::listen::bind_unix;
 use crate::runtime::{Hook, Listener, Options};
 use crate::secret::load_secret;
 use crate::serve::{self, Serve, Work};
-use crate::{cli, os, tls, Failure};
+use crate::{cli, os, ovn, tls, Failure};
 
 /// The agent, its files read and its metadata server resolved.
 pub struct Agent {
@@ -62,7 +62,16 @@ impl Serve for Agent {
                 (
                     Backend::Neutron(cfg),
                     described,
-                    Box::new(move || nothing_to_reload(&hangups)),
+                    Box::new(move || nothing_to_reload("neutron", &hangups)),
+                )
+            }
+            cli::LookupBackend::Ovn(ovn) => {
+                let (cfg, described) = ovn::config(ovn)?;
+                let hangups = Arc::new(AtomicU64::new(0));
+                (
+                    Backend::Ovn(cfg),
+                    described,
+                    Box::new(move || nothing_to_reload("ovn", &hangups)),
                 )
             }
         };
@@ -246,15 +255,15 @@ fn describe_neutron(args: &cli::NeutronArgs, cfg: &NeutronConfig) -> String {
     )
 }
 
-/// A SIGHUP hook that says once per SIGHUP, whatever the number of workers, that the neutron
+/// A SIGHUP hook that says once per SIGHUP, whatever the number of workers, that the `name`
 /// backend has nothing to re-read.
-fn nothing_to_reload(last: &Arc<AtomicU64>) -> Hook {
+fn nothing_to_reload(name: &'static str, last: &Arc<AtomicU64>) -> Hook {
     let last = last.clone();
     let mut hangups = 0u64;
     Box::new(move || {
         hangups += 1;
         if last.fetch_max(hangups, Ordering::Relaxed) < hangups {
-            log::info!("SIGHUP: the neutron backend has nothing to reload");
+            log::info!("SIGHUP: the {name} backend has nothing to reload");
         }
         None
     })

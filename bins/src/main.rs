@@ -15,11 +15,13 @@ mod metrics;
 mod notify;
 mod ns_proxy;
 mod os;
+mod ovn;
 mod passwords;
 mod runtime;
 mod secret;
 mod serve;
 mod server;
+mod system_id;
 #[cfg(test)]
 mod test_dir;
 mod tls;

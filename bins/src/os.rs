@@ -392,6 +392,14 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// The index of network interface `name` in this network namespace (`if_nametoindex(3)`).
+pub fn interface_index(name: &str) -> Option<u32> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: `name` is a valid NUL-terminated string that outlives the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
+}
+
 #[cfg(test)]
 mod tests {
     use std::fs;

@@ -24,6 +24,10 @@ mod off {
         Err("--tls-cert: this build has no TLS".to_owned())
     }
 
+    pub fn ovn_client(_ssl: &cli::OvnSsl) -> Result<ClientTls, String> {
+        Err("--ovn-sb-private-key: this build has no TLS".to_owned())
+    }
+
     pub fn system_roots_present() -> bool {
         false
     }
@@ -98,6 +102,18 @@ mod on {
             None => None,
         };
         ClientTls::new(auth, identity, clock()).map_err(|e| format!("{flag}: {e}"))
+    }
+
+    /// TLS to OVN's databases (`ssl:` remotes): the CA must have signed the server's
+    /// certificate, whose name is not checked, as OVS's own clients do; our certificate and
+    /// key are presented (OVN's servers ask for them).
+    pub fn ovn_client(ssl: &cli::OvnSsl) -> Result<ClientTls, String> {
+        let auth = ServerAuth::RootsAnyName(read_certs(&ssl.ca_cert, "--ovn-sb-ca-cert")?);
+        let identity = Identity {
+            chain: read_certs(&ssl.certificate, "--ovn-sb-certificate")?,
+            key: read_key(&ssl.private_key, "--ovn-sb-private-key")?,
+        };
+        ClientTls::new(auth, Some(identity), clock()).map_err(|e| format!("--ovn-sb: {e}"))
     }
 
     /// Server TLS settings from `args`.

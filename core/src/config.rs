@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::agent::StaticMap;
 use crate::http::Limits;
-use crate::lookup::NeutronConfig;
+use crate::lookup::{NeutronConfig, OvnConfig};
 use crate::metadata::{Date, InstanceData, ServerConfig};
 use crate::metrics::Metrics;
 use crate::scope::Scope;
@@ -82,6 +82,9 @@ pub enum Backend {
     Static(StaticMap),
     /// Neutron's API (Keystone-authenticated), behind the cache.
     Neutron(NeutronConfig),
+    /// A replica of the OVN Southbound database, kept by its monitor; answers at once, so
+    /// it bypasses the cache.
+    Ovn(OvnConfig),
 }
 
 /// New data for a running endpoint (the runtime reads files; the core only takes values).

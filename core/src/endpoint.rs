@@ -88,7 +88,7 @@ impl Endpoint {
     /// A fresh endpoint with no sockets.
     pub fn new(now: Instant, cfg: EndpointConfig) -> Self {
         let meter = Meter::new(cfg.metrics.clone(), policy::metric_role(&cfg.role));
-        let policy = policy::for_role(&cfg.role, meter.clone());
+        let policy = policy::for_role(now, &cfg.role, meter.clone());
         Endpoint {
             settings: Settings {
                 limits: cfg.limits,

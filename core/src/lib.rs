@@ -37,6 +37,7 @@ pub mod http;
 pub mod lookup;
 pub mod metadata;
 pub mod metrics;
+pub mod ovn;
 pub mod ovsdb;
 pub(crate) mod policy;
 pub mod proxy;

@@ -20,13 +20,20 @@
 //! | `mdproxy_cache_lookups_total` | counter | `role`, `result` | agent, neutron backend |
 //! | `mdproxy_backend_requests_total` | counter | `role`, `backend` | agent, neutron backend |
 //! | `mdproxy_backend_failures_total` | counter | `role` | agent lookups that failed (503) |
+//! | `mdproxy_ovn_connected` | gauge | `role` | agent, ovn backend: 1 while a monitor runs |
+//! | `mdproxy_ovn_replica_rows` | gauge | `role`, `table` | rows replicated |
+//! | `mdproxy_ovn_monitors_total` | counter | `role`, `start` | monitors started: resumed, resynced |
+//! | `mdproxy_ovn_updates_total` | counter | `role` | update messages applied |
+//! | `mdproxy_ovn_stale_answers_total` | counter | `role` | answers while the SB was unreachable |
+//! | `mdproxy_ovn_seconds_since_update` | gauge | `role` | since the last update applied |
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::http::{Method, RequestHead};
+use crate::lookup::OvnStats;
 use crate::metadata::MetaResponse;
 
 /// The status codes counted one by one; any other is `code="other"`.
@@ -203,6 +210,9 @@ pub struct RoleMetrics {
     cache: [AtomicU64; CacheResult::ALL.len()],
     backend_requests: [AtomicU64; BackendService::ALL.len()],
     backend_failures: AtomicU64,
+    /// The OVN backend's state, shown once it reported; changes rarely (not per request), so
+    /// a lock is fine.
+    ovn: Mutex<Option<(OvnStats, Option<Instant>)>>,
 }
 
 impl Metrics {
@@ -222,8 +232,9 @@ impl Metrics {
         self.role(role).enabled.store(true, Relaxed);
     }
 
-    /// Appends every enabled role's series to `out`, in the text exposition format 0.0.4.
-    pub fn render(&self, out: &mut String) {
+    /// Appends every enabled role's series to `out`, in the text exposition format 0.0.4;
+    /// ages are as of `now`.
+    pub fn render(&self, now: Instant, out: &mut String) {
         let roles: Vec<(MetricRole, &RoleMetrics)> = MetricRole::ALL
             .into_iter()
             .map(|r| (r, self.role(r)))
@@ -322,6 +333,69 @@ impl Metrics {
             "Instance lookups that failed because Keystone or Neutron did (each answered 503).",
         );
         value(out, name, role, "", m.backend_failures.load(Relaxed));
+        let ovn = *m.ovn.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((stats, last)) = ovn {
+            render_ovn(out, &stats, last.map(|t| now.saturating_duration_since(t)));
+        }
+    }
+}
+
+/// The OVN backend's series (agent only).
+fn render_ovn(out: &mut String, s: &OvnStats, age: Option<Duration>) {
+    let mut series = |name: &str, kind: &str, help: &str, rows: &[(&str, String)]| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{role=\"agent\"{labels}}} {v}");
+        }
+    };
+    let help = "1 while a monitor of the OVN Southbound runs; 0 while the agent answers from its last replica or has none.";
+    series(
+        "mdproxy_ovn_connected",
+        "gauge",
+        help,
+        &[("", u8::from(s.connected).to_string())],
+    );
+    series(
+        "mdproxy_ovn_replica_rows",
+        "gauge",
+        "Rows of the OVN Southbound replica, by table.",
+        &[
+            (",table=\"Port_Binding\"", s.ports.to_string()),
+            (",table=\"Datapath_Binding\"", s.datapaths.to_string()),
+        ],
+    );
+    series(
+        "mdproxy_ovn_monitors_total",
+        "counter",
+        "Southbound monitors started: resumed from the last transaction, or resynced whole.",
+        &[
+            (",start=\"resumed\"", s.resumed.to_string()),
+            (",start=\"resynced\"", s.resynced.to_string()),
+        ],
+    );
+    let help = "Southbound update messages applied to the replica.";
+    series(
+        "mdproxy_ovn_updates_total",
+        "counter",
+        help,
+        &[("", s.updates.to_string())],
+    );
+    let help = "Answers given from the replica while the Southbound was unreachable.";
+    series(
+        "mdproxy_ovn_stale_answers_total",
+        "counter",
+        help,
+        &[("", s.stale_answers.to_string())],
+    );
+    if let Some(age) = age {
+        let help = "Seconds since the last update was applied to the replica.";
+        let age = format!("{:.3}", age.as_secs_f64());
+        series(
+            "mdproxy_ovn_seconds_since_update",
+            "gauge",
+            help,
+            &[("", age)],
+        );
     }
 }
 
@@ -372,6 +446,11 @@ impl RoleMetrics {
         self.backend_requests[backend as usize].fetch_add(n, Relaxed);
     }
 
+    /// The OVN backend's state now, and when it last applied an update.
+    pub fn ovn(&self, stats: &OvnStats, last_update: Option<Instant>) {
+        *self.ovn.lock().unwrap_or_else(PoisonError::into_inner) = Some((*stats, last_update));
+    }
+
     /// A lookup failed because the backend did.
     pub fn backend_failure(&self) {
         self.backend_failures.fetch_add(1, Relaxed);
@@ -403,7 +482,7 @@ impl Meter {
 
 /// The metrics endpoint's answer to a complete request: the exposition on `GET /metrics` (or
 /// `/`, queries ignored), 404 elsewhere, 405 for other methods.
-pub(crate) fn answer(metrics: &Metrics, head: &RequestHead) -> MetaResponse {
+pub(crate) fn answer(metrics: &Metrics, now: Instant, head: &RequestHead) -> MetaResponse {
     let plain = |status: u16, body: &str, headers| MetaResponse {
         status,
         content_type: "text/plain; charset=utf-8",
@@ -420,7 +499,7 @@ pub(crate) fn answer(metrics: &Metrics, head: &RequestHead) -> MetaResponse {
         return plain(404, "Not found: the metrics are at /metrics.\n", Vec::new());
     }
     let mut body = String::with_capacity(8 * 1024);
-    metrics.render(&mut body);
+    metrics.render(now, &mut body);
     MetaResponse {
         status: 200,
         content_type: "text/plain; version=0.0.4; charset=utf-8",
@@ -445,11 +524,11 @@ mod tests {
     fn renders_only_enabled_roles_with_help_and_type() {
         let m = Metrics::new();
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(crate::testing::epoch(), &mut out);
         assert!(!out.contains("role="), "{out}");
         m.enable(MetricRole::NsProxy);
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(crate::testing::epoch(), &mut out);
         assert!(out.contains("role=\"ns-proxy\"") && !out.contains("role=\"agent\""));
         assert!(!out.contains("mdproxy_cache_lookups_total"), "{out}");
         for family in [
@@ -494,7 +573,7 @@ mod tests {
         agent.backend_requests(BackendService::Neutron, 3);
         agent.backend_failure();
         let mut out = String::new();
-        m.render(&mut out);
+        m.render(crate::testing::epoch(), &mut out);
         let v = |series: &str| sample(&out, series).unwrap_or_else(|| panic!("{series}:\n{out}"));
         assert_eq!(
             v("mdproxy_requests_total{role=\"agent\",code=\"200\"}"),

@@ -30,7 +30,7 @@ fn ns_proxy(metrics: &Arc<Metrics>, agent: impl FnMut(usize, &Message) -> Answer
 /// The value of one series (name and labels as rendered), or `None` if it is not rendered.
 fn value(metrics: &Metrics, series: &str) -> Option<String> {
     let mut text = String::new();
-    metrics.render(&mut text);
+    metrics.render(mdproxy_core::testing::epoch(), &mut text);
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .map(str::to_owned)

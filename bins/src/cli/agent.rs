@@ -10,7 +10,7 @@ use mdproxy_core::lookup::{HttpUrl, NeutronConfig, UrlError};
 
 use super::args::Args;
 use super::range::{
-    BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, PORT, TIMEOUT, WORKERS,
+    BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, OVN_PROBE, PORT, TIMEOUT, WORKERS,
 };
 use super::{
     common_help, needs_tls, next_flag, switch, value, Command, Common, EndpointArgs, Process,
@@ -75,8 +75,9 @@ Metadata server:
                                  secret, give /dev/null. The secret is never logged
 
 Lookup:
-      --backend NAME             Where instances are looked up: static (a file) or neutron
-                                 (Neutron's API) [default: static]
+      --backend NAME             Where instances are looked up: static (a file), neutron
+                                 (Neutron's API) or ovn (the OVN Southbound database)
+                                 [default: static]
       --static-map FILE          The static backend's TOML file (format below); required with
                                  --backend static
       --cache-size N             Lookup cache entries, allocated at startup in each worker
@@ -123,6 +124,35 @@ at startup, PORT 1 to 65535, 80 (443 for https) when absent):
       --neutron-insecure         Do not check Neutron's and Keystone's certificates (insecure);
                                  logged as a warning at startup. A refused certificate fails
                                  the lookup (503) with the reason in the log
+
+OVN backend (--backend ovn; the agent as a drop-in for neutron-ovn-metadata-agent, behind
+ns-proxies started with --ovn-network-id, which send X-OVN-Network-ID). The agent keeps a
+replica of the Southbound Port_Binding rows bound to this chassis, pushed by an OVSDB monitor,
+and answers each request from an index of it: the one bound port of that network with the
+client's IP (for an IPv6 link-local client, its MAC) among its `mac` addresses; none or
+several: 404. While the Southbound is unreachable, answers come from the last replica:
+      --ovn-sb-connection REMOTES
+                                 The Southbound database: tcp:IP:PORT, ssl:IP:PORT or
+                                 unix:PATH, or a comma-separated list of cluster members,
+                                 tried in turn (a follower serves reads too); required with
+                                 --backend ovn ([ovn] ovn_sb_connection)
+      --ovn-sb-private-key FILE  PEM private key for ssl: remotes (ovn_sb_private_key)
+      --ovn-sb-certificate FILE  PEM certificate presented with it (ovn_sb_certificate)
+      --ovn-sb-ca-cert FILE      PEM CA certificates the Southbound's certificate must lead
+                                 to (ovn_sb_ca_cert); all three are needed for ssl:
+      --chassis NAME             Replicate only the ports bound to this chassis (or a live
+                                 migration's target): memory grows with this node's ports, not
+                                 the cloud's. `*` replicates every bound port (an agent serving
+                                 many nodes) [default: external_ids:system-id of the local
+                                 Open_vSwitch database, read once at startup from --ovs-db]
+      --ovs-db REMOTE            The local Open_vSwitch database, for the default --chassis
+                                 ([ovs] ovsdb_connection) [default:
+                                 unix:/var/run/openvswitch/db.sock]
+      --ovn-probe-interval S     Seconds of silence on the Southbound connection before the
+                                 agent sends an echo; as long again without a byte and it
+                                 moves to the next remote ([ovn] ovsdb_probe_interval, in ms
+                                 there) [default: 60; 0.1 to 86400 seconds]
+                                 --workers N keeps N replicas: one worker suits OVN
 
 TLS (https:// URLs and the TLS flags) needs a build with the `tls` feature, the default; a
 build without it says so and exits 2.
@@ -234,6 +264,120 @@ pub enum LookupBackend {
     /// The static backend's file.
     Static(PathBuf),
     Neutron(Box<NeutronArgs>),
+    Ovn(Box<OvnArgs>),
+}
+
+/// The ovn backend's flags, checked but not parsed further or read (the remotes are parsed
+/// by the core at startup, the files read then).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OvnArgs {
+    /// `--ovn-sb-connection`, as given.
+    pub sb_connection: String,
+    /// Private key, certificate and CA certificates for ssl: remotes.
+    pub ssl: Option<OvnSsl>,
+    /// `None`: the local Open_vSwitch database's `external_ids:system-id`.
+    pub chassis: Option<String>,
+    /// `--ovs-db`, as given.
+    pub ovs_db: String,
+    pub probe_interval: Duration,
+}
+
+/// OVN's SSL files (`ovn_sb_private_key`, `ovn_sb_certificate`, `ovn_sb_ca_cert`).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OvnSsl {
+    pub private_key: PathBuf,
+    pub certificate: PathBuf,
+    pub ca_cert: PathBuf,
+}
+
+/// The ovn backend's flags as they come, checked once the whole command line is read.
+#[derive(Default)]
+struct OvnFlags {
+    sb_connection: Option<String>,
+    private_key: Option<PathBuf>,
+    certificate: Option<PathBuf>,
+    ca_cert: Option<PathBuf>,
+    chassis: Option<String>,
+    ovs_db: Option<String>,
+    probe_interval: Option<Duration>,
+    /// The first flag given, as spelled, for messages.
+    given: Option<String>,
+}
+
+impl OvnFlags {
+    /// Takes `name` if it is an ovn backend flag; `Ok(false)` leaves it to the caller.
+    fn parse(&mut self, name: &str, flag: &str, p: &mut Args) -> Result<bool, String> {
+        match name {
+            "ovn-sb-connection" => self.sb_connection = Some(nonempty(p, flag)?),
+            "ovn-sb-private-key" => self.private_key = Some(value(p, flag)?.into()),
+            "ovn-sb-certificate" => self.certificate = Some(value(p, flag)?.into()),
+            "ovn-sb-ca-cert" => self.ca_cert = Some(value(p, flag)?.into()),
+            "chassis" => self.chassis = Some(nonempty(p, flag)?),
+            "ovs-db" => self.ovs_db = Some(nonempty(p, flag)?),
+            "ovn-probe-interval" => {
+                self.probe_interval = Some(OVN_PROBE.parse(flag, &value(p, flag)?)?);
+            }
+            _ => return Ok(false),
+        }
+        self.given.get_or_insert_with(|| flag.to_owned());
+        Ok(true)
+    }
+
+    /// The ovn backend these flags describe.
+    fn finish(self) -> Result<OvnArgs, String> {
+        let sb_connection = self
+            .sb_connection
+            .ok_or("--backend ovn needs --ovn-sb-connection (the Southbound database)")?;
+        let ssl = match (self.private_key, self.certificate, self.ca_cert) {
+            (None, None, None) => None,
+            (Some(private_key), Some(certificate), Some(ca_cert)) => {
+                needs_tls("--ovn-sb-private-key")?;
+                Some(OvnSsl {
+                    private_key,
+                    certificate,
+                    ca_cert,
+                })
+            }
+            _ => {
+                return Err("--ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert go                             together (OVN's SSL needs all three)"
+                    .to_owned())
+            }
+        };
+        let ssl_remote = sb_connection
+            .split(',')
+            .any(|r| r.trim().starts_with("ssl:"));
+        match (&ssl, ssl_remote) {
+            (None, true) => {
+                return Err(format!(
+                    "--ovn-sb-connection {sb_connection}: an ssl: remote needs                      --ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert"
+                ))
+            }
+            (Some(_), false) => {
+                return Err(format!(
+                    "the --ovn-sb-* SSL files need an ssl: remote in --ovn-sb-connection                      (it is {sb_connection})"
+                ))
+            }
+            _ => {}
+        }
+        Ok(OvnArgs {
+            sb_connection,
+            ssl,
+            chassis: self.chassis,
+            ovs_db: self
+                .ovs_db
+                .unwrap_or_else(|| "unix:/var/run/openvswitch/db.sock".to_owned()),
+            probe_interval: self.probe_interval.unwrap_or(Duration::from_secs(60)),
+        })
+    }
+}
+
+/// A value that must not be empty.
+fn nonempty(p: &mut Args, flag: &str) -> Result<String, String> {
+    let v = value(p, flag)?;
+    match v.trim().is_empty() {
+        true => Err(format!("{flag}: must not be empty")),
+        false => Ok(v),
+    }
 }
 
 /// The neutron backend's flags, checked but not resolved or read.
@@ -481,13 +625,17 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     };
     let mut metadata_tls = ClientTlsArgs::default();
     let (mut client_cert, mut client_key) = (None, None);
-    let (mut secret, mut static_map, mut neutron_backend) = (None, None, false);
+    let (mut secret, mut static_map, mut backend_name) = (None, None, "static");
     let mut neutron = NeutronFlags::default();
+    let mut ovn = OvnFlags::default();
     let mut cache_size = NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN);
     let (mut cache_ttl, mut negative_ttl) = (Duration::from_secs(5), Duration::from_secs(1));
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
-        if common.parse(&name, &flag, p)? || neutron.parse(&name, &flag, p)? {
+        if common.parse(&name, &flag, p)?
+            || neutron.parse(&name, &flag, p)?
+            || ovn.parse(&name, &flag, p)?
+        {
             continue;
         }
         match name.as_str() {
@@ -524,12 +672,13 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
                 value(p, &flag)?;
             }
             "backend" => {
-                neutron_backend = match value(p, &flag)?.as_str() {
-                    "static" => false,
-                    "neutron" => true,
+                backend_name = match value(p, &flag)?.as_str() {
+                    "static" => "static",
+                    "neutron" => "neutron",
+                    "ovn" => "ovn",
                     other => {
                         return Err(format!(
-                            "{flag}: {other:?} is not a backend (static or neutron)"
+                            "{flag}: {other:?} is not a backend (static, neutron or ovn)"
                         ))
                     }
                 }
@@ -560,24 +709,35 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let shared_secret = secret.ok_or(
         "--shared-secret-file is required (for the empty secret: --shared-secret-file /dev/null)",
     )?;
-    let backend = match (neutron_backend, static_map) {
-        (false, static_map) => {
-            if let Some((_, flag)) = neutron.given.first() {
-                return Err(format!("{flag} is a flag of --backend neutron"));
-            }
+    if backend_name != "neutron" {
+        if let Some((_, flag)) = neutron.given.first() {
+            return Err(format!("{flag} is a flag of --backend neutron"));
+        }
+    }
+    if backend_name != "ovn" {
+        if let Some(flag) = &ovn.given {
+            return Err(format!("{flag} is a flag of --backend ovn"));
+        }
+    }
+    if backend_name != "static" && static_map.is_some() {
+        return Err("--static-map is a flag of --backend static".to_owned());
+    }
+    let backend = match backend_name {
+        "neutron" => LookupBackend::Neutron(Box::new(neutron.finish()?)),
+        "ovn" => LookupBackend::Ovn(Box::new(ovn.finish()?)),
+        _ => {
             let missing = match p.has_ini() {
                 // Neutron's agent asks neutron-server, over RPC; mdproxy asks its API.
                 true => {
                     "the INI files set no Keystone auth_url (in [keystone_authtoken] or \
-                         [DEFAULT]) for the neutron backend: give --static-map FILE, or \
-                         auth_url, username, password and project_name"
+                         [DEFAULT]) for the neutron backend and no [ovn] ovn_sb_connection \
+                         for the ovn backend: give --static-map FILE, or auth_url, username, \
+                         password and project_name, or ovn_sb_connection"
                 }
                 false => "--static-map is required with --backend static",
             };
             LookupBackend::Static(static_map.ok_or(missing)?)
         }
-        (true, Some(_)) => return Err("--static-map is a flag of --backend static".to_owned()),
-        (true, None) => LookupBackend::Neutron(Box::new(neutron.finish()?)),
     };
     let common = common.finish();
     Ok(Command::Agent(Box::new(Agent {

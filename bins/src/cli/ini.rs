@@ -417,7 +417,76 @@ impl Translation<'_> {
                 self.emit_str(flag, &found);
             }
         }
-        self.keystone(backend_chosen)
+        match self.ovn(backend_chosen)? {
+            true => self.keystone_unused(),
+            false => self.keystone(backend_chosen),
+        }
+    }
+
+    /// `[ovn]` and `[ovs]` of `neutron_ovn_metadata_agent.ini`: with an `ovn_sb_connection`,
+    /// the ovn backend. `Ok(true)` when it is chosen.
+    fn ovn(&mut self, backend_chosen: bool) -> Result<bool, String> {
+        let Some(remotes) = self.find("ovn", &["ovn_sb_connection"])? else {
+            return Ok(false);
+        };
+        if backend_chosen {
+            self.note(
+                &remotes,
+                "the lookup backend is chosen on the command line or in the TOML file",
+            );
+            return Ok(false);
+        }
+        self.emit("backend", &remotes, Val::Str("ovn".into()));
+        self.emit_str("ovn-sb-connection", &remotes);
+        let ssl = remotes
+            .value
+            .split(',')
+            .any(|r| r.trim().starts_with("ssl:"));
+        for (key, flag) in [
+            ("ovn_sb_private_key", "ovn-sb-private-key"),
+            ("ovn_sb_certificate", "ovn-sb-certificate"),
+            ("ovn_sb_ca_cert", "ovn-sb-ca-cert"),
+        ] {
+            if let Some(found) = self.find("ovn", &[key])? {
+                match ssl {
+                    true => self.emit_str(flag, &found),
+                    false => self.note(&found, "ovn_sb_connection has no ssl: remote"),
+                }
+            }
+        }
+        if let Some(found) = self.find("ovn", &["ovsdb_probe_interval"])? {
+            // Milliseconds there; 0 (never probe) is not offered: a dead server must be noticed.
+            match found.value.trim().parse::<u64>() {
+                Ok(0) => self.note(&found, "probing cannot be turned off: the default applies"),
+                Ok(ms) => {
+                    let secs = format!("{}.{:03}", ms / 1000, ms % 1000);
+                    self.emit("ovn-probe-interval", &found, Val::Str(secs));
+                }
+                Err(_) => {
+                    return Err(format!(
+                        "{}: ovsdb_probe_interval: {:?} is not a number of milliseconds",
+                        found.place(),
+                        found.value
+                    ))
+                }
+            }
+        }
+        if let Some(found) = self.find("ovs", &["ovsdb_connection"])? {
+            self.emit_str("ovs-db", &found);
+        }
+        Ok(true)
+    }
+
+    /// With the ovn backend, Keystone's settings (in a shared neutron.conf) are not used.
+    fn keystone_unused(&mut self) -> Result<(), String> {
+        let section = match self.ini.get("keystone_authtoken", "auth_url") {
+            Some(_) => "keystone_authtoken",
+            None => "DEFAULT",
+        };
+        if let Some(found) = self.find(section, &["auth_url"])? {
+            self.note(&found, "the ovn backend ([ovn] ovn_sb_connection) is used");
+        }
+        Ok(())
     }
 
     /// Neutron's default shared secret is empty; the agent's flags ask for it explicitly.
@@ -705,6 +774,45 @@ mod tests {
             assert!(notes.contains(key), "{key}: {notes}");
         }
         assert!(!notes.contains("s3cr3t"), "{notes}");
+    }
+
+    /// `neutron_ovn_metadata_agent.ini` as a deployment writes it: the ovn backend.
+    #[test]
+    fn ovn_agent_ini_means_the_ovn_backend() {
+        let text = "[DEFAULT]\nnova_metadata_host = 192.0.2.5\nmetadata_proxy_shared_secret = s\n\
+                    metadata_workers = 2\n[agent]\nroot_helper = sudo\n[ovs]\n\
+                    ovsdb_connection = tcp:127.0.0.1:6640\n[ovn]\n\
+                    ovn_sb_connection = ssl:192.0.2.1:6642,ssl:192.0.2.2:6642\n\
+                    ovn_sb_private_key = /k.pem\novn_sb_certificate = /c.pem\n\
+                    ovn_sb_ca_cert = /ca.pem\novsdb_probe_interval = 1500\n\
+                    ovsdb_connection_timeout = 180\n";
+        let (flags, notes) = made(&[("ovn.ini", text)], false).unwrap();
+        assert_eq!(
+            flags,
+            [
+                "metadata-url=http://192.0.2.5:8775 @2",
+                "shared-secret=s @3",
+                "workers=2 @4",
+                "ovs-db=tcp:127.0.0.1:6640 @8",
+                "backend=ovn @10",
+                "ovn-sb-connection=ssl:192.0.2.1:6642,ssl:192.0.2.2:6642 @10",
+                "ovn-sb-private-key=/k.pem @11",
+                "ovn-sb-certificate=/c.pem @12",
+                "ovn-sb-ca-cert=/ca.pem @13",
+                "ovn-probe-interval=1.500 @14",
+            ]
+        );
+        let notes = notes.join("\n");
+        for key in ["root_helper", "ovsdb_connection_timeout"] {
+            assert!(notes.contains(key), "{key}: {notes}");
+        }
+        // Chosen on the command line: the files' ovn settings are left out, and said so.
+        let (flags, notes) = made(&[("ovn.ini", text)], true).unwrap();
+        assert!(!flags.iter().any(|f| f.starts_with("backend")), "{flags:?}");
+        assert!(notes.join("\n").contains("ovn_sb_connection"), "{notes:?}");
+        let bad = "[ovn]\novn_sb_connection = tcp:1.2.3.4:6642\novsdb_probe_interval = soon\n";
+        let err = made(&[("bad.ini", bad)], false).unwrap_err();
+        assert!(err.contains("bad.ini:3"), "{err}");
     }
 
     #[test]

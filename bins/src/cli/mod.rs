@@ -26,7 +26,10 @@ mod ns_proxy;
 mod range;
 mod server;
 
-pub use agent::{Agent, ClientTlsArgs, LookupBackend, NeutronArgs, Secret, ServiceUrl, SocketMode};
+pub use agent::{
+    Agent, ClientTlsArgs, LookupBackend, NeutronArgs, OvnArgs, OvnSsl, Secret, ServiceUrl,
+    SocketMode,
+};
 pub use config::check as check_config;
 pub use demo::Demo;
 pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};

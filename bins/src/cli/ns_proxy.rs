@@ -34,7 +34,9 @@ Scope (exactly one):
 Sockets:
       --listen ADDR:PORT         Address to accept instances on; repeatable
                                  [default: 0.0.0.0:9697]. `[::]:PORT` accepts IPv4 too (dual
-                                 stack), so do not add 0.0.0.0 with the same port
+                                 stack), so do not add 0.0.0.0 with the same port.
+                                 A link-local IPv6 address names its interface, by name or
+                                 index: [fe80::a9fe:a9fe%tap0123456789]:80
       --upstream-socket PATH     The metadata agent's Unix socket
                                  [default: $state_path/metadata_proxy, or
                                  /var/lib/neutron/metadata_proxy without --state_path]
@@ -174,9 +176,22 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
     })))
 }
 
+/// `ADDR:PORT`; an IPv6 link-local address takes its interface by index or by name
+/// (`[fe80::a9fe:a9fe%tap1234567890]:80`, as the OVN metadata namespace binds it), the name
+/// looked up in the current network namespace.
 pub(super) fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
-    v.parse()
-        .map_err(|_| format!("{flag}: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:9697 or [::]:9697)"))
+    let bad = || format!("{flag}: {v:?} is not ADDR:PORT (e.g. 0.0.0.0:9697 or [::]:9697)");
+    if let Ok(addr) = v.parse() {
+        return Ok(addr);
+    }
+    let (ip, rest) = v
+        .strip_prefix('[')
+        .and_then(|v| v.split_once('%'))
+        .ok_or_else(bad)?;
+    let (name, port) = rest.split_once("]:").ok_or_else(bad)?;
+    let index = crate::os::interface_index(name)
+        .ok_or_else(|| format!("{flag}: {v:?}: there is no interface {name:?} here"))?;
+    format!("[{ip}%{index}]:{port}").parse().map_err(|_| bad())
 }
 
 /// `BASE/BASE_WINDOW,BURST/BURST_WINDOW`, windows in whole seconds; each part in its range
@@ -231,6 +246,20 @@ mod tests {
         assert_eq!(cfg.endpoint.timeouts, Default::default());
         assert_eq!(cfg.endpoint.limits, Default::default());
         assert!(cfg.rate_limit.is_none() && !cfg.process.daemonize);
+    }
+
+    #[test]
+    fn link_local_listen_by_interface_name() {
+        let got = addr("--listen", "[fe80::a9fe:a9fe%lo]:80").unwrap();
+        let SocketAddr::V6(v6) = got else {
+            panic!("{got}")
+        };
+        assert_eq!(v6.scope_id(), crate::os::interface_index("lo").unwrap());
+        assert_eq!(v6.port(), 80);
+        assert_eq!(addr("--listen", "[fe80::1%2]:80").unwrap().port(), 80);
+        let err = addr("--listen", "[fe80::1%no-such-if0]:80").unwrap_err();
+        assert!(err.contains("no interface \"no-such-if0\""), "{err}");
+        assert!(addr("--listen", "[fe80::1%lo]").is_err());
     }
 
     #[test]

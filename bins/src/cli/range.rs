@@ -55,6 +55,9 @@ pub const BODY_BYTES: Range<u64> = Range::new(1024, 16 << 20);
 /// `--max-chunk-line-bytes`: a chunk-size line of a large body takes a dozen bytes; the limit
 /// also bounds a trailer section, which is read and dropped.
 pub const CHUNK_LINE_BYTES: Range<usize> = Range::new(64, 65_536);
+/// `--ovn-probe-interval`: silence on the Southbound connection this long sends an echo, twice
+/// as long drops it. From 100 ms (the echo costs a few bytes) to a day.
+pub const OVN_PROBE: Range<Duration> = Range::new(Duration::from_millis(100), DAY);
 /// TCP ports (`--metadata-port`, the port of a URL).
 pub const PORT: Range<u16> = Range::new(1, 65_535);
 

@@ -671,7 +671,7 @@ impl Proxy {
 
 /// A running `mdproxy agent`, listening on the Unix socket `socket`, logging to a file.
 pub struct Agent {
-    running: Running,
+    pub running: Running,
     pub socket: PathBuf,
 }
 

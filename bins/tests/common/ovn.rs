@@ -1028,9 +1028,14 @@ impl SbCluster {
         leader.unwrap_or_else(|| panic!("no SB member became leader:\n{}", self.logs()))
     }
 
-    /// `ovn-sbctl --db=<remotes> --timeout=15 args…` (it finds the leader itself).
+    /// `ovn-sbctl --db=<running members> --timeout=15 args…` (it finds the leader itself;
+    /// a killed member is left out, since ovn-sbctl gives up on a refused remote).
     pub fn sbctl(&self, args: &[&str]) -> String {
-        let db = format!("--db={}", self.remotes());
+        let running: Vec<String> = (0..self.members.len())
+            .filter(|&i| self.members[i].server.is_some())
+            .map(|i| self.remote(i))
+            .collect();
+        let db = format!("--db={}", running.join(","));
         let mut all = vec![db.as_str(), TOOL_TIMEOUT];
         all.extend_from_slice(args);
         run("ovn-sbctl", &self.dir.join(""), &all)

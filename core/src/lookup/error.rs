@@ -182,6 +182,12 @@ pub enum LookupError {
     },
     /// Neither `neutron_url` nor Keystone credentials: nowhere to ask.
     NotConfigured,
+    /// The OVN Southbound replica has not been loaded yet: no monitor has answered since the
+    /// agent started.
+    NotSynced {
+        /// What the session is doing (e.g. "connecting to tcp:192.0.2.1:6642").
+        state: String,
+    },
     /// A Keystone authentication was needed without Keystone credentials.
     NoKeystone,
     /// An `https` URL without TLS settings.
@@ -268,6 +274,9 @@ impl fmt::Display for LookupError {
                 f.write_str("neither neutron_url nor Keystone credentials are configured")
             }
             LookupError::NoKeystone => f.write_str("no Keystone credentials configured"),
+            LookupError::NotSynced { state } => {
+                write!(f, "the OVN Southbound replica is not loaded yet ({state})")
+            }
             LookupError::NoTlsSettings { url } => write!(f, "{url}: no TLS settings configured"),
             LookupError::Tls { url, error } => write!(f, "{url}: {error}"),
             LookupError::Exchange { what, error } => write!(f, "{what}: {error}"),

@@ -18,6 +18,7 @@ mod error;
 mod exchange;
 pub mod keystone;
 pub mod neutron;
+pub mod ovn;
 pub mod url;
 
 pub use address::{port_search, PortSearch};
@@ -25,6 +26,7 @@ pub use error::{ExchangeError, KeystoneError, LookupError, PortListError};
 pub use exchange::MAX_RESPONSE_BODY;
 pub use keystone::KeystoneAuth;
 pub use neutron::{BackendStats, ClientAction, ClientEvent, NeutronClient, NeutronConfig, ReqId};
+pub use ovn::{OvnClient, OvnConfig, OvnStats};
 pub use url::{HttpTarget, HttpUrl, UrlError};
 
 /// `fa:16:3e:00:00:01`: lowercase, colon-separated, as Neutron stores `mac_address`.

@@ -14,7 +14,7 @@ use crate::agent::StaticMap;
 use crate::cache::{Lookup, LookupCache};
 use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
 use crate::http::RequestHead;
-use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient};
+use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnClient, OvnStats};
 use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
 use crate::proxy::decision::{Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
@@ -33,6 +33,8 @@ enum Source {
         client: Box<NeutronClient>,
         cache: LookupCache<Ticket>,
     },
+    /// The OVN Southbound replica: answers at once, so it bypasses the cache.
+    Ovn(Box<OvnClient>),
 }
 
 #[derive(Debug)]
@@ -45,16 +47,19 @@ pub(super) struct Agent {
     routed: VecDeque<(Ticket, Route)>,
     /// The Neutron client's stats already added to the metrics.
     counted: BackendStats,
+    /// The OVN client's state last shown in the metrics (shown again only when it changed).
+    counted_ovn: Option<(OvnStats, Option<Instant>)>,
 }
 
 impl Agent {
-    pub(super) fn new(c: &AgentConfig, meter: Meter) -> Agent {
+    pub(super) fn new(now: Instant, c: &AgentConfig, meter: Meter) -> Agent {
         let source = match &c.backend {
             LookupBackend::Static(map) => Source::Static(map.clone()),
             LookupBackend::Neutron(n) => Source::Neutron {
                 client: Box::new(NeutronClient::new(n.clone())),
                 cache: LookupCache::new(c.cache_capacity, c.cache_ttl, c.negative_ttl),
             },
+            LookupBackend::Ovn(o) => Source::Ovn(Box::new(OvnClient::new(o.clone(), now))),
         };
         Agent {
             metadata: c.metadata.clone(),
@@ -63,6 +68,7 @@ impl Agent {
             meter,
             routed: VecDeque::new(),
             counted: BackendStats::default(),
+            counted_ovn: None,
         }
     }
 
@@ -70,6 +76,11 @@ impl Agent {
     fn resolve(&mut self, now: Instant, ticket: Ticket, key: LookupKey, skip_cache: bool) -> Route {
         let (client, cache) = match &mut self.source {
             Source::Static(map) => return decide(&self.signer, key, Ok(map.resolve(&key)), false),
+            Source::Ovn(client) => {
+                let found = client.lookup(&key);
+                self.count_ovn();
+                return decide(&self.signer, key, found, false);
+            }
             Source::Neutron { client, cache } => (client, cache),
         };
         if skip_cache {
@@ -89,6 +100,19 @@ impl Agent {
             Some(found) => decide(&self.signer, key, Ok(found), true),
             None => Route::Pending,
         }
+    }
+
+    /// Shows the OVN replica's state in the metrics.
+    fn count_ovn(&mut self) {
+        let Source::Ovn(client) = &self.source else {
+            return;
+        };
+        let (stats, last) = (client.stats(), client.last_update());
+        if self.counted_ovn == Some((stats, last)) {
+            return;
+        }
+        self.counted_ovn = Some((stats, last));
+        self.meter.count(|m| m.ovn(&stats, last));
     }
 
     /// Adds the Keystone and Neutron requests the client started since the last call.
@@ -179,6 +203,7 @@ impl Policy for Agent {
                 return Some(routed);
             }
             self.count_backend();
+            self.count_ovn();
             let Source::Neutron { client, cache } = &mut self.source else {
                 return None;
             };
@@ -217,6 +242,7 @@ impl Policy for Agent {
     fn backend(&mut self) -> Option<&mut dyn Backend> {
         match &mut self.source {
             Source::Neutron { client, .. } => Some(client.as_mut()),
+            Source::Ovn(client) => Some(client.as_mut()),
             Source::Static(_) => None,
         }
     }
@@ -224,6 +250,7 @@ impl Policy for Agent {
     fn backend_ref(&self) -> Option<&dyn Backend> {
         match &self.source {
             Source::Neutron { client, .. } => Some(client.as_ref()),
+            Source::Ovn(client) => Some(client.as_ref()),
             Source::Static(_) => None,
         }
     }

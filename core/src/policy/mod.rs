@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Role};
 use crate::http::RequestHead;
-use crate::lookup::{ClientAction, NeutronClient, ReqId};
+use crate::lookup::{ClientAction, NeutronClient, OvnClient, ReqId};
 use crate::metadata::MetaResponse;
 use crate::metrics::{Meter, MetricRole};
 use crate::proxy::decision::{Local, Route, Ticket};
@@ -165,11 +165,42 @@ impl Backend for NeutronClient {
     }
 }
 
-/// The policy of `role`, counting into `meter`.
-pub(crate) fn for_role(role: &Role, meter: Meter) -> Box<dyn Policy> {
+impl Backend for OvnClient {
+    fn handle(&mut self, now: Instant, req: ReqId, input: Input<'_>) {
+        OvnClient::handle(self, now, req, input)
+    }
+    fn fail(&mut self, req: ReqId, why: TlsError) {
+        OvnClient::fail(self, req, why)
+    }
+    fn poll_action(&mut self) -> Option<ClientAction> {
+        OvnClient::poll_action(self)
+    }
+    fn pending_write(&self, req: ReqId) -> &[u8] {
+        OvnClient::pending_write(self, req)
+    }
+    fn consume_write(&mut self, req: ReqId, n: usize) {
+        OvnClient::consume_write(self, req, n)
+    }
+    fn wants_read(&self, req: ReqId) -> bool {
+        OvnClient::wants_read(self, req)
+    }
+    fn tls_target(&self, req: ReqId) -> Option<&TlsTarget> {
+        OvnClient::tls_target(self, req)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        OvnClient::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        OvnClient::handle_timeout(self, now)
+    }
+}
+
+/// The policy of `role`, counting into `meter`; a backend with sockets of its own starts
+/// connecting at `now`.
+pub(crate) fn for_role(now: Instant, role: &Role, meter: Meter) -> Box<dyn Policy> {
     match role {
         Role::NsProxy(c) => Box::new(ns_proxy::NsProxy::new(c)),
-        Role::Agent(c) => Box::new(agent::Agent::new(c, meter)),
+        Role::Agent(c) => Box::new(agent::Agent::new(now, c, meter)),
         Role::Server(c) => Box::new(server::Server::new(c)),
         Role::Metrics(m) => Box::new(scrape::Scrape::new(m.clone())),
     }
@@ -182,6 +213,10 @@ pub(crate) fn backend_tls(role: &Role) -> Option<&ClientTls> {
             backend: LookupBackend::Neutron(n),
             ..
         }) => n.tls.as_ref(),
+        Role::Agent(AgentConfig {
+            backend: LookupBackend::Ovn(o),
+            ..
+        }) => o.tls.as_ref(),
         _ => None,
     }
 }

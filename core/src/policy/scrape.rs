@@ -33,8 +33,8 @@ impl Policy for Scrape {
         true
     }
 
-    fn serve(&mut self, _: Instant, _: Option<IpAddr>, head: &RequestHead, _: &[u8]) -> Local {
-        local_answer(answer(&self.metrics, head), None)
+    fn serve(&mut self, now: Instant, _: Option<IpAddr>, head: &RequestHead, _: &[u8]) -> Local {
+        local_answer(answer(&self.metrics, now, head), None)
     }
 
     fn conn_limits(&self, _: ConnLimits) -> ConnLimits {
