@@ -179,8 +179,13 @@ fn start<T>(
     p: &cli::Process,
     bind: impl FnOnce() -> Result<T, Failure>,
 ) -> Result<(T, Option<Exporter>, Option<os::PidFile>), Failure> {
-    for line in &p.ignored {
-        log::debug!("{line}");
+    // One line, so the settings a deployment's files carry for other agents are seen once.
+    if !p.ignored.is_empty() {
+        log::info!(
+            "{} settings not used: {}",
+            p.ignored.len(),
+            p.ignored.join("; ")
+        );
     }
     let identity =
         os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;

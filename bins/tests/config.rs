@@ -230,7 +230,7 @@ fn neutron_metadata_agent_reads_the_ini_files(rt: Runtime) {
     let proxy = Proxy::start(rt, &socket, &[]);
     assert_signed_request(&proxy, &server, SECRET);
     let log = agent.wait_for_log("2 worker(s)");
-    // The unknown keys, a debug line each (debug = True), and no secret anywhere.
+    // The unknown keys, listed in one startup line, and no secret anywhere.
     assert!(log.contains("ignoring [DEFAULT] core_plugin"), "{log}");
     assert!(log.contains("ignoring [database] connection"), "{log}");
     assert!(log.contains("ignoring [cache] enabled"), "{log}");

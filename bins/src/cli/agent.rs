@@ -21,9 +21,9 @@ pub const HELP: &str = concat!(
 mdproxy agent: the metadata agent
 
 Accepts the namespace proxies' requests on a Unix socket. Each must carry exactly one
-X-Forwarded-For and exactly one of X-Neutron-Router-ID / X-Neutron-Network-ID (else 400). The
-agent finds the one port with that fixed IP behind that router (on its interface networks) or
-on that network (none: 404 \"Instance was not found on router R.\" / \"... network N.\"), and
+X-Forwarded-For and exactly one of X-Neutron-Router-ID / X-Neutron-Network-ID / X-OVN-Network-ID
+(else 400). The agent finds the one port with that fixed IP behind that router (on its interface
+networks) or on that network (none: 404 \"Instance was not found on router R.\" / \"... network N.\"), and
 relays the request to the metadata server with X-Forwarded-For, X-Instance-ID (the port's
 device_id), X-Tenant-ID (its project_id) and X-Instance-ID-Signature (lowercase hex
 HMAC-SHA256 of the instance ID keyed with the shared secret), as neutron-metadata-agent does.
@@ -152,7 +152,7 @@ several: 404. While the Southbound is unreachable, answers come from the last re
                                  agent sends an echo; as long again without a byte and it
                                  moves to the next remote ([ovn] ovsdb_probe_interval, in ms
                                  there) [default: 60; 0.1 to 86400 seconds]
-                                 --workers N keeps N replicas: one worker suits OVN
+                                 One worker suits OVN: each of --workers N keeps a replica
 
 TLS (https:// URLs and the TLS flags) needs a build with the `tls` feature, the default; a
 build without it says so and exits 2.
@@ -202,9 +202,11 @@ Neutron's configuration files (the agent as a drop-in for neutron-metadata-agent
                                  metadata_workers, metadata_backlog, auth_ca_cert,
                                  nova_client_cert/_priv_key, nova_metadata_insecure and
                                  [keystone_authtoken] auth_url, username, password,
-                                 project_name, ... become these flags; other keys are ignored
-                                 (a debug line each). Flags given here override the files.
-                                 With no Keystone auth_url, give --static-map
+                                 project_name, ... and (neutron_ovn_metadata_agent.ini) [ovn]
+                                 ovn_sb_connection and its SSL files, [ovs] ovsdb_connection
+                                 become these flags; other keys are ignored, named in one
+                                 line at startup. Flags given here override the files. With
+                                 no Keystone auth_url or ovn_sb_connection, give --static-map
       --config-dir DIR           The *.conf files of DIR, sorted, as --config-file
 
 Invoked as `neutron-metadata-agent`, mdproxy runs `agent`.
@@ -339,8 +341,11 @@ impl OvnFlags {
                 })
             }
             _ => {
-                return Err("--ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert go                             together (OVN's SSL needs all three)"
-                    .to_owned())
+                return Err(
+                    "--ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert go \
+                            together (OVN's SSL needs all three)"
+                        .to_owned(),
+                )
             }
         };
         let ssl_remote = sb_connection
@@ -1036,7 +1041,7 @@ mod tests {
             "{e}"
         );
         let e = agent(&["--shared-secret-file=/s", "--backend=nova"]).unwrap_err();
-        assert!(e.contains("static or neutron"), "{e}");
+        assert!(e.contains("static, neutron or ovn"), "{e}");
     }
 
     #[test]
@@ -1254,5 +1259,47 @@ mod tests {
             let args: Vec<&str> = REQUIRED.iter().chain(extra).copied().collect();
             assert!(agent(&args).is_err(), "{extra:?} was accepted");
         }
+    }
+
+    #[test]
+    fn ovn_flags() {
+        let base = ["--shared-secret-file=/s", "--backend=ovn"];
+        let ok = |extra: &[&str]| {
+            let mut args = base.to_vec();
+            args.extend(extra);
+            agent(&args)
+        };
+        let a = ok(&["--ovn-sb-connection=tcp:192.0.2.1:6642"]).unwrap();
+        let LookupBackend::Ovn(o) = &a.backend else {
+            panic!("{:?}", a.backend)
+        };
+        assert_eq!(o.chassis, None);
+        assert_eq!(o.ovs_db, "unix:/var/run/openvswitch/db.sock");
+        assert_eq!(o.probe_interval, Duration::from_secs(60));
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "needs --ovn-sb-connection"),
+            (
+                &["--ovn-sb-connection=ssl:192.0.2.1:6642"],
+                "an ssl: remote needs",
+            ),
+            (
+                &[
+                    "--ovn-sb-connection=tcp:192.0.2.1:6642",
+                    "--ovn-sb-private-key=/k",
+                ],
+                "go together",
+            ),
+            (&["--ovn-sb-connection="], "must not be empty"),
+            (
+                &["--ovn-sb-connection=tcp:1.2.3.4:1", "--static-map=/m"],
+                "--static-map is a flag",
+            ),
+        ];
+        for (extra, want) in cases {
+            let e = ok(extra).unwrap_err();
+            assert!(e.contains(want), "{extra:?}: wanted {want:?} in {e}");
+        }
+        let e = agent(&["--shared-secret-file=/s", "--static-map=/m", "--chassis=c"]).unwrap_err();
+        assert!(e.contains("--chassis is a flag of --backend ovn"), "{e}");
     }
 }

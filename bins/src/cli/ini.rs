@@ -2,7 +2,7 @@
 //! --config-file FILE` (repeatable, later files override earlier ones, as oslo.config reads
 //! them) and `--config-dir DIR` (its `*.conf` files, sorted). The options
 //! neutron-metadata-agent reads become the agent's flags ([`agent_settings`]); every other
-//! key is ignored with a debug line.
+//! key is ignored, and named in the one startup line that lists them.
 //!
 //! The syntax is oslo.config's: `[section]`, `key = value` or `key: value`, whole-line `#` and
 //! `;` comments, a value continued on the following lines that start with a space or a tab,
@@ -217,7 +217,7 @@ fn read(path: &Path) -> Result<String, String> {
     fs::read_to_string(path).map_err(|e| format!("--config-file {}: {e}", path.display()))
 }
 
-/// The agent's flags from Neutron's INI files, and a debug line for each key they do not
+/// The agent's flags from Neutron's INI files, and a note for each key they do not
 /// use.
 pub struct FromIni {
     pub settings: Vec<Setting>,

@@ -349,6 +349,7 @@ mod tests {
             row("agent", "--negative-cache-ttl", CACHE_TTL),
             row("agent", "--neutron-timeout", TIMEOUT),
             row("agent", "--max-neutron-queries", NEUTRON_QUERIES),
+            row("agent", "--ovn-probe-interval", OVN_PROBE),
             row("server", "--rescan-interval", RESCAN_INTERVAL),
         ]);
         rows
@@ -428,6 +429,11 @@ mod tests {
                     "--shared-secret-file=/s",
                     "--backend=neutron",
                     "--neutron-url=http://127.0.0.1:9696",
+                ],
+                ("agent", "--ovn-probe-interval") => &[
+                    "--shared-secret-file=/s",
+                    "--backend=ovn",
+                    "--ovn-sb-connection=tcp:127.0.0.1:6642",
                 ],
                 ("agent", _) => &["--shared-secret-file=/s", "--static-map=/m"],
                 ("server", _) => &["--instances=/i", "--direct"],
