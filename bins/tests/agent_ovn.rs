@@ -47,6 +47,16 @@ struct OvnAgent {
 
 impl OvnAgent {
     fn start(rt: Runtime, sb: &str, chassis: &str, server: &Upstream) -> OvnAgent {
+        OvnAgent::start_with(rt, sb, chassis, server, &[])
+    }
+
+    fn start_with(
+        rt: Runtime,
+        sb: &str,
+        chassis: &str,
+        server: &Upstream,
+        extra: &[String],
+    ) -> OvnAgent {
         let dir = TempDir::new();
         let secret: PathBuf = dir.join("secret");
         std::fs::write(&secret, "s3cr3t\n").unwrap();
@@ -58,6 +68,7 @@ impl OvnAgent {
             format!("--shared-secret-file={}", secret.display()),
             "--ovn-probe-interval=1".to_owned(),
         ];
+        let args = [&args[..], extra].concat();
         let agent = Agent::start(rt, &dir.join("agent.sock"), &args);
         OvnAgent { _dir: dir, agent }
     }
@@ -200,8 +211,14 @@ fn serves_from_the_replica_while_the_southbound_restarts(rt: Runtime) {
     let Some(mut ovn) = Ovn::start() else { return };
     cloud(&ovn);
     let server = echo_instance();
-    let agent = OvnAgent::start(rt, &ovn.sb_tcp(), "*", &server);
+    let metrics = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = [format!("--metrics-listen={metrics}")];
+    let agent = OvnAgent::start_with(rt, &ovn.sb_tcp(), "*", &server, &extra);
     agent.expect(NET_A, "10.0.0.5", (200, VM_1));
+    let series = |name: &str| scrape(metrics, name);
+    assert_eq!(series("mdproxy_ovn_connected{role=\"agent\"}"), 1);
+    let rows = "mdproxy_ovn_replica_rows{role=\"agent\",table=\"Port_Binding\"}";
+    assert_eq!(series(rows), 3, "the bound ports");
     ovn.stop_sb();
     agent.agent.running.wait_for_log("connection lost");
     // The last replica answers while nobody can move the instance, and says so once.
@@ -213,10 +230,26 @@ fn serves_from_the_replica_while_the_southbound_restarts(rt: Runtime) {
         .matches("answering from the last OVN Southbound replica")
         .count();
     assert_eq!(said, 1, "{log}");
+    assert_eq!(series("mdproxy_ovn_connected{role=\"agent\"}"), 0);
+    assert!(series("mdproxy_ovn_stale_answers_total{role=\"agent\"}") >= 3);
     ovn.start_sb();
     ovn.bind(PORT_3, "compute-1");
     agent.expect(NET_A, "10.0.0.7", (200, VM_3));
     assert_eq!(agent.ask(NET_A, "10.0.0.5"), (200, VM_1.to_owned()));
+    // A standalone server keeps no transaction history: the replica was loaded again.
+    let resynced = "mdproxy_ovn_monitors_total{role=\"agent\",start=\"resynced\"}";
+    assert_eq!(series(resynced), 2);
+    assert_eq!(series("mdproxy_ovn_connected{role=\"agent\"}"), 1);
+}
+
+/// The value of series `name` (its exact text before the value) on the metrics port, which
+/// the agent updates on its next request or update; 0 when absent.
+fn scrape(addr: std::net::SocketAddr, name: &str) -> u64 {
+    let resp = request(addr, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n");
+    let text = resp.body_text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 fn moves_to_another_cluster_member_and_resumes(rt: Runtime) {
