@@ -60,7 +60,7 @@ impl OvnAgent {
         let dir = TempDir::new();
         let secret: PathBuf = dir.join("secret");
         std::fs::write(&secret, "s3cr3t\n").unwrap();
-        let args = vec![
+        let args = [
             "--backend=ovn".to_owned(),
             format!("--ovn-sb-connection={sb}"),
             format!("--chassis={chassis}"),
