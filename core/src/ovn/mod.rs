@@ -277,25 +277,16 @@ impl Southbound {
     }
 
     fn index(&mut self, uuid: Uuid) {
-        let Some(p) = self.ports.get(&uuid) else {
-            return;
-        };
-        if !p.bound() {
-            return;
-        }
-        let (ips, mac) = p.addresses();
-        for net in self.networks(p) {
-            for &ip in &ips {
-                self.by_ip.entry((net, ip)).or_default().push(uuid);
-            }
-            if let Some(mac) = mac {
-                self.by_mac.entry((net, mac)).or_default().push(uuid);
-            }
-        }
-        self.logged.clear();
+        self.keys(uuid, true);
     }
 
     fn unindex(&mut self, uuid: Uuid) {
+        self.keys(uuid, false);
+    }
+
+    /// Adds (or removes) the index entries of port `uuid`: one per network it is on and IP
+    /// of its `mac[0]`, and one for its MAC; none for an unbound port.
+    fn keys(&mut self, uuid: Uuid, add: bool) {
         let Some(p) = self.ports.get(&uuid) else {
             return;
         };
@@ -305,10 +296,10 @@ impl Southbound {
         let (ips, mac) = p.addresses();
         for net in self.networks(p) {
             for &ip in &ips {
-                remove(&mut self.by_ip, (net, ip), uuid);
+                entry(&mut self.by_ip, (net, ip), uuid, add);
             }
             if let Some(mac) = mac {
-                remove(&mut self.by_mac, (net, mac), uuid);
+                entry(&mut self.by_mac, (net, mac), uuid, add);
             }
         }
         self.logged.clear();
@@ -361,8 +352,12 @@ impl Southbound {
     }
 }
 
-/// Removes `uuid` from the entry of `key`, and the entry when it empties.
-fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Uuid>>, key: K, uuid: Uuid) {
+/// Adds `uuid` to the entry of `key`, or removes it (and the entry when it empties).
+fn entry<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Uuid>>, key: K, uuid: Uuid, add: bool) {
+    if add {
+        map.entry(key).or_default().push(uuid);
+        return;
+    }
     if let Some(ports) = map.get_mut(&key) {
         ports.retain(|&p| p != uuid);
         if ports.is_empty() {
