@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::ovn::{Ovn, SbCluster};
+use common::ovn::{LocalOvs, Ovn, SbCluster};
 use common::*;
 
 runtime_tests! {
@@ -17,6 +17,7 @@ runtime_tests! {
     serves_from_the_replica_while_the_southbound_restarts,
     moves_to_another_cluster_member_and_resumes,
     through_an_ovn_ns_proxy,
+    the_chassis_comes_from_the_local_open_vswitch_database,
 }
 
 const NET_A: &str = "11111111-1111-4111-8111-111111111111";
@@ -308,4 +309,57 @@ fn through_an_ovn_ns_proxy(rt: Runtime) {
     let resp = request(proxy.addr, forged.as_bytes());
     assert_eq!(resp.status, 404, "{resp:?}");
     assert!(resp.body_text().contains(NET_B), "{resp:?}");
+}
+
+/// Without `--chassis`, the agent reads `external_ids:system-id` of the local Open_vSwitch
+/// database (`--ovs-db`), as Neutron's agent does; without one it refuses to start (exit 1).
+fn the_chassis_comes_from_the_local_open_vswitch_database(rt: Runtime) {
+    let Some(ovn) = Ovn::start() else { return };
+    let Some(ovs) = LocalOvs::start(Some("compute-2")) else {
+        return;
+    };
+    cloud(&ovn);
+    let server = echo_instance();
+    let dir = TempDir::new();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, "s3cr3t").unwrap();
+    let args = vec![
+        "--backend=ovn".to_owned(),
+        format!("--ovn-sb-connection={}", ovn.sb_unix()),
+        format!("--ovs-db={}", ovs.remote()),
+        format!("--metadata-url={}", server.url()),
+        format!("--shared-secret-file={}", secret.display()),
+    ];
+    let agent = OvnAgent {
+        agent: Agent::start(rt, &dir.join("agent.sock"), &args),
+        _dir: dir,
+    };
+    // compute-2's port is served; compute-1's are not in this replica.
+    agent.expect(NET_A, "10.0.0.8", (200, VM_4));
+    assert_eq!(agent.ask(NET_A, "10.0.0.5").0, 404);
+    assert!(agent.agent.running.log().contains("for chassis compute-2"));
+
+    let Some(bare) = LocalOvs::start(None) else {
+        return;
+    };
+    let runtime = format!("--runtime={}", rt.name());
+    let ovs_db = format!("--ovs-db={}", bare.remote());
+    let sb = format!("--ovn-sb-connection={}", ovn.sb_unix());
+    let secret_flag = format!("--shared-secret-file={}", secret_path(&agent));
+    let (status, _, stderr) = run_binary(&[
+        "agent",
+        &runtime,
+        "--backend=ovn",
+        &sb,
+        &ovs_db,
+        &secret_flag,
+        "--listen-socket=/nonexistent/dir/agent.sock",
+    ]);
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no external_ids:system-id"), "{stderr}");
+}
+
+/// The secret file of `agent`'s directory.
+fn secret_path(agent: &OvnAgent) -> String {
+    agent._dir.join("secret").display().to_string()
 }

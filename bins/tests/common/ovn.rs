@@ -382,6 +382,69 @@ pub struct Localport {
     pub mac: String,
 }
 
+/// The Open_vSwitch schema (package openvswitch-switch), for a chassis' local database.
+const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
+
+/// A chassis' local Open_vSwitch database on a Unix socket, with one `Open_vSwitch` row whose
+/// `external_ids:system-id` (when given) names the chassis, as ovn-controller's setup leaves it.
+pub struct LocalOvs {
+    _server: Daemon,
+    dir: TempDir,
+}
+
+impl LocalOvs {
+    /// `None` when OVS is not installed (see the module doc).
+    pub fn start(system_id: Option<&str>) -> Option<LocalOvs> {
+        if let Err(why) = tools() {
+            return skip(&why);
+        }
+        if !Path::new(VSWITCH_SCHEMA).is_file() {
+            return skip(&format!("no {VSWITCH_SCHEMA}"));
+        }
+        let dir = TempDir::new();
+        let root = dir.join("");
+        run(
+            "ovsdb-tool",
+            &root,
+            &["create", &path(&dir.join("conf.db")), VSWITCH_SCHEMA],
+        );
+        let remote = format!("unix:{}", path(&dir.join("db.sock")));
+        let mut server = Daemon::spawn(
+            "ovsdb-server",
+            &root,
+            "ovs",
+            &[
+                path(&dir.join("conf.db")),
+                format!("--remote=p{remote}"),
+                format!("--unixctl={}", path(&dir.join("ovs.ctl"))),
+            ],
+        );
+        wait_serving(&mut server, &root, &remote, "Open_vSwitch");
+        let ids: Vec<Value> = system_id
+            .map(|id| serde_json::json!(["system-id", id]))
+            .into_iter()
+            .collect();
+        let insert = serde_json::json!(["Open_vSwitch", {
+            "op": "insert", "table": "Open_vSwitch",
+            "row": {"external_ids": ["map", ids]},
+        }]);
+        run(
+            "ovsdb-client",
+            &root,
+            &[TOOL_TIMEOUT, "transact", &remote, &insert.to_string()],
+        );
+        Some(LocalOvs {
+            _server: server,
+            dir,
+        })
+    }
+
+    /// Its remote: `unix:/tmp/…/db.sock`.
+    pub fn remote(&self) -> String {
+        format!("unix:{}", path(&self.dir.join("db.sock")))
+    }
+}
+
 /// One NB and one SB `ovsdb-server` and an `ovn-northd` between them.
 pub struct Ovn {
     // Declared before `dir`: the processes die before their directory goes.
