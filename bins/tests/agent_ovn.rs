@@ -345,7 +345,7 @@ fn the_chassis_comes_from_the_local_open_vswitch_database(rt: Runtime) {
     let runtime = format!("--runtime={}", rt.name());
     let ovs_db = format!("--ovs-db={}", bare.remote());
     let sb = format!("--ovn-sb-connection={}", ovn.sb_unix());
-    let secret_flag = format!("--shared-secret-file={}", secret_path(&agent));
+    let secret_flag = format!("--shared-secret-file={}", secret.display());
     let (status, _, stderr) = run_binary(&[
         "agent",
         &runtime,
@@ -357,9 +357,4 @@ fn the_chassis_comes_from_the_local_open_vswitch_database(rt: Runtime) {
     ]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no external_ids:system-id"), "{stderr}");
-}
-
-/// The secret file of `agent`'s directory.
-fn secret_path(agent: &OvnAgent) -> String {
-    agent._dir.join("secret").display().to_string()
 }
