@@ -342,6 +342,56 @@ impl Southbound {
         }
     }
 
+    /// The index recomputed from the replicated rows (a naive scan) compared with the one kept
+    /// incrementally: the fuzz target's main invariant.
+    #[cfg(any(test, fuzzing, feature = "testing"))]
+    pub fn check_index(&self) -> Result<(), String> {
+        let mut by_ip: HashMap<(Uuid, IpAddr), Vec<Uuid>> = HashMap::new();
+        let mut by_mac: HashMap<(Uuid, [u8; 6]), Vec<Uuid>> = HashMap::new();
+        for (&uuid, p) in self.ports.iter().filter(|(_, p)| p.bound()) {
+            let (ips, mac) = p.addresses();
+            for net in self.networks(p) {
+                for &ip in &ips {
+                    by_ip.entry((net, ip)).or_default().push(uuid);
+                }
+                if let Some(mac) = mac {
+                    by_mac.entry((net, mac)).or_default().push(uuid);
+                }
+            }
+        }
+        fn sorted<K: Clone + Ord>(m: &HashMap<K, Vec<Uuid>>) -> Vec<(K, Vec<Uuid>)> {
+            let mut v: Vec<(K, Vec<Uuid>)> = m
+                .iter()
+                .map(|(k, ports)| {
+                    let mut ports = ports.clone();
+                    ports.sort_unstable();
+                    (k.clone(), ports)
+                })
+                .collect();
+            v.sort();
+            v
+        }
+        if sorted(&by_ip) != sorted(&self.by_ip) {
+            return Err(format!("by_ip {:?} != scan {:?}", self.by_ip, by_ip));
+        }
+        if sorted(&by_mac) != sorted(&self.by_mac) {
+            return Err(format!("by_mac {:?} != scan {:?}", self.by_mac, by_mac));
+        }
+        let mut on_dp: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
+        for (&uuid, p) in &self.ports {
+            if let Some(dp) = p.datapath {
+                on_dp.entry(dp).or_default().insert(uuid);
+            }
+        }
+        if on_dp != self.on_datapath {
+            return Err(format!(
+                "on_datapath {:?} != scan {on_dp:?}",
+                self.on_datapath
+            ));
+        }
+        Ok(())
+    }
+
     /// The replica's size.
     pub fn stats(&self) -> ReplicaStats {
         ReplicaStats {

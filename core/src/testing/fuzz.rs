@@ -12,10 +12,12 @@ use crate::http::{
 };
 
 mod data;
+mod ovn;
 mod ovsdb;
 mod proxy_conn;
 
 pub use data::{imds_token, instance_file, metadata_path, neutron_json, static_map};
+pub use ovn::ovn_replica;
 pub use ovsdb::{ovsdb_framing, ovsdb_session};
 pub use proxy_conn::proxy_conn;
 
@@ -36,6 +38,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("imds_token", imds_token),
     ("ovsdb_framing", ovsdb_framing),
     ("ovsdb_session", ovsdb_session),
+    ("ovn_replica", ovn_replica),
 ];
 
 /// Tight limits, so fuzz inputs reach every limit check.
