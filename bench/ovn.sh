@@ -10,14 +10,15 @@
 #   - nginx as the metadata server (bench/templates/nginx.conf), the agent (--backend ovn
 #     --chassis compute-1) and `mdproxy ns-proxy --ovn-network-id NET0` on loopback; the first
 #     port of network 0 has IP 127.0.0.1, the address the ns-proxy stamps for wrk;
-#   - measured: time from starting the agent to the first 200 for the last port loaded
+#   - measured (AGENT_ENV, e.g. glibc malloc tunables, goes to the agent alone): time from starting the agent to the first 200 for the last port loaded
 #     (replica load), the agent's VmRSS then, wrk req/s and p99 at CONNS keep-alive
 #     connections for DURATION s through the ns-proxy (non-2xx counted), VmRSS after;
 #     then the SB is stopped, a port is added to its file with `ovsdb-tool transact`, the SB is
 #     restarted, and the time from its restart to the agent's first 200 for that port
 #     (reconnect to fresh answers) is measured, asking the agent's socket directly (curl
 #     --unix-socket with X-Forwarded-For and X-OVN-Network-ID).
-# Knobs: SIZES ("100 10000 100000"), DURATION (10), CONNS (16), MDPROXY_BIN, BUILD, PORT_BASE
+# Knobs: SIZES ("100 10000 100000"), DURATION (10), CONNS (16), AGENT_ENV (VAR=VALUE words set
+# for the agent only, e.g. MALLOC_TRIM_THRESHOLD_=0), MDPROXY_BIN, BUILD, PORT_BASE
 # (19400), TIMEOUT (1500 s for the whole script), OUT (bench/results/ovn-<stamp>).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
@@ -171,7 +172,8 @@ for n in $SIZES; do
   ((n == 1)) && last_ip=127.0.0.1
 
   t0=$(now_ms)
-  spawn "$RUN/agent-$n.log" "$MDPROXY" agent --backend ovn --ovn-sb-connection "unix:$RUN/sb.sock" \
+  # shellcheck disable=SC2086  # AGENT_ENV: VAR=VALUE words, e.g. MALLOC_TRIM_THRESHOLD_=0
+  spawn "$RUN/agent-$n.log" env ${AGENT_ENV:-} "$MDPROXY" agent --backend ovn --ovn-sb-connection "unix:$RUN/sb.sock" \
     --chassis compute-1 --metadata-url "http://127.0.0.1:$NGINX_PORT" \
     --shared-secret-file "$RUN/secret" --listen-socket "$RUN/agent.sock" --ovn-probe-interval 5
   AGENT_PID=$LAST_PID
