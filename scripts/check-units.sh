@@ -19,10 +19,10 @@ bin=$(realpath "$MDPROXY_BIN")
 tmp=$(mktemp -d /tmp/mdp-units.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 units=()
-for unit in dist/systemd/*.service; do
+for unit in dist/systemd/*.service dist/systemd/*.socket; do
   name=${unit##*/}
   # A template is checked as an instance, so that %i expands as it will.
-  name=${name/@.service/@0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01.service}
+  name=${name/@./@0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01.}
   sed "s|/usr/bin/mdproxy|$bin|g" "$unit" >"$tmp/$name"
   units+=("$tmp/$name")
 done
@@ -37,3 +37,19 @@ if [ -n "$out" ]; then
   exit 1
 fi
 echo "units: systemd-analyze verify passed for ${#units[@]} units (${units[*]##*/})"
+
+# The notify-reload drop-in needs systemd 253 (Type=notify-reload); older ones reject it.
+version=$(systemd-analyze --version | awk 'NR == 1 { print $2 }')
+if [ "${version:-0}" -ge 253 ]; then
+  mkdir "$tmp/mdproxy-agent.service.d"
+  cp dist/systemd/notify-reload/notify-reload.conf "$tmp/mdproxy-agent.service.d/"
+  out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$tmp/mdproxy-agent.service" 2>&1) || {
+    echo "$out"
+    echo "units: FAILED: the notify-reload drop-in"
+    exit 1
+  }
+  [ -z "$out" ] || { echo "$out"; echo "units: FAILED: the notify-reload drop-in warned"; exit 1; }
+  echo "units: the notify-reload drop-in verified (systemd $version)"
+else
+  echo "units: the notify-reload drop-in not verified: systemd $version < 253"
+fi

@@ -1,25 +1,35 @@
 //! Binding the roles' listeners: TCP addresses, and Unix sockets (claimed from an agent that
-//! died, created with their mode, removed on exit).
+//! died, created with their mode, removed on exit), or taking them from the service manager.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use crate::cli::SocketMode;
 use crate::runtime::Listener;
-use crate::{os, Failure};
+use crate::{activation, os, Failure};
 
 /// Binds a TCP listener on each of `addrs`.
 pub fn bind_tcp(addrs: &[SocketAddr]) -> Result<Vec<Listener>, Failure> {
     let bind = |addr: &SocketAddr| {
-        Listener::bind_tcp(*addr)
-            .map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
+        tcp(*addr).map_err(|e| Failure::System(format!("cannot listen on {addr}: {e}")))
     };
     addrs.iter().map(bind).collect()
 }
 
+/// A TCP listener on `addr`: the one the service manager passed for that address
+/// ([`activation`]), else bound now.
+pub fn tcp(addr: SocketAddr) -> std::io::Result<Listener> {
+    match activation::claim_tcp(addr) {
+        Some(passed) => Listener::adopt_tcp(passed),
+        None => Listener::bind_tcp(addr),
+    }
+}
+
 /// Binds a Unix socket at `path`, replacing a socket file nobody listens on, with permissions
 /// `mode` (else as the umask leaves them) and queue `backlog` (else the runtime's). The file
-/// returned removes the socket when dropped.
+/// returned removes the socket when dropped. A socket the service manager passed for `path`
+/// ([`activation`]) is taken as it is: its unit set its mode and queue, and the file stays
+/// when we exit, for the next process to be started on.
 pub fn bind_unix(
     path: &Path,
     mode: Option<SocketMode>,
@@ -28,6 +38,10 @@ pub fn bind_unix(
     let system = |what: &str, e: std::io::Error| {
         Failure::System(format!("cannot {what} {}: {e}", path.display()))
     };
+    if let Some(passed) = activation::claim_unix(path) {
+        let listener = Listener::adopt_unix(passed, path).map_err(|e| system("listen on", e))?;
+        return Ok((listener, os::SocketFile::not_ours(path)));
+    }
     os::claim_socket_path(path).map_err(Failure::System)?;
     let bind = || Listener::bind_unix(path);
     let listener = match mode {

@@ -5,6 +5,7 @@
 //! chose, through `runtime.rs`, the only module that knows which runtimes are compiled in.
 //! Every protocol decision lives in `mdproxy-core`.
 
+mod activation;
 mod agent;
 mod cli;
 mod demo;

@@ -24,7 +24,7 @@ impl Exporter {
         let Some(addr) = p.metrics_listen else {
             return Ok(None);
         };
-        let listener = Listener::bind_tcp(addr).map_err(|e| {
+        let listener = crate::listen::tcp(addr).map_err(|e| {
             Failure::System(format!("cannot listen on {addr} (--metrics-listen): {e}"))
         })?;
         let shown = listener.local_addr().unwrap_or(addr);

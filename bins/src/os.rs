@@ -276,6 +276,17 @@ impl SocketFile {
     }
 }
 
+impl SocketFile {
+    /// A socket file someone else created and removes (systemd, for a `.socket` unit): left
+    /// in place when dropped.
+    pub fn not_ours(path: &Path) -> SocketFile {
+        SocketFile {
+            path: path.to_path_buf(),
+            id: None,
+        }
+    }
+}
+
 impl Drop for SocketFile {
     fn drop(&mut self) {
         let now = fs::symlink_metadata(&self.path)

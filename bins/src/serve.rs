@@ -5,15 +5,18 @@
 //! hooks until SIGTERM. A role supplies only what differs, as a [`Serve`].
 
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use mdproxy_core::config::{EndpointConfig, Role};
 use mdproxy_core::tls::EndpointTls;
 
 use crate::metrics::Exporter;
 use crate::runtime::{Listener, Loop, Options, Runtime};
-use crate::{cli, metrics, notify, os, Failure};
+use crate::{activation, cli, metrics, notify, os, Failure};
 
 /// What one role brings to [`main`]; each method is one step of the sequence.
 pub trait Serve: Sized {
@@ -90,18 +93,118 @@ impl Work {
     }
 
     fn run(self, rt: Runtime, exporter: Option<Exporter>) -> Result<(), Failure> {
+        let loops = match &self.loops {
+            Loops::One(_) => 1,
+            Loops::Workers { workers, .. } => *workers,
+            Loops::Each(loops) => loops.len(),
+        };
+        let mut manager = Manager::new(loops);
         let ran = match self.loops {
-            Loops::One(l) => metrics::run(rt, l.cfg, l.listeners, l.options, exporter),
+            Loops::One(l) => {
+                let options = manager.wrap(l.options);
+                metrics::run(rt, l.cfg, l.listeners, options, exporter)
+            }
             Loops::Workers {
                 workers,
                 cfg,
                 listeners,
-                hooks,
-            } => metrics::run_workers(rt, workers, cfg, listeners, hooks, exporter),
-            Loops::Each(loops) => metrics::run_loops(rt, loops, exporter),
+                mut hooks,
+            } => {
+                let hooks = move || manager.wrap(hooks());
+                metrics::run_workers(rt, workers, cfg, listeners, hooks, exporter)
+            }
+            Loops::Each(loops) => {
+                let loops = (loops.into_iter())
+                    .map(|l| Loop {
+                        options: manager.wrap(l.options),
+                        ..l
+                    })
+                    .collect();
+                metrics::run_loops(rt, loops, exporter)
+            }
         };
         drop(self.keep);
         ran.map_err(|e| Failure::System(format!("event loop failed: {e}")))
+    }
+}
+
+/// What the service manager hears from the loops (`notify.rs`): a SIGHUP is framed by
+/// `RELOADING=1` and `READY=1`, the drain starts with `STOPPING=1`, and with `WatchdogSec=`
+/// each `WATCHDOG=1` waits until **every** loop has turned since the last one, so that one
+/// stuck worker is caught even while the others serve.
+struct Manager {
+    watchdog: Option<(Duration, Arc<Beats>)>,
+    next_loop: usize,
+}
+
+/// Which loops have ticked since the last `WATCHDOG=1`.
+struct Beats {
+    loops: usize,
+    ticked: Mutex<BTreeSet<usize>>,
+}
+
+impl Manager {
+    fn new(loops: usize) -> Manager {
+        let watchdog = notify::watchdog_interval().map(|every| {
+            let ticked = Mutex::new(BTreeSet::new());
+            (every, Arc::new(Beats { loops, ticked }))
+        });
+        Manager {
+            watchdog,
+            next_loop: 0,
+        }
+    }
+
+    /// `options` with the notifications around its hooks; call once per loop.
+    fn wrap(&mut self, mut options: Options) -> Options {
+        let mut on_hangup = options.on_hangup;
+        options.on_hangup = Box::new(move || {
+            notify::reloading();
+            let reload = on_hangup();
+            notify::ready();
+            reload
+        });
+        let mut on_stop = options.on_stop;
+        options.on_stop = Box::new(move || {
+            notify::stopping();
+            on_stop();
+        });
+        let Some((every, beats)) = &self.watchdog else {
+            return options;
+        };
+        let (every, beats, me) = (*every, beats.clone(), self.next_loop);
+        self.next_loop += 1;
+        // The role's own tick keeps its contract: called on the loop's first turn, then when
+        // its interval has passed, however often the watchdog wakes the loop.
+        let mut role_tick = (options.tick.take()).map(|(interval, hook)| (interval, hook, None));
+        let interval = role_tick.as_ref().map_or(every, |(i, ..)| every.min(*i));
+        options.tick = Some((
+            interval,
+            Box::new(move || {
+                beats.beat(me);
+                let (interval, hook, last) = role_tick.as_mut()?;
+                if last.is_some_and(|at: Instant| at.elapsed() < *interval) {
+                    return None;
+                }
+                *last = Some(Instant::now());
+                hook()
+            }),
+        ));
+        options
+    }
+}
+
+impl Beats {
+    /// Loop `me` turned; the last loop to turn since the previous ping sends the next one.
+    fn beat(&self, me: usize) {
+        let Ok(mut ticked) = self.ticked.lock() else {
+            return;
+        };
+        ticked.insert(me);
+        if ticked.len() >= self.loops {
+            ticked.clear();
+            notify::watchdog();
+        }
     }
 }
 
@@ -190,8 +293,16 @@ fn start<T>(
     let identity =
         os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;
     os::raise_fd_limit();
+    let passed = activation::take_from_env().map_err(Failure::System)?;
     let bound = bind()?;
     let exporter = Exporter::bind(p)?;
+    if passed > 0 {
+        let unused = activation::close_unclaimed();
+        log::info!(
+            "socket activation: {} of {passed} passed sockets used",
+            passed - unused
+        );
+    }
     if p.daemonize {
         os::daemonize().map_err(|e| Failure::System(format!("cannot daemonize: {e}")))?;
     }

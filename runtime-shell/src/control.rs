@@ -86,6 +86,7 @@ impl Control {
                 return Signalled::Exit;
             } else {
                 log::info!("stop signal received: draining connections");
+                (self.opts.on_stop)();
                 self.drain_deadline = Some(now + self.opts.drain_timeout);
                 self.next_tick = None;
                 ep.begin_drain(now);

@@ -41,6 +41,25 @@ impl Listener {
         Listener::new(socket, Some(path.to_path_buf()))
     }
 
+    /// Takes a socket that is already listening, e.g. one the service manager passed
+    /// (socket activation), keeping the queue length it was given.
+    pub fn adopt_tcp(l: TcpListener) -> io::Result<Listener> {
+        l.set_nonblocking(true)?;
+        Ok(Listener {
+            socket: Socket::Tcp(l),
+            path: None,
+        })
+    }
+
+    /// [`Listener::adopt_tcp`] for a Unix listener bound at `path`.
+    pub fn adopt_unix(l: UnixListener, path: &Path) -> io::Result<Listener> {
+        l.set_nonblocking(true)?;
+        Ok(Listener {
+            socket: Socket::Unix(l),
+            path: Some(path.to_path_buf()),
+        })
+    }
+
     fn new(socket: Socket, path: Option<PathBuf>) -> io::Result<Listener> {
         let l = Listener { socket, path };
         l.set_backlog(BACKLOG)?;

@@ -18,6 +18,8 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Called on SIGHUP.
     pub on_hangup: Hook,
+    /// Called when the first stop signal begins the drain (e.g. to tell the service manager).
+    pub on_stop: Box<dyn FnMut() + Send>,
     /// Called for every [`Event::Store`](mdproxy_core::socket::Event::Store): a password the
     /// server accepted and already serves from memory. The default logs that nothing was
     /// persisted.
@@ -34,6 +36,7 @@ impl Default for RunOptions {
         RunOptions {
             drain_timeout: Duration::from_secs(10),
             on_hangup: Box::new(|| None),
+            on_stop: Box::new(|| ()),
             // Never log the password itself.
             on_store: Box::new(|req| {
                 log::warn!(

@@ -67,11 +67,15 @@ pub fn relays_keep_alive_over_tcp_and_unix_runs_hooks_then_stops_on_sigterm(serv
     let up = dir.join("up.sock");
     upstream(&up, b"hello");
     let (hups, ticks) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (h, t) = (hups.clone(), ticks.clone());
+    let stops = Arc::new(AtomicUsize::new(0));
+    let (h, t, s) = (hups.clone(), ticks.clone(), stops.clone());
     let opts = RunOptions {
         on_hangup: Box::new(move || {
             h.fetch_add(1, Ordering::Relaxed);
             None
+        }),
+        on_stop: Box::new(move || {
+            s.fetch_add(1, Ordering::Relaxed);
         }),
         tick: Some((
             Duration::from_millis(20),
@@ -108,7 +112,13 @@ pub fn relays_keep_alive_over_tcp_and_unix_runs_hooks_then_stops_on_sigterm(serv
     wait_for("on_hangup and 3 ticks", || {
         hups.load(Ordering::Relaxed) > 0 && ticks.load(Ordering::Relaxed) >= 3
     });
+    assert_eq!(
+        stops.load(Ordering::Relaxed),
+        0,
+        "on_stop before any stop signal"
+    );
     proxy.stop();
+    assert_eq!(stops.load(Ordering::Relaxed), 1, "on_stop once for SIGTERM");
 }
 
 /// A head that never completes is answered 408 after the head timeout, then closed.
