@@ -28,14 +28,23 @@ enum Passed {
     Unix(UnixListener),
 }
 
+/// Who passed a socket, which says who removes a Unix socket's file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The service manager: its `.socket` unit owns the file.
+    Systemd,
+    /// The process we replace (`--upgrade`): the file is ours now.
+    Handover,
+}
+
 /// The sockets passed and not yet claimed, by what they are bound to.
 #[derive(Default)]
 struct Pool {
-    tcp: BTreeMap<SocketAddr, TcpListener>,
-    unix: BTreeMap<PathBuf, UnixListener>,
+    tcp: BTreeMap<SocketAddr, (TcpListener, Origin)>,
+    unix: BTreeMap<PathBuf, (UnixListener, Origin)>,
 }
 
-/// Filled once by [`take_from_env`], emptied by the binds that claim its sockets.
+/// Filled by [`take_from_env`] and [`adopt`], emptied by the binds that claim its sockets.
 static POOL: Mutex<Option<Pool>> = Mutex::new(None);
 
 /// Reads the environment systemd sets and takes the descriptors it names, once, before any
@@ -61,33 +70,39 @@ pub fn take_from_env() -> Result<usize, String> {
         .ok()
         .filter(|n| *n <= MAX_FDS)
         .ok_or_else(|| format!("LISTEN_FDS={fds:?} is not a count of 0..={MAX_FDS}"))?;
-    let mut pool = Pool::default();
-    for i in 0..count {
-        let fd = FIRST_FD + i as RawFd;
-        // SAFETY: the service manager passed descriptors FIRST_FD.. to this process for it to
-        // own (sd_listen_fds(3)); nothing else in the process knows of them.
-        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-        match classify(owned).map_err(|e| format!("socket activation: descriptor {fd}: {e}"))? {
+    let fds = (0..count).map(|i| {
+        // SAFETY: the service manager passed descriptors FIRST_FD.. to this process for it
+        // to own (sd_listen_fds(3)); nothing else in the process knows of them.
+        unsafe { OwnedFd::from_raw_fd(FIRST_FD + i as RawFd) }
+    });
+    adopt(fds.collect(), Origin::Systemd).map_err(|e| format!("socket activation: {e}"))?;
+    Ok(count)
+}
+
+/// Puts passed listening sockets in the pool the binds claim from.
+pub fn adopt(fds: Vec<OwnedFd>, origin: Origin) -> Result<(), String> {
+    let Ok(mut slot) = POOL.lock() else {
+        return Err("the socket pool is poisoned".into());
+    };
+    let pool = slot.get_or_insert_with(Pool::default);
+    for owned in fds {
+        let fd = owned.as_raw_fd();
+        match classify(owned).map_err(|e| format!("descriptor {fd}: {e}"))? {
             (Passed::Tcp(l), _) => {
                 let addr = l
                     .local_addr()
                     .map_err(|e| format!("descriptor {fd}: {e}"))?;
-                pool.tcp.insert(addr, l);
+                pool.tcp.insert(addr, (l, origin));
             }
             (Passed::Unix(l), Some(path)) => {
-                pool.unix.insert(path, l);
+                pool.unix.insert(path, (l, origin));
             }
             (Passed::Unix(_), None) => {
-                return Err(format!(
-                    "socket activation: descriptor {fd} is an unnamed Unix socket"
-                ))
+                return Err(format!("descriptor {fd} is an unnamed Unix socket"))
             }
         }
     }
-    if let Ok(mut slot) = POOL.lock() {
-        *slot = Some(pool);
-    }
-    Ok(count)
+    Ok(())
 }
 
 /// What `fd` is: a listening TCP or Unix stream socket (with its path), made non-blocking and
@@ -139,11 +154,12 @@ fn classify(fd: OwnedFd) -> Result<(Passed, Option<PathBuf>), String> {
 
 /// The passed TCP listener bound to exactly `addr`, if there is one.
 pub fn claim_tcp(addr: SocketAddr) -> Option<TcpListener> {
-    POOL.lock().ok()?.as_mut()?.tcp.remove(&addr)
+    let (listener, _) = POOL.lock().ok()?.as_mut()?.tcp.remove(&addr)?;
+    Some(listener)
 }
 
-/// The passed Unix listener bound to `path`, if there is one.
-pub fn claim_unix(path: &Path) -> Option<UnixListener> {
+/// The passed Unix listener bound to `path`, if there is one, and who passed it.
+pub fn claim_unix(path: &Path) -> Option<(UnixListener, Origin)> {
     POOL.lock().ok()?.as_mut()?.unix.remove(path)
 }
 
@@ -152,11 +168,16 @@ pub fn close_unclaimed() -> usize {
     let Some(pool) = POOL.lock().ok().and_then(|mut slot| slot.take()) else {
         return 0;
     };
-    let unused: Vec<String> = (pool.tcp.keys().map(|a| a.to_string()))
-        .chain(pool.unix.keys().map(|p| format!("unix:{}", p.display())))
-        .collect();
-    for what in &unused {
-        log::warn!("socket activation passed {what}, which no --listen names: closed");
+    let tcp = (pool.tcp.iter()).map(|(addr, (_, origin))| (addr.to_string(), *origin));
+    let unix =
+        (pool.unix.iter()).map(|(p, (_, origin))| (format!("unix:{}", p.display()), *origin));
+    let unused: Vec<(String, Origin)> = tcp.chain(unix).collect();
+    for (what, origin) in &unused {
+        let by = match origin {
+            Origin::Systemd => "socket activation",
+            Origin::Handover => "the process we replace",
+        };
+        log::warn!("{by} passed {what}, which no --listen names: closed");
     }
     unused.len()
 }

@@ -27,9 +27,10 @@ pub fn tcp(addr: SocketAddr) -> std::io::Result<Listener> {
 
 /// Binds a Unix socket at `path`, replacing a socket file nobody listens on, with permissions
 /// `mode` (else as the umask leaves them) and queue `backlog` (else the runtime's). The file
-/// returned removes the socket when dropped. A socket the service manager passed for `path`
-/// ([`activation`]) is taken as it is: its unit set its mode and queue, and the file stays
-/// when we exit, for the next process to be started on.
+/// returned removes the socket when dropped. A socket passed for `path` ([`activation`]) is
+/// taken as it is (its mode and queue were set by whoever bound it); the service manager's
+/// file stays when we exit, for the next process to be started on, while one handed over by
+/// the process we replaced is ours to remove.
 pub fn bind_unix(
     path: &Path,
     mode: Option<SocketMode>,
@@ -38,9 +39,13 @@ pub fn bind_unix(
     let system = |what: &str, e: std::io::Error| {
         Failure::System(format!("cannot {what} {}: {e}", path.display()))
     };
-    if let Some(passed) = activation::claim_unix(path) {
+    if let Some((passed, origin)) = activation::claim_unix(path) {
         let listener = Listener::adopt_unix(passed, path).map_err(|e| system("listen on", e))?;
-        return Ok((listener, os::SocketFile::not_ours(path)));
+        let file = match origin {
+            activation::Origin::Systemd => os::SocketFile::not_ours(path),
+            activation::Origin::Handover => os::SocketFile::new(path),
+        };
+        return Ok((listener, file));
     }
     os::claim_socket_path(path).map_err(Failure::System)?;
     let bind = || Listener::bind_unix(path);

@@ -10,6 +10,7 @@ mod agent;
 mod cli;
 mod demo;
 mod entropy;
+mod handover;
 mod listen;
 mod log_batch;
 mod metrics;

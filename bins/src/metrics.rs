@@ -35,6 +35,11 @@ impl Exporter {
         }))
     }
 
+    /// The listening socket's descriptor.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.listener)
+    }
+
     /// The loop that serves the metrics.
     fn into_loop(self, timeouts: Timeouts, drain_timeout: Duration) -> Loop {
         Loop {

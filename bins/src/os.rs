@@ -226,7 +226,13 @@ impl PidFile {
 }
 
 impl Drop for PidFile {
+    /// Removes the file only while it still names this process: a successor (`--upgrade`)
+    /// or a second start may have written its own pid there.
     fn drop(&mut self) {
+        let ours = format!("{}\n", std::process::id());
+        if std::fs::read_to_string(&self.0).ok().as_deref() != Some(ours.as_str()) {
+            return;
+        }
         // After dropping privileges this may fail; the next start overwrites it anyway.
         if let Err(e) = std::fs::remove_file(&self.0) {
             log::debug!("cannot remove pid file {}: {e}", self.0.display());
@@ -292,7 +298,8 @@ impl Drop for SocketFile {
         let now = fs::symlink_metadata(&self.path)
             .ok()
             .map(|m| (m.dev(), m.ino()));
-        if now.is_none() || now != self.id {
+        // A successor (`--upgrade`) serves on it now.
+        if now.is_none() || now != self.id || crate::handover::handed_over() {
             return;
         }
         if let Err(e) = fs::remove_file(&self.path) {

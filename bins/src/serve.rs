@@ -6,6 +6,7 @@
 
 use std::any::Any;
 use std::collections::BTreeSet;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ use mdproxy_core::tls::EndpointTls;
 
 use crate::metrics::Exporter;
 use crate::runtime::{Listener, Loop, Options, Runtime};
-use crate::{activation, cli, metrics, notify, os, Failure};
+use crate::{activation, cli, handover, metrics, notify, os, Failure};
 
 /// What one role brings to [`main`]; each method is one step of the sequence.
 pub trait Serve: Sized {
@@ -84,6 +85,16 @@ impl Work {
 
     pub fn each(loops: Vec<Loop>) -> Work {
         Work::from(Loops::Each(loops))
+    }
+
+    /// The descriptors of every listener of the loops.
+    fn listener_fds(&self) -> Vec<RawFd> {
+        let fds = |ls: &[Listener]| ls.iter().map(AsRawFd::as_raw_fd).collect::<Vec<_>>();
+        match &self.loops {
+            Loops::One(l) => fds(&l.listeners),
+            Loops::Workers { listeners, .. } => fds(listeners),
+            Loops::Each(loops) => loops.iter().flat_map(|l| fds(&l.listeners)).collect(),
+        }
     }
 
     /// Keeps `value` until the loops have ended.
@@ -240,11 +251,30 @@ pub fn main<R: Serve>(process: cli::Process, args: R::Args) -> ExitCode {
 fn serve<R: Serve>(process: &cli::Process, args: R::Args) -> Result<(), Failure> {
     let rt = process.runtime;
     let role = R::load(args)?;
-    let (bound, exporter, _pid_file) = start(process, || role.bind())?;
+    let (bound, exporter, started) = start(process, || role.bind())?;
     log::info!("{} ({rt} runtime)", role.describe(&bound));
-    role.work(bound)?.run(rt, exporter)?;
+    let work = role.work(bound)?;
+    if let Some(offer) = started.offer {
+        let mut fds = work.listener_fds();
+        fds.extend(exporter.as_ref().map(Exporter::raw_fd));
+        offer.serve(fds);
+    }
+    if let Some(taken) = started.taken {
+        taken.ready();
+    }
+    work.run(rt, exporter)?;
     log::info!("{} stopped", R::NAME);
     Ok(())
+}
+
+/// What [`start`] leaves for the rest of the run besides the role's sockets.
+struct Started {
+    /// Removed when dropped.
+    _pid_file: Option<os::PidFile>,
+    /// `--handover-socket`, to serve once the listeners are known.
+    offer: Option<handover::Offer>,
+    /// `--upgrade`: the predecessor, told once we serve.
+    taken: Option<handover::Taken>,
 }
 
 /// Starts logging (to `log_file`, at debug level if asked), runs a role and turns how it ended
@@ -281,7 +311,7 @@ fn launch(
 fn start<T>(
     p: &cli::Process,
     bind: impl FnOnce() -> Result<T, Failure>,
-) -> Result<(T, Option<Exporter>, Option<os::PidFile>), Failure> {
+) -> Result<(T, Option<Exporter>, Started), Failure> {
     // One line, so the settings a deployment's files carry for other agents are seen once.
     if !p.ignored.is_empty() {
         log::info!(
@@ -293,7 +323,23 @@ fn start<T>(
     let identity =
         os::resolve_identity(p.user.as_deref(), p.group.as_deref()).map_err(Failure::Config)?;
     os::raise_fd_limit();
-    let passed = activation::take_from_env().map_err(Failure::System)?;
+    let mut passed = activation::take_from_env().map_err(Failure::System)?;
+    let taken = match (p.upgrade, &p.handover_socket) {
+        (false, _) => None,
+        (true, None) => {
+            let msg = "--upgrade needs --handover-socket PATH (the running process's)";
+            return Err(Failure::Config(msg.into()));
+        }
+        (true, Some(path)) => {
+            let (taken, count) = handover::take(path).map_err(Failure::System)?;
+            log::info!(
+                "--upgrade: took {count} listening sockets from {}",
+                path.display()
+            );
+            passed += count;
+            Some(taken)
+        }
+    };
     let bound = bind()?;
     let exporter = Exporter::bind(p)?;
     if passed > 0 {
@@ -303,6 +349,10 @@ fn start<T>(
             passed - unused
         );
     }
+    let offer = (p.handover_socket.as_deref())
+        .map(handover::Offer::bind)
+        .transpose()
+        .map_err(Failure::System)?;
     if p.daemonize {
         os::daemonize().map_err(|e| Failure::System(format!("cannot daemonize: {e}")))?;
     }
@@ -316,5 +366,10 @@ fn start<T>(
         .map_err(|e| Failure::System(format!("cannot switch user/group: {e}")))?;
     os::batch_logs();
     notify::ready();
-    Ok((bound, exporter, pid_file))
+    let started = Started {
+        _pid_file: pid_file,
+        offer,
+        taken,
+    };
+    Ok((bound, exporter, started))
 }

@@ -118,6 +118,13 @@ impl Listener {
     }
 }
 
+/// The listening socket's descriptor (e.g. to hand it to a successor process).
+impl AsRawFd for Listener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.as_fd().as_raw_fd()
+    }
+}
+
 /// `unix:PATH`, or the bound TCP address.
 impl fmt::Display for Listener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -115,6 +115,12 @@ Process:
       --nodaemonize              Stay in the foreground (the default)
       --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics
                                  [default: off]
+      --handover-socket PATH     Listen on this Unix socket for a successor started with
+                                 --upgrade (same user or root) [default: off]
+      --upgrade                  Start as the successor of the process at --handover-socket:
+                                 take its listening sockets, start, then it drains and exits
+                                 (no connection refused or reset). If this process fails
+                                 before it serves, the old one keeps serving
 
 Logging (to stderr unless --log-file; once serving, info lines are written in batches, at most
 0.25 s late; warnings and errors at once, and everything when the process exits):
@@ -163,6 +169,10 @@ pub struct Process {
     pub debug: bool,
     /// `--metrics-listen`: where the process's metrics are served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// `--handover-socket`: where a successor (`--upgrade`) asks for the listeners.
+    pub handover_socket: Option<PathBuf>,
+    /// `--upgrade`: take the listeners of the process at `handover_socket`.
+    pub upgrade: bool,
     /// Debug lines about settings accepted but not used (a flag that does nothing here, a key
     /// of Neutron's INI files mdproxy does not take).
     pub ignored: Vec<String>,
@@ -234,6 +244,8 @@ impl Common {
             "metrics-listen" => {
                 process.metrics_listen = Some(ns_proxy::addr(flag, &value(p, flag)?)?)
             }
+            "handover-socket" => process.handover_socket = Some(value(p, flag)?.into()),
+            "upgrade" => process.upgrade = switch(p, flag)?,
             "log-file" => process.log_file = Some(value(p, flag)?.into()),
             "log-dir" => self.log_dir = Some(value(p, flag)?.into()),
             "verbose" => {
