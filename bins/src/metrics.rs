@@ -35,6 +35,11 @@ impl Exporter {
         }))
     }
 
+    /// The counters (and health reports) it serves.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The listening socket's descriptor.
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.listener)

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mdproxy_core::config::{EndpointConfig, Role};
+use mdproxy_core::health;
+use mdproxy_core::metrics::Metrics;
 use mdproxy_core::tls::EndpointTls;
 
 use crate::metrics::Exporter;
@@ -109,7 +111,11 @@ impl Work {
             Loops::Workers { workers, .. } => *workers,
             Loops::Each(loops) => loops.len(),
         };
-        let mut manager = Manager::new(loops);
+        let health = exporter.as_ref().map(Exporter::metrics);
+        if let Some(metrics) = &health {
+            metrics.health().started();
+        }
+        let mut manager = Manager::new(loops, health);
         let ran = match self.loops {
             Loops::One(l) => {
                 let options = manager.wrap(l.options);
@@ -139,12 +145,14 @@ impl Work {
     }
 }
 
-/// What the service manager hears from the loops (`notify.rs`): a SIGHUP is framed by
-/// `RELOADING=1` and `READY=1`, the drain starts with `STOPPING=1`, and with `WatchdogSec=`
-/// each `WATCHDOG=1` waits until **every** loop has turned since the last one, so that one
-/// stuck worker is caught even while the others serve.
+/// What the service manager and the admin listener hear from the loops (`notify.rs`,
+/// `mdproxy_core::health`): a SIGHUP is framed by `RELOADING=1` and `READY=1`, the drain
+/// starts with `STOPPING=1`; with `WatchdogSec=` each `WATCHDOG=1` waits until **every** loop
+/// has turned since the last one, so that one stuck worker is caught even while the others
+/// serve; with an admin listener each loop reports its turns for `/live` and `/ready`.
 struct Manager {
     watchdog: Option<(Duration, Arc<Beats>)>,
+    health: Option<Arc<Metrics>>,
     next_loop: usize,
 }
 
@@ -155,13 +163,14 @@ struct Beats {
 }
 
 impl Manager {
-    fn new(loops: usize) -> Manager {
+    fn new(loops: usize, health: Option<Arc<Metrics>>) -> Manager {
         let watchdog = notify::watchdog_interval().map(|every| {
             let ticked = Mutex::new(BTreeSet::new());
             (every, Arc::new(Beats { loops, ticked }))
         });
         Manager {
             watchdog,
+            health,
             next_loop: 0,
         }
     }
@@ -180,19 +189,28 @@ impl Manager {
             notify::stopping();
             on_stop();
         });
-        let Some((every, beats)) = &self.watchdog else {
-            return options;
+        let every = match (&self.watchdog, &self.health) {
+            (None, None) => return options,
+            (Some((every, _)), None) => *every,
+            (Some((every, _)), Some(_)) => (*every).min(health::TURN_INTERVAL),
+            (None, Some(_)) => health::TURN_INTERVAL,
         };
-        let (every, beats, me) = (*every, beats.clone(), self.next_loop);
+        let beats = self.watchdog.as_ref().map(|(_, beats)| beats.clone());
+        let (health, me) = (self.health.clone(), self.next_loop);
         self.next_loop += 1;
         // The role's own tick keeps its contract: called on the loop's first turn, then when
-        // its interval has passed, however often the watchdog wakes the loop.
+        // its interval has passed, however often the reports wake the loop.
         let mut role_tick = (options.tick.take()).map(|(interval, hook)| (interval, hook, None));
         let interval = role_tick.as_ref().map_or(every, |(i, ..)| every.min(*i));
         options.tick = Some((
             interval,
             Box::new(move || {
-                beats.beat(me);
+                if let Some(beats) = &beats {
+                    beats.beat(me);
+                }
+                if let Some(metrics) = &health {
+                    metrics.health().turned(me, Instant::now());
+                }
                 let (interval, hook, last) = role_tick.as_mut()?;
                 if last.is_some_and(|at: Instant| at.elapsed() < *interval) {
                     return None;

@@ -33,6 +33,7 @@ pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod endpoint;
+pub mod health;
 pub mod http;
 pub mod lookup;
 pub mod metadata;

@@ -32,6 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::health::Health;
 use crate::http::{Method, RequestHead};
 use crate::lookup::OvnStats;
 use crate::metadata::MetaResponse;
@@ -182,10 +183,24 @@ impl BackendService {
     }
 }
 
+/// A lookup backend's state, for readiness.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BackendState {
+    /// It answers.
+    Ready,
+    /// OVN: connected, the first replica not loaded yet.
+    NotSynced,
+    /// OVN: the Southbound is unreachable (answers come from the last replica).
+    Disconnected,
+    /// Keystone/Neutron: the last lookup failed.
+    Failing,
+}
+
 /// The counters of one process: see the [module docs](self).
 #[derive(Default)]
 pub struct Metrics {
     roles: [RoleMetrics; 3],
+    health: Health,
 }
 
 /// Never prints counters (they are what `render` is for).
@@ -210,6 +225,8 @@ pub struct RoleMetrics {
     cache: [AtomicU64; CacheResult::ALL.len()],
     backend_requests: [AtomicU64; BackendService::ALL.len()],
     backend_failures: AtomicU64,
+    /// Whether the last lookup the backend answered failed (readiness, [`crate::health`]).
+    backend_down: AtomicBool,
     /// The OVN backend's state, shown once it reported; changes rarely (not per request), so
     /// a lock is fine.
     ovn: Mutex<Option<(OvnStats, Option<Instant>)>>,
@@ -224,6 +241,30 @@ impl Metrics {
     /// The counters of `role`.
     pub fn role(&self, role: MetricRole) -> &RoleMetrics {
         &self.roles[role as usize]
+    }
+
+    /// Liveness and readiness reports.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// The state of each enabled role's lookup backend, where it has one that can fail.
+    pub(crate) fn backends(&self) -> Vec<(&'static str, BackendState)> {
+        let enabled = MetricRole::ALL.into_iter().map(|r| (r, self.role(r)));
+        let enabled = enabled.filter(|(_, m)| m.enabled.load(Relaxed));
+        enabled
+            .filter_map(|(role, m)| {
+                let ovn = *m.ovn.lock().unwrap_or_else(PoisonError::into_inner);
+                let state = match ovn {
+                    Some((s, _)) if s.resumed + s.resynced == 0 => BackendState::NotSynced,
+                    Some((s, _)) if !s.connected => BackendState::Disconnected,
+                    Some(_) => BackendState::Ready,
+                    None if m.backend_down.load(Relaxed) => BackendState::Failing,
+                    None => return None,
+                };
+                Some((role.label(), state))
+            })
+            .collect()
     }
 
     /// Makes `role`'s series part of [`render`](Self::render)'s output (an endpoint of that
@@ -451,8 +492,14 @@ impl RoleMetrics {
         *self.ovn.lock().unwrap_or_else(PoisonError::into_inner) = Some((*stats, last_update));
     }
 
+    /// The backend answered a lookup (found or not).
+    pub fn backend_answer(&self) {
+        self.backend_down.store(false, Relaxed);
+    }
+
     /// A lookup failed because the backend did.
     pub fn backend_failure(&self) {
+        self.backend_down.store(true, Relaxed);
         self.backend_failures.fetch_add(1, Relaxed);
     }
 }
@@ -495,8 +542,20 @@ pub(crate) fn answer(metrics: &Metrics, now: Instant, head: &RequestHead) -> Met
         return plain(405, "Method not allowed: GET /metrics.\n", allow);
     }
     let path = head.target.split(|&b| b == b'?').next().unwrap_or_default();
+    if path == b"/live" || path == b"/ready" {
+        let (status, body) = crate::health::answer(metrics, now, path == b"/ready");
+        return MetaResponse {
+            status,
+            content_type: "application/json",
+            body: body.into_bytes(),
+            headers: Vec::new(),
+            store: None,
+        };
+    }
     if path != b"/metrics" && path != b"/" {
-        return plain(404, "Not found: the metrics are at /metrics.\n", Vec::new());
+        let msg =
+            "Not found: the metrics are at /metrics, liveness at /live, readiness at /ready.\n";
+        return plain(404, msg, Vec::new());
     }
     let mut body = String::with_capacity(8 * 1024);
     metrics.render(now, &mut body);

@@ -113,8 +113,11 @@ Process:
       --daemonize                Fork into the background, detached from the terminal (stdio
                                  goes to /dev/null: use --log-file)
       --nodaemonize              Stay in the foreground (the default)
-      --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics
-                                 [default: off]
+      --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics, and
+                                 health for probes: /live (every event loop turns) and
+                                 /ready (started, and the lookup backend answers), 200 or
+                                 503 with JSON naming each check. Alias: --admin-listen.
+                                 Keep it on loopback [default: off]
       --handover-socket PATH     Listen on this Unix socket for a successor started with
                                  --upgrade (same user or root) [default: off]
       --upgrade                  Start as the successor of the process at --handover-socket:
@@ -241,7 +244,7 @@ impl Common {
             "group" => process.group = Some(value(p, flag)?),
             "daemonize" => process.daemonize = switch(p, flag)?,
             "nodaemonize" => process.daemonize = !switch(p, flag)?,
-            "metrics-listen" => {
+            "metrics-listen" | "admin-listen" => {
                 process.metrics_listen = Some(ns_proxy::addr(flag, &value(p, flag)?)?)
             }
             "handover-socket" => process.handover_socket = Some(value(p, flag)?.into()),

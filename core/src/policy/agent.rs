@@ -208,7 +208,10 @@ impl Policy for Agent {
                 return None;
             };
             let (key, result) = match client.poll_event()? {
-                ClientEvent::Answer(key, found) => (key, Ok(found)),
+                ClientEvent::Answer(key, found) => {
+                    self.meter.count(RoleMetrics::backend_answer);
+                    (key, Ok(found))
+                }
                 ClientEvent::Failed(key, why) => {
                     self.meter.count(RoleMetrics::backend_failure);
                     (key, Err(why))
