@@ -34,6 +34,7 @@ pub mod cache;
 pub mod config;
 pub mod endpoint;
 pub mod http;
+pub mod listener;
 pub mod lookup;
 pub mod metadata;
 pub mod metrics;

@@ -37,6 +37,8 @@ use crate::config::Timeouts;
 use crate::http::{
     normalize_target, Body, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead,
 };
+use crate::listener::ListenerId;
+use crate::scope::Scope;
 use crate::socket::{Input, SockId};
 
 /// How long a closed-for-writing connection may keep sending before it is cut off. Reading
@@ -93,6 +95,9 @@ pub(crate) struct Conn {
     outputs: VecDeque<Output>,
     /// Counted against the endpoint's connection limits (until it starts closing).
     pub(crate) counted: bool,
+    /// The scoped listener it came in on, and that listener's scope (kept after the listener
+    /// is removed, so its last exchange finishes as it began).
+    pub(crate) listener: Option<(ListenerId, Scope)>,
 }
 
 impl Conn {
@@ -110,6 +115,7 @@ impl Conn {
             seq: 0,
             outputs: VecDeque::new(),
             counted: false,
+            listener: None,
             // A fresh connection owes us a head within the head timeout (slowloris → 408).
             phase: Phase::Head {
                 started: true,
