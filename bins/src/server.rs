@@ -287,6 +287,7 @@ impl InstanceDir {
                     d.reload()
                 }),
             )),
+            commands: None,
         }
     }
 

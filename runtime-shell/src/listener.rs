@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use mdproxy_core::listener::ListenerId;
+
 /// Listen backlog unless [`Listener::set_backlog`] says otherwise; the kernel caps it at
 /// `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
@@ -17,6 +19,8 @@ pub struct Listener {
     socket: Socket,
     /// The path of a Unix listener, for [`Display`](fmt::Display).
     path: Option<PathBuf>,
+    /// The scoped listener its connections belong to (see [`Listener::scoped`]).
+    id: Option<ListenerId>,
 }
 
 /// The std socket inside a [`Listener`], for a runtime to register with its poller. It is
@@ -42,7 +46,11 @@ impl Listener {
     }
 
     fn new(socket: Socket, path: Option<PathBuf>) -> io::Result<Listener> {
-        let l = Listener { socket, path };
+        let l = Listener {
+            socket,
+            path,
+            id: None,
+        };
         l.set_backlog(BACKLOG)?;
         match &l.socket {
             Socket::Tcp(s) => s.set_nonblocking(true)?,
@@ -75,7 +83,27 @@ impl Listener {
         Ok(Listener {
             socket,
             path: self.path.clone(),
+            id: self.id,
         })
+    }
+
+    /// Tags the listener: its connections are reported to the endpoint with
+    /// [`Endpoint::accept_on`](mdproxy_core::endpoint::Endpoint::accept_on) this id, which
+    /// [`Command::Add`](crate::Command::Add) registers.
+    pub fn scoped(mut self, id: ListenerId) -> Listener {
+        self.id = Some(id);
+        self
+    }
+
+    /// The id [`Listener::scoped`] gave it.
+    pub fn id(&self) -> Option<ListenerId> {
+        self.id
+    }
+
+    /// A listener for a socket bound elsewhere (in another network namespace, by a thread that
+    /// entered it): made non-blocking and given the default backlog.
+    pub fn from_tcp(socket: TcpListener) -> io::Result<Listener> {
+        Listener::new(Socket::Tcp(socket), None)
     }
 
     /// The bound address of a TCP listener (`None` for Unix listeners).

@@ -17,9 +17,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mdproxy_core::config::Timeouts;
+use mdproxy_core::listener::{ListenerId, ScopedListener};
+use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::socket::Target;
 
-use crate::{run_workers, RunOptions, Serve};
+use crate::{command_queue, run_workers, Command, Listener, RunOptions, Serve};
 use harness::*;
 
 mod descriptors;
@@ -39,6 +41,7 @@ macro_rules! conformance_tests {
             drain_closes_idle_connections_stops_accepting_and_waits_for_busy_ones,
             workers_share_listeners_and_all_stop_on_sigterm,
             an_endless_upload_does_not_starve_another_connection,
+            listeners_come_and_go_while_another_keeps_serving,
         );
         /// Fills the process's descriptor table and takes over its logger: in a process of
         /// its own, so that the other tests (threads of this one) keep their descriptors.
@@ -109,6 +112,63 @@ pub fn relays_keep_alive_over_tcp_and_unix_runs_hooks_then_stops_on_sigterm(serv
         hups.load(Ordering::Relaxed) > 0 && ticks.load(Ordering::Relaxed) >= 3
     });
     proxy.stop();
+}
+
+/// A listener added through the command queue serves at once; removing it closes its socket
+/// and its idle connection, while a keep-alive connection of another listener goes on.
+pub fn listeners_come_and_go_while_another_keeps_serving(serve: Serve) {
+    let dir = temp_dir("dynamic");
+    let up = dir.join("up.sock");
+    upstream(&up, b"hello");
+    let (control, commands) = command_queue().unwrap();
+    let opts = RunOptions {
+        commands: Some(commands),
+        ..RunOptions::default()
+    };
+    let proxy = Proxy::start(serve, dir, Target::Unix(up), Timeouts::default(), opts);
+    let mut kept = proxy.client();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    kept.write_all(REQUEST).unwrap();
+    assert_hello(&mut kept_reader);
+
+    let scope = ScopedListener {
+        scope: Scope::Router(Uuid(1)),
+        rate_limit: None,
+        max_conns: 8,
+    };
+    let added = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = added.local_addr().unwrap();
+    let id = ListenerId(1);
+    let add = Command::Add {
+        id,
+        scope,
+        sockets: vec![added],
+    };
+    control.send(add).unwrap();
+    // Bound before it was sent: the kernel queues the connection until the loop accepts it.
+    let mut on_added = TcpStream::connect(addr).unwrap();
+    on_added.set_read_timeout(Some(WAIT)).unwrap();
+    on_added.write_all(REQUEST).unwrap();
+    assert_hello(&mut BufReader::new(&on_added));
+
+    control.send(Command::Remove(id)).unwrap();
+    assert_eq!(
+        on_added.read(&mut [0; 16]).unwrap_or(0),
+        0,
+        "idle connection closed"
+    );
+    wait_for("the removed listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    for _ in 0..2 {
+        kept.write_all(REQUEST).unwrap();
+        assert_hello(&mut kept_reader);
+    }
+    proxy.stop();
+    assert!(
+        control.send(Command::Remove(id)).is_err(),
+        "the loop has stopped"
+    );
 }
 
 /// A head that never completes is answered 408 after the head timeout, then closed.
