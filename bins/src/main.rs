@@ -12,6 +12,8 @@ mod entropy;
 mod listen;
 mod log_batch;
 mod metrics;
+mod netns;
+mod node;
 mod notify;
 mod ns_proxy;
 mod os;
@@ -47,6 +49,9 @@ fn main() -> ExitCode {
             return serve::main::<ns_proxy::NsProxy>(cfg.process.clone(), *cfg)
         }
         cli::Command::Agent(cfg) => return serve::main::<agent::Agent>(cfg.process.clone(), *cfg),
+        cli::Command::Node(cfg) => {
+            return serve::main::<node::Node>(cfg.agent.process.clone(), *cfg)
+        }
         cli::Command::Server(cfg) => {
             return serve::main::<server::Server>(cfg.process.clone(), *cfg)
         }

@@ -22,6 +22,7 @@ mod args;
 mod config;
 mod demo;
 mod ini;
+mod node;
 mod ns_proxy;
 mod range;
 mod server;
@@ -32,6 +33,7 @@ pub use agent::{
 };
 pub use config::check as check_config;
 pub use demo::Demo;
+pub use node::{listen_addr, parse_unit, Node, Unit};
 pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};
 pub use server::{Server, ServerTlsArgs};
 
@@ -48,6 +50,9 @@ Commands:
   agent      Metadata agent: resolves which instance a proxied request comes from, signs its
              ID and relays the request to the metadata server (replaces
              neutron-metadata-agent)
+  node       Namespace proxy and agent in one process: serves every router and network
+             namespace named in a watched directory, with the agent's lookup and signing
+             in-process (one hop instead of ns-proxy + agent)
   server     Metadata server: serves instance metadata from files as Nova's metadata API
              does, plus IMDSv2 tokens (replaces nova-api-metadata)
   demo       All three roles on loopback with a sample instance, and the curl commands to try
@@ -144,6 +149,7 @@ pub enum Command {
     Version,
     NsProxy(Box<NsProxy>),
     Agent(Box<Agent>),
+    Node(Box<Node>),
     Server(Box<Server>),
     Demo(Box<Demo>),
     /// `check-config FILE`.
@@ -281,6 +287,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Some(Value(cmd)) => match cmd.to_str() {
                 Some("ns-proxy") => Role::NsProxy,
                 Some("agent") => Role::Agent,
+                Some("node") => Role::Node,
                 Some("server") => Role::Server,
                 Some("demo") => Role::Demo,
                 Some("check-config") if config.is_none() => return check_config_args(p),
