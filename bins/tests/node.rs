@@ -281,7 +281,74 @@ fn sigterm_stops_the_node(rt: Runtime) {
     assert!(node.wait_exit().success(), "{}", node.log());
 }
 
+/// `mdproxy node-register` in the foreground, holding `router`'s registration in `dir`.
+fn register(dir: &Path, router: &str, addr: SocketAddr, pid_file: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mdproxy"))
+        .args(["node-register", "--router-id", router])
+        .arg(format!("--dir={}", dir.display()))
+        .arg(format!("--listen={addr}"))
+        .arg(format!("--pid-file={}", pid_file.display()))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// What Neutron's process monitor checks: the pid file names a live process whose command
+/// line names the UUID; SIGTERM ends the registration, and so does SIGKILL (the node notices
+/// the process is gone).
+fn node_register_holds_a_registration_until_it_ends(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let mut node = files.node(rt, &server.url());
+    node.wait_for_log("one event loop");
+    let (a, pid_file) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        files.dir.join("r1.pid"),
+    );
+    let mut holder = register(&files.watch, R1, a, &pid_file);
+    await_serving(&mut node, a);
+    assert_eq!(
+        request(a, &get("/latest/meta-data/instance-id")).body_text(),
+        I1
+    );
+    let unit = files.watch.join(format!("{R1}.toml"));
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains(&format!("owner_pid = {}", holder.id())),
+        "{text}"
+    );
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid.trim(), holder.id().to_string());
+    let cmdline = fs::read(format!("/proc/{}/cmdline", holder.id())).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains(R1));
+
+    // SAFETY: signalling our own child.
+    assert_eq!(
+        unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(wait_child(&mut holder).is_some_and(|s| s.success()));
+    assert!(!unit.exists() && !pid_file.exists(), "files left behind");
+    assert!(eventually(|| !accepts(a)), "still served:\n{}", node.log());
+
+    // Killed: it cannot remove its file; the node sees the process is gone.
+    let b = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut killed = register(&files.watch, R2, b, &files.dir.join("r2.pid"));
+    await_serving(&mut node, b);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(
+        eventually(|| !accepts(b)),
+        "a dead registration still served:\n{}",
+        node.log()
+    );
+    node.wait_for_log("is gone; removing the stale registration");
+    assert!(!files.watch.join(format!("{R2}.toml")).exists());
+}
+
 runtime_tests! {
+    node_register_holds_a_registration_until_it_ends,
     two_routers_each_client_gets_its_own_instance,
     files_start_and_stop_listeners_while_a_keep_alive_connection_goes_on,
     a_bad_file_is_logged_with_its_path_and_ignored,

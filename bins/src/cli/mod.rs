@@ -33,7 +33,7 @@ pub use agent::{
 };
 pub use config::check as check_config;
 pub use demo::Demo;
-pub use node::{listen_addr, parse_unit, Node, Unit};
+pub use node::{listen_addr, parse_unit, Node, Register, Unit};
 pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};
 pub use server::{Server, ServerTlsArgs};
 
@@ -53,6 +53,9 @@ Commands:
   node       Namespace proxy and agent in one process: serves every router and network
              namespace named in a watched directory, with the agent's lookup and signing
              in-process (one hop instead of ns-proxy + agent)
+  node-register
+             Hold one router's or network's registration with a node (what the haproxy
+             shim execs in node mode; Neutron's process monitor watches it)
   server     Metadata server: serves instance metadata from files as Nova's metadata API
              does, plus IMDSv2 tokens (replaces nova-api-metadata)
   demo       All three roles on loopback with a sample instance, and the curl commands to try
@@ -150,6 +153,8 @@ pub enum Command {
     NsProxy(Box<NsProxy>),
     Agent(Box<Agent>),
     Node(Box<Node>),
+    /// `node-register`: hold a registration with a node (no configuration file).
+    NodeRegister(Box<Register>),
     Server(Box<Server>),
     Demo(Box<Demo>),
     /// `check-config FILE`.
@@ -288,6 +293,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 Some("ns-proxy") => Role::NsProxy,
                 Some("agent") => Role::Agent,
                 Some("node") => Role::Node,
+                Some("node-register") if config.is_none() => return node::parse_register(p),
                 Some("server") => Role::Server,
                 Some("demo") => Role::Demo,
                 Some("check-config") if config.is_none() => return check_config_args(p),

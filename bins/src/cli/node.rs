@@ -141,9 +141,13 @@ pub struct Unit {
     pub rate_limit: Option<RateLimit>,
     /// `None`: `--max-conns-per-network`.
     pub max_conns: Option<usize>,
+    /// The process that holds the registration (`mdproxy node-register`): once it is gone,
+    /// the file is stale (the registering process was killed before it could remove it).
+    pub owner_pid: Option<u32>,
 }
 
-const UNIT_KEYS: [&str; 7] = [
+const UNIT_KEYS: [&str; 8] = [
+    "owner_pid",
     "router_id",
     "network_id",
     "ovn_network_id",
@@ -203,13 +207,155 @@ pub fn parse_unit(text: &str) -> Result<Unit, String> {
         Some(toml::Value::Integer(n)) => Some(CONNS.parse("`max_conns`", &n.to_string())?),
         Some(_) => return Err("`max_conns` must be an integer".to_owned()),
     };
+    let owner_pid = match table.get("owner_pid") {
+        None => None,
+        Some(toml::Value::Integer(n)) if (1..=i64::from(i32::MAX)).contains(n) => {
+            u32::try_from(*n).ok()
+        }
+        Some(_) => return Err("`owner_pid` must be a process id".to_owned()),
+    };
     Ok(Unit {
         scope,
         namespace,
         listen,
         rate_limit,
         max_conns,
+        owner_pid,
     })
+}
+
+impl Unit {
+    /// The file that [`parse_unit`] reads back as this unit.
+    pub fn to_toml(&self) -> String {
+        let (key, id) = match self.scope {
+            Scope::Router(id) => ("router_id", id),
+            Scope::Network(id) => ("network_id", id),
+            Scope::OvnNetwork(id) => ("ovn_network_id", id),
+        };
+        let mut text = format!("{key} = \"{id}\"\n");
+        if let Some(ns) = &self.namespace {
+            text += &format!("namespace = \"{ns}\"\n");
+        }
+        let listen: Vec<String> = self.listen.iter().map(|l| format!("\"{l}\"")).collect();
+        text += &format!("listen = [{}]\n", listen.join(", "));
+        if let Some(r) = self.rate_limit {
+            let (bw, uw) = (r.base_window.as_secs(), r.burst_window.as_secs());
+            text += &format!(
+                "rate_limit = \"{}/{bw},{}/{uw}\"\n",
+                r.base_limit, r.burst_limit
+            );
+        }
+        if let Some(n) = self.max_conns {
+            text += &format!("max_conns = {n}\n");
+        }
+        if let Some(pid) = self.owner_pid {
+            text += &format!("owner_pid = {pid}\n");
+        }
+        text
+    }
+}
+
+pub const REGISTER_HELP: &str = "\
+mdproxy node-register: hold one router's or network's registration with `mdproxy node`
+
+Writes DIR/UUID.toml (the format of `mdproxy node --help`, with owner_pid = this process), and
+removes it on SIGTERM or SIGINT, which makes the node stop serving that namespace; the node
+also stops when this process is gone (killed before it could remove the file). What the
+haproxy shim (dist/neutron/mdproxy-haproxy) execs under MDPROXY_NODE_DIR, in place of a proxy
+per router: Neutron's process monitor finds the pid file and the UUID in /proc/PID/cmdline, as
+with haproxy, while one node serves every namespace.
+
+Usage: mdproxy node-register --dir DIR (--router-id|--network-id|--ovn-network-id) UUID
+                             [--namespace NAME] [--listen ADDR:PORT]... [OPTIONS]
+
+      --dir DIR                  The node's --watch-dir
+      --router-id UUID           The router served (or --network-id, --ovn-network-id)
+      --namespace NAME           Its namespace under /run/netns [default: the node's own]
+      --listen ADDR:PORT         Where the node listens in it; repeatable
+                                 [default: 0.0.0.0:9697]
+      --rate-limit B/BW,U/UW     Per client IP, as `mdproxy ns-proxy --rate-limit`
+      --max-conns N              Connections open at once in this namespace
+                                 [default: the node's --max-conns-per-network; 1 to 1000000]
+      --pid-file PATH            Write this process's id here; removed on exit
+      --daemonize                Fork into the background first (haproxy's `daemon`)
+  -h, --help                     Print this help
+";
+
+/// Everything `node-register` was told.
+#[derive(Debug)]
+pub struct Register {
+    pub dir: PathBuf,
+    /// Without its owner (set once the process is the one that stays).
+    pub unit: Unit,
+    pub pid_file: Option<PathBuf>,
+    pub daemonize: bool,
+}
+
+/// `node-register`'s flags (no configuration file: it is what a script execs).
+pub(super) fn parse_register(mut p: lexopt::Parser) -> Result<Command, String> {
+    use lexopt::Arg::{Long, Short};
+    let (mut dir, mut scope, mut namespace, mut listen) = (None, None, None, Vec::new());
+    let (mut rate_limit, mut max_conns, mut pid_file, mut daemonize) = (None, None, None, false);
+    let text = |p: &mut lexopt::Parser, flag: &str| -> Result<String, String> {
+        let v = p.value().map_err(|e| format!("--{flag}: {e}"))?;
+        v.into_string().map_err(|_| format!("--{flag}: not UTF-8"))
+    };
+    while let Some(arg) = p.next().map_err(|e| e.to_string())? {
+        let name = match arg {
+            Short('h') | Long("help") => return Ok(Command::Help(REGISTER_HELP)),
+            Long(name) => name.to_owned(),
+            other => return Err(super::unexpected(&other)),
+        };
+        let flag = format!("--{name}");
+        match name.as_str() {
+            "dir" => dir = Some(PathBuf::from(text(&mut p, &name)?)),
+            "router-id" | "network-id" | "ovn-network-id" if scope.is_some() => {
+                return Err(format!(
+                    "{flag}: give one of --router-id, --network-id, --ovn-network-id"
+                ))
+            }
+            "router-id" => scope = Some(Scope::Router(super::uuid(&flag, &text(&mut p, &name)?)?)),
+            "network-id" => {
+                scope = Some(Scope::Network(super::uuid(&flag, &text(&mut p, &name)?)?))
+            }
+            "ovn-network-id" => {
+                scope = Some(Scope::OvnNetwork(super::uuid(
+                    &flag,
+                    &text(&mut p, &name)?,
+                )?))
+            }
+            "namespace" => namespace = Some(namespace_name(&text(&mut p, &name)?)?),
+            "listen" => {
+                let v = text(&mut p, &name)?;
+                listen_syntax(&v)?;
+                listen.push(v);
+            }
+            "rate-limit" => {
+                let v = text(&mut p, &name)?;
+                rate_limit = Some(super::ns_proxy::rate_limit_arg(&flag, &v)?);
+            }
+            "max-conns" => max_conns = Some(CONNS.parse(&flag, &text(&mut p, &name)?)?),
+            "pid-file" => pid_file = Some(PathBuf::from(text(&mut p, &name)?)),
+            "daemonize" => daemonize = true,
+            _ => return Err(format!("unknown option {flag} (try --help)")),
+        }
+    }
+    if listen.is_empty() {
+        listen.push("0.0.0.0:9697".to_owned());
+    }
+    Ok(Command::NodeRegister(Box::new(Register {
+        dir: dir.ok_or("--dir is required (the node's --watch-dir)")?,
+        unit: Unit {
+            scope: scope.ok_or("one of --router-id, --network-id, --ovn-network-id is required")?,
+            namespace,
+            listen,
+            rate_limit,
+            max_conns,
+            owner_pid: None,
+        },
+        pid_file,
+        daemonize,
+    })))
 }
 
 /// A name under /run/netns: one path component, as `ip netns` makes them.
@@ -331,12 +477,14 @@ mod tests {
         );
         assert_eq!(u.namespace, Some(format!("qrouter-{R}")));
         assert_eq!(u.listen, ["0.0.0.0:9697"]);
-        assert_eq!((u.rate_limit, u.max_conns), (None, None));
+        assert_eq!((u.rate_limit, u.max_conns, u.owner_pid), (None, None, None));
         let u = parse_unit(&format!(
             "ovn_network_id = \"{R}\"\nlisten = [\"169.254.169.254:80\", \"[fe80::a9fe:a9fe%tap0]:80\"]\n\
-             rate_limit = \"10/10,20/1\"\nmax_conns = 7\n"
+             rate_limit = \"10/10,20/1\"\nmax_conns = 7\nowner_pid = 42\n"
         ))
         .unwrap();
+        assert_eq!(parse_unit(&u.to_toml()), Ok(u.clone()), "{}", u.to_toml());
+        assert_eq!(u.owner_pid, Some(42));
         assert!(matches!(u.scope, Scope::OvnNetwork(_)));
         assert_eq!(u.listen.len(), 2);
         assert_eq!(
@@ -377,9 +525,61 @@ mod tests {
                 "unknown key `routerid`",
             ),
             ("router_id = ".to_owned(), "TOML"),
+            (format!("router_id = \"{R}\"\nowner_pid = 0"), "process id"),
         ] {
             let e = parse_unit(&text).unwrap_err();
             assert!(e.contains(why), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn register_flags() {
+        let argv = |args: &[&str]| {
+            let all = ["mdproxy", "node-register"].iter().chain(args);
+            parse(all.map(OsString::from).collect::<Vec<_>>())
+        };
+        let Ok(Command::NodeRegister(r)) = argv(&[
+            "--dir=/d",
+            "--router-id",
+            R,
+            "--namespace",
+            &format!("qrouter-{R}"),
+            "--listen=[::]:9697",
+            "--listen=0.0.0.0:9697",
+            "--rate-limit=10/10,10/10",
+            "--max-conns=100",
+            "--pid-file=/p",
+            "--daemonize",
+        ]) else {
+            panic!()
+        };
+        assert_eq!(r.dir, PathBuf::from("/d"));
+        assert_eq!(r.unit.listen, ["[::]:9697", "0.0.0.0:9697"]);
+        assert_eq!((r.unit.max_conns, r.daemonize), (Some(100), true));
+        assert_eq!(parse_unit(&r.unit.to_toml()), Ok(r.unit.clone()));
+        let Ok(Command::NodeRegister(r)) = argv(&["--dir=/d", "--network-id", R]) else {
+            panic!()
+        };
+        assert_eq!(r.unit.listen, ["0.0.0.0:9697"]);
+        for (bad, why) in [
+            (&["--router-id", R][..], "--dir is required"),
+            (&["--dir=/d"][..], "is required"),
+            (
+                &["--dir=/d", "--router-id", R, "--network-id", R][..],
+                "give one of",
+            ),
+            (
+                &["--dir=/d", "--router-id", R, "--namespace=a/b"][..],
+                "not a namespace",
+            ),
+            (
+                &["--dir=/d", "--router-id", R, "--bogus"][..],
+                "unknown option --bogus",
+            ),
+        ] {
+            let e = argv(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        assert!(matches!(argv(&["-h"]), Ok(Command::Help(REGISTER_HELP))));
     }
 }

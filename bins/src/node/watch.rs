@@ -6,6 +6,10 @@
 //! it needs no FFI of its own. A file is read again only when its size, inode or modification
 //! time changed.
 //!
+//! A file written by `mdproxy node-register` names its process (`owner_pid`): once that process
+//! is gone (Neutron killed it with SIGKILL, which it cannot catch), the file is stale, and it
+//! is removed and its namespace no longer served.
+//!
 //! A file with an error is logged once, with its path, and ignored until it changes; a file
 //! whose listeners cannot be bound (its namespace is not there yet, the port is taken) is
 //! logged once and tried again at every scan, so a namespace made after its file is served as
@@ -36,7 +40,11 @@ struct Stamp {
 
 #[derive(Debug)]
 enum State {
-    Serving(ListenerId),
+    /// Its listeners are the loop's, under this id; `owner`: the registering process.
+    Serving {
+        id: ListenerId,
+        owner: Option<(u32, Scope)>,
+    },
     /// The file has an error (logged).
     Bad,
     /// Its listeners could not be bound (logged once); tried again at every scan.
@@ -99,6 +107,14 @@ impl Watcher {
             let state = match self.files.remove(&path) {
                 Some((old, state)) if old == stamp => match state {
                     State::Unbound(unit) => self.serve(&path, unit, false)?,
+                    State::Serving {
+                        owner: Some((pid, scope)),
+                        ..
+                    } if !owner_alive(pid, &scope) => {
+                        self.stop(state)?;
+                        forget_stale(&path, pid);
+                        continue;
+                    }
                     state => state,
                 },
                 Some((_, state)) => {
@@ -165,6 +181,14 @@ impl Watcher {
             }
         };
         match cli::parse_unit(&text) {
+            Ok(Unit {
+                owner_pid: Some(pid),
+                scope,
+                ..
+            }) if !owner_alive(pid, &scope) => {
+                forget_stale(path, pid);
+                Ok(State::Bad)
+            }
             Ok(unit) => self.serve(path, unit, true),
             Err(e) => {
                 log::warn!("{}: {e}; ignored until it changes", path.display());
@@ -208,14 +232,39 @@ impl Watcher {
             describe(&unit.scope),
             addrs.join(", ")
         );
-        Ok(State::Serving(id))
+        let owner = unit.owner_pid.map(|pid| (pid, unit.scope));
+        Ok(State::Serving { id, owner })
     }
 
     fn stop(&mut self, state: State) -> Result<(), Stopped> {
         match state {
-            State::Serving(id) => self.control.send(Command::Remove(id)).map_err(|_| Stopped),
+            State::Serving { id, .. } => {
+                self.control.send(Command::Remove(id)).map_err(|_| Stopped)
+            }
             State::Bad | State::Unbound(_) => Ok(()),
         }
+    }
+}
+
+/// Whether the registering process `pid` still runs: its command line names the UUID of
+/// `scope` (as Neutron's process monitor checks), so a reused pid does not count.
+fn owner_alive(pid: u32, scope: &Scope) -> bool {
+    let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let id = scope.id().to_string();
+    cmdline.windows(id.len()).any(|w| w == id.as_bytes())
+}
+
+/// A registration whose process is gone (killed before it could remove its file): the file
+/// is removed, as that process would have.
+fn forget_stale(path: &Path, pid: u32) {
+    log::warn!(
+        "{}: its process {pid} is gone; removing the stale registration",
+        path.display()
+    );
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!("cannot remove {}: {e}", path.display());
     }
 }
 
