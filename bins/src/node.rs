@@ -1,8 +1,9 @@
 //! `mdproxy node`: the agent loaded as for `mdproxy agent`, run in-process behind listeners
 //! that a watcher thread adds and removes as the files of `--watch-dir` come and go (see
-//! `node/watch.rs`). One event loop serves every namespace: the listeners' command queue
+//! `node/watch.rs`) through `node/listeners.rs`, the API a provisioner uses too. One event loop serves every namespace: the listeners' command queue
 //! (`mdproxy_shell::command_queue`) feeds one loop, and one lookup cache serves all scopes.
 
+pub mod listeners;
 mod watch;
 
 use std::path::PathBuf;
@@ -83,7 +84,8 @@ impl Serve for Node {
             commands: Some(commands),
             ..Options::default()
         };
-        let watcher = watch::Watcher::new(self.watch_dir, control, self.max_conns_per_network);
+        let listeners = listeners::Listeners::new(control);
+        let watcher = watch::Watcher::new(self.watch_dir, listeners, self.max_conns_per_network);
         watcher
             .spawn(self.rescan)
             .map_err(|e| Failure::System(format!("cannot start the directory watcher: {e}")))?;

@@ -25,10 +25,9 @@ use std::time::{Duration, SystemTime};
 
 use mdproxy_core::listener::{ListenerId, ScopedListener};
 use mdproxy_core::scope::Scope;
-use mdproxy_shell::{Command, ListenerControl};
 
+use super::listeners::{AddError, Listeners, Stopped};
 use crate::cli::{self, Unit};
-use crate::netns;
 
 /// What tells a changed file from an unchanged one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,25 +52,20 @@ enum State {
 
 pub struct Watcher {
     dir: PathBuf,
-    control: ListenerControl,
+    listeners: Listeners,
     max_conns_per_network: usize,
     files: BTreeMap<PathBuf, (Stamp, State)>,
-    next_id: u64,
     /// The directory could not be read at the last scan (logged once).
     unreadable: bool,
 }
 
-/// The loop has stopped: nothing more to watch for.
-struct Stopped;
-
 impl Watcher {
-    pub fn new(dir: PathBuf, control: ListenerControl, max_conns_per_network: usize) -> Watcher {
+    pub fn new(dir: PathBuf, listeners: Listeners, max_conns_per_network: usize) -> Watcher {
         Watcher {
             dir,
-            control,
+            listeners,
             max_conns_per_network,
             files: BTreeMap::new(),
-            next_id: 0,
             unreadable: false,
         }
     }
@@ -200,28 +194,24 @@ impl Watcher {
     /// Binds `unit`'s listeners and hands them to the loop; `first`: the first try for this
     /// version of the file (a failure is logged as a warning only then).
     fn serve(&mut self, path: &Path, unit: Unit, first: bool) -> Result<State, Stopped> {
-        let sockets = match netns::bind_in(unit.namespace.as_deref(), &unit.listen) {
-            Ok(sockets) => sockets,
-            Err(e) if first => {
-                log::warn!("{}: {e}; trying again at every scan", path.display());
-                return Ok(State::Unbound(unit));
-            }
-            Err(e) => {
-                log::debug!("{}: {e}", path.display());
-                return Ok(State::Unbound(unit));
-            }
-        };
-        self.next_id += 1;
-        let id = ListenerId(self.next_id);
-        let addrs: Vec<String> = sockets.iter().map(ToString::to_string).collect();
         let scope = ScopedListener {
             scope: unit.scope,
             rate_limit: unit.rate_limit,
             max_conns: unit.max_conns.unwrap_or(self.max_conns_per_network),
         };
-        (self.control)
-            .send(Command::Add { id, scope, sockets })
-            .map_err(|_| Stopped)?;
+        let namespace = unit.namespace.as_deref();
+        let (id, addrs) = match self.listeners.add(namespace, &unit.listen, scope) {
+            Ok(added) => added,
+            Err(AddError::Stopped) => return Err(Stopped),
+            Err(AddError::Bind(e)) if first => {
+                log::warn!("{}: {e}; trying again at every scan", path.display());
+                return Ok(State::Unbound(unit));
+            }
+            Err(AddError::Bind(e)) => {
+                log::debug!("{}: {e}", path.display());
+                return Ok(State::Unbound(unit));
+            }
+        };
         let ns = unit
             .namespace
             .as_deref()
@@ -238,9 +228,7 @@ impl Watcher {
 
     fn stop(&mut self, state: State) -> Result<(), Stopped> {
         match state {
-            State::Serving { id, .. } => {
-                self.control.send(Command::Remove(id)).map_err(|_| Stopped)
-            }
+            State::Serving { id, .. } => self.listeners.remove(id),
             State::Bad | State::Unbound(_) => Ok(()),
         }
     }
