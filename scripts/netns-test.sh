@@ -337,6 +337,10 @@ want="$bin node-register --router-id $router --dir $node_dir --namespace $router
 want+=" --listen $node_listen --pid-file $haproxy_pid_file --daemonize --max-conns 1024 "
 got=$(MDPROXY_NODE_DIR=$node_dir MDPROXY_NODE_NAMESPACE=$router_ns shim "$haproxy_cfg")
 [ "$got" = "$want" ] || fail "the shim's node-mode command: got '$got', expected '$want'"
+# Rootwrap resets the environment: the directory may come from the shim's defaults file.
+printf 'MDPROXY_NODE_DIR=%s\n' "$node_dir" >"$tmp/shim-defaults"
+got=$(MDPROXY_HAPROXY_DEFAULTS=$tmp/shim-defaults MDPROXY_NODE_NAMESPACE=$router_ns shim "$haproxy_cfg")
+[ "$got" = "$want" ] || fail "the shim's node mode from its defaults file: got '$got'"
 echo "netns: with MDPROXY_NODE_DIR the haproxy shim execs mdproxy node-register (dry run)"
 
 # --- node mode for real: $n_routers router namespaces, each with the L3 agent's rules and an

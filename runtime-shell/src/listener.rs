@@ -100,12 +100,6 @@ impl Listener {
         self.id
     }
 
-    /// A listener for a socket bound elsewhere (in another network namespace, by a thread that
-    /// entered it): made non-blocking and given the default backlog.
-    pub fn from_tcp(socket: TcpListener) -> io::Result<Listener> {
-        Listener::new(Socket::Tcp(socket), None)
-    }
-
     /// The bound address of a TCP listener (`None` for Unix listeners).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.socket {
