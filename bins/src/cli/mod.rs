@@ -23,9 +23,11 @@ mod config;
 mod demo;
 mod ini;
 mod node;
+mod node_register;
 mod ns_proxy;
 mod range;
 mod server;
+mod unit;
 
 pub use agent::{
     Agent, ClientTlsArgs, LookupBackend, NeutronArgs, OvnArgs, OvnSsl, Secret, ServiceUrl,
@@ -33,9 +35,11 @@ pub use agent::{
 };
 pub use config::check as check_config;
 pub use demo::Demo;
-pub use node::{listen_addr, parse_unit, Node, Register, Unit};
+pub use node::Node;
+pub use node_register::Register;
 pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};
 pub use server::{Server, ServerTlsArgs};
+pub use unit::{listen_addr, parse_unit, Unit};
 
 pub const TOP_HELP: &str = "\
 mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
@@ -293,7 +297,9 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
                 Some("ns-proxy") => Role::NsProxy,
                 Some("agent") => Role::Agent,
                 Some("node") => Role::Node,
-                Some("node-register") if config.is_none() => return node::parse_register(p),
+                Some("node-register") if config.is_none() => {
+                    return node_register::parse_register(p)
+                }
                 Some("server") => Role::Server,
                 Some("demo") => Role::Demo,
                 Some("check-config") if config.is_none() => return check_config_args(p),
