@@ -16,6 +16,10 @@
 # with the shim dist/neutron/mdproxy-haproxy as haproxy (how Pike and later spawn the proxy).
 # The shim must also turn the config Neutron's OVN metadata agent renders into `mdproxy ns-proxy
 # --ovn-network-id …` (checked with its dry run: the command line, not a run in `ovnmeta-`).
+# Then node mode (issue 20): the shim with MDPROXY_NODE_DIR registers each of 50 router
+# namespaces (MDPROXY_NODE_ROUTERS) through `mdproxy node-register`, each with the same rules
+# and an instance at the same 50.0.0.44, and one `mdproxy node` serves them all: each instance
+# reads its own instance-id; SIGTERM to one registration stops that namespace only.
 # SIGTERM must stop every role cleanly. Everything is torn down on exit, also on
 # failure: the processes (by pid), the two namespaces (with them the veth pair and the rules)
 # and the temporary directory. Nothing outside the namespaces this script creates is touched.
@@ -140,17 +144,23 @@ in_inst ip addr add 50.0.0.44/24 dev eth0
 in_inst ip link set eth0 up
 in_inst ip route add default via 50.0.0.1
 
-# --- reference §A4: the L3 agent's metadata rules (IPv4; this network has no IPv6)
+# --- reference §A4: the L3 agent's metadata rules (IPv4; this network has no IPv6), in router
+# namespace $1
+metadata_rules() {
+  local ns=$1
+  ipt_in() { ip netns exec "$ns" iptables -w "$@"; }
+  ipt_in -t mangle -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
+    -j MARK --set-xmark 0x1/0xffff
+  ipt_in -N scope
+  ipt_in -A FORWARD -j scope
+  ipt_in -A scope -m mark --mark 0x1/0xffff -j DROP
+  ipt_in -t nat -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
+    -j REDIRECT --to-ports 9697
+  ipt_in -A INPUT -m mark --mark 0x1/0xffff -j ACCEPT
+  ipt_in -A INPUT -p tcp -m tcp --dport 9697 -j DROP
+}
 ipt() { in_router iptables -w "$@"; }
-ipt -t mangle -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
-  -j MARK --set-xmark 0x1/0xffff
-ipt -N scope
-ipt -A FORWARD -j scope
-ipt -A scope -m mark --mark 0x1/0xffff -j DROP
-ipt -t nat -A PREROUTING -d 169.254.169.254/32 -i qr-+ -p tcp -m tcp --dport 80 \
-  -j REDIRECT --to-ports 9697
-ipt -A INPUT -m mark --mark 0x1/0xffff -j ACCEPT
-ipt -A INPUT -p tcp -m tcp --dport 9697 -j DROP
+metadata_rules "$router_ns"
 
 # --- the data: one instance, its port on the router's network
 printf 's3cr3t\n' >"$tmp/secret"
@@ -317,6 +327,97 @@ sed -i 's/X-OVN-Network-ID/X-OVN-Router-ID/' "$ovn_cfg"
 got=$(shim "$ovn_cfg")
 [ "$got" = "/nonexistent/haproxy -f $ovn_cfg " ] || fail "the shim did not leave X-OVN-Router-ID to haproxy: '$got'"
 echo "netns: the haproxy shim turns Neutron's OVN config into mdproxy ns-proxy --ovn-network-id (dry run)"
+
+# --- node mode: with MDPROXY_NODE_DIR the shim execs `mdproxy node-register` instead (dry run).
+node_dir=$tmp/node-units
+mkdir -p "$node_dir"
+node_listen=0.0.0.0:9697
+[ "$bind" != ':::9697' ] || node_listen='[::]:9697'
+want="$bin node-register --router-id $router --dir $node_dir --namespace $router_ns"
+want+=" --listen $node_listen --pid-file $haproxy_pid_file --daemonize --max-conns 1024 "
+got=$(MDPROXY_NODE_DIR=$node_dir MDPROXY_NODE_NAMESPACE=$router_ns shim "$haproxy_cfg")
+[ "$got" = "$want" ] || fail "the shim's node-mode command: got '$got', expected '$want'"
+# Rootwrap resets the environment: the directory may come from the shim's defaults file.
+printf 'MDPROXY_NODE_DIR=%s\n' "$node_dir" >"$tmp/shim-defaults"
+got=$(MDPROXY_HAPROXY_DEFAULTS=$tmp/shim-defaults MDPROXY_NODE_NAMESPACE=$router_ns shim "$haproxy_cfg")
+[ "$got" = "$want" ] || fail "the shim's node mode from its defaults file: got '$got'"
+echo "netns: with MDPROXY_NODE_DIR the haproxy shim execs mdproxy node-register (dry run)"
+
+# --- node mode for real: $n_routers router namespaces, each with the L3 agent's rules and an
+# instance at the same address 50.0.0.44, registered through the shim (node-register,
+# daemonized, as Neutron's process monitor expects) and served by one `mdproxy node`.
+n_routers=${MDPROXY_NODE_ROUTERS:-50}
+node_map=$tmp/node-ports.toml
+: >"$node_map"
+node_routers=() node_ec2=()
+for i in $(seq 1 "$n_routers"); do
+  r=$(uuid) net=$(uuid) inst=$(uuid) port=$(uuid)
+  ec2=$(printf 'i-%05x%03x' $$ "$i")
+  rns=qrouter-$r ins=mdp-ni-$$-$i dev=qr-${port:0:11}
+  ip netns add "$rns" || fail "cannot create $rns"
+  namespaces+=("$rns")
+  ip netns add "$ins" || fail "cannot create $ins"
+  namespaces+=("$ins")
+  ip link add "$dev" netns "$rns" type veth peer name eth0 netns "$ins" ||
+    fail "cannot create the veth pair of $rns"
+  ip netns exec "$rns" ip link set lo up
+  ip netns exec "$rns" ip addr add 50.0.0.1/24 dev "$dev"
+  ip netns exec "$rns" ip link set "$dev" up
+  ip netns exec "$ins" ip link set lo up
+  ip netns exec "$ins" ip addr add 50.0.0.44/24 dev eth0
+  ip netns exec "$ins" ip link set eth0 up
+  ip netns exec "$ins" ip route add default via 50.0.0.1
+  metadata_rules "$rns"
+  printf 'uuid = "%s"\nproject_id = "%s"\nname = "node-vm-%s"\nec2_id = "%s"\nfixed_ips = ["50.0.0.44"]\n' \
+    "$inst" "$project" "$i" "$ec2" >"$tmp/instances/$inst.toml"
+  printf '[[router]]\nid = "%s"\nnetworks = ["%s"]\n\n[[port]]\nnetwork = "%s"\nip = "50.0.0.44"\ndevice_id = "%s"\nproject_id = "%s"\n\n' \
+    "$r" "$net" "$net" "$inst" "$project" >>"$node_map"
+  sed -e "s/$router/$r/g" "$haproxy_cfg" >"$state/ns-metadata-proxy/$r.conf"
+  MDPROXY=$bin MDPROXY_NODE_DIR=$node_dir ip netns exec "$rns" \
+    dist/neutron/mdproxy-haproxy -f "$state/ns-metadata-proxy/$r.conf" ||
+    fail "the haproxy shim (node mode) exited with status $?"
+  node_routers+=("$r")
+  node_ec2+=("$ec2")
+done
+kill -HUP "$server_pid" # the server reads the new instance files
+"$bin" node --watch-dir "$node_dir" --rescan-interval 0.2 --shared-secret-file "$tmp/secret" \
+  --metadata-url "http://127.0.0.1:$server_port" --static-map "$node_map" \
+  --log-file "$tmp/log/node.log" &
+node_pid=$!
+pids+=("$node_pid")
+# The node, one process, listens in router namespace qrouter-$1.
+serves() { ip netns exec "qrouter-$1" ss -Hltnp 'sport = :9697' | grep -q "pid=$node_pid,"; }
+not_serves() { ! serves "$1"; }
+# Instance namespace $1 reads instance-id $2.
+reads() {
+  local got
+  got=$(ip netns exec "$1" curl -sS -f --noproxy '*' --max-time 5 http://169.254.169.254/latest/meta-data/instance-id) &&
+    [ "$got" = "$2" ]
+}
+for i in $(seq 1 "$n_routers"); do
+  r=${node_routers[$((i - 1))]}
+  # What Neutron's process monitor checks: the pid file names a live process whose command
+  # line names the router.
+  pidf=${haproxy_pid_file//$router/$r}
+  wait_for 0 20 test -s "$pidf"
+  reg_pid=$(cat "$pidf")
+  pids+=("$reg_pid")
+  grep -q "$r" "/proc/$reg_pid/cmdline" || fail "node-register's command line does not name $r"
+  wait_for "$node_pid" 20 serves "$r"
+  wait_for "$node_pid" 20 reads "mdp-ni-$$-$i" "${node_ec2[$((i - 1))]}"
+done
+rss=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$node_pid/status")
+reg_rss=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$reg_pid/status")
+echo "netns: one mdproxy node (VmRSS $rss KiB) served $n_routers router namespaces registered through the shim; each instance, all at 50.0.0.44, read its own instance-id (a node-register: VmRSS $reg_rss KiB)"
+# Neutron stops one router's proxy with SIGTERM: that namespace stops, the others go on.
+last=${node_routers[$((n_routers - 1))]}
+# Not our child (it daemonized): its exit status is not ours to read; its file tells.
+stop "$reg_pid" 15 || true
+[ ! -e "$node_dir/$last.toml" ] || fail "node-register left its file behind"
+wait_for "$node_pid" 20 not_serves "$last"
+reads "mdp-ni-$$-1" "${node_ec2[0]}" || fail "router 1 stopped being served with the last one"
+stop "$node_pid" 15 || fail "the node exited with status $? after SIGTERM"
+echo "netns: SIGTERM to one node-register stopped serving its namespace only; the node stopped on SIGTERM with status 0"
 
 # --- SIGTERM: the agent and the server drain and exit 0; the agent removes its socket.
 for role in agent:$agent_pid server:$server_pid; do

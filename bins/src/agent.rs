@@ -136,6 +136,36 @@ impl Serve for Agent {
     }
 }
 
+/// What a role that runs the agent in-process (the node) takes from a loaded agent.
+pub struct InProcess {
+    pub role: AgentConfig,
+    pub upstream_tls: Option<TlsTarget>,
+    /// Makes the SIGHUP hook (re-reads the static map).
+    pub hangup: Box<dyn Fn() -> Hook>,
+    /// The metadata server and the backend, for the start-up line.
+    pub described: String,
+}
+
+impl Agent {
+    /// The agent's settings without its socket, for the node.
+    pub fn into_in_process(self) -> InProcess {
+        let a = &self.args;
+        let described = format!(
+            "metadata server {} ({}{}), {}",
+            a.metadata,
+            self.metadata,
+            describe_tls(&a.metadata_tls, a.metadata.https),
+            self.backend,
+        );
+        InProcess {
+            role: self.role,
+            upstream_tls: self.upstream_tls,
+            hangup: self.hangup,
+            described,
+        }
+    }
+}
+
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
 /// certificate must carry checked.
 fn metadata_tls(cfg: &cli::Agent) -> Result<Option<TlsTarget>, String> {

@@ -14,6 +14,9 @@ mod handover;
 mod listen;
 mod log_batch;
 mod metrics;
+mod netns;
+mod node;
+mod node_register;
 mod notify;
 mod ns_proxy;
 mod os;
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
             return serve::main::<ns_proxy::NsProxy>(cfg.process.clone(), *cfg)
         }
         cli::Command::Agent(cfg) => return serve::main::<agent::Agent>(cfg.process.clone(), *cfg),
+        cli::Command::NodeRegister(r) => return node_register::main(*r),
+        cli::Command::Node(cfg) => {
+            return serve::main::<node::Node>(cfg.agent.process.clone(), *cfg)
+        }
         cli::Command::Server(cfg) => {
             return serve::main::<server::Server>(cfg.process.clone(), *cfg)
         }

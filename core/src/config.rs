@@ -50,6 +50,9 @@ pub enum Role {
     NsProxy(NsProxyConfig),
     /// The metadata agent: resolves the instance, signs its ID, relays to the metadata server.
     Agent(AgentConfig),
+    /// The node: the ns-proxy's stripping and the agent's lookup and signing in one hop, for
+    /// connections of scoped listeners (`crate::listener`), which are added at run time.
+    Node(AgentConfig),
     /// The metadata server: checks the agent's signature and serves the metadata trees.
     Server(ServerConfig),
     /// Serves these metrics (`GET /metrics`, Prometheus text format) to scrapers.

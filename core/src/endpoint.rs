@@ -27,12 +27,14 @@ use timers::Timers;
 
 use crate::config::{EndpointConfig, Reload};
 use crate::http::Method;
+use crate::listener::{ListenerId, ScopedListener};
 use crate::lookup::{ClientAction, ReqId};
 use crate::metrics::{Meter, RoleMetrics};
 use crate::policy::{self, Policy};
 use crate::proxy::conn::{Conn, Settings};
 use crate::proxy::decision::{Output, Route};
-use crate::scope::canonical_ip;
+use crate::proxy::ratelimit::RateLimiter;
+use crate::scope::{canonical_ip, LookupKey};
 use crate::socket::{Action, ConnectError, Event, Input, SockId};
 use crate::tls::shuttle::Shuttle;
 use crate::tls::{ServerTls, TlsTarget};
@@ -82,6 +84,15 @@ pub struct Endpoint {
     shut_after_flush: BTreeSet<SockId>,
     /// Sockets to offer [`Action::Wake`] for, after the queued actions.
     wakes: BTreeSet<SockId>,
+    /// The scoped listeners registered with [`Endpoint::add_listener`].
+    listeners: BTreeMap<ListenerId, Scoped>,
+}
+
+/// One scoped listener: its settings and its rate limiter.
+#[derive(Debug)]
+struct Scoped {
+    cfg: ScopedListener,
+    rate: Option<RateLimiter>,
 }
 
 impl Endpoint {
@@ -111,6 +122,7 @@ impl Endpoint {
             actions: VecDeque::new(),
             shut_after_flush: BTreeSet::new(),
             wakes: BTreeSet::new(),
+            listeners: BTreeMap::new(),
         }
     }
 
@@ -127,6 +139,64 @@ impl Endpoint {
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).
     /// Returns the id the socket goes by; the core may answer and close it at once (limits).
     pub fn accept(&mut self, now: Instant, peer: Option<SocketAddr>) -> SockId {
+        self.accept_from(now, peer, None)
+    }
+
+    /// Registers (or, for a known id, updates) a scoped listener: connections the runtime
+    /// reports through [`Endpoint::accept_on`] with this id are for `cfg.scope`. Queues
+    /// nothing. An update keeps the rate limiter's counts when the limit is unchanged.
+    pub fn add_listener(&mut self, id: ListenerId, cfg: ScopedListener) {
+        if let Some(old) = self.listeners.get_mut(&id) {
+            if old.cfg.rate_limit != cfg.rate_limit {
+                old.rate = cfg.rate_limit.map(RateLimiter::new);
+            }
+            old.cfg = cfg;
+            return;
+        }
+        let rate = cfg.rate_limit.map(RateLimiter::new);
+        self.listeners.insert(id, Scoped { cfg, rate });
+    }
+
+    /// Forgets a scoped listener (the runtime has closed its sockets): its connections finish
+    /// as in a drain (idle ones close now, busy ones after their exchange), the others are
+    /// not touched. Drain [`Endpoint::poll_action`] after it.
+    pub fn remove_listener(&mut self, now: Instant, id: ListenerId) {
+        if self.listeners.remove(&id).is_none() {
+            return;
+        }
+        let keys: Vec<SockId> = (self.conns.iter())
+            .filter(|(_, c)| c.listener.is_some_and(|(l, _)| l == id))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in keys {
+            self.with_conn(now, key, |c| c.drain(now));
+        }
+        self.flush_tls(now);
+    }
+
+    /// The scoped listeners registered, in id order.
+    pub fn scoped_listeners(&self) -> impl Iterator<Item = (ListenerId, &ScopedListener)> {
+        self.listeners.iter().map(|(id, l)| (*id, &l.cfg))
+    }
+
+    /// A connection from `peer` on the scoped listener `listener` (see
+    /// [`Endpoint::add_listener`]); as [`Endpoint::accept`] otherwise. One on a listener that
+    /// is not (or no longer) registered is answered 503 and closed.
+    pub fn accept_on(
+        &mut self,
+        now: Instant,
+        peer: Option<SocketAddr>,
+        listener: ListenerId,
+    ) -> SockId {
+        self.accept_from(now, peer, Some(listener))
+    }
+
+    fn accept_from(
+        &mut self,
+        now: Instant,
+        peer: Option<SocketAddr>,
+        listener: Option<ListenerId>,
+    ) -> SockId {
         self.tls.advance(now);
         let sock = self.new_id();
         let ip = peer.map(|p| canonical_ip(p.ip()));
@@ -136,10 +206,16 @@ impl Endpoint {
         }
         let mut conn = Conn::new(now, sock, ip, self.settings);
         self.meter.count(RoleMetrics::connection_opened);
+        let scoped = listener.map(|id| (id, self.listeners.get(&id).map(|l| l.cfg)));
         if self.draining {
             conn.refuse(now, 503, "Shutting down.");
+        } else if let Some((id, None)) = scoped {
+            log::debug!("connection on listener {} that is not registered", id.0);
+            conn.refuse(now, 503, "Not serving here.");
         } else {
-            match self.admission.admit(ip) {
+            let scoped = scoped.and_then(|(id, cfg)| cfg.map(|c| (id, c)));
+            conn.listener = scoped.map(|(id, c)| (id, c.scope));
+            match (self.admission).admit(ip, scoped.map(|(_, c)| (c.scope, c.max_conns))) {
                 Ok(()) => conn.counted = true,
                 Err(refusal) => conn.refuse(now, 503, refusal.message()),
             }
@@ -261,12 +337,20 @@ impl Endpoint {
             match out {
                 Output::Route(ticket) => {
                     let Some(head) = conn.request() else { continue };
+                    let scoped = scoped_key(conn);
                     let route = if head.method == Method::Connect && !self.policy.answers_locally()
                     {
                         // No role tunnels: relayed, a CONNECT would come back as a 2xx whose
                         // framing no longer applies (RFC 9110 §9.3.6), desynchronising the
                         // client.
                         Route::refuse(405, "CONNECT is not supported.")
+                    } else if let Some((id, key)) = scoped {
+                        let rate = self.listeners.get_mut(&id).and_then(|l| l.rate.as_mut());
+                        if rate.is_some_and(|r| !r.allow(now, key.ip)) {
+                            Route::refuse(429, "Too many requests.")
+                        } else {
+                            self.policy.route_scoped(now, ticket, key, head)
+                        }
                     } else {
                         self.policy.route(now, ticket, conn.peer(), head)
                     };
@@ -286,9 +370,18 @@ impl Endpoint {
                 } => {
                     let Some(head) = conn.request() else { continue };
                     let peer = conn.peer_text();
-                    let reroute = self
-                        .policy
-                        .check(now, ticket, head, status, can_reroute, peer);
+                    let reroute = match scoped_key(conn) {
+                        Some((_, key)) => (self.policy).check_scoped(
+                            now,
+                            ticket,
+                            key,
+                            head,
+                            status,
+                            can_reroute,
+                            peer,
+                        ),
+                        None => (self.policy).check(now, ticket, head, status, can_reroute, peer),
+                    };
                     conn.checked(now, ticket, reroute);
                 }
                 Output::Upstream { fresh } => self.give_upstream(now, key, fresh),
@@ -425,7 +518,8 @@ impl Endpoint {
         };
         if conn.counted && conn.is_finishing() {
             conn.counted = false;
-            self.admission.release(conn.peer());
+            let scope = conn.listener.map(|(_, scope)| scope);
+            self.admission.release(conn.peer(), scope);
         }
     }
 
@@ -541,6 +635,14 @@ impl Endpoint {
     pub fn connections(&self) -> usize {
         self.conns.len()
     }
+}
+
+/// The listener and lookup key of a connection of a scoped listener (one with a peer address:
+/// a scoped Unix listener has no client address to look up, so it is routed unscoped).
+fn scoped_key(conn: &Conn) -> Option<(ListenerId, LookupKey)> {
+    let (id, scope) = conn.listener?;
+    let ip = conn.peer()?;
+    Some((id, LookupKey { scope, ip }))
 }
 
 /// An endpoint that stops with connections still open (a drain that timed out) no longer

@@ -35,6 +35,7 @@ pub mod config;
 pub mod endpoint;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod lookup;
 pub mod metadata;
 pub mod metrics;

@@ -14,6 +14,10 @@
 //! reason a socket that used up its reads of the turn ([`turn::READS_PER_TURN`]) and a listener
 //! that used up its accepts, or backs off after running out of descriptors ([`Acceptor`]), are
 //! remembered and revisited by the loop itself: the next poll does not wait for them.
+//!
+//! Listeners may come and go while it runs ([`RunOptions::commands`]): a listener's token is
+//! its slot in a table whose free slots are reused, so removing one renumbers none of the
+//! others, and its sockets' connections are the endpoint's to finish.
 
 use std::collections::HashMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -24,9 +28,11 @@ use std::time::{Duration, Instant};
 
 use mdproxy_core::config::EndpointConfig;
 use mdproxy_core::endpoint::Endpoint;
+use mdproxy_core::listener::ListenerId;
 use mdproxy_core::socket::{Action, Input, SockId};
 use mdproxy_shell::{
-    connect_error, either, turn, AcceptFailed, Acceptor, Control, Listener, RunOptions, Signalled,
+    connect_error, either, turn, AcceptFailed, Acceptor, Command, Commands, Control, Listener,
+    RunOptions, Signalled,
 };
 use mio::event::Event;
 use mio::net::UnixStream;
@@ -37,6 +43,7 @@ use net::{Listening, Stream};
 mod net;
 
 const SIGNALS: Token = Token(usize::MAX);
+const COMMANDS: Token = Token(usize::MAX - 1);
 /// Socket tokens start after the listeners' (`Token(i)` for listener `i`).
 const FIRST_SOCK: usize = 1 << 16;
 
@@ -44,26 +51,24 @@ const FIRST_SOCK: usize = 1 << 16;
 pub fn serve(
     cfg: EndpointConfig,
     listeners: Vec<Listener>,
-    opts: RunOptions,
+    mut opts: RunOptions,
     signals: StdUnixStream,
 ) -> io::Result<()> {
     let mut sig_rx = UnixStream::from_std(signals);
     let mut poll = Poll::new()?;
     poll.registry()
         .register(&mut sig_rx, SIGNALS, Interest::READABLE)?;
-    let mut ports = Vec::with_capacity(listeners.len());
-    for (i, l) in listeners.into_iter().enumerate() {
-        let acceptor = Acceptor::new(&l);
-        let mut socket = Listening::new(l.into_socket());
-        poll.registry()
-            .register(socket.source(), Token(i), Interest::READABLE)?;
-        let retry = None;
-        ports.push(Port {
-            socket,
-            acceptor,
-            retry,
-        });
-    }
+    let commands = opts.commands.take();
+    // Registered for the wake-ups; `Commands::take` reads the bytes through its own handle.
+    let _wake = match &commands {
+        Some(c) => {
+            let mut rx = UnixStream::from_std(c.wake_socket().try_clone()?);
+            poll.registry()
+                .register(&mut rx, COMMANDS, Interest::READABLE)?;
+            Some(rx)
+        }
+        None => None,
+    };
     let mut now = Instant::now();
     let mut d = Driver {
         ep: Endpoint::new(now, cfg),
@@ -71,9 +76,12 @@ pub fn serve(
         registry: poll.registry().try_clone()?,
         socks: HashMap::new(),
         scratch: vec![0; turn::READ_CHUNK],
-        ports,
+        ports: Vec::with_capacity(listeners.len()),
         again: Vec::new(),
     };
+    for l in listeners {
+        d.add_port(l)?;
+    }
     if d.ctl.on_time(now, &mut d.ep) {
         d.settle(now);
     }
@@ -89,6 +97,11 @@ pub fn serve(
             match ev.token() {
                 SIGNALS if d.on_signals(now, &mut sig_rx) => return Ok(()),
                 SIGNALS => {}
+                COMMANDS => {
+                    if let Some(c) = &commands {
+                        d.on_commands(now, c);
+                    }
+                }
                 Token(i) if i < FIRST_SOCK => d.accept(now, i),
                 Token(t) => d.on_event(now, SockId((t - FIRST_SOCK) as u64), ev),
             }
@@ -105,6 +118,8 @@ pub fn serve(
 
 /// One listener and when the loop must come back to it without an event.
 struct Port {
+    /// The scoped listener it serves, if any.
+    id: Option<ListenerId>,
     socket: Listening,
     acceptor: Acceptor,
     /// Connections may be queued: accept again at this instant (now, when the turn's accepts
@@ -132,8 +147,9 @@ struct Driver {
     registry: Registry,
     socks: HashMap<SockId, Sock>,
     scratch: Vec<u8>,
-    /// `Token(i)` is `ports[i]`; empty once draining.
-    ports: Vec<Port>,
+    /// `Token(i)` is `ports[i]`; a removed listener leaves its slot free for the next one.
+    /// Empty once draining.
+    ports: Vec<Option<Port>>,
     /// Sockets that used up their reads of the turn while still readable.
     again: Vec<SockId>,
 }
@@ -145,7 +161,7 @@ impl Driver {
         if !self.again.is_empty() {
             return Some(Duration::ZERO);
         }
-        let retry = self.ports.iter().filter_map(|p| p.retry).min();
+        let retry = self.ports.iter().flatten().filter_map(|p| p.retry).min();
         let next = [self.ctl.deadline(&self.ep), retry].into_iter().flatten();
         next.min().map(|t| t.saturating_duration_since(now))
     }
@@ -157,7 +173,7 @@ impl Driver {
             match self.ctl.on_signals(now, &sigs[..n], &mut self.ep) {
                 Signalled::Exit => return true,
                 Signalled::Drain => {
-                    for mut p in self.ports.drain(..) {
+                    for mut p in self.ports.drain(..).flatten() {
                         let _ = self.registry.deregister(p.socket.source());
                     }
                 }
@@ -175,23 +191,81 @@ impl Driver {
             self.settle(now);
         }
         for i in 0..self.ports.len() {
-            if self.ports[i].retry.is_some_and(|t| t <= now) {
+            let due = self.ports[i].as_ref().and_then(|p| p.retry);
+            if due.is_some_and(|t| t <= now) {
                 self.accept(now, i);
             }
         }
     }
 
+    /// Registers listener `l` in the first free slot.
+    fn add_port(&mut self, l: Listener) -> io::Result<()> {
+        let free = self.ports.iter().position(Option::is_none);
+        let i = free.unwrap_or(self.ports.len());
+        if i >= FIRST_SOCK {
+            return Err(io::Error::other("too many listeners"));
+        }
+        let (id, acceptor) = (l.id(), Acceptor::new(&l));
+        let mut socket = Listening::new(l.into_socket());
+        (self.registry).register(socket.source(), Token(i), Interest::READABLE)?;
+        let port = Some(Port {
+            id,
+            socket,
+            acceptor,
+            retry: None,
+        });
+        match free {
+            Some(_) => self.ports[i] = port,
+            None => self.ports.push(port),
+        }
+        Ok(())
+    }
+
+    /// Carries out the queued listener commands. A listener registered with epoll reports
+    /// the connections already queued on it, so an added one needs no accept here.
+    fn on_commands(&mut self, now: Instant, commands: &Commands) {
+        for cmd in commands.take() {
+            match cmd {
+                // Once draining, nothing new is served: the sockets are dropped (closed).
+                Command::Add { .. } if self.ctl.draining() => {}
+                Command::Add { id, scope, sockets } => {
+                    self.ep.add_listener(id, scope);
+                    for l in sockets {
+                        let name = l.to_string();
+                        if let Err(e) = self.add_port(l.scoped(id)) {
+                            log::error!("cannot serve {name}: {e}");
+                        }
+                    }
+                }
+                Command::Remove(id) => {
+                    for slot in &mut self.ports {
+                        if slot.as_ref().is_some_and(|p| p.id == Some(id)) {
+                            if let Some(mut p) = slot.take() {
+                                let _ = self.registry.deregister(p.socket.source());
+                            }
+                        }
+                    }
+                    self.ep.remove_listener(now, id);
+                }
+            }
+        }
+        self.settle(now);
+    }
+
     /// Accepts on listener `i` until its queue is empty, it fails, or its turn is over.
     fn accept(&mut self, now: Instant, i: usize) {
         for _ in 0..turn::ACCEPTS_PER_TURN {
-            let Some(p) = self.ports.get_mut(i) else {
+            let Some(Some(p)) = self.ports.get_mut(i) else {
                 return;
             };
             p.retry = None;
             match p.socket.accept() {
                 Ok((stream, peer)) => {
                     p.acceptor.accepted();
-                    let id = self.ep.accept(now, peer);
+                    let id = match p.id {
+                        Some(listener) => self.ep.accept_on(now, peer, listener),
+                        None => self.ep.accept(now, peer),
+                    };
                     // Registering reports the current readiness, so no read is needed here.
                     self.add(id, stream, false);
                     self.settle(now);
@@ -203,7 +277,7 @@ impl Driver {
                 },
             }
         }
-        if let Some(p) = self.ports.get_mut(i) {
+        if let Some(Some(p)) = self.ports.get_mut(i) {
             p.retry = Some(now);
         }
     }

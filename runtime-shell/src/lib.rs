@@ -3,7 +3,8 @@
 //! ([`run_workers`], [`run_loops`]), the hooks ([`RunOptions`]), and the policies both loops
 //! must share: what a failed `accept(2)` means ([`Acceptor`]), how much one socket may do
 //! per turn ([`turn`]), what a failed connect tells the core ([`connect_error`]), and the
-//! tick, signal and drain bookkeeping around the endpoint ([`Control`]).
+//! tick, signal and drain bookkeeping around the endpoint ([`Control`]), and the queue that
+//! adds and removes listeners while a loop runs ([`command_queue`]).
 //!
 //! A runtime plugs in as one function, [`Serve`]: it drives one
 //! [`Endpoint`](mdproxy_core::endpoint::Endpoint) on its listeners until the signal socket
@@ -27,12 +28,14 @@ use mdproxy_core::config::EndpointConfig;
 use mdproxy_core::socket::ConnectError;
 
 pub use accept::{AcceptFailed, Acceptor, ACCEPT_BACKOFF};
+pub use commands::{command_queue, Command, Commands, ListenerControl};
 pub use control::{Control, Signalled};
 pub use listener::{Listener, Socket};
 pub use options::{Hook, RunOptions};
 pub use workers::{run_loops, run_workers, Loop};
 
 mod accept;
+mod commands;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod control;

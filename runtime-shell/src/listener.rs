@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
+use mdproxy_core::listener::ListenerId;
+
 /// Listen backlog unless [`Listener::set_backlog`] says otherwise; the kernel caps it at
 /// `net.core.somaxconn`.
 const BACKLOG: u32 = 4096;
@@ -17,6 +19,8 @@ pub struct Listener {
     socket: Socket,
     /// The path of a Unix listener, for [`Display`](fmt::Display).
     path: Option<PathBuf>,
+    /// The scoped listener its connections belong to (see [`Listener::scoped`]).
+    id: Option<ListenerId>,
 }
 
 /// The std socket inside a [`Listener`], for a runtime to register with its poller. It is
@@ -48,6 +52,7 @@ impl Listener {
         Ok(Listener {
             socket: Socket::Tcp(l),
             path: None,
+            id: None,
         })
     }
 
@@ -57,11 +62,16 @@ impl Listener {
         Ok(Listener {
             socket: Socket::Unix(l),
             path: Some(path.to_path_buf()),
+            id: None,
         })
     }
 
     fn new(socket: Socket, path: Option<PathBuf>) -> io::Result<Listener> {
-        let l = Listener { socket, path };
+        let l = Listener {
+            socket,
+            path,
+            id: None,
+        };
         l.set_backlog(BACKLOG)?;
         match &l.socket {
             Socket::Tcp(s) => s.set_nonblocking(true)?,
@@ -94,7 +104,21 @@ impl Listener {
         Ok(Listener {
             socket,
             path: self.path.clone(),
+            id: self.id,
         })
+    }
+
+    /// Tags the listener: its connections are reported to the endpoint with
+    /// [`Endpoint::accept_on`](mdproxy_core::endpoint::Endpoint::accept_on) this id, which
+    /// [`Command::Add`](crate::Command::Add) registers.
+    pub fn scoped(mut self, id: ListenerId) -> Listener {
+        self.id = Some(id);
+        self
+    }
+
+    /// The id [`Listener::scoped`] gave it.
+    pub fn id(&self) -> Option<ListenerId> {
+        self.id
     }
 
     /// The bound address of a TCP listener (`None` for Unix listeners).

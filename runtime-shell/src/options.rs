@@ -5,6 +5,8 @@ use std::time::Duration;
 use mdproxy_core::config::Reload;
 use mdproxy_core::metadata::StoreRequest;
 
+use crate::Commands;
+
 /// A hook that may hand the endpoint new data: SIGHUP's and the tick's. What it returns goes
 /// to [`Endpoint::reload`](mdproxy_core::endpoint::Endpoint::reload); `None` changes nothing
 /// (e.g. the new data was bad and the hook logged why).
@@ -28,6 +30,10 @@ pub struct RunOptions {
     /// at least every interval (the loop wakes for it), also while busy. What it returns is
     /// handled as for SIGHUP. Not called once draining.
     pub tick: Option<(Duration, Hook)>,
+    /// Listeners to add and remove while running ([`command_queue`](crate::command_queue));
+    /// `None`: the listeners are fixed at start. One loop per queue: the node role runs a
+    /// single worker.
+    pub commands: Option<Commands>,
 }
 
 /// 10 s to drain, hooks that do nothing but log that a password was not persisted.
@@ -45,6 +51,7 @@ impl Default for RunOptions {
                 )
             }),
             tick: None,
+            commands: None,
         }
     }
 }

@@ -19,12 +19,16 @@
 //! `Driver::settle`, the one place that drains [`Endpoint::poll_action`] and routes each
 //! action to its task.
 //!
+//! Listeners may come and go while it runs ([`RunOptions::commands`]): a commands task waits
+//! on the queue's wake socket and starts or drops the accept tasks of a scoped listener;
+//! dropping them closes its sockets, and its connections are the endpoint's to finish.
+//!
 //! The listeners, signals, workers and hooks are [`mdproxy_shell`]'s, which runs [`serve`];
 //! the tick, signal and drain bookkeeping is its [`Control`], the accept policy its
 //! [`Acceptor`] and the per-turn caps its [`turn`] constants, the same as the mio loop's.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, ErrorKind};
 use std::os::unix::net::UnixStream;
 use std::rc::{Rc, Weak};
@@ -33,9 +37,11 @@ use std::time::Instant;
 use async_io::{Async, Timer};
 use mdproxy_core::config::EndpointConfig;
 use mdproxy_core::endpoint::Endpoint;
+use mdproxy_core::listener::ListenerId;
 use mdproxy_core::socket::{Action, Input, SockId, Target};
 use mdproxy_shell::{
-    connect_error, turn, AcceptFailed, Acceptor, Control, Listener, RunOptions, Signalled,
+    connect_error, turn, AcceptFailed, Acceptor, Command, Commands, Control, Listener, RunOptions,
+    Signalled,
 };
 use smol::channel::{self, Receiver, Sender};
 use smol::future::{self, Future};
@@ -50,14 +56,18 @@ mod net;
 pub fn serve(
     cfg: EndpointConfig,
     listeners: Vec<Listener>,
-    opts: RunOptions,
+    mut opts: RunOptions,
     signals: UnixStream,
 ) -> io::Result<()> {
     let sig_rx = Async::new(signals)?;
+    let commands = match opts.commands.take() {
+        Some(c) => Some((Async::new(c.wake_socket().try_clone()?)?, c)),
+        None => None,
+    };
     let mut ports = Vec::with_capacity(listeners.len());
     for l in listeners {
         let acceptor = Acceptor::new(&l);
-        ports.push((AsyncListener::new(l.into_socket())?, acceptor));
+        ports.push((l.id(), AsyncListener::new(l.into_socket())?, acceptor));
     }
     let ex = Rc::new(LocalExecutor::new());
     let (rearm, rearmed) = channel::bounded(1);
@@ -69,6 +79,7 @@ pub fn serve(
         ex: Rc::downgrade(&ex),
         socks: RefCell::default(),
         acceptors: RefCell::default(),
+        scoped: RefCell::default(),
         scratch: RefCell::new(vec![0; turn::READ_CHUNK]),
         armed: Cell::new(None),
         rearm,
@@ -77,11 +88,12 @@ pub fn serve(
     let main = async {
         let acceptors = ports
             .into_iter()
-            .map(|(l, a)| d.spawn(d.clone().accept(l, a)));
+            .map(|(id, l, a)| d.spawn(d.clone().accept(id, l, a)));
         *d.acceptors.borrow_mut() = acceptors.collect();
         d.on_time(now);
         let _timers = d.spawn(d.clone().timers(rearmed));
         let _signals = d.spawn(d.clone().signals(sig_rx));
+        let _commands = commands.map(|(wake, c)| d.spawn(d.clone().commands(wake, c)));
         let _ = finished.recv().await;
     };
     async_io::block_on(ex.run(main));
@@ -113,6 +125,8 @@ struct Driver {
     socks: RefCell<HashMap<SockId, Sock>>,
     /// Dropped (and their listeners closed) once draining.
     acceptors: RefCell<Vec<Task<()>>>,
+    /// The accept tasks of each scoped listener added by a command; the same.
+    scoped: RefCell<BTreeMap<ListenerId, Vec<Task<()>>>>,
     scratch: RefCell<Vec<u8>>,
     /// The deadline the timer task sleeps until.
     armed: Cell<Option<Instant>>,
@@ -192,13 +206,23 @@ impl Driver {
         }
     }
 
-    /// The task of one listener: accepts until dropped.
-    async fn accept(self: Rc<Self>, l: AsyncListener, mut acceptor: Acceptor) {
+    /// The task of one listener (of the scoped listener `listener`, if any): accepts until
+    /// dropped.
+    async fn accept(
+        self: Rc<Self>,
+        listener: Option<ListenerId>,
+        l: AsyncListener,
+        mut acceptor: Acceptor,
+    ) {
         loop {
             match l.accept().await {
                 Ok((stream, peer)) => {
                     acceptor.accepted();
-                    let id = self.ep.borrow_mut().accept(Instant::now(), peer);
+                    let now = Instant::now();
+                    let id = match listener {
+                        Some(scoped) => self.ep.borrow_mut().accept_on(now, peer, scoped),
+                        None => self.ep.borrow_mut().accept(now, peer),
+                    };
                     self.add(id, Start::Accepted(stream));
                     self.settle();
                     // One connection per turn (within turn::ACCEPTS_PER_TURN): the new socket's
@@ -348,6 +372,47 @@ impl Driver {
         }
     }
 
+    /// The commands task: carries out the listener commands queued for this loop.
+    async fn commands(self: Rc<Self>, wake: Async<UnixStream>, commands: Commands) {
+        loop {
+            if let Err(e) = wake.readable().await {
+                return log::error!("cannot wait for listener commands: {e}");
+            }
+            for cmd in commands.take() {
+                match cmd {
+                    // Once draining, nothing new is served: the sockets are dropped (closed).
+                    Command::Add { .. } if self.ctl.borrow().draining() => {}
+                    Command::Add { id, scope, sockets } => self.add_scoped(id, scope, sockets),
+                    Command::Remove(id) => {
+                        drop(self.scoped.borrow_mut().remove(&id));
+                        self.ep.borrow_mut().remove_listener(Instant::now(), id);
+                    }
+                }
+            }
+            self.settle();
+        }
+    }
+
+    /// Registers `scope` as `id` and starts accepting on its sockets.
+    fn add_scoped(
+        self: &Rc<Self>,
+        id: ListenerId,
+        scope: mdproxy_core::listener::ScopedListener,
+        sockets: Vec<Listener>,
+    ) {
+        self.ep.borrow_mut().add_listener(id, scope);
+        for l in sockets {
+            let (name, acceptor) = (l.to_string(), Acceptor::new(&l));
+            match AsyncListener::new(l.into_socket()) {
+                Ok(l) => {
+                    let task = self.spawn(self.clone().accept(Some(id), l, acceptor));
+                    self.scoped.borrow_mut().entry(id).or_default().push(task);
+                }
+                Err(e) => log::error!("cannot serve {name}: {e}"),
+            }
+        }
+    }
+
     /// The signal task: reads caught signals off the self-pipe.
     async fn signals(self: Rc<Self>, mut rx: Async<UnixStream>) {
         let mut sigs = [0u8; 16];
@@ -370,7 +435,10 @@ impl Driver {
                     return;
                 }
                 // Closes the listeners before the endpoint's closes of idle connections.
-                Signalled::Drain => drop(self.acceptors.take()),
+                Signalled::Drain => {
+                    drop(self.acceptors.take());
+                    drop(self.scoped.take());
+                }
                 Signalled::Settle => {}
             }
             self.settle();

@@ -621,6 +621,20 @@ pub(super) const SAME: &[&[&str]] = &[
 ];
 
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
+    parse_with(p, HELP, &mut |_, _, _| Ok(false))
+}
+
+/// A role's own flags, taken before the agent's (the node's, which refuses the agent's Unix
+/// socket flags): `Ok(true)` took the flag.
+pub(super) type Extra<'a> = dyn FnMut(&str, &str, &mut Args) -> Result<bool, String> + 'a;
+
+/// The agent's flags, for `agent` and for a role built on it (the node): `extra` sees each
+/// flag first, and `-h` prints `help`.
+pub(super) fn parse_with(
+    p: &mut Args,
+    help: &'static str,
+    extra: &mut Extra<'_>,
+) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
     let mut metadata = MetadataUrl {
@@ -637,14 +651,15 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut cache_ttl, mut negative_ttl) = (Duration::from_secs(5), Duration::from_secs(1));
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
-        if common.parse(&name, &flag, p)?
+        if extra(&name, &flag, p)?
+            || common.parse(&name, &flag, p)?
             || neutron.parse(&name, &flag, p)?
             || ovn.parse(&name, &flag, p)?
         {
             continue;
         }
         match name.as_str() {
-            "help" => return Ok(Command::Help(HELP)),
+            "help" => return Ok(Command::Help(help)),
             "listen-socket" => listen_socket = value(p, &flag)?.into(),
             "backlog" => backlog = BACKLOG.parse(&flag, &value(p, &flag)?)?,
             "socket-mode" => socket_mode = Some(mode(&flag, &value(p, &flag)?)?),

@@ -17,13 +17,14 @@ use toml::Spanned;
 
 use super::args::{stack, Args, Origin, Setting, Val};
 use super::ini::{self, Source};
-use super::{agent, demo, ns_proxy, server, Command, Common};
+use super::{agent, demo, node, ns_proxy, server, Command, Common};
 
 /// The roles a configuration file has a table for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
     NsProxy,
     Agent,
+    Node,
     Server,
     Demo,
 }
@@ -32,13 +33,20 @@ pub enum Role {
 const COMMON_SAME: &[&[&str]] = &[&["daemonize", "nodaemonize"]];
 
 impl Role {
-    const ALL: [Role; 4] = [Role::NsProxy, Role::Agent, Role::Server, Role::Demo];
+    const ALL: [Role; 5] = [
+        Role::NsProxy,
+        Role::Agent,
+        Role::Node,
+        Role::Server,
+        Role::Demo,
+    ];
 
     /// The command, and the name of its table.
     pub fn name(self) -> &'static str {
         match self {
             Role::NsProxy => "ns-proxy",
             Role::Agent => "agent",
+            Role::Node => "node",
             Role::Server => "server",
             Role::Demo => "demo",
         }
@@ -48,6 +56,7 @@ impl Role {
         match self {
             Role::NsProxy => ns_proxy::parse(p, legacy),
             Role::Agent => agent::parse(p),
+            Role::Node => node::parse(p),
             Role::Server => server::parse(p),
             Role::Demo => demo::parse(p),
         }
@@ -57,7 +66,7 @@ impl Role {
     fn same(self, flag: &str) -> String {
         let own: &[&[&str]] = match self {
             Role::NsProxy => ns_proxy::SAME,
-            Role::Agent => agent::SAME,
+            Role::Agent | Role::Node => agent::SAME,
             Role::Server | Role::Demo => &[],
         };
         let group = own.iter().chain(COMMON_SAME).find(|g| g.contains(&flag));

@@ -22,9 +22,12 @@ mod args;
 mod config;
 mod demo;
 mod ini;
+mod node;
+mod node_register;
 mod ns_proxy;
 mod range;
 mod server;
+mod unit;
 
 pub use agent::{
     Agent, ClientTlsArgs, LookupBackend, NeutronArgs, OvnArgs, OvnSsl, Secret, ServiceUrl,
@@ -32,8 +35,11 @@ pub use agent::{
 };
 pub use config::check as check_config;
 pub use demo::Demo;
+pub use node::Node;
+pub use node_register::Register;
 pub use ns_proxy::{NsProxy, NS_PROXY_CONNS};
 pub use server::{Server, ServerTlsArgs};
+pub use unit::{listen_addr, parse_unit, Unit};
 
 pub const TOP_HELP: &str = "\
 mdproxy: cloud-instance metadata proxy (OpenStack Neutron/Nova compatible)
@@ -48,6 +54,12 @@ Commands:
   agent      Metadata agent: resolves which instance a proxied request comes from, signs its
              ID and relays the request to the metadata server (replaces
              neutron-metadata-agent)
+  node       Namespace proxy and agent in one process: serves every router and network
+             namespace named in a watched directory, with the agent's lookup and signing
+             in-process (one hop instead of ns-proxy + agent)
+  node-register
+             Hold one router's or network's registration with a node (what the haproxy
+             shim execs in node mode; Neutron's process monitor watches it)
   server     Metadata server: serves instance metadata from files as Nova's metadata API
              does, plus IMDSv2 tokens (replaces nova-api-metadata)
   demo       All three roles on loopback with a sample instance, and the curl commands to try
@@ -153,6 +165,9 @@ pub enum Command {
     Version,
     NsProxy(Box<NsProxy>),
     Agent(Box<Agent>),
+    Node(Box<Node>),
+    /// `node-register`: hold a registration with a node (no configuration file).
+    NodeRegister(Box<Register>),
     Server(Box<Server>),
     Demo(Box<Demo>),
     /// `check-config FILE`.
@@ -296,6 +311,10 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String
             Some(Value(cmd)) => match cmd.to_str() {
                 Some("ns-proxy") => Role::NsProxy,
                 Some("agent") => Role::Agent,
+                Some("node") => Role::Node,
+                Some("node-register") if config.is_none() => {
+                    return node_register::parse_register(p)
+                }
                 Some("server") => Role::Server,
                 Some("demo") => Role::Demo,
                 Some("check-config") if config.is_none() => return check_config_args(p),

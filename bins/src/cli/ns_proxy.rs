@@ -196,7 +196,7 @@ pub(super) fn addr(flag: &str, v: &str) -> Result<SocketAddr, String> {
 
 /// `BASE/BASE_WINDOW,BURST/BURST_WINDOW`, windows in whole seconds; each part in its range
 /// (a window of 2^64 - 1 seconds overflowed the rate limiter's arithmetic).
-fn rate_limit_arg(flag: &str, v: &str) -> Result<RateLimit, String> {
+pub(super) fn rate_limit_arg(flag: &str, v: &str) -> Result<RateLimit, String> {
     let bad = || format!("{flag}: {v:?} is not BASE/SECONDS,BURST/SECONDS (e.g. 10/10,10/10)");
     let pair = |s: &str| -> Result<(u32, Duration), String> {
         let (n, w) = s.split_once('/').ok_or_else(bad)?;

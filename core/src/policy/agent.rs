@@ -73,7 +73,13 @@ impl Agent {
     }
 
     /// Starts (or, `skip_cache`, restarts past the cache) the lookup of `key`.
-    fn resolve(&mut self, now: Instant, ticket: Ticket, key: LookupKey, skip_cache: bool) -> Route {
+    pub(super) fn resolve(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: LookupKey,
+        skip_cache: bool,
+    ) -> Route {
         let (client, cache) = match &mut self.source {
             Source::Static(map) => return decide(&self.signer, key, Ok(map.resolve(&key)), false),
             Source::Ovn(client) => {
@@ -100,6 +106,33 @@ impl Agent {
             Some(found) => decide(&self.signer, key, Ok(found), true),
             None => Route::Pending,
         }
+    }
+
+    /// The second look at the metadata server's answer `status` (see the module docs) for
+    /// the request whose lookup key `key` finds (the node knows it from its listener).
+    pub(super) fn second_look(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: impl FnOnce() -> Option<LookupKey>,
+        status: u16,
+        can_reroute: bool,
+        peer: &str,
+    ) -> Option<Route> {
+        if status == 404 && can_reroute {
+            let key = key()?;
+            log::info!(
+                "{peer} metadata server does not know the cached instance for {}; looking it up again",
+                key.ip
+            );
+            return Some(self.resolve(now, ticket, key, true));
+        }
+        if status == 403 {
+            log::warn!(
+                "{peer} the metadata server answered 403 Forbidden: the shared secrets of agent and server likely differ"
+            );
+        }
+        None
     }
 
     /// Shows the OVN replica's state in the metrics.
@@ -181,20 +214,8 @@ impl Policy for Agent {
         can_reroute: bool,
         peer: &str,
     ) -> Option<Route> {
-        if status == 404 && can_reroute {
-            let key = lookup_key(&head.headers).ok()?;
-            log::info!(
-                "{peer} metadata server does not know the cached instance for {}; looking it up again",
-                key.ip
-            );
-            return Some(self.resolve(now, ticket, key, true));
-        }
-        if status == 403 {
-            log::warn!(
-                "{peer} the metadata server answered 403 Forbidden: the shared secrets of agent and server likely differ"
-            );
-        }
-        None
+        let key = || lookup_key(&head.headers).ok();
+        self.second_look(now, ticket, key, status, can_reroute, peer)
     }
 
     fn poll_routed(&mut self, now: Instant) -> Option<(Ticket, Route)> {

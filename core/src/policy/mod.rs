@@ -8,6 +8,7 @@
 //! `Box<dyn Policy>`; one virtual call per request decision costs nothing next to the parse.
 
 mod agent;
+mod node;
 mod ns_proxy;
 mod scrape;
 mod server;
@@ -22,6 +23,7 @@ use crate::lookup::{ClientAction, NeutronClient, OvnClient, ReqId};
 use crate::metadata::MetaResponse;
 use crate::metrics::{Meter, MetricRole};
 use crate::proxy::decision::{Local, Route, Ticket};
+use crate::scope::LookupKey;
 use crate::socket::Event;
 use crate::socket::{Input, Target};
 use crate::tls::{ClientTls, TlsError, TlsTarget};
@@ -37,6 +39,35 @@ pub(crate) trait Policy: fmt::Debug + Send {
         peer: Option<IpAddr>,
         head: &RequestHead,
     ) -> Route;
+
+    /// [`Policy::route`] for a connection of a scoped listener (`crate::listener`): `key` is
+    /// the listener's scope and the client's address. Roles that take their scope from a
+    /// header ignore the listener's.
+    fn route_scoped(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: LookupKey,
+        head: &RequestHead,
+    ) -> Route {
+        self.route(now, ticket, Some(key.ip), head)
+    }
+
+    /// [`Policy::check`] for a connection of a scoped listener, with its `key` as in
+    /// [`Policy::route_scoped`].
+    #[allow(clippy::too_many_arguments)] // check's arguments and the key
+    fn check_scoped(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        _key: LookupKey,
+        head: &RequestHead,
+        status: u16,
+        can_reroute: bool,
+        peer: &str,
+    ) -> Option<Route> {
+        self.check(now, ticket, head, status, can_reroute, peer)
+    }
 
     /// Every request is answered here (no upstream): `CONNECT` reaches [`Policy::route`] too.
     fn answers_locally(&self) -> bool {
@@ -201,6 +232,7 @@ pub(crate) fn for_role(now: Instant, role: &Role, meter: Meter) -> Box<dyn Polic
     match role {
         Role::NsProxy(c) => Box::new(ns_proxy::NsProxy::new(c)),
         Role::Agent(c) => Box::new(agent::Agent::new(now, c, meter)),
+        Role::Node(c) => Box::new(node::Node::new(now, c, meter)),
         Role::Server(c) => Box::new(server::Server::new(c)),
         Role::Metrics(m) => Box::new(scrape::Scrape::new(m.clone())),
     }
@@ -208,24 +240,28 @@ pub(crate) fn for_role(now: Instant, role: &Role, meter: Meter) -> Box<dyn Polic
 
 /// The client TLS of `role`'s lookup backend, whose wall clock the endpoint moves.
 pub(crate) fn backend_tls(role: &Role) -> Option<&ClientTls> {
-    match role {
-        Role::Agent(AgentConfig {
+    let (Role::Agent(agent) | Role::Node(agent)) = role else {
+        return None;
+    };
+    match agent {
+        AgentConfig {
             backend: LookupBackend::Neutron(n),
             ..
-        }) => n.tls.as_ref(),
-        Role::Agent(AgentConfig {
+        } => n.tls.as_ref(),
+        AgentConfig {
             backend: LookupBackend::Ovn(o),
             ..
-        }) => o.tls.as_ref(),
+        } => o.tls.as_ref(),
         _ => None,
     }
 }
 
-/// What `role`'s requests count as (scrapes are not counted).
+/// What `role`'s requests count as (scrapes are not counted). A node's count as the agent's:
+/// it does the agent's work, and its lookup and backend metrics are the agent's.
 pub(crate) fn metric_role(role: &Role) -> Option<MetricRole> {
     match role {
         Role::NsProxy(_) => Some(MetricRole::NsProxy),
-        Role::Agent(_) => Some(MetricRole::Agent),
+        Role::Agent(_) | Role::Node(_) => Some(MetricRole::Agent),
         Role::Server(_) => Some(MetricRole::Server),
         Role::Metrics(_) => None,
     }

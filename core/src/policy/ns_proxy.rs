@@ -31,6 +31,17 @@ impl NsProxy {
     }
 }
 
+/// The refusal of an IMDSv2 token request that already passed through an HTTP proxy inside
+/// the instance: AWS refuses these so a token cannot leak beyond the instance. The node's
+/// rule too.
+pub(super) fn token_through_proxy(head: &RequestHead) -> Option<Route> {
+    // `head.target` is normalised (see `http::normalize_target`), as the server sees it.
+    let through_proxy = head.method == Method::Put
+        && is_token_target(&head.target)
+        && head.headers.iter().any(|(name, _)| is_forwarded_for(name));
+    through_proxy.then(|| Route::refuse(403, "Token requests through a proxy are refused."))
+}
+
 impl Policy for NsProxy {
     fn route(
         &mut self,
@@ -47,14 +58,8 @@ impl Policy for NsProxy {
                 return Route::refuse(429, "Too many requests.");
             }
         }
-        // `head.target` is normalised (see `http::normalize_target`), as the server sees it.
-        if head.method == Method::Put
-            && is_token_target(&head.target)
-            && head.headers.iter().any(|(name, _)| is_forwarded_for(name))
-        {
-            // An IMDSv2 token request that already passed through an HTTP proxy inside the
-            // instance: AWS refuses these so a token cannot leak beyond the instance.
-            return Route::refuse(403, "Token requests through a proxy are refused.");
+        if let Some(refused) = token_through_proxy(head) {
+            return refused;
         }
         Route::Forward(Forward {
             rules: &NS_PROXY,

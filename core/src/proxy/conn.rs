@@ -37,6 +37,8 @@ use crate::config::Timeouts;
 use crate::http::{
     normalize_target, Body, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead,
 };
+use crate::listener::ListenerId;
+use crate::scope::Scope;
 use crate::socket::{Input, SockId};
 
 /// How long a closed-for-writing connection may keep sending before it is cut off. Reading
@@ -53,6 +55,11 @@ pub(crate) struct Settings {
     /// Access lines at debug level (a scraper's requests would drown the others).
     pub(crate) quiet: bool,
 }
+
+/// How long a drain waits for the first request of a connection that has sent nothing yet:
+/// a client that has just connected sends within a round trip; one that holds a connection
+/// open without a request (a preconnect) does not hold the drain for the head timeout.
+pub const FRESH_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug)]
 enum Phase {
@@ -86,6 +93,11 @@ pub(crate) struct Conn {
     out: BytesMut,
     client_eof: bool,
     draining: bool,
+    /// No exchange has ended on it yet: a client that has just connected, whose request is
+    /// on its way. A drain does not close it as idle (that would reset a request the client
+    /// sent before it saw our close: what a process handing its sockets to a successor must
+    /// not do); it serves that one request, then closes.
+    fresh: bool,
     scanner: HeadScanner,
     phase: Phase,
     /// Exchanges started, for their [`Ticket`]s.
@@ -93,6 +105,9 @@ pub(crate) struct Conn {
     outputs: VecDeque<Output>,
     /// Counted against the endpoint's connection limits (until it starts closing).
     pub(crate) counted: bool,
+    /// The scoped listener it came in on, and that listener's scope (kept after the listener
+    /// is removed, so its last exchange finishes as it began).
+    pub(crate) listener: Option<(ListenerId, Scope)>,
 }
 
 impl Conn {
@@ -106,10 +121,12 @@ impl Conn {
             out: BytesMut::new(),
             client_eof: false,
             draining: false,
+            fresh: true,
             scanner: HeadScanner::new(),
             seq: 0,
             outputs: VecDeque::new(),
             counted: false,
+            listener: None,
             // A fresh connection owes us a head within the head timeout (slowloris → 408).
             phase: Phase::Head {
                 started: true,
@@ -264,11 +281,17 @@ impl Conn {
         self.progress(now);
     }
 
-    /// Graceful shutdown: an idle connection closes now; a busy one after its exchange.
+    /// Graceful shutdown: an idle connection closes now; a busy one after its exchange; a
+    /// fresh one (see `fresh`) after its first, if that begins within [`FRESH_GRACE`].
     pub(crate) fn drain(&mut self, now: Instant) {
         self.draining = true;
-        if let Phase::Head { .. } = self.phase {
-            if self.inbuf.is_empty() {
+        if let Phase::Head { deadline, .. } = &mut self.phase {
+            if !self.inbuf.is_empty() {
+                return;
+            }
+            if self.fresh {
+                *deadline = (*deadline).min(now + FRESH_GRACE);
+            } else {
                 self.finish(now, true);
                 self.progress(now);
             }
@@ -382,7 +405,7 @@ impl Conn {
             }
             Ok(None) => {
                 // A client that finished sending, or an idle one while we drain, is done.
-                if self.client_eof || (self.draining && self.inbuf.is_empty()) {
+                if self.client_eof || (self.draining && self.inbuf.is_empty() && !self.fresh) {
                     // After the client's EOF there is nothing left to read: no lingering.
                     self.finish(now, !self.client_eof);
                     return true;
@@ -537,6 +560,7 @@ impl Conn {
     /// asked to close and its request was read whole, so unless it sent more anyway (bytes
     /// in `inbuf`), closing needs no lingering (as nginx: lingering only when more may come).
     fn after_exchange(&mut self, now: Instant, keep: bool, asked_close: bool) {
+        self.fresh = false;
         if !keep || self.draining {
             let linger = !(asked_close && self.inbuf.is_empty());
             self.finish(now, linger);

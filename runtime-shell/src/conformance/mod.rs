@@ -17,9 +17,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use mdproxy_core::config::Timeouts;
+use mdproxy_core::listener::{ListenerId, ScopedListener};
+use mdproxy_core::proxy::FRESH_GRACE;
+use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::socket::Target;
 
-use crate::{run_workers, RunOptions, Serve};
+use crate::{command_queue, run_workers, Command, Listener, RunOptions, Serve};
 use harness::*;
 
 mod descriptors;
@@ -39,6 +42,7 @@ macro_rules! conformance_tests {
             drain_closes_idle_connections_stops_accepting_and_waits_for_busy_ones,
             workers_share_listeners_and_all_stop_on_sigterm,
             an_endless_upload_does_not_starve_another_connection,
+            listeners_come_and_go_while_another_keeps_serving,
         );
         /// Fills the process's descriptor table and takes over its logger: in a process of
         /// its own, so that the other tests (threads of this one) keep their descriptors.
@@ -119,6 +123,63 @@ pub fn relays_keep_alive_over_tcp_and_unix_runs_hooks_then_stops_on_sigterm(serv
     );
     proxy.stop();
     assert_eq!(stops.load(Ordering::Relaxed), 1, "on_stop once for SIGTERM");
+}
+
+/// A listener added through the command queue serves at once; removing it closes its socket
+/// and its idle connection, while a keep-alive connection of another listener goes on.
+pub fn listeners_come_and_go_while_another_keeps_serving(serve: Serve) {
+    let dir = temp_dir("dynamic");
+    let up = dir.join("up.sock");
+    upstream(&up, b"hello");
+    let (control, commands) = command_queue().unwrap();
+    let opts = RunOptions {
+        commands: Some(commands),
+        ..RunOptions::default()
+    };
+    let proxy = Proxy::start(serve, dir, Target::Unix(up), Timeouts::default(), opts);
+    let mut kept = proxy.client();
+    let mut kept_reader = BufReader::new(kept.try_clone().unwrap());
+    kept.write_all(REQUEST).unwrap();
+    assert_hello(&mut kept_reader);
+
+    let scope = ScopedListener {
+        scope: Scope::Router(Uuid(1)),
+        rate_limit: None,
+        max_conns: 8,
+    };
+    let added = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = added.local_addr().unwrap();
+    let id = ListenerId(1);
+    let add = Command::Add {
+        id,
+        scope,
+        sockets: vec![added],
+    };
+    control.send(add).unwrap();
+    // Bound before it was sent: the kernel queues the connection until the loop accepts it.
+    let mut on_added = TcpStream::connect(addr).unwrap();
+    on_added.set_read_timeout(Some(WAIT)).unwrap();
+    on_added.write_all(REQUEST).unwrap();
+    assert_hello(&mut BufReader::new(&on_added));
+
+    control.send(Command::Remove(id)).unwrap();
+    assert_eq!(
+        on_added.read(&mut [0; 16]).unwrap_or(0),
+        0,
+        "idle connection closed"
+    );
+    wait_for("the removed listener to close", || {
+        TcpStream::connect(addr).is_err()
+    });
+    for _ in 0..2 {
+        kept.write_all(REQUEST).unwrap();
+        assert_hello(&mut kept_reader);
+    }
+    proxy.stop();
+    assert!(
+        control.send(Command::Remove(id)).is_err(),
+        "the loop has stopped"
+    );
 }
 
 /// A head that never completes is answered 408 after the head timeout, then closed.
@@ -239,7 +300,8 @@ pub fn drain_closes_idle_connections_stops_accepting_and_waits_for_busy_ones(ser
         let held: Vec<UnixStream> = silent.incoming().flatten().collect();
         drop(held);
     });
-    let drain_timeout = Duration::from_secs(1);
+    // Longer than the grace a fresh connection gets, so that its end is the grace's.
+    let drain_timeout = FRESH_GRACE * 6;
     let opts = RunOptions {
         drain_timeout,
         ..RunOptions::default()
@@ -248,6 +310,7 @@ pub fn drain_closes_idle_connections_stops_accepting_and_waits_for_busy_ones(ser
     let mut busy = proxy.client();
     busy.write_all(REQUEST).unwrap();
     let mut idle = proxy.client();
+    let mut late = proxy.client();
     // A Unix client is answered at once in this role: the loop is up.
     let mut unix_client = UnixStream::connect(&proxy.unix).unwrap();
     unix_client.write_all(REQUEST).unwrap();
@@ -255,6 +318,18 @@ pub fn drain_closes_idle_connections_stops_accepting_and_waits_for_busy_ones(ser
 
     signal(libc::SIGTERM);
     let signalled = Instant::now();
+    // Connected before the stop, its request sent after it: answered (here 400, at once,
+    // without the silent upstream), then closed, not cut off unanswered.
+    late.write_all(b"NOT HTTP\r\n\r\n").unwrap();
+    let mut late = BufReader::new(late);
+    let (head, _) = read_response(&mut late);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_eq!(
+        late.read(&mut [0; 16]).unwrap(),
+        0,
+        "kept open while draining"
+    );
+    // One that never sends is let go after the grace.
     let closed = idle.read(&mut [0; 16]).unwrap();
     assert_eq!(closed, 0, "idle connection not closed");
     // The listeners are closed before the idle connections.

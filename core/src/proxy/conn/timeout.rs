@@ -13,7 +13,8 @@ impl Conn {
     pub(crate) fn on_timeout(&mut self, now: Instant) {
         match &self.phase {
             Phase::Head { started, deadline } if now >= *deadline => {
-                if *started {
+                // Draining, a connection that sent nothing is let go, not told it was slow.
+                if *started && !(self.draining && self.inbuf.is_empty()) {
                     self.fail_client(now, HttpError::TimedOut);
                 } else {
                     self.abort("");

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::EndpointConfig;
 use crate::endpoint::Endpoint;
+use crate::listener::ListenerId;
 use crate::socket::Event;
 use crate::socket::{ConnectError, Input, SockId, Target};
 use crate::testing::contract::Contract;
@@ -152,6 +153,8 @@ pub struct World {
     now: Instant,
     nodes: Vec<Node>,
     listeners: Vec<(Target, NodeId)>,
+    /// Targets whose connections their endpoint reports as [`Endpoint::accept_on`] this id.
+    scoped: Vec<(Target, ListenerId)>,
     links: BTreeMap<ConnId, Link>,
     next_link: u64,
     next_port: u16,
@@ -174,6 +177,7 @@ impl World {
             now: t0,
             nodes: Vec::new(),
             listeners: Vec::new(),
+            scoped: Vec::new(),
             links: BTreeMap::new(),
             next_link: 1,
             next_port: 40_000,
@@ -255,6 +259,13 @@ impl World {
     pub fn listen(&mut self, target: Target, node: NodeId) {
         self.listeners.retain(|(t, _)| *t != target);
         self.listeners.push((target, node));
+    }
+
+    /// Connections to `target` are accepted as the scoped listener `id` (a node's listener;
+    /// register it with [`Endpoint::add_listener`] through [`World::with_endpoint`]).
+    pub fn scope_target(&mut self, target: Target, id: ListenerId) {
+        self.scoped.retain(|(t, _)| *t != target);
+        self.scoped.push((target, id));
     }
 
     /// Nobody listens on `target` any more: connects to it are refused.
@@ -612,9 +623,15 @@ impl World {
             }
             Target::Unix(_) => None,
         };
+        let scoped = (self.scoped.iter())
+            .find(|(t, _)| t == target)
+            .map(|(_, id)| *id);
         let sock = match &mut self.nodes[to.0].kind {
             Kind::Endpoint(e) => {
-                let sock = e.ep.accept(now, peer_addr);
+                let sock = match scoped {
+                    Some(id) => e.ep.accept_on(now, peer_addr, id),
+                    None => e.ep.accept(now, peer_addr),
+                };
                 e.contract.accepted(sock);
                 e.links.insert(sock, id);
                 Some(sock)

@@ -1,0 +1,61 @@
+//! The one small API through which anything that decides what a node serves — the watcher of
+//! `--watch-dir`, the OVN provisioner — adds and removes listeners while the node runs: bind
+//! these addresses inside this namespace for this scope, or stop. Binding happens on the
+//! caller's thread (through `netns`), so the event loop never waits for a namespace; the bound
+//! sockets reach the loop through its command queue.
+
+use mdproxy_core::listener::{ListenerId, ScopedListener};
+use mdproxy_shell::{Command, ListenerControl};
+
+use crate::netns;
+
+/// Why [`Listeners::add`] did not add.
+#[derive(Debug)]
+pub enum AddError {
+    /// A namespace or address could not be used (the message says which).
+    Bind(String),
+    /// The node's loop has stopped.
+    Stopped,
+}
+
+/// The node's loop has stopped: nothing can be added or removed any more.
+#[derive(Debug)]
+pub struct Stopped;
+
+/// A handle on the listeners of a running node.
+pub struct Listeners {
+    control: ListenerControl,
+    next_id: u64,
+}
+
+impl Listeners {
+    pub fn new(control: ListenerControl) -> Listeners {
+        Listeners {
+            control,
+            next_id: 0,
+        }
+    }
+
+    /// Serves `scope` on each of `listen` (`ADDR:PORT`, an interface name looked up inside the
+    /// namespace) in network namespace `namespace` (`/run/netns/NAME`; `None`: the node's
+    /// own). Returns the id to remove it by and the bound addresses.
+    pub fn add(
+        &mut self,
+        namespace: Option<&str>,
+        listen: &[String],
+        scope: ScopedListener,
+    ) -> Result<(ListenerId, Vec<String>), AddError> {
+        let sockets = netns::bind_in(namespace, listen).map_err(AddError::Bind)?;
+        let bound = sockets.iter().map(ToString::to_string).collect();
+        self.next_id += 1;
+        let id = ListenerId(self.next_id);
+        let add = Command::Add { id, scope, sockets };
+        self.control.send(add).map_err(|_| AddError::Stopped)?;
+        Ok((id, bound))
+    }
+
+    /// Stops serving `id`: its sockets close, its connections finish their exchange.
+    pub fn remove(&mut self, id: ListenerId) -> Result<(), Stopped> {
+        self.control.send(Command::Remove(id)).map_err(|_| Stopped)
+    }
+}

@@ -1,0 +1,384 @@
+//! `mdproxy node` end to end, on both runtimes: the real binary, a watched directory whose
+//! files name routers on loopback listeners (the node's own namespace: no root needed), a
+//! static map where the same client address is another instance behind each router, and a
+//! scripted metadata server that records what reaches it.
+
+mod common;
+
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::*;
+
+const R1: &str = ROUTER;
+const R2: &str = "11111111-2222-4333-8444-555555555555";
+const N2: &str = "9c2b1a4e-0000-4000-8000-000000000002";
+const I1: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e5f";
+const I2: &str = "7b1f2b63-4d2c-4b9f-8e80-1b2c3d4e5f60";
+
+/// 127.0.0.1 behind R1 is I1, behind R2 it is I2.
+fn map() -> String {
+    format!(
+        "[[router]]\nid = \"{R1}\"\nnetworks = [\"{NETWORK}\"]\n\n[[router]]\nid = \"{R2}\"\n\
+         networks = [\"{N2}\"]\n\n[[port]]\nnetwork = \"{NETWORK}\"\nip = \"127.0.0.1\"\n\
+         device_id = \"{I1}\"\nproject_id = \"p1\"\n\n[[port]]\nnetwork = \"{N2}\"\n\
+         ip = \"127.0.0.1\"\ndevice_id = \"{I2}\"\nproject_id = \"p2\"\n"
+    )
+}
+
+/// A metadata server answering 200 with the X-Instance-ID it was sent.
+fn echo_instance() -> Upstream {
+    Upstream::start_tcp(|req| {
+        let id = req.header_values("x-instance-id").join(",");
+        Reply::Send(ok_response(id.as_bytes()))
+    })
+}
+
+/// A node's files: the secret, the map and the watched directory.
+struct Files {
+    dir: TempDir,
+    watch: PathBuf,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = TempDir::new();
+        fs::write(dir.join("map.toml"), map()).unwrap();
+        fs::write(dir.join("secret"), "s3cr3t\n").unwrap();
+        let watch = dir.join("units");
+        fs::create_dir(&watch).unwrap();
+        Files { dir, watch }
+    }
+
+    fn agent_args(&self, metadata_url: &str) -> Vec<String> {
+        vec![
+            format!("--shared-secret-file={}", self.dir.join("secret").display()),
+            format!("--static-map={}", self.dir.join("map.toml").display()),
+            format!("--metadata-url={metadata_url}"),
+        ]
+    }
+
+    /// Starts `mdproxy node` on the watched directory (read every 0.1 s).
+    fn node(&self, rt: Runtime, metadata_url: &str) -> Running {
+        let mut args = vec![
+            "node".to_owned(),
+            format!("--watch-dir={}", self.watch.display()),
+            "--rescan-interval=0.1".to_owned(),
+        ];
+        args.extend(self.agent_args(metadata_url));
+        let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
+        Running::spawn_program(program, rt, &args, Some("node.log"))
+    }
+
+    /// Drops the file `name` (written elsewhere, then renamed, as the help asks) serving
+    /// `router` on a free loopback port; returns the address.
+    fn serve(&self, name: &str, router: &str) -> SocketAddr {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = format!("router_id = \"{router}\"\nlisten = [\"{addr}\"]\n");
+        self.write(name, &text);
+        addr
+    }
+
+    fn write(&self, name: &str, text: &str) {
+        let tmp = self.watch.join(format!(".{name}.tmp"));
+        fs::write(&tmp, text).unwrap();
+        fs::rename(&tmp, self.watch.join(name)).unwrap();
+    }
+}
+
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// Waits until the node serves `addr`.
+fn await_serving(node: &mut Running, addr: SocketAddr) {
+    let up = eventually(|| !node.is_running() || accepts(addr));
+    assert!(
+        up && node.is_running(),
+        "{addr} never served:\n{}",
+        node.log()
+    );
+}
+
+/// What an instance may claim about itself: all of it must be ignored.
+const SPOOF: &str = "X-Forwarded-For: 10.9.9.9\r\nX-Neutron-Router-ID: 11111111-2222-4333-8444-555555555555\r\n\
+    X-Instance-ID: evil\r\nX_Instance_ID: evil\r\nX-Tenant-ID: evil\r\nX-OVN-Network-ID: 11111111-2222-4333-8444-555555555555\r\n\
+    Forwarded: for=10.9.9.9\r\nX-Real-IP: 10.9.9.9\r\n";
+
+fn instance_id_request(extra: &str) -> Vec<u8> {
+    format!(
+        "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+         User-Agent: cloud-init\r\nAccept: */*\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+fn two_routers_each_client_gets_its_own_instance(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let (a, b) = (files.serve("r1.toml", R1), files.serve("r2.toml", R2));
+    let mut node = files.node(rt, &server.url());
+    await_serving(&mut node, a);
+    await_serving(&mut node, b);
+    for (addr, instance, project) in [(a, I1, "p1"), (b, I2, "p2")] {
+        let r = request(addr, &instance_id_request(SPOOF));
+        assert_eq!(
+            (r.status, r.body_text()),
+            (200, instance.to_owned()),
+            "{addr}"
+        );
+        let seen = server.wait_for(1);
+        let seen = seen.last().unwrap();
+        assert_eq!(seen.header_values("x-tenant-id"), [project]);
+        assert_eq!(seen.header_values("x-forwarded-for"), ["127.0.0.1"]);
+        for name in [
+            "x-real-ip",
+            "forwarded",
+            "x-neutron-router-id",
+            "x-ovn-network-id",
+        ] {
+            assert!(seen.header_values(name).is_empty(), "{name}: {}", seen.head);
+        }
+    }
+    let log = node.wait_for_log("r2.toml: serving");
+    assert!(log.contains("one event loop"), "{log}");
+}
+
+fn files_start_and_stop_listeners_while_a_keep_alive_connection_goes_on(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let (a, b) = (files.serve("r1.toml", R1), files.serve("r2.toml", R2));
+    let mut node = files.node(rt, &server.url());
+    await_serving(&mut node, a);
+    await_serving(&mut node, b);
+    let mut kept = Client::connect(b);
+    let mut on_a = Client::connect(a);
+    assert_eq!(
+        kept.exchange(&get("/latest/meta-data/instance-id"))
+            .body_text(),
+        I2
+    );
+    assert_eq!(
+        on_a.exchange(&get("/latest/meta-data/instance-id"))
+            .body_text(),
+        I1
+    );
+
+    fs::remove_file(files.watch.join("r1.toml")).unwrap();
+    let stopped = eventually(|| !accepts(a));
+    assert!(
+        stopped,
+        "r1 still served after its file went:\n{}",
+        node.log()
+    );
+    assert!(
+        on_a.closed_by_peer(),
+        "r1's idle keep-alive connection is closed"
+    );
+    assert_eq!(
+        kept.exchange(&get("/latest/meta-data/instance-id"))
+            .body_text(),
+        I2
+    );
+
+    // A new file, for R1 again, on another port; the kept connection still goes on.
+    let c = files.serve("r1-again.toml", R1);
+    await_serving(&mut node, c);
+    assert_eq!(
+        request(c, &get("/latest/meta-data/instance-id")).body_text(),
+        I1
+    );
+    assert_eq!(
+        kept.exchange(&get("/latest/meta-data/instance-id"))
+            .body_text(),
+        I2
+    );
+    node.wait_for_log("r1.toml: removed");
+}
+
+fn a_bad_file_is_logged_with_its_path_and_ignored(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    files.write("bad.toml", "router_id = \"not-a-uuid\"\n");
+    files.write("typo.toml", &format!("routerid = \"{R1}\"\n"));
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap();
+    files.write(
+        "taken.toml",
+        &format!("router_id = \"{R1}\"\nlisten = [\"{taken_addr}\"]\n"),
+    );
+    files.write("notes.txt", "not a unit");
+    let good = files.serve("good.toml", R2);
+    let mut node = files.node(rt, &server.url());
+    await_serving(&mut node, good);
+    assert_eq!(
+        request(good, &get("/latest/meta-data/instance-id")).body_text(),
+        I2
+    );
+    let log = node.wait_for_log("taken.toml");
+    let bad = files.watch.join("bad.toml");
+    assert!(
+        log.contains(&format!("{}: `router_id`", bad.display())),
+        "{log}"
+    );
+    assert!(log.contains("typo.toml: unknown key `routerid`"), "{log}");
+    assert!(
+        log.contains(&format!("cannot listen on {taken_addr}")),
+        "{log}"
+    );
+    assert!(!log.contains("notes.txt"), "{log}");
+    // A fixed file is served.
+    let fixed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    files.write(
+        "bad.toml",
+        &format!("router_id = \"{R1}\"\nlisten = [\"{fixed}\"]\n"),
+    );
+    await_serving(&mut node, fixed);
+    assert_eq!(
+        request(fixed, &get("/latest/meta-data/instance-id")).body_text(),
+        I1
+    );
+    assert!(node.is_running());
+}
+
+/// The request the metadata server gets from the node equals, byte for byte, the one it gets
+/// from `ns-proxy` + `agent`.
+fn the_upstream_request_is_the_agents(rt: Runtime) {
+    let server = Upstream::start_tcp(|_| Reply::Send(ok_response(b"ok")));
+    let files = Files::new();
+    let hostile = instance_id_request(&format!(
+        "{SPOOF}Cookie: c\r\nX_Custom: 1\r\nAccept-Encoding: gzip\r\nConnection: keep-alive\r\n"
+    ));
+
+    let socket = files.dir.join("agent.sock");
+    let _agent = Agent::start(rt, &socket, &files.agent_args(&server.url()));
+    let proxy = Proxy::start(rt, &socket, &[]);
+    assert_eq!(request(proxy.addr, &hostile).status, 200);
+    let chain = server.wait_for(1)[0].head.clone();
+
+    let a = files.serve("r1.toml", R1);
+    let mut node = files.node(rt, &server.url());
+    await_serving(&mut node, a);
+    assert_eq!(request(a, &hostile).status, 200);
+    let direct = server.wait_for(2)[1].head.clone();
+    assert_eq!(direct, chain, "node and ns-proxy + agent differ");
+    assert_eq!(header_values(&direct, "x-instance-id"), [I1]);
+}
+
+fn sigterm_stops_the_node(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let a = files.serve("r1.toml", R1);
+    let mut node = files.node(rt, &server.url());
+    await_serving(&mut node, a);
+    assert_eq!(
+        request(a, &get("/latest/meta-data/instance-id")).status,
+        200
+    );
+    node.signal(libc::SIGTERM);
+    assert!(node.wait_exit().success(), "{}", node.log());
+}
+
+/// `mdproxy node-register` in the foreground, holding `router`'s registration in `dir`.
+fn register(dir: &Path, router: &str, addr: SocketAddr, pid_file: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mdproxy"))
+        .args(["node-register", "--router-id", router])
+        .arg(format!("--dir={}", dir.display()))
+        .arg(format!("--listen={addr}"))
+        .arg(format!("--pid-file={}", pid_file.display()))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// What Neutron's process monitor checks: the pid file names a live process whose command
+/// line names the UUID; SIGTERM ends the registration, and so does SIGKILL (the node notices
+/// the process is gone).
+fn node_register_holds_a_registration_until_it_ends(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let mut node = files.node(rt, &server.url());
+    node.wait_for_log("one event loop");
+    let (a, pid_file) = (
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        files.dir.join("r1.pid"),
+    );
+    let mut holder = register(&files.watch, R1, a, &pid_file);
+    await_serving(&mut node, a);
+    assert_eq!(
+        request(a, &get("/latest/meta-data/instance-id")).body_text(),
+        I1
+    );
+    let unit = files.watch.join(format!("{R1}.toml"));
+    let text = fs::read_to_string(&unit).unwrap();
+    assert!(
+        text.contains(&format!("owner_pid = {}", holder.id())),
+        "{text}"
+    );
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    assert_eq!(pid.trim(), holder.id().to_string());
+    let cmdline = fs::read(format!("/proc/{}/cmdline", holder.id())).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains(R1));
+
+    // SAFETY: signalling our own child.
+    assert_eq!(
+        unsafe { libc::kill(holder.id() as libc::pid_t, libc::SIGTERM) },
+        0
+    );
+    assert!(wait_child(&mut holder).is_some_and(|s| s.success()));
+    assert!(!unit.exists() && !pid_file.exists(), "files left behind");
+    assert!(eventually(|| !accepts(a)), "still served:\n{}", node.log());
+
+    // Killed: it cannot remove its file; the node sees the process is gone.
+    let b = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut killed = register(&files.watch, R2, b, &files.dir.join("r2.pid"));
+    await_serving(&mut node, b);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(
+        eventually(|| !accepts(b)),
+        "a dead registration still served:\n{}",
+        node.log()
+    );
+    node.wait_for_log("is gone; removing the stale registration");
+    assert!(!files.watch.join(format!("{R2}.toml")).exists());
+}
+
+runtime_tests! {
+    node_register_holds_a_registration_until_it_ends,
+    two_routers_each_client_gets_its_own_instance,
+    files_start_and_stop_listeners_while_a_keep_alive_connection_goes_on,
+    a_bad_file_is_logged_with_its_path_and_ignored,
+    the_upstream_request_is_the_agents,
+    sigterm_stops_the_node,
+}
+
+#[test]
+fn help_tells_the_file_format_and_bad_settings_exit_2() {
+    assert_help_mentions(
+        &["node", "--help"],
+        &[
+            "--watch-dir",
+            "--rescan-interval",
+            "--max-conns-per-network",
+            "router_id",
+            "namespace",
+        ],
+    );
+    let files = Files::new();
+    let not_dir = files.dir.join("map.toml");
+    let (status, _, err) = run_binary(&[
+        "node",
+        &format!("--watch-dir={}", not_dir.display()),
+        &format!(
+            "--shared-secret-file={}",
+            files.dir.join("secret").display()
+        ),
+        &format!("--static-map={}", files.dir.join("map.toml").display()),
+    ]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a directory"), "{err}");
+}
