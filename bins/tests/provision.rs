@@ -136,67 +136,71 @@ fn check_provisioned(node: &Chassis, net: &str, localport: &str, mac: &str, want
             .trim(),
         format!("\"{localport}\"")
     );
-    let rules = chassis::run(
-        "ip",
-        &[
+    // On this netdev bridge: the anchor's rule, and with IPv6 its ip6tables twin.
+    let v6 = want.iter().any(|a| a == "fe80::a9fe:a9fe/128");
+    for (table, expected) in [("iptables", 1), ("ip6tables", usize::from(v6))] {
+        let args = [
             "netns",
             "exec",
             &ns,
-            "iptables",
+            table,
             "-w",
             "-t",
             "mangle",
             "-S",
             "POSTROUTING",
-        ],
-    );
-    assert_eq!(
-        rules
-            .matches("-A POSTROUTING -p tcp -m tcp -j CHECKSUM --checksum-fill")
-            .count(),
-        1,
-        "{ns}'s mangle POSTROUTING:\n{rules}"
-    );
+        ];
+        let rules = chassis::run("ip", &args);
+        let rule = "-A POSTROUTING -p tcp -m tcp -j CHECKSUM --checksum-fill";
+        assert_eq!(
+            rules.matches(rule).count(),
+            expected,
+            "{ns}'s {table} mangle POSTROUTING:\n{rules}"
+        );
+    }
 }
 
-/// An HTTP server inside `ns` on 169.254.169.254:80 serving `token` as /token.
-fn listener(ns: &str, dir: &TempDir, token: &str) -> NsProcess {
+/// An HTTP server inside `ns` on `bind` port 80 (`169.254.169.254`, or
+/// `fe80::a9fe:a9fe%<link>`) serving `token` as /token.
+fn listener(ns: &str, dir: &TempDir, token: &str, bind: &str) -> NsProcess {
     let root = dir.join(token);
     std::fs::create_dir_all(&root).expect("server dir");
     std::fs::write(root.join("token"), token).expect("token file");
     let root = root.to_str().expect("utf-8").to_owned();
-    NsProcess::spawn(
-        ns,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "80",
-            "--bind",
-            "169.254.169.254",
-            "--directory",
-            &root,
-        ],
-    )
+    let args = [
+        "python3",
+        "-m",
+        "http.server",
+        "80",
+        "--bind",
+        bind,
+        "--directory",
+        &root,
+    ];
+    NsProcess::spawn(ns, &args)
 }
 
 /// Whether `GET http://169.254.169.254/token` from `ns` answers `token`.
 fn reaches(ns: &str, token: &str) -> bool {
-    let out = chassis::output(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "curl",
-            "-s",
-            "--noproxy",
-            "*",
-            "--max-time",
-            "3",
-            "http://169.254.169.254/token",
-        ],
-    );
+    fetches(ns, "http://169.254.169.254/token", token)
+}
+
+/// Whether `GET url` from `ns` answers `token`.
+fn fetches(ns: &str, url: &str, token: &str) -> bool {
+    let args = [
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-s",
+        "-g",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "3",
+        url,
+    ];
+    let out = chassis::output("ip", &args);
     out.status.success() && out.stdout == token.as_bytes()
 }
 
@@ -297,7 +301,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
     assert_eq!(ids.get("neutron:ovn-metadata-sb-cfg"), Some(&nb_cfg));
 
     // L3 (and TCP, with the checksum rule) from the instance to 169.254.169.254 in ovnmeta-A.
-    let _server_a = listener(&ns_of(&net_a), &dir, "net-a");
+    let _server_a = listener(&ns_of(&net_a), &dir, "net-a", "169.254.169.254");
     assert!(
         eventually(|| reaches(&vm_1, "net-a")),
         "169.254.169.254 not reachable from {vm_1}:\n{}",
@@ -311,10 +315,18 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
 
     // A second network, while the first stays as it was and keeps answering.
     let net_b = uuid();
-    let lp_b = ovn.network(&net_b, "net-b", &["10.1.0.2/24"]);
+    // With an IPv6 subnet: fe80::a9fe:a9fe/128 too.
+    let lp_b = ovn.network(&net_b, "net-b", &["10.1.0.2/24", "fd00:1::2/64"]);
     let port_2 = uuid();
     let mac_2 = "fa:16:3e:00:02:05";
-    ovn.port(&net_b, &port_2, mac_2, &["10.1.0.5/24"], VM_2, PROJECT);
+    ovn.port(
+        &net_b,
+        &port_2,
+        mac_2,
+        &["10.1.0.5/24", "fd00:1::5/64"],
+        VM_2,
+        PROJECT,
+    );
     let vm_2 = node.plug_instance(&port_2, mac_2, "10.1.0.5/24", "10.1.0.2");
     assert!(
         eventually(|| claimed(&port_2)),
@@ -331,10 +343,24 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
         &net_b,
         &lp_b.port_id,
         &lp_b.mac,
-        &["10.1.0.2/24", "169.254.169.254/32"],
+        &[
+            "10.1.0.2/24",
+            "169.254.169.254/32",
+            "fd00:1::2/64",
+            "fe80::a9fe:a9fe/128",
+        ],
     );
     assert_eq!(identity(&node, &net_a), before);
-    let _server_b = listener(&ns_of(&net_b), &dir, "net-b");
+    let _server_b = listener(&ns_of(&net_b), &dir, "net-b", "169.254.169.254");
+    // And over IPv6, to fe80::a9fe:a9fe on the instance's link.
+    let (_, inner_b) = veth(&net_b);
+    let v6 = format!("fe80::a9fe:a9fe%{inner_b}");
+    let _server_b6 = listener(&ns_of(&net_b), &dir, "net-b-v6", &v6);
+    assert!(
+        eventually(|| fetches(&vm_2, "http://[fe80::a9fe:a9fe%25eth0]/token", "net-b-v6")),
+        "[fe80::a9fe:a9fe] not reachable from {vm_2}:\n{}",
+        diagnose(&node, &[&vm_2, &ns_of(&net_b)])
+    );
     assert!(
         eventually(|| reaches(&vm_2, "net-b")),
         "169.254.169.254 not reachable from {vm_2}"
@@ -343,7 +369,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
 
     // The localport's addresses change (a subnet added): adjusted in place.
     // (As Neutron updates a trusted port: addresses and cidrs, no port security.)
-    let addresses = format!("{} 10.1.0.2 10.2.0.2", lp_b.mac);
+    let addresses = format!("{} 10.1.0.2 10.2.0.2 fd00:1::2", lp_b.mac);
     ovn.nbctl(&[
         "--wait=sb",
         "lsp-set-addresses",
@@ -353,7 +379,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
         "set",
         "Logical_Switch_Port",
         &lp_b.port_id,
-        "external_ids:\"neutron:cidrs\"=\"10.1.0.2/24 10.2.0.2/24\"",
+        "external_ids:\"neutron:cidrs\"=\"10.1.0.2/24 10.2.0.2/24 fd00:1::2/64\"",
     ]);
     let done = provision(&ovn, &node);
     assert_eq!(done.len(), 1, "{done:?}");
@@ -362,7 +388,13 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
         &net_b,
         &lp_b.port_id,
         &lp_b.mac,
-        &["10.1.0.2/24", "10.2.0.2/24", "169.254.169.254/32"],
+        &[
+            "10.1.0.2/24",
+            "10.2.0.2/24",
+            "169.254.169.254/32",
+            "fd00:1::2/64",
+            "fe80::a9fe:a9fe/128",
+        ],
     );
 
     // The last VIF of A leaves: A is torn down (namespace, veth, OVS port), B stays.

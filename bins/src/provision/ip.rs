@@ -121,23 +121,29 @@ pub fn links(ns: Option<&str>) -> Result<Vec<Link>, String> {
     Ok(links)
 }
 
-/// Whether the checksum rule is in `ns`' mangle POSTROUTING.
-pub fn has_checksum_rule(ns: &str) -> Result<bool, String> {
+/// `ip netns exec NS iptables|ip6tables -w -t mangle OP POSTROUTING <the rule>`.
+fn checksum_rule(ns: &str, ipv6: bool, op: &'static str) -> Vec<String> {
+    let table = if ipv6 { "ip6tables" } else { "iptables" };
     let mut args = vec![
         "netns",
         "exec",
         ns,
-        "iptables",
+        table,
         "-w",
         "-t",
         "mangle",
-        "-C",
+        op,
         "POSTROUTING",
     ];
     args.extend_from_slice(CHECKSUM_RULE);
+    args.into_iter().map(str::to_owned).collect()
+}
+
+/// Whether the checksum rule is in `ns`' mangle POSTROUTING (ip6tables' with `ipv6`).
+pub fn has_checksum_rule(ns: &str, ipv6: bool) -> Result<bool, String> {
     // `-C` exits 1 when the rule is absent: not a failure of ours.
     let status = Command::new(tool("ip"))
-        .args(&args)
+        .args(checksum_rule(ns, ipv6, "-C"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -146,20 +152,10 @@ pub fn has_checksum_rule(ns: &str) -> Result<bool, String> {
     Ok(status.success())
 }
 
-/// Appends the checksum rule in `ns`.
-pub fn add_checksum_rule(ns: &str) -> Result<(), String> {
-    let mut args = vec![
-        "netns",
-        "exec",
-        ns,
-        "iptables",
-        "-w",
-        "-t",
-        "mangle",
-        "-A",
-        "POSTROUTING",
-    ];
-    args.extend_from_slice(CHECKSUM_RULE);
+/// Appends the checksum rule in `ns` (to ip6tables with `ipv6`).
+pub fn add_checksum_rule(ns: &str, ipv6: bool) -> Result<(), String> {
+    let args = checksum_rule(ns, ipv6, "-A");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     run("ip", &args).map(|_| ())
 }
 
@@ -172,7 +168,8 @@ pub fn metadata_namespaces() -> Result<Vec<ObservedNamespace>, String> {
     {
         out.push(ObservedNamespace {
             links: links(Some(&name))?,
-            checksum_fill: has_checksum_rule(&name)?,
+            checksum_fill: has_checksum_rule(&name, false)?,
+            checksum_fill_v6: has_checksum_rule(&name, true)?,
             name,
         });
     }

@@ -70,7 +70,7 @@ pub fn execute(action: &Action, ovs: &mut Client) -> Result<(), String> {
             ip::ip(Some(ns), &["addr", "del", &cidr.to_string(), "dev", link]).map(|_| ())
         }
         Action::LinkUp { ns, link } => up(ns.as_deref(), link),
-        Action::ChecksumFill { ns } => ip::add_checksum_rule(ns),
+        Action::ChecksumFill { ns, ipv6 } => ip::add_checksum_rule(ns, *ipv6),
         Action::OvsAddPort {
             bridge,
             name,

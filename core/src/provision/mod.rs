@@ -15,7 +15,9 @@
 //! ns end    MAC of L; L's neutron:cidrs; 169.254.169.254/32; fe80::a9fe:a9fe/128 with IPv6
 //! OVS       Port + Interface tap<N[..10]>0 on the integration bridge, external_ids:iface-id=L
 //! netdev    mangle POSTROUTING -p tcp -j CHECKSUM --checksum-fill in ovnmeta-N (the userspace
-//!           datapath leaves TCP checksums of veth traffic unfilled)
+//!           datapath leaves TCP checksums of veth traffic unfilled); with IPv6 the same rule
+//!           in ip6tables too, which the anchor lacks (verified on a real chassis: without
+//!           it no TCP reaches [fe80::a9fe:a9fe]:80 over netdev)
 //! ```
 
 mod agent_id;

@@ -221,8 +221,10 @@ pub struct ObservedNamespace {
     pub name: String,
     /// Its links.
     pub links: Vec<Link>,
-    /// The checksum-fill rule is in its mangle table.
+    /// The checksum-fill rule is in its IPv4 mangle table.
     pub checksum_fill: bool,
+    /// The checksum-fill rule is in its IPv6 mangle table.
+    pub checksum_fill_v6: bool,
 }
 
 /// What exists on the node.

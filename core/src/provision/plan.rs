@@ -108,6 +108,8 @@ pub enum Action {
     ChecksumFill {
         /// The namespace.
         ns: String,
+        /// In ip6tables (else iptables).
+        ipv6: bool,
     },
     /// Deletes a namespace (its links go with it).
     DeleteNamespace {
@@ -272,8 +274,13 @@ fn provision(n: &Network, observed: &Observed, out: &mut Vec<Action>) {
         .ovs
         .integration()
         .is_some_and(|b| b.datapath_type == "netdev");
-    let has_rule = found.is_some_and(|f| f.checksum_fill);
-    if netdev && !has_rule {
-        out.push(Action::ChecksumFill { ns });
+    if netdev && !found.is_some_and(|f| f.checksum_fill) {
+        out.push(Action::ChecksumFill {
+            ns: ns.clone(),
+            ipv6: false,
+        });
+    }
+    if netdev && n.has_ipv6() && !found.is_some_and(|f| f.checksum_fill_v6) {
+        out.push(Action::ChecksumFill { ns, ipv6: true });
     }
 }

@@ -103,6 +103,7 @@ impl World {
                     name: ns.clone(),
                     links: vec![],
                     checksum_fill: false,
+                    checksum_fill_v6: false,
                 });
             }
             Action::DeleteNamespace { ns } => {
@@ -195,17 +196,22 @@ impl World {
                     .ok_or("no such interface")?;
                 p.iface_id = Some(iface_id.clone());
             }
-            Action::ChecksumFill { ns } => {
+            Action::ChecksumFill { ns, ipv6 } => {
                 let n = self
                     .obs
                     .namespaces
                     .iter_mut()
                     .find(|n| &n.name == ns)
                     .ok_or(format!("no {ns}"))?;
-                if n.checksum_fill {
-                    return Err(format!("duplicate checksum rule in {ns}"));
+                let rule = if *ipv6 {
+                    &mut n.checksum_fill_v6
+                } else {
+                    &mut n.checksum_fill
+                };
+                if *rule {
+                    return Err(format!("duplicate checksum rule in {ns} (ipv6: {ipv6})"));
                 }
-                n.checksum_fill = true;
+                *rule = true;
             }
         }
         Ok(())
@@ -258,8 +264,8 @@ fn satisfies(desired: &[Network], w: &World) -> Result<(), String> {
         {
             return Err(format!("OVS port {outer}: {p:?}"));
         }
-        if netdev != ns.checksum_fill && netdev {
-            return Err(format!("{name}: no checksum rule"));
+        if netdev && !(ns.checksum_fill && (ns.checksum_fill_v6 || !n.has_ipv6())) {
+            return Err(format!("{name}: a checksum rule is missing"));
         }
     }
     Ok(())
@@ -347,6 +353,7 @@ fn build_world(
         name: "qrouter-x".into(),
         links: vec![],
         checksum_fill: false,
+        checksum_fill_v6: false,
     });
     for (i, has_inner, inner_up, mac, addrs, checksum, has_outer, outer_up) in nss {
         let id = NETS.get(i).map_or(Uuid(0x5555_0000), |v| Uuid(*v));
@@ -370,6 +377,8 @@ fn build_world(
             name,
             links,
             checksum_fill: checksum,
+            // Either rule may be there without the other.
+            checksum_fill_v6: checksum == (mac % 2 == 0),
         });
         if has_outer && w.obs.root_link(&outer).is_none() {
             let idx = w.fresh_index();
@@ -488,7 +497,14 @@ fn first_provision_in_order() {
                 name: outer.clone(),
                 iface_id: n.localport.clone()
             },
-            Action::ChecksumFill { ns: ns.clone() },
+            Action::ChecksumFill {
+                ns: ns.clone(),
+                ipv6: false,
+            },
+            Action::ChecksumFill {
+                ns: ns.clone(),
+                ipv6: true,
+            },
         ]
     );
 }
