@@ -5,16 +5,25 @@
 //! for real: `ip netns`, `ip -j addr`, `ovs-vsctl`, `ovn-sbctl`, and TCP from the instance's
 //! namespace to 169.254.169.254:80, where the test itself listens inside `ovnmeta-…`.
 //! Root only (skipped otherwise, unless MDPROXY_NETNS_TEST / MDPROXY_OVN_TEST say required).
+//!
+//! And, needing no root, the core's transactions (`mdproxy_core::ovsdb::transact`) through the
+//! binary's OVSDB client against a real `ovsdb-server` with the vswitch schema and a real SB:
+//! the rows appear as `ovs-vsctl` and `ovn-sbctl` show them, errors come back typed.
 
 mod common;
+// The binary's blocking one-shot client, as the executor uses it.
+#[path = "../src/provision/ovsdb.rs"]
+mod ovsdb_client;
 
 use std::path::Path;
 use std::process::Command;
 
 use common::chassis::{self, Chassis, NsProcess};
-use common::ovn::Ovn;
+use common::ovn::{LocalOvs, Ovn};
 use common::{eventually, TempDir};
+use mdproxy_core::ovsdb::transact::{self, TransactError};
 use mdproxy_core::provision::metadata_agent_id;
+use mdproxy_core::scope::Uuid;
 use serde_json::Value;
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -428,4 +437,178 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
     assert_eq!(done, vec![format!("DeleteNamespace {{ ns: {stale:?} }}")]);
     assert!(!chassis::namespaces().contains(&stale));
     assert!(Path::new("/run/netns").join(ns_of(&net_b)).exists());
+}
+
+/// `ovs-vsctl --db=REMOTE --timeout=15 ARGS…` on a database no vswitchd serves.
+fn vsctl(remote: &str, args: &[&str]) -> String {
+    let db = format!("--db={remote}");
+    let mut all = vec![db.as_str(), "--timeout=15", "--no-wait"];
+    all.extend_from_slice(args);
+    chassis::run("ovs-vsctl", &all)
+}
+
+#[test]
+fn transactions_against_real_ovsdb_servers() {
+    let chassis_name = uuid();
+    let Some(ovs) = LocalOvs::start(Some(&chassis_name)) else {
+        return;
+    };
+    let remote = ovs.remote();
+    vsctl(
+        &remote,
+        &[
+            "add-br",
+            "br-int",
+            "--",
+            "set",
+            "Bridge",
+            "br-int",
+            "datapath_type=netdev",
+        ],
+    );
+    vsctl(
+        &remote,
+        &["set", "Open_vSwitch", ".", "external_ids:ovn-bridge=br-int"],
+    );
+    let mut c = ovsdb_client::Client::connect(&remote).expect("connect");
+
+    // Plug: Port and Interface tapX0 on br-int, iface-id set; the Port row's uuid returned.
+    let reply = c
+        .transact(transact::add_port("br-int", "tapabcdef01-20", "lp-1"))
+        .unwrap();
+    let port = transact::check_add_port(reply.as_ref(), "br-int").expect("plugged");
+    assert_eq!(
+        vsctl(&remote, &["list-ports", "br-int"]).trim(),
+        "tapabcdef01-20"
+    );
+    assert_eq!(
+        vsctl(&remote, &["get", "Port", "tapabcdef01-20", "_uuid"]).trim(),
+        port.to_string()
+    );
+    assert_eq!(
+        vsctl(
+            &remote,
+            &[
+                "get",
+                "Interface",
+                "tapabcdef01-20",
+                "external_ids:iface-id"
+            ]
+        )
+        .trim(),
+        "lp-1"
+    );
+
+    // The same name again: the unique index refuses it, typed, nothing committed.
+    let reply = c
+        .transact(transact::add_port("br-int", "tapabcdef01-20", "lp-1"))
+        .unwrap();
+    match transact::check_add_port(reply.as_ref(), "br-int") {
+        Err(TransactError::Op { error, .. }) => assert_eq!(error, "constraint violation"),
+        other => panic!("{other:?}"),
+    }
+    let reply = c
+        .transact(transact::add_port("br-nope", "tapother", "lp-2"))
+        .unwrap();
+    assert_eq!(
+        transact::check_add_port(reply.as_ref(), "br-nope"),
+        Err(TransactError::NoRow("bridge br-nope".into()))
+    );
+    assert_eq!(
+        vsctl(&remote, &["list-ports", "br-int"]).trim(),
+        "tapabcdef01-20"
+    );
+
+    // Observed as the planner sees it; retagged; unplugged (Port and Interface rows gone).
+    let reply = c.transact(transact::select_ovs()).unwrap();
+    let state = transact::parse_ovs(reply.as_ref()).expect("state");
+    assert_eq!(state.system_id.as_deref(), Some(chassis_name.as_str()));
+    assert_eq!(
+        state.integration().map(|b| b.datapath_type.as_str()),
+        Some("netdev")
+    );
+    let p = state
+        .ports
+        .iter()
+        .find(|p| p.name == "tapabcdef01-20")
+        .expect("port");
+    assert_eq!(
+        (p.uuid, p.bridge.as_deref(), p.iface_id.as_deref()),
+        (port, Some("br-int"), Some("lp-1"))
+    );
+    let iface = p.iface.expect("interface");
+    let reply = c.transact(transact::set_iface_id(iface, "lp-9")).unwrap();
+    transact::check_set_iface_id(reply.as_ref()).expect("retagged");
+    assert_eq!(
+        vsctl(
+            &remote,
+            &[
+                "get",
+                "Interface",
+                "tapabcdef01-20",
+                "external_ids:iface-id"
+            ]
+        )
+        .trim(),
+        "lp-9"
+    );
+    let reply = c.transact(transact::delete_port(port)).unwrap();
+    transact::check_delete_port(reply.as_ref()).expect("unplugged");
+    assert_eq!(vsctl(&remote, &["list-ports", "br-int"]).trim(), "");
+    assert_eq!(
+        vsctl(
+            &remote,
+            &["--columns=name", "find", "Interface", "name=tapabcdef01-20"]
+        )
+        .trim(),
+        ""
+    );
+
+    // The Southbound: registration on Chassis_Private, as the anchor's db_add / db_set.
+    let Some(ovn) = Ovn::start() else { return };
+    ovn.chassis(&chassis_name, "127.0.0.2");
+    let mut sb = ovsdb_client::Client::connect(&ovn.sb_unix()).expect("connect SB");
+    let id = metadata_agent_id(&chassis_name).expect("uuid chassis");
+    let reply = sb
+        .transact(transact::register_agent(&chassis_name, id, 3))
+        .unwrap();
+    transact::check_chassis_mutate(reply.as_ref(), &chassis_name).expect("registered");
+    let ids = |ovn: &Ovn| {
+        let cond = format!("name={chassis_name}");
+        ovn.sb_find("Chassis_Private", &[&cond])
+            .first()
+            .expect("row")
+            .map("external_ids")
+    };
+    let got = ids(&ovn);
+    assert_eq!(got.get("neutron:ovn-metadata-id"), Some(&id.to_string()));
+    assert_eq!(
+        got.get("neutron:ovn-metadata-sb-cfg").map(String::as_str),
+        Some("3")
+    );
+    // Registering again keeps the id there (db_add), and replaces the sb-cfg (db_set).
+    let other = Uuid(7);
+    let reply = sb
+        .transact(transact::register_agent(&chassis_name, other, 5))
+        .unwrap();
+    transact::check_chassis_mutate(reply.as_ref(), &chassis_name).expect("registered again");
+    let reply = sb
+        .transact(transact::report_sb_cfg(&chassis_name, 6))
+        .unwrap();
+    transact::check_chassis_mutate(reply.as_ref(), &chassis_name).expect("reported");
+    let got = ids(&ovn);
+    assert_eq!(got.get("neutron:ovn-metadata-id"), Some(&id.to_string()));
+    assert_eq!(
+        got.get("neutron:ovn-metadata-sb-cfg").map(String::as_str),
+        Some("6")
+    );
+    let reply = sb
+        .transact(transact::report_sb_cfg("no-such-chassis", 1))
+        .unwrap();
+    assert_eq!(
+        transact::check_chassis_mutate(reply.as_ref(), "no-such-chassis"),
+        Err(TransactError::NoRow(
+            "Chassis_Private row no-such-chassis".into()
+        ))
+    );
 }
