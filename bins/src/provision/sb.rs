@@ -90,3 +90,69 @@ pub fn parse(reply: Result<&Value, &RpcError>) -> Result<Southbound, String> {
         .unwrap_or(0);
     Ok(Southbound { ports, nb_cfg })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "11111111-0000-4000-8000-000000000001";
+    const OTHER: &str = "11111111-0000-4000-8000-000000000002";
+    const DP: &str = "22222222-0000-4000-8000-000000000001";
+    const NET: &str = "33333333-0000-4000-8000-000000000001";
+
+    fn port(
+        lp: &str,
+        kind: &str,
+        chassis: Value,
+        additional: Value,
+        mac: &str,
+        cidrs: &str,
+    ) -> Value {
+        json!({
+            "logical_port": lp, "type": kind, "chassis": chassis, "additional_chassis": additional,
+            "mac": mac, "datapath": ["uuid", DP],
+            "external_ids": ["map", [["neutron:cidrs", cidrs]]],
+        })
+    }
+
+    #[test]
+    fn ports_as_the_planner_reads_them() {
+        let none = json!(["set", []]);
+        let reply = json!([
+            {"rows": [{"_uuid": ["uuid", ME]}]},
+            {"rows": [
+                {"_uuid": ["uuid", DP], "external_ids": ["map", [["name", format!("neutron-{NET}")]]]},
+                // Not a Neutron network (a router's datapath): its ports are skipped.
+                {"_uuid": ["uuid", OTHER], "external_ids": ["map", [["name", "lr"]]]},
+            ]},
+            {"rows": [
+                port("vm-1", "", json!(["uuid", OTHER]), json!(["uuid", ME]), "fa:16:3e:00:00:01 10.0.0.5", "10.0.0.5/24"),
+                port("vm-2", "", json!(["uuid", OTHER]), none.clone(), "fa:16:3e:00:00:02 10.0.0.6", "10.0.0.6/24"),
+                port("lp", "localport", none.clone(), none, "fa:16:3e:00:00:03 10.0.0.2", "10.0.0.2/24"),
+            ]},
+            {"rows": [{"nb_cfg": 4}]},
+        ]);
+        let south = parse(Ok(&reply)).unwrap();
+        assert_eq!(south.nb_cfg, 4);
+        let here: Vec<(&str, bool)> = south
+            .ports
+            .iter()
+            .map(|p| (p.logical_port.as_str(), p.bound_here))
+            .collect();
+        // Bound here through additional_chassis (a live migration's target) counts.
+        assert_eq!(here, [("vm-1", true), ("vm-2", false), ("lp", false)]);
+        assert_eq!(south.ports[2].kind, "localport");
+        assert_eq!(south.ports[2].mac, "fa:16:3e:00:00:03 10.0.0.2");
+        assert_eq!(south.ports[2].cidrs, "10.0.0.2/24");
+        assert!(south.ports.iter().all(|p| p.network.to_string() == NET));
+        // The chassis not (yet) registered: nothing is bound here.
+        let mut unknown = reply.clone();
+        unknown[0] = json!({"rows": []});
+        assert!(parse(Ok(&unknown))
+            .unwrap()
+            .ports
+            .iter()
+            .all(|p| !p.bound_here));
+        assert!(parse(Ok(&json!([{"rows": []}]))).is_err());
+    }
+}
