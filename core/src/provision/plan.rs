@@ -173,7 +173,14 @@ fn provision(n: &Network, observed: &Observed, out: &mut Vec<Action>) {
     // A pair whose namespace end is missing is recreated whole.
     let fresh = inner_link.is_none() || observed.root_link(&outer).is_none();
     if fresh {
-        if observed.root_link(&outer).is_some() {
+        // A namespace end still in the root namespace (a crash between creating the pair
+        // and moving it) goes first, taking its peer with it; else a lone root end.
+        if observed.root_link(&inner).is_some() {
+            out.push(Action::DeleteLink {
+                ns: None,
+                link: inner.clone(),
+            });
+        } else if observed.root_link(&outer).is_some() {
             out.push(Action::DeleteLink {
                 ns: None,
                 link: outer.clone(),

@@ -395,19 +395,35 @@ fn build_world(
         }
     }
     if lone_outer {
-        // A root end left over from a crash, its peer gone. (A root end and a namespace end
-        // that both exist are taken to be one pair: observing peers is the runtime's.)
-        let (outer, inner) = veth_names(Uuid(NETS[0]));
-        let inner_exists = w.obs.namespaces.iter().any(|n| n.link(&inner).is_some());
-        if w.obs.root_link(&outer).is_none() && !inner_exists {
-            let idx = w.fresh_index();
-            w.obs.root_links.push(Link {
-                name: outer,
-                ifindex: idx,
-                mac: None,
-                up: true,
-                addrs: vec![],
-            });
+        // A root end left over from a crash, its peer gone; and, for another network, a pair
+        // created but not moved yet. (Ends that both exist are taken to be one pair:
+        // observing peers is the runtime's.)
+        for (net, pair) in [(NETS[0], false), (NETS[2], true)] {
+            let (outer, inner) = veth_names(Uuid(net));
+            let inner_exists = w.obs.namespaces.iter().any(|n| n.link(&inner).is_some());
+            if w.obs.root_link(&outer).is_some() || inner_exists {
+                continue;
+            }
+            let names = if pair {
+                vec![outer, inner]
+            } else {
+                vec![outer]
+            };
+            let mut indexes = vec![];
+            for name in names {
+                let idx = w.fresh_index();
+                indexes.push(idx);
+                w.obs.root_links.push(Link {
+                    name,
+                    ifindex: idx,
+                    mac: None,
+                    up: false,
+                    addrs: vec![],
+                });
+            }
+            if let [a, b] = indexes[..] {
+                w.pairs.push((a, b));
+            }
         }
     }
     for (i, bridge, id, has_iface) in ports {
