@@ -22,6 +22,7 @@ mod ns_proxy;
 mod os;
 mod ovn;
 mod passwords;
+mod provision;
 mod runtime;
 mod secret;
 mod serve;
@@ -34,7 +35,12 @@ mod tls;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let command = match cli::parse(std::env::args_os()) {
+    // Hidden: one provisioning round (`provision/mod.rs`), until `mdproxy node` drives it.
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "provision") {
+        return provision::main(args.split_off(2));
+    }
+    let command = match cli::parse(args) {
         Ok(command) => command,
         Err(msg) => {
             eprintln!("mdproxy: {msg}");

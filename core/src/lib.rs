@@ -42,6 +42,7 @@ pub mod metrics;
 pub mod ovn;
 pub mod ovsdb;
 pub(crate) mod policy;
+pub mod provision;
 pub mod proxy;
 pub mod scope;
 pub mod sign;

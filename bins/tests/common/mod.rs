@@ -16,6 +16,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+pub mod chassis;
 pub mod hostile_cases;
 pub mod lenient_peers;
 pub mod ovn;

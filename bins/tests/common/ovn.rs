@@ -651,7 +651,14 @@ impl Ovn {
         if p.kind.is_empty() {
             options.push(("mcast_flood_reports", "true"));
         }
-        self.nbctl_sync(&[
+        // Neutron trusts `network:*` ports (`is_lsp_trusted`): they get no port security, the
+        // metadata localport included (with it, OVN drops what is sent to 169.254.169.254).
+        let security: &[&str] = if p.owner.starts_with("network:") {
+            &[]
+        } else {
+            &[&addrs]
+        };
+        let mut args = vec![
             "lsp-add",
             &switch,
             p.port_id,
@@ -662,27 +669,33 @@ impl Ovn {
             "--",
             "lsp-set-port-security",
             p.port_id,
-            &addrs,
+        ];
+        args.extend_from_slice(security);
+        let ids = map_arg(
+            "external_ids",
+            &[
+                ("neutron:cidrs", &cidrs),
+                ("neutron:device_id", p.device_id),
+                ("neutron:device_owner", p.owner),
+                ("neutron:network_name", &switch),
+                ("neutron:port_name", &port_name),
+                ("neutron:project_id", p.project_id),
+                ("neutron:revision_number", "1"),
+                ("neutron:security_group_ids", ""),
+            ],
+        );
+        let kind = format!("type={}", quoted(p.kind));
+        let options = map_arg("options", &options);
+        args.extend_from_slice(&[
             "--",
             "set",
             "Logical_Switch_Port",
             p.port_id,
-            &format!("type={}", quoted(p.kind)),
-            &map_arg(
-                "external_ids",
-                &[
-                    ("neutron:cidrs", &cidrs),
-                    ("neutron:device_id", p.device_id),
-                    ("neutron:device_owner", p.owner),
-                    ("neutron:network_name", &switch),
-                    ("neutron:port_name", &port_name),
-                    ("neutron:project_id", p.project_id),
-                    ("neutron:revision_number", "1"),
-                    ("neutron:security_group_ids", ""),
-                ],
-            ),
-            &map_arg("options", &options),
+            &kind,
+            &ids,
+            &options,
         ]);
+        self.nbctl_sync(&args);
     }
 
     /// Changes a port's fixed IPs and MAC (`addresses`, port security, `neutron:cidrs`), as a

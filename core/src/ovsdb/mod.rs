@@ -11,6 +11,7 @@ pub mod monitor;
 pub mod remote;
 pub mod rpc;
 pub mod session;
+pub mod transact;
 pub mod update;
 
 pub use datum::{Atom, Datum, DatumError};

@@ -126,6 +126,8 @@ enum Pending {
     Monitor(MonitorKind, u64),
     CondChange(u64),
     Echo,
+    /// A caller's transaction ([`Session::transact`]), by its id.
+    Transact(u64),
 }
 
 /// Which monitor request.
@@ -179,6 +181,8 @@ pub struct Session {
     latest: Instant,
     actions: VecDeque<ClientAction>,
     events: VecDeque<SessionEvent>,
+    /// Answers to [`Session::transact`], in arrival order.
+    replies: VecDeque<(u64, Result<Value, RpcError>)>,
     status: SessionStatus,
 }
 
@@ -205,6 +209,7 @@ impl Session {
             latest: now,
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            replies: VecDeque::new(),
             status: SessionStatus {
                 remote: None,
                 state: SessionState::Backoff,
@@ -356,6 +361,31 @@ impl Session {
         if monitoring {
             self.send_cond_change(now, table);
         }
+    }
+
+    /// Sends a `transact` request with `params` (a database name, then operations: see
+    /// `ovsdb::transact`) on the monitoring connection, and returns its id; its answer comes
+    /// out of [`Session::poll_transact_reply`]. `None` when not monitoring: nothing is sent.
+    /// A connection lost first loses the answer too (the server may or may not have committed
+    /// it), so send only what is safe to repeat, and repeat it after the next `Connected`.
+    pub fn transact(&mut self, now: Instant, params: Value) -> Option<u64> {
+        self.latest = now;
+        let monitoring = self
+            .conn
+            .as_ref()
+            .is_some_and(|c| c.state == SessionState::Monitoring);
+        if !monitoring {
+            return None;
+        }
+        let id = self.next_id;
+        self.send(now, "transact", params, Pending::Transact(id));
+        Some(id)
+    }
+
+    /// The answer to a [`Session::transact`]: its id and the `result` (or the JSON-RPC
+    /// error) for `ovsdb::transact::parse_reply`. Call after every `handle`, until `None`.
+    pub fn poll_transact_reply(&mut self) -> Option<(u64, Result<Value, RpcError>)> {
+        self.replies.pop_front()
     }
 
     /// Counters and where the session is.
@@ -515,6 +545,8 @@ impl Session {
     fn on_response(&mut self, now: Instant, pending: Pending, result: Result<Value, RpcError>) {
         match (pending, result) {
             (Pending::Echo, _) => {}
+            // Refused transactions are the caller's business, not the connection's.
+            (Pending::Transact(id), result) => self.replies.push_back((id, result)),
             (Pending::ServerCheck, Ok(v)) => match self.check_server(&v) {
                 Ok(()) => self.request_monitor(now),
                 Err(why) => self.lose(now, why),

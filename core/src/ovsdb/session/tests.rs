@@ -575,3 +575,39 @@ fn a_server_that_reads_nothing_is_dropped() {
     }
     assert!(f.actions().contains(&ClientAction::Close(req)));
 }
+
+#[test]
+fn transactions_ride_the_monitoring_connection() {
+    let mut f = Fake::new(config(&["unix:/sb.sock"]));
+    // Not monitoring yet: nothing is sent.
+    assert_eq!(f.s.transact(f.now, json!(["OVN_Southbound"])), None);
+    let (req, _) = f.establish(json!([false, "t1", {}]));
+    f.events();
+    let params = json!(["OVN_Southbound", {"op": "mutate", "table": "Chassis_Private",
+        "where": [["name", "==", "ch1"]], "mutations": []}]);
+    let id = f.s.transact(f.now, params.clone()).expect("monitoring");
+    let sent = f.request(req, "transact");
+    assert_eq!(
+        (sent["params"].clone(), sent["id"].as_u64()),
+        (params, Some(id))
+    );
+    assert_eq!(f.s.poll_transact_reply(), None);
+    f.reply(req, &sent, json!([{"count": 1}]));
+    assert_eq!(
+        f.s.poll_transact_reply(),
+        Some((id, Ok(json!([{"count": 1}]))))
+    );
+    // An error answer is handed over, and the monitor carries on.
+    let id2 = f.s.transact(f.now, json!(["nope"])).expect("monitoring");
+    let sent = f.request(req, "transact");
+    f.recv(
+        req,
+        json!({"id": sent["id"], "error": "unknown database", "result": null}),
+    );
+    let Some((got, Err(e))) = f.s.poll_transact_reply() else {
+        panic!("no error reply")
+    };
+    assert_eq!((got, e.to_string()), (id2, "unknown database".to_owned()));
+    assert_eq!(f.s.status().state, SessionState::Monitoring);
+    assert!(f.events().is_empty());
+}
