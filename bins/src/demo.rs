@@ -71,6 +71,7 @@ impl Serve for Demo {
             rescan_interval: Duration::from_secs(2),
             direct: false,
             imdsv2: ImdsV2::Optional,
+            token_key_file: None,
             dhcp_domain: "novalocal".to_owned(),
             tls: None,
             endpoint: args.endpoint,

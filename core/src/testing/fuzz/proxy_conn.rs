@@ -382,6 +382,10 @@ fn config(sel: u8) -> EndpointConfig {
             dhcp_domain: "novalocal".to_owned(),
             today: Date::new(2026, 11, 25),
             entropy: Arc::new(Counter(0.into())),
+            tokens: crate::metadata::Tokens::new(
+                crate::metadata::TokenKeys::random(&Counter(0.into())),
+                crate::metadata::TokenClock::new(crate::testing::epoch(), Duration::ZERO),
+            ),
         }),
     };
     EndpointConfig {

@@ -124,6 +124,10 @@ pub fn server() -> ServerConfig {
         dhcp_domain: "novalocal".to_owned(),
         today: TODAY,
         entropy: Arc::new(Steady::default()),
+        tokens: crate::metadata::Tokens::new(
+            crate::metadata::TokenKeys::random(&Steady::default()),
+            crate::metadata::TokenClock::new(crate::testing::epoch(), std::time::Duration::ZERO),
+        ),
     }
 }
 
