@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::StaticMap;
+use crate::agent::{AgentImds, StaticMap};
 use crate::http::Limits;
 use crate::lookup::{NeutronConfig, OvnConfig};
 use crate::metadata::{Date, InstanceData, ServerConfig};
@@ -71,6 +71,8 @@ pub struct AgentConfig {
     pub cache_ttl: Duration,
     /// How long "no such instance" is cached.
     pub negative_ttl: Duration,
+    /// IMDSv2 tokens at the agent (see [`crate::agent::imds`]).
+    pub imds: AgentImds,
 }
 
 /// The agent's lookup backend.

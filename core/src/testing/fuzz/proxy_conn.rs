@@ -369,6 +369,7 @@ fn config(sel: u8) -> EndpointConfig {
                 cache_capacity: NonZeroUsize::MIN,
                 cache_ttl: Duration::from_secs(5),
                 negative_ttl: Duration::from_secs(1),
+                imds: crate::agent::AgentImds::off(),
             })
         }
         _ => Role::Server(ServerConfig {

@@ -93,6 +93,7 @@ pub fn agent(backend: Backend) -> AgentConfig {
         cache_capacity: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
         cache_ttl: Duration::from_secs(5),
         negative_ttl: Duration::from_secs(1),
+        imds: crate::agent::AgentImds::off(),
     }
 }
 
