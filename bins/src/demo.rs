@@ -153,6 +153,7 @@ impl Serve for Demo {
             scope: Scope::Router(self.router),
             upstream: Target::Unix(self.socket),
             rate_limit: None,
+            token_hop_limit: 1,
         });
         let proxy_args = cli::EndpointArgs {
             conns: cli::NS_PROXY_CONNS,

@@ -108,6 +108,9 @@ pub struct NsProxyConfig {
     pub upstream: Target,
     /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
     pub rate_limit: Option<RateLimit>,
+    /// IP TTL / hop limit of the connection once it asked for an IMDSv2 token (1 to 64; AWS:
+    /// 1), see [`crate::socket::Action::SetHopLimit`].
+    pub token_hop_limit: u8,
 }
 
 /// Neutron's `[metadata_rate_limiting]`: a client may make at most `base_limit` requests per

@@ -270,6 +270,12 @@ impl Endpoint {
                     } else {
                         self.policy.route(now, ticket, conn.peer(), head)
                     };
+                    // Queued before the answer can exist, so the runtime sets it before it
+                    // writes a byte of it.
+                    if let (Route::Forward(_), Some(hops)) = (&route, self.policy.hop_limit(head)) {
+                        self.actions
+                            .push_back(Action::SetHopLimit { sock: key, hops });
+                    }
                     conn.route(now, ticket, route);
                 }
                 Output::Serve(ticket) => {

@@ -3,7 +3,8 @@
 //! ([`run_workers`], [`run_loops`]), the hooks ([`RunOptions`]), and the policies both loops
 //! must share: what a failed `accept(2)` means ([`Acceptor`]), how much one socket may do
 //! per turn ([`turn`]), what a failed connect tells the core ([`connect_error`]), and the
-//! tick, signal and drain bookkeeping around the endpoint ([`Control`]).
+//! tick, signal and drain bookkeeping around the endpoint ([`Control`]), and the one socket
+//! option the core asks for ([`set_hop_limit`]).
 //!
 //! A runtime plugs in as one function, [`Serve`]: it drives one
 //! [`Endpoint`](mdproxy_core::endpoint::Endpoint) on its listeners until the signal socket
@@ -28,6 +29,7 @@ use mdproxy_core::socket::ConnectError;
 
 pub use accept::{AcceptFailed, Acceptor, ACCEPT_BACKOFF};
 pub use control::{Control, Signalled};
+pub use hop_limit::{hop_limit, set_hop_limit};
 pub use listener::{Listener, Socket};
 pub use options::{Hook, RunOptions};
 pub use workers::{run_loops, run_workers, Loop};
@@ -36,6 +38,7 @@ mod accept;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod control;
+mod hop_limit;
 mod listener;
 mod options;
 mod signal;

@@ -38,6 +38,12 @@ pub(crate) trait Policy: fmt::Debug + Send {
         head: &RequestHead,
     ) -> Route;
 
+    /// The hop limit the client's connection needs before the answer to `head`, which this
+    /// policy forwards (the ns-proxy's IMDSv2 token requests).
+    fn hop_limit(&self, _head: &RequestHead) -> Option<u8> {
+        None
+    }
+
     /// Every request is answered here (no upstream): `CONNECT` reaches [`Policy::route`] too.
     fn answers_locally(&self) -> bool {
         false

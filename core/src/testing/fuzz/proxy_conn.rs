@@ -354,6 +354,7 @@ fn config(sel: u8) -> EndpointConfig {
                 burst_limit: 3,
                 burst_window: Duration::from_secs(1),
             }),
+            token_hop_limit: 1,
         }),
         1 => {
             static MAP: OnceLock<StaticMap> = OnceLock::new();

@@ -71,6 +71,7 @@ pub fn ns_proxy() -> NsProxyConfig {
         scope: Scope::Router(uuid(ROUTER)),
         upstream: agent_socket(),
         rate_limit: None,
+        token_hop_limit: 1,
     }
 }
 
