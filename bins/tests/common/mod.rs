@@ -448,6 +448,12 @@ impl Client {
         Client::over(stream)
     }
 
+    /// Over a stream the test also keeps (to look at its socket).
+    pub fn from_tcp(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client::over(stream)
+    }
+
     pub fn connect_unix(path: &Path) -> Client {
         let stream = UnixStream::connect(path).expect("connect to the Unix socket");
         stream.set_read_timeout(Some(WAIT)).unwrap();
