@@ -97,13 +97,17 @@ fn put_token(ttl: &str) -> Vec<u8> {
 }
 
 fn get_with(path: &str, token: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n")
-        .into_bytes()
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token: {token}\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 /// As an ns-proxy asks the agent, for the instance at `ip`.
 fn proxied(ip: &str, path: &str, token: Option<&str>) -> Vec<u8> {
-    let token = token.map_or_else(String::new, |t| format!("X-aws-ec2-metadata-token: {t}\r\n"));
+    let token = token.map_or_else(String::new, |t| {
+        format!("X-aws-ec2-metadata-token: {t}\r\n")
+    });
     format!(
         "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\nX-Forwarded-For: {ip}\r\n\
          X-Neutron-Router-ID: {ROUTER}\r\n{token}\r\n"
@@ -125,7 +129,10 @@ fn the_agent_answers_the_token_put_and_strips_the_token(rt: Runtime) {
     let proxy = Proxy::start(rt, &agent.socket, &[]);
     let resp = request(proxy.addr, &put_token("60"));
     assert_eq!(resp.status, 200, "{resp:?}");
-    assert_eq!(header_values(&resp.head, "x-aws-ec2-metadata-token-ttl-seconds"), ["60"]);
+    assert_eq!(
+        header_values(&resp.head, "x-aws-ec2-metadata-token-ttl-seconds"),
+        ["60"]
+    );
     let tok = resp.body_text();
     assert_eq!(tok.len(), 64, "{tok}");
     // On a keep-alive connection, as botocore does: token, then the data with it.
@@ -134,12 +141,24 @@ fn the_agent_answers_the_token_put_and_strips_the_token(rt: Runtime) {
     assert_eq!(again.status, 200);
     assert_ne!(again.body_text(), tok, "every token differs");
     let data = client.exchange(&get_with("/latest/meta-data/instance-id", &tok));
-    assert_eq!((data.status, data.body_text()), (200, INSTANCE_A.to_owned()), "{data:?}");
+    assert_eq!(
+        (data.status, data.body_text()),
+        (200, INSTANCE_A.to_owned()),
+        "{data:?}"
+    );
     let seen = server.wait_for(1);
-    assert_eq!(seen.len(), 1, "the token PUTs never reached the server: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        1,
+        "the token PUTs never reached the server: {seen:?}"
+    );
     assert_eq!(seen[0].head.split(' ').next(), Some("GET"));
     assert_eq!(seen[0].path(), "/latest/meta-data/instance-id");
-    assert!(seen[0].header_values("x-aws-ec2-metadata-token").is_empty(), "{}", seen[0].head);
+    assert!(
+        seen[0].header_values("x-aws-ec2-metadata-token").is_empty(),
+        "{}",
+        seen[0].head
+    );
     assert_eq!(seen[0].header_values("x-instance-id"), [INSTANCE_A]);
     // TTL outside 1..21600: 400; another method on the token path: 405 (answered here too).
     for ttl in ["0", "21601", "ten"] {
@@ -162,14 +181,25 @@ fn forged_expired_and_other_instances_tokens_get_401(rt: Runtime) {
     let path = "/latest/meta-data/instance-id";
     let forged = "A".repeat(64);
     for bad in [forged.as_str(), "short", &tok[..63]] {
-        assert_eq!(request(proxy.addr, &get_with(path, bad)).status, 401, "{bad}");
+        assert_eq!(
+            request(proxy.addr, &get_with(path, bad)).status,
+            401,
+            "{bad}"
+        );
     }
     // Instance B (at 10.0.0.6) presenting A's token: as unknown as a forged one.
     let other = request_unix(&agent.socket, &proxied("10.0.0.6", path, Some(&tok)));
     assert_eq!(other.status, 401, "{other:?}");
     let b_alone = request_unix(&agent.socket, &proxied("10.0.0.6", path, None));
-    assert_eq!((b_alone.status, b_alone.body_text()), (200, INSTANCE_B.to_owned()));
-    assert_eq!(server.count(), 1, "only B's tokenless request reached the server");
+    assert_eq!(
+        (b_alone.status, b_alone.body_text()),
+        (200, INSTANCE_B.to_owned())
+    );
+    assert_eq!(
+        server.count(),
+        1,
+        "only B's tokenless request reached the server"
+    );
     // Expired: a 1-second token stops working (waited for, bounded).
     let expired = eventually(|| request(proxy.addr, &get_with(path, &tok)).status == 401);
     assert!(expired, "a 1 s token was still accepted after {WAIT:?}");
@@ -194,7 +224,10 @@ fn required_refuses_requests_without_a_token_on_both_trees(rt: Runtime) {
     }
     assert_eq!(server.count(), 0);
     let tok = token(&proxy, "60");
-    let resp = request(proxy.addr, &get_with("/openstack/latest/meta_data.json", &tok));
+    let resp = request(
+        proxy.addr,
+        &get_with("/openstack/latest/meta_data.json", &tok),
+    );
     assert_eq!(resp.status, 200, "{resp:?}");
     let seen = &server.wait_for(1)[0];
     assert!(seen.header_values("x-aws-ec2-metadata-token").is_empty());
@@ -217,7 +250,11 @@ fn agents_sharing_a_key_file_accept_each_others_tokens_and_rotate(rt: Runtime) {
     let rotating = files.key_file("rotating.key", &[KEY_NEW, KEY_OLD]);
     let agent = files.agent(rt, &server, &[format!("--token-key-file={rotating}")]);
     let proxy = Proxy::start(rt, &agent.socket, &[]);
-    assert_eq!(request(proxy.addr, &get_with(path, &old_tok)).status, 200, "old key verifies");
+    assert_eq!(
+        request(proxy.addr, &get_with(path, &old_tok)).status,
+        200,
+        "old key verifies"
+    );
     let new_tok = token(&proxy, "600");
     assert_eq!(request(proxy.addr, &get_with(path, &new_tok)).status, 200);
     drop(proxy);
@@ -228,19 +265,29 @@ fn agents_sharing_a_key_file_accept_each_others_tokens_and_rotate(rt: Runtime) {
     let agent = files.agent(rt, &server, &[format!("--token-key-file={new}")]);
     let proxy = Proxy::start(rt, &agent.socket, &[]);
     assert_eq!(request(proxy.addr, &get_with(path, &old_tok)).status, 401);
-    assert_eq!(request(proxy.addr, &get_with(path, &new_tok)).status, 200, "the new key signed it");
+    assert_eq!(
+        request(proxy.addr, &get_with(path, &new_tok)).status,
+        200,
+        "the new key signed it"
+    );
 
     // A key file that is not one stops the start (exit 2) with the reason.
     let short = files.key_file("short.key", &["short"]);
     let (status, _, err) = run_binary(&[
         "agent",
-        &format!("--shared-secret-file={}", files.dir.join("secret").display()),
+        &format!(
+            "--shared-secret-file={}",
+            files.dir.join("secret").display()
+        ),
         &format!("--static-map={}", files.dir.join("map.toml").display()),
         &format!("--token-key-file={short}"),
         &format!("--listen-socket={}", files.dir.join("other.sock").display()),
     ]);
     assert_eq!(status.code(), Some(2), "{err}");
-    assert!(err.contains("line 1") && err.contains("fewer than 16 bytes"), "{err}");
+    assert!(
+        err.contains("line 1") && err.contains("fewer than 16 bytes"),
+        "{err}"
+    );
     assert!(!err.contains("short\n"), "never the key itself: {err}");
 }
 
@@ -250,18 +297,31 @@ fn tokenless_requests_are_counted_per_instance(rt: Runtime) {
     let metrics_port = free_port();
     let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
     let agent = files.agent(rt, &server, &[format!("--metrics-listen={metrics}")]);
-    assert!(eventually(|| TcpStream::connect(metrics).is_ok()), "{}", agent.log());
+    assert!(
+        eventually(|| TcpStream::connect(metrics).is_ok()),
+        "{}",
+        agent.log()
+    );
     let proxy = Proxy::start(rt, &agent.socket, &[]);
     let tok = token(&proxy, "60");
     for _ in 0..3 {
         assert_eq!(request(proxy.addr, &get("/latest/meta-data/")).status, 200);
     }
-    assert_eq!(request(proxy.addr, &get_with("/latest/meta-data/", &tok)).status, 200);
-    assert_eq!(request_unix(&agent.socket, &proxied("10.0.0.6", "/", None)).status, 200);
+    assert_eq!(
+        request(proxy.addr, &get_with("/latest/meta-data/", &tok)).status,
+        200
+    );
+    assert_eq!(
+        request_unix(&agent.socket, &proxied("10.0.0.6", "/", None)).status,
+        200
+    );
     let text = request(metrics, &get("/metrics")).body_text();
     let series = |instance: &str| {
-        let name = format!("mdproxy_imds_no_token_requests_total{{role=\"agent\",instance=\"{instance}\"}} ");
-        text.lines().find_map(|l| l.strip_prefix(&name).map(str::to_owned))
+        let name = format!(
+            "mdproxy_imds_no_token_requests_total{{role=\"agent\",instance=\"{instance}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name).map(str::to_owned))
     };
     assert_eq!(series(INSTANCE_A).as_deref(), Some("3"), "{text}");
     assert_eq!(series(INSTANCE_B).as_deref(), Some("1"), "{text}");
@@ -272,7 +332,10 @@ fn tokenless_requests_are_counted_per_instance(rt: Runtime) {
 fn scope_override_and_off(rt: Runtime) {
     let server = nova();
     let files = Files::new();
-    let required = [format!("--imdsv2=off"), format!("--imdsv2-scope={ROUTER}=required")];
+    let required = [
+        "--imdsv2=off".to_owned(),
+        format!("--imdsv2-scope={ROUTER}=required"),
+    ];
     let agent = files.agent(rt, &server, &required);
     let proxy = Proxy::start(rt, &agent.socket, &[]);
     assert_eq!(request(proxy.addr, &get("/latest/meta-data/")).status, 401);
@@ -290,21 +353,40 @@ fn scope_override_and_off(rt: Runtime) {
     let with = request(proxy.addr, &get_with("/latest/meta-data/", "server-token"));
     assert_eq!(with.status, 200);
     let seen = server.wait_for(2);
-    assert_eq!(seen[0].head.split(' ').next(), Some("PUT"), "{}", seen[0].head);
-    assert_eq!(seen[1].header_values("x-aws-ec2-metadata-token"), ["server-token"]);
+    assert_eq!(
+        seen[0].head.split(' ').next(),
+        Some("PUT"),
+        "{}",
+        seen[0].head
+    );
+    assert_eq!(
+        seen[1].header_values("x-aws-ec2-metadata-token"),
+        ["server-token"]
+    );
 }
 
 /// The ns-proxy's end of the client's connection, duplicated into this process with
 /// pidfd_getfd(2) (the ns-proxy is our child), found by its ports.
 fn ns_proxy_end(proxy: &Proxy, client: &TcpStream) -> OwnedFd {
-    let (mine, theirs) = (client.local_addr().unwrap().port(), client.peer_addr().unwrap().port());
+    let (mine, theirs) = (
+        client.local_addr().unwrap().port(),
+        client.peer_addr().unwrap().port(),
+    );
     let pid = proxy.pid() as libc::pid_t;
     // SAFETY: plain syscalls; every descriptor they return is owned at once.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    assert!(pidfd >= 0, "pidfd_open: {}", std::io::Error::last_os_error());
+    assert!(
+        pidfd >= 0,
+        "pidfd_open: {}",
+        std::io::Error::last_os_error()
+    );
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as i32) };
     for entry in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        let Some(target) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+        let Some(target) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
             continue;
         };
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) };
@@ -312,14 +394,17 @@ fn ns_proxy_end(proxy: &Proxy, client: &TcpStream) -> OwnedFd {
             continue;
         }
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        if port(&fd, libc::getsockname) == Some(theirs) && port(&fd, libc::getpeername) == Some(mine) {
+        if port(&fd, libc::getsockname) == Some(theirs)
+            && port(&fd, libc::getpeername) == Some(mine)
+        {
             return fd;
         }
     }
     panic!("the ns-proxy holds no socket for port {mine}");
 }
 
-type NameFn = unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+type NameFn =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
 
 fn port(fd: &OwnedFd, name: NameFn) -> Option<u16> {
     // SAFETY: all-zero is a valid sockaddr_in; the call writes at most `len` bytes into it.
@@ -334,7 +419,13 @@ fn ttl(fd: &OwnedFd) -> i32 {
     let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: getsockopt writes at most `len` bytes into `v`.
     let r = unsafe {
-        libc::getsockopt(fd.as_raw_fd(), libc::IPPROTO_IP, libc::IP_TTL, (&raw mut v).cast(), &mut len)
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_TTL,
+            (&raw mut v).cast(),
+            &mut len,
+        )
     };
     assert_eq!(r, 0, "{}", std::io::Error::last_os_error());
     v
@@ -396,7 +487,11 @@ fn botocore_and_ec2_metadata_token_flows_through_the_chain(rt: Runtime) {
     let seen = server.wait_for(2);
     for s in &seen {
         assert_eq!(s.head.split(' ').next(), Some("GET"), "{}", s.head);
-        assert!(s.header_values("x-aws-ec2-metadata-token").is_empty(), "{}", s.head);
+        assert!(
+            s.header_values("x-aws-ec2-metadata-token").is_empty(),
+            "{}",
+            s.head
+        );
     }
 }
 
@@ -424,7 +519,9 @@ fn imds_clients_python() -> Option<PathBuf> {
         || {
             let bin = PathBuf::from(env!("CARGO_BIN_EXE_mdproxy"));
             let target = bin.parent().and_then(|p| p.parent()).map(PathBuf::from);
-            target.unwrap_or_default().join("lenient-peers/imds-clients/bin/python")
+            target
+                .unwrap_or_default()
+                .join("lenient-peers/imds-clients/bin/python")
         },
         PathBuf::from,
     );
@@ -437,6 +534,9 @@ fn imds_clients_python() -> Option<PathBuf> {
         "{} missing and MDPROXY_LENIENT_PEERS=required; run scripts/lenient-peers.sh",
         python.display()
     );
-    eprintln!("skipped: botocore / ec2-metadata not installed ({}); run scripts/lenient-peers.sh", python.display());
+    eprintln!(
+        "skipped: botocore / ec2-metadata not installed ({}); run scripts/lenient-peers.sh",
+        python.display()
+    );
     None
 }

@@ -948,6 +948,64 @@ mod tests {
     }
 
     #[test]
+    fn imdsv2_flags() {
+        let cfg = agent(&REQUIRED).unwrap();
+        assert_eq!(
+            cfg.imdsv2,
+            ImdsV2::Optional,
+            "tokens at the agent by default"
+        );
+        assert!(cfg.imdsv2_scopes.is_empty() && cfg.token_key_file.is_none());
+        let (r, n) = (
+            "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6",
+            "9c2b1a4e-0000-4000-8000-000000000001",
+        );
+        let cfg = agent(
+            &[
+                &REQUIRED[..],
+                &[
+                    "--imdsv2=required",
+                    &format!("--imdsv2-scope={r}=off"),
+                    "--imdsv2-scope",
+                    &format!("{n}=optional"),
+                    "--token-key-file=/k",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(cfg.imdsv2, ImdsV2::Required);
+        let scopes: Vec<(String, ImdsV2)> = (cfg.imdsv2_scopes.iter())
+            .map(|(id, m)| (id.to_string(), *m))
+            .collect();
+        let want = vec![
+            (r.to_owned(), ImdsV2::Off),
+            (n.to_owned(), ImdsV2::Optional),
+        ];
+        assert_eq!(scopes, want);
+        assert_eq!(cfg.token_key_file, Some(PathBuf::from("/k")));
+        for (flags, err) in [
+            (&["--imdsv2=v2"][..], "not one of off, optional, required"),
+            (&["--imdsv2-scope=required"], "is not ID=MODE"),
+            (
+                &["--imdsv2-scope=r1=required"],
+                "not a router or network UUID",
+            ),
+            (&[&*format!("--imdsv2-scope={r}=on")], "not one of off"),
+            (
+                &[
+                    &*format!("--imdsv2-scope={r}=off"),
+                    &*format!("--imdsv2-scope={r}=off"),
+                ],
+                "given twice",
+            ),
+        ] {
+            let e = agent(&[&REQUIRED[..], flags].concat()).unwrap_err();
+            assert!(e.contains(err), "{flags:?}: {e}");
+        }
+    }
+
+    #[test]
     fn defaults() {
         let cfg = agent(&REQUIRED).unwrap();
         assert_eq!(

@@ -337,6 +337,24 @@ mod tests {
     }
 
     #[test]
+    fn token_hop_limit() {
+        assert_eq!(
+            ns(&["--router-id", ID]).unwrap().token_hop_limit,
+            1,
+            "AWS's default"
+        );
+        let cfg = ns(&["--router-id", ID, "--token-hop-limit=64"]).unwrap();
+        assert_eq!(cfg.token_hop_limit, 64);
+        for v in ["0", "65", "-1", "x"] {
+            let e = ns(&["--router-id", ID, "--token-hop-limit", v]).unwrap_err();
+            assert!(
+                e.contains("--token-hop-limit") && e.contains("1 to 64"),
+                "{v}: {e}"
+            );
+        }
+    }
+
+    #[test]
     fn rate_limit_and_timeouts() {
         let cfg = ns(&[
             "--router-id",

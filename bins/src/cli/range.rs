@@ -277,7 +277,7 @@ mod tests {
             }
         )*};
     }
-    integer_outside!(u16, u32, u64);
+    integer_outside!(u8, u16, u32, u64);
 
     impl Outside for usize {
         fn below(self) -> String {
@@ -341,6 +341,7 @@ mod tests {
             row("ns-proxy", "--max-conns", CONNS),
             row("ns-proxy", "--max-conns-per-ip", CONNS),
             row("ns-proxy", "--metadata_port", PORT),
+            row("ns-proxy", "--token-hop-limit", HOP_LIMIT),
             row("agent", "--backlog", BACKLOG),
             row("agent", "--workers", WORKERS),
             row("agent", "--max-conns", CONNS),

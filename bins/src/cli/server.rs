@@ -333,6 +333,9 @@ mod tests {
         assert!(cfg.process.debug);
         let cfg = server(&[&REQUIRED[..], &["--imdsv2=off"]].concat()).unwrap();
         assert_eq!(cfg.imdsv2, ImdsV2::Off);
+        assert_eq!(cfg.token_key_file, None, "a random key by default");
+        let cfg = server(&[&REQUIRED[..], &["--token-key-file", "/k"]].concat()).unwrap();
+        assert_eq!(cfg.token_key_file, Some(PathBuf::from("/k")));
     }
 
     #[test]
