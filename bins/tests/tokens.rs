@@ -28,6 +28,7 @@ runtime_tests! {
     scope_override_and_off,
     the_token_answer_leaves_the_ns_proxy_with_the_hop_limit,
     botocore_and_ec2_metadata_token_flows_through_the_chain,
+    the_neutron_backend_applies_the_rules_after_its_lookup,
 }
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -363,6 +364,62 @@ fn scope_override_and_off(rt: Runtime) {
         seen[1].header_values("x-aws-ec2-metadata-token"),
         ["server-token"]
     );
+}
+
+/// With Neutron the instance is known only once the lookup answers (the route is pending
+/// meanwhile): the token rules are applied then, to what the request carried. No cache
+/// (`--cache-ttl=0`), so every request waits for a Neutron query.
+fn the_neutron_backend_applies_the_rules_after_its_lookup(rt: Runtime) {
+    let os = FakeOpenStack::start(
+        None,
+        &[(ROUTER, &[NETWORK])],
+        &[
+            FakePort::new(NETWORK, "10.0.0.5", INSTANCE_A, PROJECT),
+            FakePort::new(NETWORK, "10.0.0.6", INSTANCE_B, PROJECT),
+        ],
+    );
+    let server = nova();
+    let dir = TempDir::new();
+    fs::write(dir.join("secret"), "s3cr3t\n").unwrap();
+    let args = [
+        "--backend=neutron".to_owned(),
+        format!("--neutron-url={}", os.neutron_url()),
+        "--cache-ttl=0".to_owned(),
+        "--negative-cache-ttl=0".to_owned(),
+        "--imdsv2=required".to_owned(),
+        format!("--shared-secret-file={}", dir.join("secret").display()),
+        format!("--metadata-url={}", server.url()),
+    ];
+    let agent = Agent::start(rt, &dir.join("agent.sock"), &args);
+    let path = "/latest/meta-data/instance-id";
+    let put = format!(
+        "PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 10.0.0.5\r\n\
+         X-Neutron-Router-ID: {ROUTER}\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let resp = request_unix(&agent.socket, put.as_bytes());
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", agent.log());
+    let tok = resp.body_text();
+    let ok = request_unix(&agent.socket, &proxied("10.0.0.5", path, Some(&tok)));
+    assert_eq!((ok.status, ok.body_text()), (200, INSTANCE_A.to_owned()));
+    let other = request_unix(&agent.socket, &proxied("10.0.0.6", path, Some(&tok)));
+    assert_eq!(other.status, 401, "{other:?}");
+    let none = request_unix(&agent.socket, &proxied("10.0.0.6", path, None));
+    assert_eq!(none.status, 401, "{none:?}");
+    let unknown = request_unix(&agent.socket, &proxied("10.0.0.99", path, Some(&tok)));
+    assert_eq!(
+        unknown.status, 404,
+        "no instance, no token question: {unknown:?}"
+    );
+    assert_eq!(
+        server.count(),
+        1,
+        "only the valid request reached the server"
+    );
+    assert!(!server.wait_for(1)[0]
+        .head
+        .to_ascii_lowercase()
+        .contains("x-aws-ec2-metadata-token"));
 }
 
 /// The ns-proxy's end of the client's connection, duplicated into this process with
