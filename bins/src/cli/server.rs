@@ -63,7 +63,10 @@ Identity:
                                  off (PUT answers 404, as Nova), optional (tokens issued; a
                                  token sent must be valid), or required (EC2 requests without
                                  a valid X-aws-ec2-metadata-token get 401)
-                                 [default: optional]
+                                 [default: optional]. Behind `mdproxy agent` with tokens on
+                                 (its default), tokens stop at the agent and never reach the
+                                 server: `required` here then refuses every EC2 request; it
+                                 is for --direct, or an agent run with --imdsv2 off
       --token-key-file PATH      IMDSv2 token keys: one key per line (16 to 1024 bytes, e.g.
                                  `openssl rand -base64 32`); the first signs, a second one
                                  only verifies (rotation). Every server and agent given the

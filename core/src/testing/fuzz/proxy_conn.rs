@@ -370,7 +370,29 @@ fn config(sel: u8) -> EndpointConfig {
                 cache_capacity: NonZeroUsize::MIN,
                 cache_ttl: Duration::from_secs(5),
                 negative_ttl: Duration::from_secs(1),
-                imds: crate::agent::AgentImds::off(),
+                // Tokens at the agent (optional or required) in three selections of four, so inputs
+                // reach their rules too.
+                imds: match sel & 24 {
+                    0 => crate::agent::AgentImds::off(),
+                    mode => crate::agent::AgentImds {
+                        mode: if mode == 8 {
+                            ImdsV2::Optional
+                        } else {
+                            ImdsV2::Required
+                        },
+                        scopes: Default::default(),
+                        issuer: Some(crate::agent::Issuer {
+                            tokens: crate::metadata::Tokens::new(
+                                crate::metadata::TokenKeys::random(&Counter(0.into())),
+                                crate::metadata::TokenClock::new(
+                                    crate::testing::epoch(),
+                                    Duration::ZERO,
+                                ),
+                            ),
+                            entropy: Arc::new(Counter(1.into())),
+                        }),
+                    },
+                },
             })
         }
         _ => Role::Server(ServerConfig {
