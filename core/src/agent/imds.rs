@@ -4,7 +4,7 @@
 //!
 //! Decisions are made once the instance is resolved (a token is bound to the instance id, not
 //! the client IP: an IP reused by another instance inherits nothing). What of the request they
-//! need is taken from its head at routing time ([`Ask`]), because a Neutron lookup answers
+//! need is taken from its head at routing time (`Ask`), because a Neutron lookup answers
 //! later, when the head is no longer at hand.
 //!
 //! | mode     | token PUT               | other method on the token path | other request: no token | valid | invalid, expired, another instance's, sent twice |
