@@ -14,6 +14,8 @@
 # must print the instance's EC2 id, and a direct request to 50.0.0.1:9697 (unmarked) must be
 # dropped. Then the same request must work through `haproxy -f <Neutron's rendered config>`
 # with the shim dist/neutron/mdproxy-haproxy as haproxy (how Pike and later spawn the proxy).
+# A container namespace behind the instance (NAT) must get no IMDSv2 token: its answer leaves
+# the ns-proxy with TTL 1 (its IMDSv1 GET still works), while the instance gets and uses one.
 # The shim must also turn the config Neutron's OVN metadata agent renders into `mdproxy ns-proxy
 # --ovn-network-id …` (checked with its dry run: the command line, not a run in `ovnmeta-`).
 # Then node mode (issue 20): the shim with MDPROXY_NODE_DIR registers each of 50 router
@@ -21,7 +23,7 @@
 # and an instance at the same 50.0.0.44, and one `mdproxy node` serves them all: each instance
 # reads its own instance-id; SIGTERM to one registration stops that namespace only.
 # SIGTERM must stop every role cleanly. Everything is torn down on exit, also on
-# failure: the processes (by pid), the two namespaces (with them the veth pair and the rules)
+# failure: the processes (by pid), the namespaces (with them the veth pairs and the rules)
 # and the temporary directory. Nothing outside the namespaces this script creates is touched.
 #
 # Needs root, iproute2, iptables (legacy or nft) and curl. Where network namespaces cannot be
@@ -217,6 +219,40 @@ got=$(in_inst curl -sS -f --noproxy '*' --max-time 10 http://169.254.169.254/lat
   fail "the metadata request from inside $inst_ns failed"
 [ "$got" = "$ec2_id" ] || fail "instance-id: got '$got', expected '$ec2_id'"
 echo "netns: read instance-id $got from inside $inst_ns (50.0.0.44 → 169.254.169.254:80 → REDIRECT :9697 in $router_ns → agent → server)"
+
+# --- IMDSv2's hop limit, on the wire: a container behind the instance (one more router, NAT).
+# The agent answers the token PUT; the ns-proxy sends that answer with TTL 1, which reaches the
+# instance but dies at the instance's forwarding to the container (IMDSv1 GETs still pass).
+in_ctr() { ip netns exec "$ctr_ns" "$@"; }
+ctr_ns=mdp-ctr-$$
+ip netns add "$ctr_ns" || fail "cannot create $ctr_ns"
+namespaces+=("$ctr_ns")
+ip link add veth-ctr netns "$inst_ns" type veth peer name eth0 netns "$ctr_ns" ||
+  fail "cannot create the container's veth pair"
+in_inst ip addr add 172.31.0.1/24 dev veth-ctr
+in_inst ip link set veth-ctr up
+in_ctr ip link set lo up
+in_ctr ip addr add 172.31.0.2/24 dev eth0
+in_ctr ip link set eth0 up
+in_ctr ip route add default via 172.31.0.1
+in_inst sysctl -qw net.ipv4.ip_forward=1
+in_inst iptables -w -t nat -A POSTROUTING -s 172.31.0.0/24 -o eth0 -j MASQUERADE
+put_token() {
+  "$@" curl -sS -f --noproxy '*' --max-time 5 -X PUT \
+    -H 'X-aws-ec2-metadata-token-ttl-seconds: 60' http://169.254.169.254/latest/api/token
+}
+token=$(put_token in_inst) || fail "the token PUT from inside $inst_ns failed"
+[ "${#token}" -eq 64 ] || fail "the token is ${#token} characters, not 64: '$token'"
+got=$(in_inst curl -sS -f --noproxy '*' --max-time 10 -H "X-aws-ec2-metadata-token: $token" \
+  http://169.254.169.254/latest/meta-data/instance-id) || fail "the request with the token failed"
+[ "$got" = "$ec2_id" ] || fail "instance-id with the token: got '$got', expected '$ec2_id'"
+got=$(in_ctr curl -sS -f --noproxy '*' --max-time 10 http://169.254.169.254/latest/meta-data/instance-id) ||
+  fail "the IMDSv1 request from the container behind the instance failed"
+[ "$got" = "$ec2_id" ] || fail "instance-id from the container: got '$got', expected '$ec2_id'"
+rc=0
+put_token in_ctr >/dev/null 2>&1 || rc=$?
+[ "$rc" -eq 28 ] || fail "the token's answer reached the container one router away (curl exit $rc; 28 is a timeout)"
+echo "netns: a token from inside $inst_ns (64 chars, used once), none from a container one router behind it (the answer left with TTL 1; its IMDSv1 GET passed)"
 
 rc=0
 in_inst curl -s -o /dev/null --noproxy '*' --max-time 3 http://50.0.0.1:9697/ || rc=$?

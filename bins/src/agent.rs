@@ -9,18 +9,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mdproxy_core::agent::StaticMap;
+use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
+use mdproxy_core::agent::{AgentImds, Issuer, StaticMap};
 use mdproxy_core::config::{AgentConfig, Backend, Reload, Role};
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
 
+use crate::entropy::OsEntropy;
 use crate::listen::bind_unix;
 use crate::runtime::{Hook, Listener, Options};
 use crate::secret::load_secret;
 use crate::serve::{self, Serve, Work};
-use crate::{cli, os, ovn, tls, Failure};
+use crate::{cli, os, ovn, tls, token_key, Failure};
 
 /// The agent, its files read and its metadata server resolved.
 pub struct Agent {
@@ -84,6 +86,7 @@ impl Serve for Agent {
         )
         .map_err(Failure::Config)?;
         let upstream_tls = metadata_tls(&args).map_err(Failure::Config)?;
+        let imds = agent_imds(&args).map_err(Failure::Config)?;
         let role = AgentConfig {
             metadata: Target::Tcp(metadata),
             signer: Signer::new(&secret),
@@ -91,6 +94,7 @@ impl Serve for Agent {
             cache_capacity: args.cache_size,
             cache_ttl: args.cache_ttl,
             negative_ttl: args.negative_ttl,
+            imds,
         };
         Ok(Agent {
             args,
@@ -164,6 +168,28 @@ impl Agent {
             described,
         }
     }
+}
+
+/// `--imdsv2`, `--imdsv2-scope` and the token keys: the key file's, or one random key drawn
+/// here, before the workers start, so that every worker accepts every worker's tokens. Keys
+/// are made even when every mode is off: a static map reloaded later may turn a scope on.
+fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
+    let mut imds = AgentImds {
+        mode: args.imdsv2,
+        scopes: args.imdsv2_scopes.clone(),
+        issuer: None,
+        hop_limit: DEFAULT_HOP_LIMIT,
+    };
+    let entropy = OsEntropy::new()?;
+    let tokens = token_key::tokens(args.token_key_file.as_deref(), entropy.as_ref())?;
+    if tokens.keys().is_random() && imds.uses_tokens() {
+        log::warn!(
+            "no --token-key-file: IMDSv2 tokens are signed with a random key of this process; \
+             they do not survive a restart and no other agent accepts them"
+        );
+    }
+    imds.issuer = Some(Issuer { tokens, entropy });
+    Ok(imds)
 }
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its

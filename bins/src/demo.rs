@@ -11,7 +11,8 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use mdproxy_core::agent::StaticMap;
+use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
+use mdproxy_core::agent::{AgentImds, Issuer, StaticMap};
 use mdproxy_core::config::{AgentConfig, Backend, NsProxyConfig, Role};
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
 use mdproxy_core::scope::{Scope, Uuid};
@@ -24,7 +25,7 @@ use crate::runtime::{Listener, Loop, Options};
 use crate::secret::read_secret;
 use crate::serve::{self, Serve, Work};
 use crate::server::Server;
-use crate::{cli, os, Failure};
+use crate::{cli, os, token_key, Failure};
 
 /// The sample instance, one source of truth with the core's golden tests.
 const SAMPLE: &str = include_str!("../../core/tests/golden/instance.toml");
@@ -42,6 +43,8 @@ pub struct Demo {
     signer: Signer,
     map: StaticMap,
     router: Uuid,
+    /// The agent's IMDSv2 (optional, a random key): tokens at the agent, as in production.
+    imds: AgentImds,
 }
 
 /// The three roles' listeners, and the addresses the instructions name.
@@ -71,6 +74,7 @@ impl Serve for Demo {
             rescan_interval: Duration::from_secs(2),
             direct: false,
             imdsv2: ImdsV2::Optional,
+            token_key_file: None,
             dhcp_domain: "novalocal".to_owned(),
             tls: None,
             endpoint: args.endpoint,
@@ -85,6 +89,14 @@ impl Serve for Demo {
                 "the demo's router id is invalid".to_owned(),
             ));
         };
+        let entropy = OsEntropy::new().map_err(Failure::System)?;
+        let tokens = token_key::tokens(None, entropy.as_ref()).map_err(Failure::System)?;
+        let imds = AgentImds {
+            mode: ImdsV2::Optional,
+            scopes: Default::default(),
+            issuer: Some(Issuer { tokens, entropy }),
+            hop_limit: DEFAULT_HOP_LIMIT,
+        };
         Ok(Demo {
             args,
             sample,
@@ -94,6 +106,7 @@ impl Serve for Demo {
             signer: Signer::new(&secret),
             map,
             router,
+            imds,
         })
     }
 
@@ -136,11 +149,13 @@ impl Serve for Demo {
             cache_capacity: NonZeroUsize::MIN,
             cache_ttl: Duration::from_secs(5),
             negative_ttl: Duration::from_secs(1),
+            imds: self.imds,
         });
         let proxy = Role::NsProxy(NsProxyConfig {
             scope: Scope::Router(self.router),
             upstream: Target::Unix(self.socket),
             rate_limit: None,
+            token_hop_limit: 1,
         });
         let proxy_args = cli::EndpointArgs {
             conns: cli::NS_PROXY_CONNS,

@@ -31,6 +31,7 @@ mod system_id;
 #[cfg(test)]
 mod test_dir;
 mod tls;
+mod token_key;
 
 use std::process::ExitCode;
 

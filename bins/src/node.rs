@@ -47,8 +47,10 @@ impl Serve for Node {
             }
         }
         let (endpoint, drain_timeout) = (args.agent.endpoint, args.agent.drain_timeout);
+        let mut agent = Agent::load(args.agent)?.into_in_process();
+        agent.role.imds.hop_limit = args.token_hop_limit;
         Ok(Node {
-            agent: Agent::load(args.agent)?.into_in_process(),
+            agent,
             watch_dir: args.watch_dir,
             rescan: args.rescan,
             max_conns_per_network: args.max_conns_per_network,

@@ -45,6 +45,7 @@ impl Serve for NsProxy {
             scope: cfg.scope,
             upstream: Target::Unix(cfg.upstream),
             rate_limit: cfg.rate_limit,
+            token_hop_limit: cfg.token_hop_limit,
         });
         let options = Options {
             drain_timeout: cfg.drain_timeout,

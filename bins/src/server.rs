@@ -3,8 +3,8 @@
 //! rescan every `--rescan-interval`, a full re-read on SIGHUP) and hand posted passwords to
 //! the writer of the state directory (`passwords.rs`); the instance files are only read.
 //!
-//! One loop, not several workers: IMDSv2 tokens and posted passwords live in the memory of
-//! the loop's endpoint, and a token issued by one worker would be unknown to another.
+//! One loop, not several workers: posted passwords live in the memory of the loop's endpoint
+//! (IMDSv2 tokens are stateless: any process with the key checks them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
@@ -27,7 +27,7 @@ use crate::passwords::{StateDir, Writer};
 use crate::runtime::{Listener, Loop, Options};
 use crate::secret::read_secret;
 use crate::serve::{self, Serve, Work};
-use crate::{cli, os, tls, Failure};
+use crate::{cli, os, tls, token_key, Failure};
 
 /// The server, its secret, instances and state directory read.
 pub struct Server {
@@ -60,6 +60,8 @@ impl Serve for Server {
             None => None,
         };
         let entropy = OsEntropy::new().map_err(Failure::System)?;
+        let tokens = token_key::tokens(args.token_key_file.as_deref(), entropy.as_ref())
+            .map_err(Failure::Config)?;
         let (state, passwords) = StateDir::load(&args.state_dir).map_err(Failure::Config)?;
         let instances = InstanceDir::open(&args.instances, passwords).map_err(Failure::Config)?;
         let role = Role::Server(ServerConfig {
@@ -69,6 +71,7 @@ impl Serve for Server {
             dhcp_domain: args.dhcp_domain.clone(),
             today: os::utc_today(),
             entropy,
+            tokens,
         });
         let tls = EndpointTls {
             accept,

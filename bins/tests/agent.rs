@@ -182,11 +182,13 @@ fn direct_request_replaces_forged_identity(rt: Runtime) {
 
 /// The agent builds the metadata server's request from an allowlist of the client's fields
 /// (as Neutron's agent sends only its own): nothing else the instance or a proxy wrote, in any
-/// spelling, reaches Nova.
+/// spelling, reaches Nova. With `--imdsv2=off` the token fields are on the list (for an
+/// `mdproxy server` with tokens behind); with tokens at the agent they never pass
+/// (tests/tokens.rs).
 fn metadata_server_gets_only_the_allowlist(rt: Runtime) {
     let server = echo_instance();
     let files = Files::new(&map(&[("10.0.0.5", INSTANCE_A)]));
-    let agent = files.start(rt, &server.url(), &[]);
+    let agent = files.start(rt, &server.url(), &["--imdsv2=off"]);
     let req = format!(
         "POST /openstack/latest/password?x=1 HTTP/1.1\r\nHost: 169.254.169.254\r\n\
          X-Forwarded-For: 10.0.0.5\r\nX-Neutron-Router-ID: {ROUTER}\r\n\

@@ -10,6 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::peer_socket::{peer_end, ttl};
 use common::*;
 
 const R1: &str = ROUTER;
@@ -62,12 +63,18 @@ impl Files {
 
     /// Starts `mdproxy node` on the watched directory (read every 0.1 s).
     fn node(&self, rt: Runtime, metadata_url: &str) -> Running {
+        self.node_with(rt, metadata_url, &[])
+    }
+
+    /// [`Files::node`] with more flags.
+    fn node_with(&self, rt: Runtime, metadata_url: &str, extra: &[&str]) -> Running {
         let mut args = vec![
             "node".to_owned(),
             format!("--watch-dir={}", self.watch.display()),
             "--rescan-interval=0.1".to_owned(),
         ];
         args.extend(self.agent_args(metadata_url));
+        args.extend(extra.iter().map(|a| a.to_string()));
         let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
         Running::spawn_program(program, rt, &args, Some("node.log"))
     }
@@ -354,6 +361,7 @@ runtime_tests! {
     a_bad_file_is_logged_with_its_path_and_ignored,
     the_upstream_request_is_the_agents,
     sigterm_stops_the_node,
+    the_node_answers_token_requests_and_limits_their_hops,
 }
 
 #[test]
@@ -381,4 +389,47 @@ fn help_tells_the_file_format_and_bad_settings_exit_2() {
     ]);
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("is not a directory"), "{err}");
+}
+
+/// Both halves of the token rules in one process: the node answers the instance's token PUT
+/// itself (the metadata server never sees it nor the token), refuses one that came through a
+/// proxy in the instance, and leaves the answer on the instance's connection with the hop
+/// limit.
+fn the_node_answers_token_requests_and_limits_their_hops(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let addr = files.serve("r1.toml", R1);
+    let flags = ["--imdsv2=required", "--token-hop-limit=2"];
+    let mut node = files.node_with(rt, &server.url(), &flags);
+    await_serving(&mut node, addr);
+    let put = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+               X-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut client = Client::from_tcp(stream.try_clone().unwrap());
+    let answer = client.exchange(put.as_bytes());
+    assert_eq!(answer.status, 200, "{answer:?}\n{}", node.log());
+    assert_eq!(ttl(&peer_end(node.pid(), &stream)), 2, "the hop limit");
+    let token = answer.body_text();
+
+    let r = request(addr, &instance_id_request(""));
+    assert_eq!(r.status, 401, "required: no token, no data");
+    let with = format!("X-aws-ec2-metadata-token: {token}\r\n");
+    let r = request(addr, &instance_id_request(&with));
+    assert_eq!((r.status, r.body_text()), (200, I1.to_owned()));
+    let seen = server.wait_for(1);
+    assert_eq!(seen.len(), 1, "only the GET reached the server");
+    assert!(!seen[0]
+        .head
+        .to_ascii_lowercase()
+        .contains("x-aws-ec2-metadata-token"));
+    // The same token behind another router is another instance's: refused.
+    let other = files.serve("r2.toml", R2);
+    await_serving(&mut node, other);
+    assert_eq!(request(other, &instance_id_request(&with)).status, 401);
+    // A token PUT relayed by a proxy inside the instance.
+    let relayed = put.replace(
+        "Content-Length",
+        "X-Forwarded-For: 10.0.0.9\r\nContent-Length",
+    );
+    assert_eq!(request(addr, relayed.as_bytes()).status, 403);
 }

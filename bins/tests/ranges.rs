@@ -82,9 +82,10 @@ const COMMON: [Opt; 9] = [
     int("max-chunk-line-bytes", 64.0, 65_536.0, "64 to 65536"),
 ];
 
-const NS_PROXY: [Opt; 2] = [
+const NS_PROXY: [Opt; 3] = [
     int("max-conns", 1.0, 1e6, MILLION),
     int("max-conns-per-ip", 1.0, 1e6, MILLION),
+    int("token-hop-limit", 1.0, 64.0, "1 to 64"),
 ];
 
 /// `--rate-limit B/BW,U/UW`: counts and windows.

@@ -206,6 +206,13 @@ fn bench_server(filter: Option<&str>) {
         dhcp_domain: "novalocal".to_owned(),
         today: Date::new(2026, 11, 25),
         entropy: Arc::new(Zeros),
+        tokens: mdproxy_core::metadata::Tokens::new(
+            mdproxy_core::metadata::TokenKeys::random(&Zeros),
+            mdproxy_core::metadata::TokenClock::new(
+                std::time::Instant::now(),
+                std::time::Duration::ZERO,
+            ),
+        ),
     };
     let mut service = MetadataService::new(cfg);
     let inst = parse_instance(SAMPLE_INSTANCE, Format::Toml).expect("sample instance");

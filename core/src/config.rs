@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::agent::StaticMap;
+use crate::agent::{AgentImds, StaticMap};
 use crate::http::Limits;
 use crate::lookup::{NeutronConfig, OvnConfig};
 use crate::metadata::{Date, InstanceData, ServerConfig};
@@ -74,6 +74,8 @@ pub struct AgentConfig {
     pub cache_ttl: Duration,
     /// How long "no such instance" is cached.
     pub negative_ttl: Duration,
+    /// IMDSv2 tokens at the agent (see [`crate::agent::imds`]).
+    pub imds: AgentImds,
 }
 
 /// The agent's lookup backend.
@@ -109,6 +111,9 @@ pub struct NsProxyConfig {
     pub upstream: Target,
     /// Per-client-IP request rate limit (Neutron's base/burst windows); `None` = off.
     pub rate_limit: Option<RateLimit>,
+    /// IP TTL / hop limit of the connection once it asked for an IMDSv2 token (1 to 64; AWS:
+    /// 1), see [`crate::socket::Action::SetHopLimit`].
+    pub token_hop_limit: u8,
 }
 
 /// Neutron's `[metadata_rate_limiting]`: a client may make at most `base_limit` requests per

@@ -354,6 +354,14 @@ impl Endpoint {
                     } else {
                         self.policy.route(now, ticket, conn.peer(), head)
                     };
+                    // Queued before the answer can exist, so the runtime sets it before it
+                    // writes a byte of it.
+                    // A refused request gets no answer worth limiting.
+                    let answered = !matches!(route, Route::Refuse { .. });
+                    if let (true, Some(hops)) = (answered, self.policy.hop_limit(head)) {
+                        self.actions
+                            .push_back(Action::SetHopLimit { sock: key, hops });
+                    }
                     conn.route(now, ticket, route);
                 }
                 Output::Serve(ticket) => {

@@ -26,6 +26,7 @@
 //! | `mdproxy_ovn_updates_total` | counter | `role` | update messages applied |
 //! | `mdproxy_ovn_stale_answers_total` | counter | `role` | answers while the SB was unreachable |
 //! | `mdproxy_ovn_seconds_since_update` | gauge | `role` | since the last update applied |
+//! | `mdproxy_imds_no_token_requests_total` | counter | `role`, `instance` | agent: served without an IMDSv2 token (bounded: [`no_token`]) |
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -36,6 +37,8 @@ use crate::health::Health;
 use crate::http::{Method, RequestHead};
 use crate::lookup::OvnStats;
 use crate::metadata::MetaResponse;
+
+pub mod no_token;
 
 /// The status codes counted one by one; any other is `code="other"`.
 pub const STATUSES: [u16; 22] = [
@@ -230,6 +233,8 @@ pub struct RoleMetrics {
     /// The OVN backend's state, shown once it reported; changes rarely (not per request), so
     /// a lock is fine.
     ovn: Mutex<Option<(OvnStats, Option<Instant>)>>,
+    /// Requests served without an IMDSv2 token (agent).
+    no_token: Mutex<no_token::NoToken>,
 }
 
 impl Metrics {
@@ -374,6 +379,7 @@ impl Metrics {
             "Instance lookups that failed because Keystone or Neutron did (each answered 503).",
         );
         value(out, name, role, "", m.backend_failures.load(Relaxed));
+        (m.no_token.lock().unwrap_or_else(PoisonError::into_inner)).render(out);
         let ovn = *m.ovn.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((stats, last)) = ovn {
             render_ovn(out, &stats, last.map(|t| now.saturating_duration_since(t)));
@@ -495,6 +501,11 @@ impl RoleMetrics {
     /// The backend answered a lookup (found or not).
     pub fn backend_answer(&self) {
         self.backend_down.store(false, Relaxed);
+    }
+
+    /// The agent served a request of `instance` that carried no IMDSv2 token.
+    pub fn no_token(&self, instance: &str) {
+        (self.no_token.lock().unwrap_or_else(PoisonError::into_inner)).count(instance);
     }
 
     /// A lookup failed because the backend did.

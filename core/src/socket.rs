@@ -64,6 +64,21 @@ pub enum Action {
     Shutdown(SockId),
     /// Close `sock` and forget it; the core will not mention it again.
     Close(SockId),
+    /// Send what is written on `sock` from now on with this IP TTL (IPv4) / hop limit (IPv6):
+    /// the IMDSv2 token's answer, so that it dies one router (a container bridge, a forwarder
+    /// inside the instance) away. Kept for the rest of the connection, never restored: Linux
+    /// stamps the TTL when a segment is transmitted, retransmissions included, so a restore
+    /// once the answer is written would let a retransmitted token out at the full TTL, and
+    /// one at the next request would too (a client may send it without having received the
+    /// answer). Nor is anything lost by keeping it: TCP delivers in order, so a peer the
+    /// token's answer cannot reach receives nothing sent after it on that connection either.
+    /// A failure is logged by the runtime; nothing is reported back.
+    SetHopLimit {
+        /// The client's socket (TCP; a Unix socket has no hops and ignores it).
+        sock: SockId,
+        /// 1 to 64.
+        hops: u8,
+    },
 }
 
 /// Something the application must do that is not about a socket: the endpoint's other output

@@ -183,6 +183,7 @@ fn proxy_mode_without_signer_refuses_everyone() {
             dhcp_domain: String::new(),
             today: metadata_support::TODAY,
             entropy: Arc::new(metadata_support::Pattern),
+            tokens: metadata_support::tokens(),
         });
     svc.set_instances(vec![sample()]);
     std::mem::swap(&mut h.svc, &mut svc);

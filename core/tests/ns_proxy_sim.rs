@@ -395,7 +395,11 @@ fn drain_waits_for_the_exchange_in_flight() {
     // It never sent a request: a client that has just connected gets a moment for one.
     assert!(s.w.client(idle).ended.is_empty(), "a fresh client cut off");
     s.w.advance(mdproxy_core::proxy::FRESH_GRACE);
-    assert_eq!(s.w.client(idle).ended.len(), 1, "idle closes after the grace");
+    assert_eq!(
+        s.w.client(idle).ended.len(),
+        1,
+        "idle closes after the grace"
+    );
     assert!(s.w.client(idle).responses.is_empty(), "told it was slow");
     assert!(!s.w.endpoint(s.ep).is_drained());
     let resp = s.w.response(s.client, 0);

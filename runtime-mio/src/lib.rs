@@ -324,6 +324,11 @@ impl Driver {
                 // Closing the descriptor takes it out of epoll's interest list (descriptors
                 // are never duplicated here), so no deregister: a syscall less per connection.
                 Action::Close(sock) => drop(self.socks.remove(&sock)),
+                Action::SetHopLimit { sock, hops } => {
+                    if let Some(s) = self.socks.get(&sock) {
+                        s.stream.set_hop_limit(hops);
+                    }
+                }
             }
         }
         self.ctl.on_events(&mut self.ep);

@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 
 use mdproxy_core::socket::Target;
 use mdproxy_shell::{either, Socket};
@@ -62,6 +63,15 @@ impl Stream {
 
     pub(crate) fn source(&mut self) -> &mut dyn Source {
         either!(Stream: self, s => s)
+    }
+
+    /// The core's [`mdproxy_core::socket::Action::SetHopLimit`]; a Unix stream has no hops.
+    pub(crate) fn set_hop_limit(&self, hops: u8) {
+        if let Stream::Tcp(s) = self {
+            if let Err(e) = mdproxy_shell::set_hop_limit(s.as_fd(), hops) {
+                log::warn!("cannot set the hop limit of a client connection to {hops}: {e}");
+            }
+        }
     }
 
     /// `Ok(())` once a non-blocking connect has completed; `NotConnected` while in progress.

@@ -3,8 +3,9 @@
 //! ([`run_workers`], [`run_loops`]), the hooks ([`RunOptions`]), and the policies both loops
 //! must share: what a failed `accept(2)` means ([`Acceptor`]), how much one socket may do
 //! per turn ([`turn`]), what a failed connect tells the core ([`connect_error`]), and the
-//! tick, signal and drain bookkeeping around the endpoint ([`Control`]), and the queue that
-//! adds and removes listeners while a loop runs ([`command_queue`]).
+//! tick, signal and drain bookkeeping around the endpoint ([`Control`]), the queue that
+//! adds and removes listeners while a loop runs ([`command_queue`]), and the one socket
+//! option the core asks for ([`set_hop_limit`]).
 //!
 //! A runtime plugs in as one function, [`Serve`]: it drives one
 //! [`Endpoint`](mdproxy_core::endpoint::Endpoint) on its listeners until the signal socket
@@ -30,6 +31,7 @@ use mdproxy_core::socket::ConnectError;
 pub use accept::{AcceptFailed, Acceptor, ACCEPT_BACKOFF};
 pub use commands::{command_queue, Command, Commands, ListenerControl};
 pub use control::{Control, Signalled};
+pub use hop_limit::{hop_limit, set_hop_limit};
 pub use listener::{Listener, Socket};
 pub use options::{Hook, RunOptions};
 pub use workers::{run_loops, run_workers, Loop};
@@ -39,6 +41,7 @@ mod commands;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod control;
+mod hop_limit;
 mod listener;
 mod options;
 mod signal;

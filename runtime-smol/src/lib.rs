@@ -108,6 +108,9 @@ struct Sock {
     wake: Sender<()>,
     /// The core asked for a half-close; done once its pending bytes are written.
     shutdown: Cell<bool>,
+    /// A hop limit the core asked for, which the task (owner of the socket) sets before it
+    /// writes again.
+    hop_limit: Cell<Option<u8>>,
 }
 
 /// How a socket task starts.
@@ -151,6 +154,12 @@ impl Driver {
                 Action::Connect { sock, target } => self.add(sock, Start::Connect(target)),
                 Action::Wake(sock) => self.wake(sock, false),
                 Action::Shutdown(sock) => self.wake(sock, true),
+                Action::SetHopLimit { sock, hops } => {
+                    if let Some(s) = self.socks.borrow().get(&sock) {
+                        s.hop_limit.set(Some(hops));
+                    }
+                    self.wake(sock, false);
+                }
                 Action::Close(sock) => {
                     let gone = self.socks.borrow_mut().remove(&sock);
                     drop(gone);
@@ -183,6 +192,7 @@ impl Driver {
             _task,
             wake,
             shutdown,
+            hop_limit: Cell::new(None),
         };
         self.socks.borrow_mut().insert(id, sock);
     }
@@ -262,6 +272,10 @@ impl Driver {
         let (mut eof, mut shut) = (false, false);
         loop {
             let _ = woken.try_recv();
+            let hops = (self.socks.borrow().get(&id)).and_then(|x| x.hop_limit.take());
+            if let Some(hops) = hops {
+                s.set_hop_limit(hops);
+            }
             let now = Instant::now();
             let (mut read, mut write) = (false, false);
             loop {

@@ -2,6 +2,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 
 use async_io::Async;
@@ -61,6 +62,15 @@ impl Stream {
     /// One non-blocking write.
     pub(crate) fn write(&self, buf: &[u8]) -> io::Result<usize> {
         either!(Stream: self, s => s.get_ref().write(buf))
+    }
+
+    /// The core's [`mdproxy_core::socket::Action::SetHopLimit`]; a Unix stream has no hops.
+    pub(crate) fn set_hop_limit(&self, hops: u8) {
+        if let Stream::Tcp(s) = self {
+            if let Err(e) = mdproxy_shell::set_hop_limit(s.get_ref().as_fd(), hops) {
+                log::warn!("cannot set the hop limit of a client connection to {hops}: {e}");
+            }
+        }
     }
 
     pub(crate) fn shutdown_write(&self) -> io::Result<()> {

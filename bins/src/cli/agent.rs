@@ -1,12 +1,16 @@
 //! `mdproxy agent`: the metadata agent's flags (Neutron's `metadata_agent.ini` options, as
 //! flags).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mdproxy_core::agent::imds::parse_mode;
 use mdproxy_core::lookup::{HttpUrl, NeutronConfig, UrlError};
+use mdproxy_core::metadata::ImdsV2;
+use mdproxy_core::scope::Uuid;
 
 use super::args::Args;
 use super::range::{
@@ -157,6 +161,36 @@ several: 404. While the Southbound is unreachable, answers come from the last re
 TLS (https:// URLs and the TLS flags) needs a build with the `tls` feature, the default; a
 build without it says so and exits 2.
 
+IMDSv2 session tokens (answered and checked here, in front of any metadata server; Nova knows
+none). A token is bound to the resolved instance (not the client IP) and carries its expiry,
+HMAC-SHA256 under the key file: no state per token, and every agent (and `mdproxy server`)
+given the same file accepts it, also after a restart:
+      --imdsv2 MODE              off: relay everything as before (token requests and headers
+                                 go to the metadata server; Nova answers the PUT 404, which
+                                 makes botocore fall back to IMDSv1). optional: PUT
+                                 /latest/api/token is answered here (X-aws-ec2-metadata-
+                                 token-ttl-seconds 1..21600, else 400; other methods there
+                                 405), a token sent must be valid (else 401), requests without
+                                 one are served and counted per instance in /metrics
+                                 (mdproxy_imds_no_token_requests_total). required: every path,
+                                 EC2 and OpenStack tree alike, needs a valid token (else 401);
+                                 cloud-init's OpenStack datasource sends none, so this suits
+                                 images using the Ec2 datasource or tokens. The token header
+                                 never reaches the metadata server [default: optional]
+      --imdsv2-scope ID=MODE     MODE for the router or network ID (the scope the ns-proxy
+                                 names) instead of --imdsv2; repeatable (in the TOML file: a
+                                 list). A static map's own `imdsv2` for a scope comes first
+      --token-key-file PATH      Token keys: one key per line (16 to 1024 bytes, e.g.
+                                 `openssl rand -base64 32`); the first signs, a second one only
+                                 verifies (rotation: add the new key second everywhere, then
+                                 first; drop the old after 6 hours). Checked as the shared
+                                 secret's file; never logged [default: a random key drawn at
+                                 startup, shared by the workers, with a warning: tokens then
+                                 die with the agent and no other agent accepts them. Not
+                                 required, so that the default mode works on an upgrade]
+                                 The ns-proxy sends the token's answer with a low hop limit
+                                 (its --token-hop-limit)
+
 Socket:
       --listen-socket PATH       Unix socket the namespace proxies connect to
                                  [default: /var/lib/neutron/metadata_proxy]. A socket file
@@ -193,6 +227,10 @@ exactly one port with the client's IP on them is the instance (none or several: 
     mac = \"fa:16:3e:00:00:05\"         # optional: matches IPv6 link-local (EUI-64) clients
     device_id = \"0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01\"
     project_id = \"8f14e45fceea167a5a36dedd4bea2543\"
+
+    [[network]]                         # optional: a scope's own --imdsv2 (a [[router]]
+    id = \"9c2b1a4e-0000-4000-8000-000000000001\"   # takes `imdsv2 = ...` too)
+    imdsv2 = \"required\"
 
 Neutron's configuration files (the agent as a drop-in for neutron-metadata-agent):
       --config-file FILE         Read Neutron's oslo-style INI file (metadata_agent.ini,
@@ -233,6 +271,11 @@ pub struct Agent {
     pub cache_size: NonZeroUsize,
     pub cache_ttl: Duration,
     pub negative_ttl: Duration,
+    /// IMDSv2 tokens at the agent: the default mode and per-scope overrides.
+    pub imdsv2: ImdsV2,
+    pub imdsv2_scopes: BTreeMap<Uuid, ImdsV2>,
+    /// `None`: a random key of this process.
+    pub token_key_file: Option<PathBuf>,
     /// The connection limit is per worker.
     pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
@@ -649,6 +692,8 @@ pub(super) fn parse_with(
     let mut ovn = OvnFlags::default();
     let mut cache_size = NonZeroUsize::new(10_000).unwrap_or(NonZeroUsize::MIN);
     let (mut cache_ttl, mut negative_ttl) = (Duration::from_secs(5), Duration::from_secs(1));
+    let (mut imdsv2, mut imdsv2_scopes) = (ImdsV2::Optional, BTreeMap::new());
+    let mut token_key_file = None;
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
         if extra(&name, &flag, p)?
@@ -710,6 +755,14 @@ pub(super) fn parse_with(
             }
             "cache-ttl" => cache_ttl = CACHE_TTL.parse(&flag, &value(p, &flag)?)?,
             "negative-cache-ttl" => negative_ttl = CACHE_TTL.parse(&flag, &value(p, &flag)?)?,
+            "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
+            "imdsv2-scope" => {
+                let (id, mode) = imdsv2_scope(&flag, &value(p, &flag)?)?;
+                if imdsv2_scopes.insert(id, mode).is_some() {
+                    return Err(format!("{flag}: {id} is given twice"));
+                }
+            }
+            "token-key-file" => token_key_file = Some(PathBuf::from(value(p, &flag)?)),
             _ => return Err(p.unknown(&flag)),
         }
     }
@@ -772,10 +825,27 @@ pub(super) fn parse_with(
         cache_size,
         cache_ttl,
         negative_ttl,
+        imdsv2,
+        imdsv2_scopes,
+        token_key_file,
         endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
     })))
+}
+
+fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
+    parse_mode(v).ok_or_else(|| format!("{flag}: {v:?} is not one of off, optional, required"))
+}
+
+/// `ROUTER-OR-NETWORK-ID=MODE`.
+fn imdsv2_scope(flag: &str, v: &str) -> Result<(Uuid, ImdsV2), String> {
+    let (id, mode) = v
+        .split_once('=')
+        .ok_or_else(|| format!("{flag}: {v:?} is not ID=MODE (a router or network UUID)"))?;
+    let id = Uuid::parse(id.as_bytes())
+        .ok_or_else(|| format!("{flag}: {id:?} is not a router or network UUID"))?;
+    Ok((id, imdsv2_mode(flag, mode)?))
 }
 
 fn mode(flag: &str, v: &str) -> Result<SocketMode, String> {
@@ -889,6 +959,64 @@ mod tests {
         match parse(argv)? {
             Command::Agent(cfg) => Ok(*cfg),
             other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn imdsv2_flags() {
+        let cfg = agent(&REQUIRED).unwrap();
+        assert_eq!(
+            cfg.imdsv2,
+            ImdsV2::Optional,
+            "tokens at the agent by default"
+        );
+        assert!(cfg.imdsv2_scopes.is_empty() && cfg.token_key_file.is_none());
+        let (r, n) = (
+            "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6",
+            "9c2b1a4e-0000-4000-8000-000000000001",
+        );
+        let cfg = agent(
+            &[
+                &REQUIRED[..],
+                &[
+                    "--imdsv2=required",
+                    &format!("--imdsv2-scope={r}=off"),
+                    "--imdsv2-scope",
+                    &format!("{n}=optional"),
+                    "--token-key-file=/k",
+                ],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        assert_eq!(cfg.imdsv2, ImdsV2::Required);
+        let scopes: Vec<(String, ImdsV2)> = (cfg.imdsv2_scopes.iter())
+            .map(|(id, m)| (id.to_string(), *m))
+            .collect();
+        let want = vec![
+            (r.to_owned(), ImdsV2::Off),
+            (n.to_owned(), ImdsV2::Optional),
+        ];
+        assert_eq!(scopes, want);
+        assert_eq!(cfg.token_key_file, Some(PathBuf::from("/k")));
+        for (flags, err) in [
+            (&["--imdsv2=v2"][..], "not one of off, optional, required"),
+            (&["--imdsv2-scope=required"], "is not ID=MODE"),
+            (
+                &["--imdsv2-scope=r1=required"],
+                "not a router or network UUID",
+            ),
+            (&[&*format!("--imdsv2-scope={r}=on")], "not one of off"),
+            (
+                &[
+                    &*format!("--imdsv2-scope={r}=off"),
+                    &*format!("--imdsv2-scope={r}=off"),
+                ],
+                "given twice",
+            ),
+        ] {
+            let e = agent(&[&REQUIRED[..], flags].concat()).unwrap_err();
+            assert!(e.contains(err), "{flags:?}: {e}");
         }
     }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use super::agent::{self, Agent};
 use super::args::Args;
-use super::range::{CONNS, RESCAN_INTERVAL};
+use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
+
+use super::range::{CONNS, HOP_LIMIT, RESCAN_INTERVAL};
 use super::{common_help, value, Command};
 
 pub const HELP: &str = concat!(
@@ -44,6 +46,10 @@ Node:
                                  namespace [default: 64; 1 to 1000000]
       --max-conns N              Connections open at once in all
                                  [default: 4096; 1 to 1000000]
+      --token-hop-limit N        IP TTL / IPv6 hop limit of an instance's connection once it
+                                 sent PUT /latest/api/token (the node answers it, with the
+                                 agent's --imdsv2 rules), as `mdproxy ns-proxy` sets it
+                                 [default: 1; 1 to 64]
 
 Entering a namespace (setns(2) on /run/netns/NAME) needs CAP_SYS_ADMIN, for as long as the
 node runs, so it takes no --user or --group. One event loop serves every namespace (no
@@ -85,6 +91,8 @@ pub struct Node {
     pub watch_dir: PathBuf,
     pub rescan: Duration,
     pub max_conns_per_network: usize,
+    /// `--token-hop-limit`.
+    pub token_hop_limit: u8,
 }
 
 /// The agent flags that make no sense without the agent's Unix socket.
@@ -92,12 +100,14 @@ const SOCKET_FLAGS: [&str; 4] = ["listen-socket", "backlog", "socket-mode", "wor
 
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut watch_dir, mut rescan, mut per_network, mut per_ip) = (None, None, 1024, 64);
+    let mut hop_limit = DEFAULT_HOP_LIMIT;
     let mut own = |name: &str, flag: &str, p: &mut Args| -> Result<bool, String> {
         match name {
             "watch-dir" => watch_dir = Some(PathBuf::from(value(p, flag)?)),
             "rescan-interval" => rescan = Some(RESCAN_INTERVAL.parse(flag, &value(p, flag)?)?),
             "max-conns-per-network" => per_network = CONNS.parse(flag, &value(p, flag)?)?,
             "max-conns-per-ip" => per_ip = CONNS.parse(flag, &value(p, flag)?)?,
+            "token-hop-limit" => hop_limit = HOP_LIMIT.parse(flag, &value(p, flag)?)?,
             name if SOCKET_FLAGS.contains(&name) => {
                 return Err(format!("{flag}: the node has no Unix socket (see --help)"))
             }
@@ -123,6 +133,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         watch_dir,
         rescan: rescan.unwrap_or(Duration::from_secs(1)),
         max_conns_per_network: per_network,
+        token_hop_limit: hop_limit,
     })))
 }
 

@@ -9,7 +9,7 @@ use mdproxy_core::config::{ConnLimits, RateLimit};
 use mdproxy_core::scope::Scope;
 
 use super::args::Args;
-use super::range::{CONNS, PORT, RATE_COUNT, RATE_WINDOW};
+use super::range::{CONNS, HOP_LIMIT, PORT, RATE_COUNT, RATE_WINDOW};
 use super::{common_help, next_flag, uuid, value, Command, Common, EndpointArgs, Process};
 
 pub const HELP: &str = concat!(
@@ -51,6 +51,16 @@ Limits (beyond them clients get 503 or 429):
                                  haproxy's http_req_rate), e.g. 10/10,10/10 [default: off;
                                  B and U: 1 to 1000000, BW and UW: 1 to 86400 seconds]
 
+IMDSv2 (tokens are answered by the agent; a PUT /latest/api/token carrying X-Forwarded-For
+came through a proxy inside the instance and is refused here, 403):
+      --token-hop-limit N        IP TTL / IPv6 hop limit of a connection once it sent PUT
+                                 /latest/api/token, so the token's answer dies one router
+                                 away (a container bridge, a forwarder in the instance),
+                                 as AWS's HttpPutResponseHopLimit. Kept until the connection
+                                 closes: a retransmission of the answer is stamped when sent,
+                                 and nothing later on the connection can reach a peer the
+                                 answer cannot [default: 1; 1 to 64]
+
 ",
     common_help!("the agent", "The agent"),
     "
@@ -79,6 +89,7 @@ pub struct NsProxy {
     pub listen: Vec<SocketAddr>,
     pub upstream: PathBuf,
     pub rate_limit: Option<RateLimit>,
+    pub token_hop_limit: u8,
     pub endpoint: EndpointArgs,
     pub drain_timeout: Duration,
     pub process: Process,
@@ -106,6 +117,7 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
     let (mut router, mut network, mut state_path, mut upstream) = (None, None, None, None);
     let mut ovn_network = None;
     let (mut listen, mut rate_limit) = (Vec::new(), None);
+    let mut token_hop_limit = 1;
     let mut common = Common::default();
     common.process.daemonize = legacy;
     common.endpoint.conns = NS_PROXY_CONNS;
@@ -129,6 +141,7 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
             "max-conns" => conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
             "max-conns-per-ip" => conns.max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
             "rate-limit" => rate_limit = Some(rate_limit_arg(&flag, &value(p, &flag)?)?),
+            "token-hop-limit" => token_hop_limit = HOP_LIMIT.parse(&flag, &value(p, &flag)?)?,
             "metadata-proxy-user" => process.user = Some(value(p, &flag)?),
             "metadata-proxy-group" => process.group = Some(value(p, &flag)?),
             "metadata-proxy-watch-log" | "nometadata-proxy-watch-log" => {
@@ -170,6 +183,7 @@ pub(super) fn parse(p: &mut Args, legacy: bool) -> Result<Command, String> {
         listen,
         upstream,
         rate_limit,
+        token_hop_limit,
         endpoint: common.endpoint,
         drain_timeout: common.drain_timeout,
         process: common.process,
@@ -320,6 +334,24 @@ mod tests {
         let argv = [argv[0], argv[1], "--nodaemonize"];
         let cmd = parse(argv.iter().map(OsString::from)).unwrap();
         assert!(matches!(cmd, Command::NsProxy(c) if !c.process.daemonize));
+    }
+
+    #[test]
+    fn token_hop_limit() {
+        assert_eq!(
+            ns(&["--router-id", ID]).unwrap().token_hop_limit,
+            1,
+            "AWS's default"
+        );
+        let cfg = ns(&["--router-id", ID, "--token-hop-limit=64"]).unwrap();
+        assert_eq!(cfg.token_hop_limit, 64);
+        for v in ["0", "65", "-1", "x"] {
+            let e = ns(&["--router-id", ID, "--token-hop-limit", v]).unwrap_err();
+            assert!(
+                e.contains("--token-hop-limit") && e.contains("1 to 64"),
+                "{v}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -58,6 +58,8 @@ pub const CHUNK_LINE_BYTES: Range<usize> = Range::new(64, 65_536);
 /// `--ovn-probe-interval`: silence on the Southbound connection this long sends an echo, twice
 /// as long drops it. From 100 ms (the echo costs a few bytes) to a day.
 pub const OVN_PROBE: Range<Duration> = Range::new(Duration::from_millis(100), DAY);
+/// `--token-hop-limit` (AWS's HttpPutResponseHopLimit: 1 to 64).
+pub const HOP_LIMIT: Range<u8> = Range::new(1, 64);
 /// TCP ports (`--metadata-port`, the port of a URL).
 pub const PORT: Range<u16> = Range::new(1, 65_535);
 
@@ -138,7 +140,7 @@ macro_rules! integer_bound {
         }
     )*};
 }
-integer_bound!(u16, u32, u64, usize);
+integer_bound!(u8, u16, u32, u64, usize);
 
 /// Durations, written in seconds with an optional fraction (`0.25`, `1e-3`).
 impl Bound for Duration {
@@ -275,7 +277,7 @@ mod tests {
             }
         )*};
     }
-    integer_outside!(u16, u32, u64);
+    integer_outside!(u8, u16, u32, u64);
 
     impl Outside for usize {
         fn below(self) -> String {
@@ -339,6 +341,8 @@ mod tests {
             row("ns-proxy", "--max-conns", CONNS),
             row("ns-proxy", "--max-conns-per-ip", CONNS),
             row("ns-proxy", "--metadata_port", PORT),
+            row("ns-proxy", "--token-hop-limit", HOP_LIMIT),
+            row("node", "--token-hop-limit", HOP_LIMIT),
             row("agent", "--backlog", BACKLOG),
             row("agent", "--workers", WORKERS),
             row("agent", "--max-conns", CONNS),

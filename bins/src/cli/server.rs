@@ -63,7 +63,16 @@ Identity:
                                  off (PUT answers 404, as Nova), optional (tokens issued; a
                                  token sent must be valid), or required (EC2 requests without
                                  a valid X-aws-ec2-metadata-token get 401)
-                                 [default: optional]
+                                 [default: optional]. Behind `mdproxy agent` with tokens on
+                                 (its default), tokens stop at the agent and never reach the
+                                 server: `required` here then refuses every EC2 request; it
+                                 is for --direct, or an agent run with --imdsv2 off
+      --token-key-file PATH      IMDSv2 token keys: one key per line (16 to 1024 bytes, e.g.
+                                 `openssl rand -base64 32`); the first signs, a second one
+                                 only verifies (rotation). Every server and agent given the
+                                 same file accepts the others' tokens, also after a restart.
+                                 Checked as the shared secret's file; never logged [default:
+                                 a random key of this process: tokens die with it]
 
 Sockets:
       --listen ADDR:PORT         Address to serve on; repeatable [default: 0.0.0.0:8775].
@@ -106,6 +115,8 @@ pub struct Server {
     pub rescan_interval: Duration,
     pub direct: bool,
     pub imdsv2: ImdsV2,
+    /// `None`: a random key of this process.
+    pub token_key_file: Option<PathBuf>,
     pub dhcp_domain: String,
     /// HTTPS instead of HTTP.
     pub tls: Option<ServerTlsArgs>,
@@ -133,6 +144,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let mut rescan_interval = Duration::from_secs(2);
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut dhcp_domain = "novalocal".to_owned();
+    let mut token_key_file = None;
     let (mut tls_cert, mut tls_key, mut tls_client_ca) = (None, None, None);
     let mut common = Common::default();
     while let Some((name, flag)) = next_flag(p)? {
@@ -154,6 +166,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "direct" => direct = switch(p, &flag)?,
             "imdsv2" => imdsv2 = imdsv2_mode(&flag, &value(p, &flag)?)?,
             "dhcp-domain" => dhcp_domain = value(p, &flag)?,
+            "token-key-file" => token_key_file = Some(PathBuf::from(value(p, &flag)?)),
             "tls-cert" | "tls-key" | "tls-client-ca" => {
                 needs_tls(&flag)?;
                 let path = Some(PathBuf::from(value(p, &flag)?));
@@ -199,6 +212,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         rescan_interval,
         direct,
         imdsv2,
+        token_key_file,
         dhcp_domain,
         tls,
         endpoint: common.endpoint,
@@ -207,7 +221,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     })))
 }
 
-fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
+pub(super) fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
     match v {
         "off" => Ok(ImdsV2::Off),
         "optional" => Ok(ImdsV2::Optional),
@@ -322,6 +336,9 @@ mod tests {
         assert!(cfg.process.debug);
         let cfg = server(&[&REQUIRED[..], &["--imdsv2=off"]].concat()).unwrap();
         assert_eq!(cfg.imdsv2, ImdsV2::Off);
+        assert_eq!(cfg.token_key_file, None, "a random key by default");
+        let cfg = server(&[&REQUIRED[..], &["--token-key-file", "/k"]].concat()).unwrap();
+        assert_eq!(cfg.token_key_file, Some(PathBuf::from("/k")));
     }
 
     #[test]

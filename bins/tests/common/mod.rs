@@ -20,6 +20,7 @@ pub mod chassis;
 pub mod hostile_cases;
 pub mod lenient_peers;
 pub mod ovn;
+pub mod peer_socket;
 
 /// Upper bound of every wait: generous, because CI shares two busy cores.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -445,6 +446,12 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).expect("connect to proxy");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        Client::over(stream)
+    }
+
+    /// Over a stream the test also keeps (to look at its socket).
+    pub fn from_tcp(stream: TcpStream) -> Client {
         stream.set_read_timeout(Some(WAIT)).unwrap();
         Client::over(stream)
     }

@@ -12,6 +12,12 @@
 //! mac = "fa:16:3e:00:00:05"             # optional; for IPv6 link-local (fe80::/10) clients
 //! device_id = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01"
 //! project_id = "8f14e45fceea167a5a36dedd4bea2543"
+//!
+//! # optional, per scope: IMDSv2 tokens off, optional or required there (the agent's
+//! # --imdsv2 elsewhere); `imdsv2 = "..."` on a [[router]] does the same for a router scope
+//! [[network]]
+//! id = "9c2b1a4e-0000-4000-8000-000000000001"
+//! imdsv2 = "required"
 //! ```
 //!
 //! Resolution follows Neutron's agent: a router scope means "the networks of its interfaces",
@@ -24,7 +30,9 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
+use super::imds::parse_mode;
 use crate::lookup::{port_search, PortSearch};
+use crate::metadata::ImdsV2;
 use crate::scope::{Instance, LookupKey, Scope, Uuid};
 
 /// A parse error with the 1-based line it was found on (0 when unknown).
@@ -54,6 +62,8 @@ pub enum MapProblem {
     DuplicateRouter(String),
     /// The MAC address given is not `aa:bb:cc:dd:ee:ff`.
     BadMac(String),
+    /// An `imdsv2` that is not `off`, `optional` or `required`.
+    BadImdsV2(String),
     /// The port (of this device id) gives nothing to match a client by.
     NoAddress(String),
 }
@@ -65,6 +75,9 @@ impl fmt::Display for MapProblem {
             MapProblem::NotUuid { what, value } => write!(f, "{what} {value:?} is not a UUID"),
             MapProblem::DuplicateRouter(id) => write!(f, "router {id} is listed twice"),
             MapProblem::BadMac(mac) => write!(f, "mac {mac:?} is not aa:bb:cc:dd:ee:ff"),
+            MapProblem::BadImdsV2(v) => {
+                write!(f, "imdsv2 {v:?} is not off, optional or required")
+            }
             MapProblem::NoAddress(device) => {
                 write!(f, "port of {device} has neither ip, ips nor mac")
             }
@@ -91,6 +104,16 @@ struct File {
     router: Vec<RouterEntry>,
     #[serde(default)]
     port: Vec<PortEntry>,
+    #[serde(default)]
+    network: Vec<NetworkEntry>,
+}
+
+/// A network's own settings (so far only its IMDSv2 mode).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkEntry {
+    id: String,
+    imdsv2: String,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +122,7 @@ struct RouterEntry {
     id: String,
     #[serde(default)]
     networks: Vec<String>,
+    imdsv2: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -126,6 +150,8 @@ struct Port {
 pub struct StaticMap {
     routers: BTreeMap<Uuid, Vec<Uuid>>,
     ports: Vec<Port>,
+    /// IMDSv2 modes of routers and networks that have their own.
+    imdsv2: BTreeMap<Uuid, ImdsV2>,
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff` (either case).
@@ -181,6 +207,17 @@ impl StaticMap {
             if map.routers.insert(id, nets).is_some() {
                 return Err(at(&r.id, MapProblem::DuplicateRouter(r.id.clone())));
             }
+            if let Some(mode) = &r.imdsv2 {
+                let mode = parse_mode(mode)
+                    .ok_or_else(|| at(mode, MapProblem::BadImdsV2(mode.clone())))?;
+                map.imdsv2.insert(id, mode);
+            }
+        }
+        for n in file.network {
+            let id = uuid(&n.id, "network").map_err(|m| at(&n.id, m))?;
+            let mode = parse_mode(&n.imdsv2)
+                .ok_or_else(|| at(&n.imdsv2, MapProblem::BadImdsV2(n.imdsv2.clone())))?;
+            map.imdsv2.insert(id, mode);
         }
         for p in file.port {
             let network = uuid(&p.network, "port network").map_err(|m| at(&p.device_id, m))?;
@@ -204,6 +241,11 @@ impl StaticMap {
             });
         }
         Ok(map)
+    }
+
+    /// The IMDSv2 mode the map gives `scope`, if it gives one.
+    pub fn imdsv2(&self, scope: &Scope) -> Option<ImdsV2> {
+        self.imdsv2.get(&scope.id()).copied()
     }
 
     /// Number of ports in the map.
@@ -412,6 +454,24 @@ project_id = "proj-c"
         assert_eq!(
             e.to_string(),
             "line 3: port of dev has neither ip, ips nor mac"
+        );
+    }
+
+    #[test]
+    fn imdsv2_per_router_and_network() {
+        let text = format!(
+            "{MAP}\n[[network]]\nid = \"9c2b1a4e-0000-4000-8000-000000000003\"\nimdsv2 = \"off\"\n"
+        )
+        .replacen("networks = [", "imdsv2 = \"required\"\nnetworks = [", 1);
+        let m = StaticMap::parse(&text).unwrap();
+        assert_eq!(m.imdsv2(&router()), Some(ImdsV2::Required));
+        assert_eq!(m.imdsv2(&net(3)), Some(ImdsV2::Off));
+        assert_eq!(m.imdsv2(&net(1)), None);
+        let bad = "[[network]]\nid = \"9c2b1a4e-0000-4000-8000-000000000003\"\nimdsv2 = \"v2\"\n";
+        let e = StaticMap::parse(bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"line 3: imdsv2 "v2" is not off, optional or required"#
         );
     }
 

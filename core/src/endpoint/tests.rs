@@ -104,3 +104,29 @@ fn drain_closes_the_pool_and_idle_clients_at_once() {
         "no timer left behind"
     );
 }
+
+/// A token request makes the ns-proxy set the hop limit of that client's socket after the
+/// bytes of the earlier answers and before any byte of its own; a plain request and a token
+/// request refused for its `X-Forwarded-For` do not.
+#[test]
+fn a_token_request_sets_the_hop_limit_before_its_answer() {
+    let mut h = ns_proxy(16);
+    let first = h.exchange("GET /latest/meta-data/ HTTP/1.1\r\n\r\n");
+    first.assert_is(200, "ok");
+    assert_eq!(h.accepted(0).hop_limit, None, "a plain request leaves it");
+    let put = "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\
+               Content-Length: 0\r\n\r\n";
+    h.exchange(put).assert_is(200, "ok");
+    assert_eq!(
+        h.accepted(0).hop_limit,
+        Some((1, first.raw.len())),
+        "set after the first answer, before the token's"
+    );
+    let other = h.w.add_client("127.0.0.1", ns_proxy_addr());
+    let proxied = put.replace(
+        "Content-Length",
+        "X-Forwarded-For: 10.0.0.9\r\nContent-Length",
+    );
+    assert_eq!(h.w.exchange(other, proxied).status(), 403);
+    assert_eq!(h.accepted(1).hop_limit, None, "refused: nothing to protect");
+}

@@ -23,7 +23,7 @@ mod instance;
 mod openstack;
 mod password;
 pub(crate) mod path;
-mod token;
+pub mod token;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,7 +40,7 @@ use crate::sign::Signer;
 pub use date::Date;
 pub use instance::{parse_instance, Format, InstanceData, InstanceError, JsonObject, Key};
 pub use password::MAX_PASSWORD_SIZE;
-pub use token::MAX_TTL_SECONDS;
+pub use token::{TokenClock, TokenKeyError, TokenKeys, Tokens, MAX_TTL_SECONDS};
 
 use path::{OsFile, Route, EC2_VERSIONS};
 
@@ -98,6 +98,8 @@ pub struct ServerConfig {
     pub today: Date,
     /// Randomness source.
     pub entropy: Arc<dyn Entropy>,
+    /// IMDSv2 token keys (`--token-key-file`, else a random key of this process).
+    pub tokens: Tokens,
 }
 
 impl fmt::Debug for ServerConfig {
@@ -108,6 +110,7 @@ impl fmt::Debug for ServerConfig {
             .field("imdsv2", &self.imdsv2)
             .field("dhcp_domain", &self.dhcp_domain)
             .field("today", &self.today)
+            .field("tokens", &self.tokens)
             .finish_non_exhaustive()
     }
 }
@@ -301,7 +304,6 @@ pub struct MetadataService {
     instances: BTreeMap<String, Prepared>,
     /// Fixed IP → instance; `None` when two instances claim the IP (then it identifies nobody).
     by_ip: BTreeMap<IpAddr, Option<String>>,
-    tokens: token::Tokens,
 }
 
 impl fmt::Debug for MetadataService {
@@ -318,7 +320,6 @@ impl MetadataService {
     pub fn new(cfg: ServerConfig) -> Self {
         MetadataService {
             today: cfg.today.to_string(),
-            tokens: token::Tokens::new(cfg.entropy.as_ref()),
             cfg,
             instances: BTreeMap::new(),
             by_ip: BTreeMap::new(),
@@ -473,18 +474,10 @@ impl MetadataService {
 
     /// `PUT /latest/api/token`: a token for the identified instance, for the requested TTL.
     fn put_token(&mut self, now: Instant, req: &MetaRequest<'_>, uuid: &str) -> MetaResponse {
-        let mut values = req.headers.get_all(TOKEN_TTL_HEADER);
-        let ttl = match (values.next(), values.next()) {
-            (Some(v), None) => parse_ttl(v),
-            _ => None,
+        let Some(ttl) = token::requested_ttl(req.headers) else {
+            return MetaResponse::error(400, token::TTL_REFUSED);
         };
-        let Some(ttl) = ttl else {
-            return MetaResponse::error(
-                400,
-                "X-aws-ec2-metadata-token-ttl-seconds must be a whole number of seconds from 1 to 21600.",
-            );
-        };
-        let token = self.tokens.issue(
+        let token = self.cfg.tokens.issue(
             now,
             Duration::from_secs(ttl),
             uuid,
@@ -497,24 +490,19 @@ impl MetadataService {
 
     /// IMDSv2 rules for an EC2-tree request; `Some` is the 401 to send.
     fn check_token(&self, now: Instant, req: &MetaRequest<'_>, uuid: &str) -> Option<MetaResponse> {
-        let mut values = req.headers.get_all(TOKEN_HEADER);
-        let verdict = match (values.next(), values.next()) {
-            (None, _) if self.cfg.imdsv2 == ImdsV2::Required => Err("missing"),
-            (None, _) => Ok(()),
-            (Some(tok), None) => self.tokens.check(now, tok, uuid).map_err(|r| match r {
-                token::Rejected::Unknown => "unknown (or another instance's)",
-                token::Rejected::Expired => "expired",
-            }),
-            (Some(_), Some(_)) => Err("sent twice"),
+        let verdict = match token::presented(req.headers) {
+            token::Presented::Missing if self.cfg.imdsv2 == ImdsV2::Required => Err("missing"),
+            token::Presented::Missing => Ok(()),
+            token::Presented::One(tok) => {
+                (self.cfg.tokens.check(now, tok, uuid)).map_err(token::Rejected::as_str)
+            }
+            token::Presented::Several => Err("sent twice"),
         };
         match verdict {
             Ok(()) => None,
             Err(why) => {
                 log::debug!("instance {uuid}: IMDSv2 token {why}");
-                Some(MetaResponse::error(
-                    401,
-                    "Unauthorized: a valid IMDSv2 token is required.",
-                ))
+                Some(MetaResponse::error(401, token::TOKEN_REFUSED))
             }
         }
     }
@@ -527,37 +515,9 @@ fn ec2_versions() -> Vec<u8> {
     lines.join("\n").into_bytes()
 }
 
-/// A TTL header value: decimal digits only, 1 ..= 21600.
-fn parse_ttl(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 10 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let n = std::str::from_utf8(v).ok()?.parse::<u64>().ok()?;
-    (1..=MAX_TTL_SECONDS).contains(&n).then_some(n)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ttl_parsing() {
-        for (v, want) in [
-            (&b"1"[..], Some(1)),
-            (b"21600", Some(21600)),
-            (b"060", Some(60)),
-            (b"0", None),
-            (b"21601", None),
-            (b"", None),
-            (b"-1", None),
-            (b"+5", None),
-            (b" 5", None),
-            (b"5s", None),
-            (b"99999999999999999999", None),
-        ] {
-            assert_eq!(parse_ttl(v), want, "{:?}", v.escape_ascii().to_string());
-        }
-    }
 
     #[test]
     fn default_ids() {

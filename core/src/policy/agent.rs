@@ -2,15 +2,17 @@
 //! Neutron through the lookup cache — signs its ID and forwards with the agent's header table.
 //! It takes a second look at the metadata server's answer: a 404 for a cached instance may mean
 //! the cache is stale (an IP reused, Neutron LP#1868867), so the lookup is made again, once;
-//! a 403 most likely means the shared secrets differ, which is worth a warning.
+//! a 403 most likely means the shared secrets differ, which is worth a warning. IMDSv2 tokens
+//! are answered and checked here, once the instance is known (`agent::imds`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
 use super::{ignored, Backend, Policy};
+use crate::agent::imds::{judge, Ask, Token, Verdict};
 use crate::agent::request::{lookup_key, not_found_message};
-use crate::agent::StaticMap;
+use crate::agent::{AgentImds, StaticMap};
 use crate::cache::{Lookup, LookupCache};
 use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
 use crate::http::RequestHead;
@@ -18,7 +20,7 @@ use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnCl
 use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
 use crate::proxy::decision::{Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
-use crate::proxy::rewrite::{agent_fields, AGENT};
+use crate::proxy::rewrite::agent_fields;
 use crate::scope::{Instance, LookupKey};
 use crate::sign::Signer;
 use crate::socket::Target;
@@ -49,6 +51,11 @@ pub(super) struct Agent {
     counted: BackendStats,
     /// The OVN client's state last shown in the metrics (shown again only when it changed).
     counted_ovn: Option<(OvnStats, Option<Instant>)>,
+    /// IMDSv2 modes and keys.
+    imds: AgentImds,
+    /// What the token rules need of each request waiting for a lookup (one per waiter: the
+    /// cache returns every waiter once, answered or failed).
+    asks: BTreeMap<Ticket, Ask>,
 }
 
 impl Agent {
@@ -69,7 +76,41 @@ impl Agent {
             routed: VecDeque::new(),
             counted: BackendStats::default(),
             counted_ovn: None,
+            imds: c.imds.clone(),
+            asks: BTreeMap::new(),
         }
+    }
+
+    /// The hop limit of an instance's connection after a token request (see
+    /// [`AgentImds::hop_limit`]).
+    pub(super) fn token_hop_limit(&self) -> u8 {
+        self.imds.hop_limit
+    }
+
+    /// What the token rules need of `head`, in the scope of `key`.
+    pub(super) fn ask(&self, key: &LookupKey, head: &RequestHead) -> Ask {
+        let from_map = match &self.source {
+            Source::Static(map) => map.imdsv2(&key.scope),
+            _ => None,
+        };
+        Ask::of(self.imds.mode(&key.scope, from_map), head)
+    }
+
+    /// The route for a lookup's outcome (see [`decide`]), counting a request served without
+    /// a token.
+    fn decide(
+        &self,
+        now: Instant,
+        key: LookupKey,
+        found: Result<Option<Instance>, LookupError>,
+        cached: bool,
+        ask: &Ask,
+    ) -> Route {
+        let (route, tokenless) = decide(&self.signer, &self.imds, now, key, found, cached, ask);
+        if let Some(instance) = tokenless {
+            self.meter.count(|m| m.no_token(&instance));
+        }
+        route
     }
 
     /// Starts (or, `skip_cache`, restarts past the cache) the lookup of `key`.
@@ -78,14 +119,18 @@ impl Agent {
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
+        ask: Ask,
         skip_cache: bool,
     ) -> Route {
         let (client, cache) = match &mut self.source {
-            Source::Static(map) => return decide(&self.signer, key, Ok(map.resolve(&key)), false),
+            Source::Static(map) => {
+                let found = Ok(map.resolve(&key));
+                return self.decide(now, key, found, false, &ask);
+            }
             Source::Ovn(client) => {
                 let found = client.lookup(&key);
                 self.count_ovn();
-                return decide(&self.signer, key, found, false);
+                return self.decide(now, key, found, false, &ask);
             }
             Source::Neutron { client, cache } => (client, cache),
         };
@@ -103,18 +148,23 @@ impl Agent {
         };
         self.meter.count(|m| m.cache(counted));
         match found {
-            Some(found) => decide(&self.signer, key, Ok(found), true),
-            None => Route::Pending,
+            Some(found) => self.decide(now, key, Ok(found), true, &ask),
+            None => {
+                self.asks.insert(ticket, ask);
+                Route::Pending
+            }
         }
     }
 
     /// The second look at the metadata server's answer `status` (see the module docs) for
     /// the request whose lookup key `key` finds (the node knows it from its listener).
+    #[allow(clippy::too_many_arguments)] // check's arguments and the key
     pub(super) fn second_look(
         &mut self,
         now: Instant,
         ticket: Ticket,
         key: impl FnOnce() -> Option<LookupKey>,
+        head: &RequestHead,
         status: u16,
         can_reroute: bool,
         peer: &str,
@@ -125,7 +175,8 @@ impl Agent {
                 "{peer} metadata server does not know the cached instance for {}; looking it up again",
                 key.ip
             );
-            return Some(self.resolve(now, ticket, key, true));
+            let ask = self.ask(&key, head);
+            return Some(self.resolve(now, ticket, key, ask, true));
         }
         if status == 403 {
             log::warn!(
@@ -167,28 +218,39 @@ impl Agent {
     }
 }
 
-/// The route for a lookup's outcome: forward signed, or 404 / 503. `cached`: the instance
-/// came from the cache, so the route may be taken again past it.
+/// The route for a lookup's outcome: the token rules' answer, forward signed, or 404 / 503.
+/// `cached`: the instance came from the cache, so the route may be taken again past it. With
+/// the route, the instance when it is served without a token (for the migration counters).
 fn decide(
     signer: &Signer,
+    imds: &AgentImds,
+    now: Instant,
     key: LookupKey,
     found: Result<Option<Instance>, LookupError>,
     cached: bool,
-) -> Route {
-    match found {
-        Ok(Some(instance)) => Route::Forward(Forward {
-            rules: &AGENT,
-            fields: agent_fields(signer, key.ip, &instance),
-            check: true,
-            reroutable: cached,
-        }),
+    ask: &Ask,
+) -> (Route, Option<String>) {
+    let route = match found {
+        Ok(Some(instance)) => match judge(imds, now, ask, &instance.instance_id) {
+            Verdict::Answer(route) => route,
+            Verdict::Forward { rules, tokenless } => {
+                let route = Route::Forward(Forward {
+                    rules,
+                    fields: agent_fields(signer, key.ip, &instance),
+                    check: true,
+                    reroutable: cached,
+                });
+                return (route, tokenless.then_some(instance.instance_id));
+            }
+        },
         Ok(None) => Route::refuse(404, not_found_message(&key.scope)),
         Err(why) => Route::Refuse {
             status: why.status(),
             message: LOOKUP_UNAVAILABLE.to_owned(),
             why: format!("lookup failed: {why}"),
         },
-    }
+    };
+    (route, None)
 }
 
 impl Policy for Agent {
@@ -200,7 +262,10 @@ impl Policy for Agent {
         head: &RequestHead,
     ) -> Route {
         match lookup_key(&head.headers) {
-            Ok(key) => self.resolve(now, ticket, key, false),
+            Ok(key) => {
+                let ask = self.ask(&key, head);
+                self.resolve(now, ticket, key, ask, false)
+            }
             Err(why) => Route::refuse(why.status(), why.to_string()),
         }
     }
@@ -215,7 +280,7 @@ impl Policy for Agent {
         peer: &str,
     ) -> Option<Route> {
         let key = || lookup_key(&head.headers).ok();
-        self.second_look(now, ticket, key, status, can_reroute, peer)
+        self.second_look(now, ticket, key, head, status, can_reroute, peer)
     }
 
     fn poll_routed(&mut self, now: Instant) -> Option<(Ticket, Route)> {
@@ -243,7 +308,12 @@ impl Policy for Agent {
                 Err(_) => cache.fail(&key),
             };
             for ticket in waiters {
-                let route = decide(&self.signer, key, result.clone(), false);
+                // Every waiter's ask was kept; were one missing, fail closed (a 401).
+                let ask = self.asks.remove(&ticket).unwrap_or(Ask::Check {
+                    required: true,
+                    token: Token::Missing,
+                });
+                let route = self.decide(now, key, result.clone(), false, &ask);
                 self.routed.push_back((ticket, route));
             }
         }

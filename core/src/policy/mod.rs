@@ -69,6 +69,12 @@ pub(crate) trait Policy: fmt::Debug + Send {
         self.check(now, ticket, head, status, can_reroute, peer)
     }
 
+    /// The hop limit the client's connection needs before the answer to `head`, which this
+    /// policy forwards (the ns-proxy's IMDSv2 token requests).
+    fn hop_limit(&self, _head: &RequestHead) -> Option<u8> {
+        None
+    }
+
     /// Every request is answered here (no upstream): `CONNECT` reaches [`Policy::route`] too.
     fn answers_locally(&self) -> bool {
         false

@@ -14,7 +14,8 @@ use super::agent::Agent;
 use super::ns_proxy::token_through_proxy;
 use super::{Backend, Policy};
 use crate::config::{AgentConfig, Reload};
-use crate::http::RequestHead;
+use crate::http::{Method, RequestHead};
+use crate::metadata::path::is_token_target;
 use crate::metrics::Meter;
 use crate::proxy::decision::{Route, Ticket};
 use crate::scope::LookupKey;
@@ -49,7 +50,8 @@ impl Policy for Node {
         if let Some(refused) = token_through_proxy(head) {
             return refused;
         }
-        self.agent.resolve(now, ticket, key, false)
+        let ask = self.agent.ask(&key, head);
+        self.agent.resolve(now, ticket, key, ask, false)
     }
 
     fn check_scoped(
@@ -57,12 +59,20 @@ impl Policy for Node {
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
-        _: &RequestHead,
+        head: &RequestHead,
         status: u16,
         can_reroute: bool,
         peer: &str,
     ) -> Option<Route> {
-        (self.agent).second_look(now, ticket, || Some(key), status, can_reroute, peer)
+        let key = || Some(key);
+        (self.agent).second_look(now, ticket, key, head, status, can_reroute, peer)
+    }
+
+    /// The instance's own connection is the node's: a token PUT's answer leaves it with the
+    /// hop limit (the ns-proxy's rule, here where the agent's half answers it).
+    fn hop_limit(&self, head: &RequestHead) -> Option<u8> {
+        (head.method == Method::Put && is_token_target(&head.target))
+            .then_some(self.agent.token_hop_limit())
     }
 
     fn poll_routed(&mut self, now: Instant) -> Option<(Ticket, Route)> {

@@ -1,5 +1,6 @@
 //! The namespace proxy: deletes what the instance may not say about itself, stamps its address
-//! and the scope, limits its rate, refuses token requests that came through a proxy.
+//! and the scope, limits its rate, refuses token requests that came through a proxy, and
+//! sends the answer to a token request with a low hop limit.
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -19,6 +20,7 @@ pub(super) struct NsProxy {
     scope: Scope,
     upstream: Target,
     rate: Option<RateLimiter>,
+    token_hop_limit: u8,
 }
 
 impl NsProxy {
@@ -27,6 +29,7 @@ impl NsProxy {
             scope: c.scope,
             upstream: c.upstream.clone(),
             rate: c.rate_limit.map(RateLimiter::new),
+            token_hop_limit: c.token_hop_limit,
         }
     }
 }
@@ -67,6 +70,13 @@ impl Policy for NsProxy {
             check: false,
             reroutable: false,
         })
+    }
+
+    /// A token request's answer leaves with the token hop limit, whatever the agent answers
+    /// (only the agent knows whether it is a token).
+    fn hop_limit(&self, head: &RequestHead) -> Option<u8> {
+        (head.method == Method::Put && is_token_target(&head.target))
+            .then_some(self.token_hop_limit)
     }
 
     fn upstream(&self) -> Option<&Target> {

@@ -342,6 +342,12 @@ impl Conn {
                     self.answer(now, &mut x, status, &message, &why, keep);
                 }
             }
+            Route::Answer(local) => {
+                if let Some(mut x) = self.take_exchange() {
+                    let keep = x.client_keep_alive && x.req_body.is_done();
+                    self.send_local(now, &mut x, local, keep);
+                }
+            }
             Route::Pending => return,
         }
         self.progress(now);

@@ -38,6 +38,9 @@ pub(crate) enum Route {
         /// Why, for the log.
         why: String,
     },
+    /// Answer locally with this, without reading the request body (the agent's IMDSv2
+    /// token, made once the instance is known); a body left unread closes the connection.
+    Answer(Local),
     /// The policy needs time (a backend lookup): it answers later for the same [`Ticket`].
     Pending,
 }

@@ -77,6 +77,15 @@ impl Contract {
                 self.open(*sock, "closed");
                 self.update(*sock, |s| s.closed = true);
             }
+            Action::SetHopLimit { sock, hops } => {
+                self.open(*sock, "hop-limited");
+                assert!((1..=64).contains(hops), "hop limit {hops}");
+                let client = self.socks.get(sock).is_some_and(|s| s.client);
+                assert!(
+                    client,
+                    "{sock:?} is not a client socket: hop limits are the instance's"
+                );
+            }
         }
     }
 

@@ -89,6 +89,15 @@ pub struct Harness {
     pub signer: Signer,
 }
 
+/// Token keys of this test process, anchored now (Unix time does not matter here).
+pub fn tokens() -> mdproxy_core::metadata::Tokens {
+    use mdproxy_core::metadata::{TokenClock, TokenKeys, Tokens};
+    Tokens::new(
+        TokenKeys::random(&Pattern),
+        TokenClock::new(epoch(), Duration::ZERO),
+    )
+}
+
 /// An opaque epoch; tests move time by adding to it.
 fn epoch() -> Instant {
     Instant::now()
@@ -109,6 +118,7 @@ impl Harness {
             dhcp_domain: "novalocal".to_owned(),
             today: TODAY,
             entropy,
+            tokens: tokens(),
         });
         svc.set_instances(vec![sample(), other()]);
         let t0 = epoch();

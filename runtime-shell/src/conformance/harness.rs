@@ -19,6 +19,9 @@ use crate::{run, Listener, RunOptions, Serve};
 /// How long any one thing may take before a test fails.
 pub(super) const WAIT: Duration = Duration::from_secs(20);
 pub(super) const BIG: usize = 10 << 20;
+/// The ns-proxy's `token_hop_limit` here: not the default 1, to show the configured value is
+/// the one set.
+pub(super) const TOKEN_HOP_LIMIT: u8 = 3;
 pub(super) const REQUEST: &[u8] = b"GET /latest HTTP/1.1\r\nHost: x\r\n\r\n";
 /// An upload far over any body limit (413), whose body the test then sends without end.
 pub(super) const UPLOAD: &[u8] =
@@ -76,6 +79,7 @@ impl Proxy {
                 scope: Scope::Router(Uuid::parse(b"0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01").unwrap()),
                 upstream,
                 rate_limit: None,
+                token_hop_limit: TOKEN_HOP_LIMIT,
             }),
             limits: Default::default(),
             conns: Default::default(),

@@ -27,6 +27,7 @@ use harness::*;
 
 mod descriptors;
 mod harness;
+mod hops;
 
 /// Expands to the whole suite, one `#[test]` each, for the runtime whose [`Serve`] is
 /// `$serve` (e.g. `mdproxy_shell::conformance_tests!(mdproxy_mio::serve);`).
@@ -43,6 +44,7 @@ macro_rules! conformance_tests {
             workers_share_listeners_and_all_stop_on_sigterm,
             an_endless_upload_does_not_starve_another_connection,
             listeners_come_and_go_while_another_keeps_serving,
+            a_token_request_sets_the_hop_limit_of_its_connection,
         );
         /// Fills the process's descriptor table and takes over its logger: in a process of
         /// its own, so that the other tests (threads of this one) keep their descriptors.
@@ -180,6 +182,56 @@ pub fn listeners_come_and_go_while_another_keeps_serving(serve: Serve) {
         control.send(Command::Remove(id)).is_err(),
         "the loop has stopped"
     );
+}
+
+/// The ns-proxy's answer to `PUT /latest/api/token` leaves with the configured hop limit
+/// (the core's `SetHopLimit`, carried out by the runtime on the accepted socket), read back
+/// with getsockopt; a plain request, and a token request refused for its X-Forwarded-For, do
+/// not change it.
+pub fn a_token_request_sets_the_hop_limit_of_its_connection(serve: Serve) {
+    let dir = temp_dir("hops");
+    let up = dir.join("up.sock");
+    upstream(&up, b"hello");
+    let proxy = Proxy::start(
+        serve,
+        dir,
+        Target::Unix(up),
+        Timeouts::default(),
+        RunOptions::default(),
+    );
+    let put = b"PUT /latest/api/token HTTP/1.1\r\nHost: x\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\nContent-Length: 0\r\n\r\n";
+    let hops = |client: &TcpStream| {
+        let fd = hops::accepted_end(client).expect("the loop's end of the client connection");
+        crate::hop_limit(std::os::fd::AsFd::as_fd(&fd)).unwrap()
+    };
+
+    let mut client = proxy.client();
+    let mut reader = BufReader::new(client.try_clone().unwrap());
+    client.write_all(REQUEST).unwrap();
+    assert_hello(&mut reader);
+    let default = hops(&client);
+    assert_ne!(
+        default, TOKEN_HOP_LIMIT,
+        "a plain request keeps the system's default"
+    );
+    client.write_all(put).unwrap();
+    assert_hello(&mut reader);
+    assert_eq!(hops(&client), TOKEN_HOP_LIMIT);
+    // Kept for the rest of the connection (see `Action::SetHopLimit`).
+    client.write_all(REQUEST).unwrap();
+    assert_hello(&mut reader);
+    assert_eq!(hops(&client), TOKEN_HOP_LIMIT);
+
+    // Refused (it came through a proxy inside the instance): nothing to protect, no change.
+    let mut other = proxy.client();
+    let mut other_reader = BufReader::new(other.try_clone().unwrap());
+    let forwarded = String::from_utf8_lossy(put)
+        .replace("Host: x\r\n", "Host: x\r\nX-Forwarded-For: 10.0.0.9\r\n");
+    other.write_all(forwarded.as_bytes()).unwrap();
+    let (head, _) = read_response(&mut other_reader);
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    assert_eq!(hops(&other), default);
+    proxy.stop();
 }
 
 /// A head that never completes is answered 408 after the head timeout, then closed.

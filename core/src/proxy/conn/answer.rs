@@ -33,7 +33,14 @@ impl Conn {
         let Some(mut x) = self.take_exchange() else {
             return;
         };
-        let keep = x.client_keep_alive && !self.draining;
+        let keep = x.client_keep_alive;
+        self.send_local(now, &mut x, local, keep);
+    }
+
+    /// Writes a local answer to exchange `x`, which is over; the connection goes on only if
+    /// `keep` (and it is not draining).
+    pub(super) fn send_local(&mut self, now: Instant, x: &mut Exchange, local: Local, keep: bool) {
+        let keep = keep && !self.draining;
         let mut fields: Vec<(&str, &[u8])> = (local.fields.iter())
             .map(|(n, v)| (*n, v.as_bytes()))
             .collect();
@@ -54,7 +61,7 @@ impl Conn {
         x.status = local.status;
         x.body_len = local.body.len() as u64;
         let who = (local.log_for).map(|client| format!("{client},{}", self.peer_text));
-        self.finished(who.as_deref(), &x, now, "");
+        self.finished(who.as_deref(), x, now, "");
         let asked_close = !x.client_keep_alive && x.req_body.is_done();
         self.after_exchange(now, keep, asked_close);
         self.progress(now);

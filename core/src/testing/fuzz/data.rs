@@ -67,6 +67,10 @@ fn server_with(
         imdsv2,
         dhcp_domain: "novalocal".to_owned(),
         today: Date::new(2026, 11, 25),
+        tokens: crate::metadata::Tokens::new(
+            crate::metadata::TokenKeys::random(entropy.as_ref()),
+            crate::metadata::TokenClock::new(crate::testing::epoch(), std::time::Duration::ZERO),
+        ),
         entropy,
     });
     s.set_instances(instances);

@@ -354,6 +354,7 @@ fn config(sel: u8) -> EndpointConfig {
                 burst_limit: 3,
                 burst_window: Duration::from_secs(1),
             }),
+            token_hop_limit: 1,
         }),
         1 => {
             static MAP: OnceLock<StaticMap> = OnceLock::new();
@@ -369,6 +370,30 @@ fn config(sel: u8) -> EndpointConfig {
                 cache_capacity: NonZeroUsize::MIN,
                 cache_ttl: Duration::from_secs(5),
                 negative_ttl: Duration::from_secs(1),
+                // Tokens at the agent (optional or required) in three selections of four, so inputs
+                // reach their rules too.
+                imds: match sel & 24 {
+                    0 => crate::agent::AgentImds::off(),
+                    mode => crate::agent::AgentImds {
+                        mode: if mode == 8 {
+                            ImdsV2::Optional
+                        } else {
+                            ImdsV2::Required
+                        },
+                        scopes: Default::default(),
+                        issuer: Some(crate::agent::Issuer {
+                            tokens: crate::metadata::Tokens::new(
+                                crate::metadata::TokenKeys::random(&Counter(0.into())),
+                                crate::metadata::TokenClock::new(
+                                    crate::testing::epoch(),
+                                    Duration::ZERO,
+                                ),
+                            ),
+                            entropy: Arc::new(Counter(1.into())),
+                        }),
+                        hop_limit: crate::agent::imds::DEFAULT_HOP_LIMIT,
+                    },
+                },
             })
         }
         _ => Role::Server(ServerConfig {
@@ -382,6 +407,10 @@ fn config(sel: u8) -> EndpointConfig {
             dhcp_domain: "novalocal".to_owned(),
             today: Date::new(2026, 11, 25),
             entropy: Arc::new(Counter(0.into())),
+            tokens: crate::metadata::Tokens::new(
+                crate::metadata::TokenKeys::random(&Counter(0.into())),
+                crate::metadata::TokenClock::new(crate::testing::epoch(), Duration::ZERO),
+            ),
         }),
     };
     EndpointConfig {

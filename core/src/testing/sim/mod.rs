@@ -67,6 +67,9 @@ pub struct End {
     pub shut: bool,
     /// This side neither sends nor reads any more.
     pub closed: bool,
+    /// The last [`crate::socket::Action::SetHopLimit`] on this side's socket: the hops, and
+    /// how many bytes this side had sent on the connection when it came.
+    pub hop_limit: Option<(u8, usize)>,
 }
 
 /// Bytes in one direction of a connection.
@@ -521,6 +524,18 @@ impl World {
                 crate::socket::Action::Wake(sock) => {
                     e.writable.insert(sock);
                 }
+                // Recorded with how much the socket had sent: the option must come before
+                // the answer it protects (the runtimes' suite checks the option itself).
+                crate::socket::Action::SetHopLimit { sock, hops } => {
+                    if let Some(l) = e.links.get(&sock).and_then(|id| self.links.get_mut(id)) {
+                        let outgoing = match l.from.node == node && l.from.sock == Some(sock) {
+                            true => &l.up,
+                            false => &l.down,
+                        };
+                        let sent = outgoing.queued.len() + outgoing.delivered.len();
+                        l.end_mut(node, Some(sock)).hop_limit = Some((hops, sent));
+                    }
+                }
                 crate::socket::Action::Shutdown(sock) => {
                     if let Some(l) = e.links.get(&sock).and_then(|id| self.links.get_mut(id)) {
                         l.end_mut(node, Some(sock)).shut = true;
@@ -647,6 +662,7 @@ impl World {
                 sock,
                 shut: false,
                 closed: false,
+                hop_limit: None,
             });
         }
         match sock {
@@ -799,6 +815,7 @@ fn new_link(id: ConnId, target: Target, node: NodeId, sock: Option<SockId>) -> L
             sock,
             shut: false,
             closed: false,
+            hop_limit: None,
         },
         to: None,
         up: Pipe::default(),

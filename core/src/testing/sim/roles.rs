@@ -71,6 +71,7 @@ pub fn ns_proxy() -> NsProxyConfig {
         scope: Scope::Router(uuid(ROUTER)),
         upstream: agent_socket(),
         rate_limit: None,
+        token_hop_limit: 1,
     }
 }
 
@@ -93,6 +94,7 @@ pub fn agent(backend: Backend) -> AgentConfig {
         cache_capacity: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
         cache_ttl: Duration::from_secs(5),
         negative_ttl: Duration::from_secs(1),
+        imds: crate::agent::AgentImds::off(),
     }
 }
 
@@ -124,6 +126,10 @@ pub fn server() -> ServerConfig {
         dhcp_domain: "novalocal".to_owned(),
         today: TODAY,
         entropy: Arc::new(Steady::default()),
+        tokens: crate::metadata::Tokens::new(
+            crate::metadata::TokenKeys::random(&Steady::default()),
+            crate::metadata::TokenClock::new(crate::testing::epoch(), std::time::Duration::ZERO),
+        ),
     }
 }
 
