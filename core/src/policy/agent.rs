@@ -3,8 +3,12 @@
 //! It takes a second look at the metadata server's answer: a 404 for a cached instance may mean
 //! the cache is stale (an IP reused, Neutron LP#1868867), so the lookup is made again, once;
 //! a 403 most likely means the shared secrets differ, which is worth a warning.
+//!
+//! With the response cache on, a GET's route also says where to keep a 200 answer, and is
+//! answered from a fresh entry without forwarding; a stale entry rides along with the forward,
+//! to be served if every metadata server fails (see [`crate::upstream::ResponseCache`]).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -12,16 +16,16 @@ use super::{ignored, Backend, Policy};
 use crate::agent::request::{lookup_key, not_found_message};
 use crate::agent::StaticMap;
 use crate::cache::{Lookup, LookupCache};
-use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
-use crate::http::RequestHead;
+use crate::config::{AgentConfig, Backend as LookupBackend, Reload, Resilience};
+use crate::http::{BodyKind, RequestHead};
 use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnClient, OvnStats};
-use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
-use crate::proxy::decision::{Forward, Route, Ticket};
+use crate::metrics::{BackendService, CacheResult, Meter, ResponseCacheEvent, RoleMetrics};
+use crate::proxy::decision::{Captured, Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
 use crate::proxy::rewrite::{agent_fields, AGENT};
 use crate::scope::{Instance, LookupKey};
 use crate::sign::Signer;
-use crate::socket::Target;
+use crate::upstream::{CacheKey, Cached, ResponseCache, ServerSpec};
 
 /// Where instances are found.
 #[derive(Debug)]
@@ -39,7 +43,13 @@ enum Source {
 
 #[derive(Debug)]
 pub(super) struct Agent {
-    metadata: Target,
+    metadata: Vec<ServerSpec>,
+    resilience: Resilience,
+    /// The metadata server's answers kept (opt-in).
+    responses: Option<ResponseCache>,
+    /// The normalised target and `Accept` of cacheable requests still being routed: the
+    /// cache key needs the instance, which the lookup finds later.
+    cacheable: BTreeMap<Ticket, (Box<[u8]>, Option<Box<[u8]>>)>,
     signer: Signer,
     source: Source,
     meter: Meter,
@@ -63,6 +73,9 @@ impl Agent {
         };
         Agent {
             metadata: c.metadata.clone(),
+            resilience: c.resilience,
+            responses: c.resilience.response_cache.map(ResponseCache::new),
+            cacheable: BTreeMap::new(),
             signer: c.signer.clone(),
             source,
             meter,
@@ -75,11 +88,14 @@ impl Agent {
     /// Starts (or, `skip_cache`, restarts past the cache) the lookup of `key`.
     fn resolve(&mut self, now: Instant, ticket: Ticket, key: LookupKey, skip_cache: bool) -> Route {
         let (client, cache) = match &mut self.source {
-            Source::Static(map) => return decide(&self.signer, key, Ok(map.resolve(&key)), false),
+            Source::Static(map) => {
+                let found = Ok(map.resolve(&key));
+                return self.decided(now, ticket, key, found, false);
+            }
             Source::Ovn(client) => {
                 let found = client.lookup(&key);
                 self.count_ovn();
-                return decide(&self.signer, key, found, false);
+                return self.decided(now, ticket, key, found, false);
             }
             Source::Neutron { client, cache } => (client, cache),
         };
@@ -97,9 +113,48 @@ impl Agent {
         };
         self.meter.count(|m| m.cache(counted));
         match found {
-            Some(found) => decide(&self.signer, key, Ok(found), true),
+            Some(found) => self.decided(now, ticket, key, Ok(found), true),
             None => Route::Pending,
         }
+    }
+
+    /// The route for a lookup's outcome ([`decide`]), through the response cache when the
+    /// request may be answered from it: a fresh entry answers; otherwise the forward says
+    /// where to keep the answer, and carries a stale entry for when every server fails.
+    fn decided(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: LookupKey,
+        found: Result<Option<Instance>, LookupError>,
+        cached: bool,
+    ) -> Route {
+        let cacheable = self.cacheable.remove(&ticket);
+        let instance = match &found {
+            Ok(Some(i)) => Some(i.instance_id.clone()),
+            _ => None,
+        };
+        let mut route = decide(&self.signer, key, found, cached);
+        let (Some(responses), Some((target, accept)), Some(instance)) =
+            (&mut self.responses, cacheable, instance)
+        else {
+            return route;
+        };
+        let Route::Forward(forward) = &mut route else {
+            return route;
+        };
+        let ckey = CacheKey::new(&instance, &target, accept.as_deref());
+        match responses.get(now, &ckey) {
+            Cached::Fresh(stored) => {
+                self.meter
+                    .count(|m| m.response_cache(ResponseCacheEvent::Fresh));
+                return Route::Reply(stored);
+            }
+            Cached::Stale(stored, until) => forward.stale = Some((stored, until)),
+            Cached::Nothing => {}
+        }
+        forward.capture = Some(ckey);
+        route
     }
 
     /// Shows the OVN replica's state in the metrics.
@@ -143,12 +198,12 @@ fn decide(
     cached: bool,
 ) -> Route {
     match found {
-        Ok(Some(instance)) => Route::Forward(Forward {
-            rules: &AGENT,
-            fields: agent_fields(signer, key.ip, &instance),
-            check: true,
-            reroutable: cached,
-        }),
+        Ok(Some(instance)) => Route::Forward(Forward::new(
+            &AGENT,
+            agent_fields(signer, key.ip, &instance),
+            true,
+            cached,
+        )),
         Ok(None) => Route::refuse(404, not_found_message(&key.scope)),
         Err(why) => Route::Refuse {
             status: why.status(),
@@ -166,10 +221,18 @@ impl Policy for Agent {
         _: Option<IpAddr>,
         head: &RequestHead,
     ) -> Route {
-        match lookup_key(&head.headers) {
-            Ok(key) => self.resolve(now, ticket, key, false),
-            Err(why) => Route::refuse(why.status(), why.to_string()),
+        let key = match lookup_key(&head.headers) {
+            Ok(key) => key,
+            Err(why) => return Route::refuse(why.status(), why.to_string()),
+        };
+        if self.responses.is_some()
+            && head.body == BodyKind::Empty
+            && ResponseCache::wants(head.method, &head.target, &head.headers)
+        {
+            let accept = head.headers.get("Accept").map(Box::from);
+            (self.cacheable).insert(ticket, (head.target.as_ref().into(), accept));
         }
+        self.resolve(now, ticket, key, false)
     }
 
     fn check(
@@ -219,14 +282,25 @@ impl Policy for Agent {
                 Err(_) => cache.fail(&key),
             };
             for ticket in waiters {
-                let route = decide(&self.signer, key, result.clone(), false);
+                let route = self.decided(now, ticket, key, result.clone(), false);
                 self.routed.push_back((ticket, route));
             }
         }
     }
 
-    fn upstream(&self) -> Option<&Target> {
-        Some(&self.metadata)
+    fn servers(&self) -> Option<(Vec<ServerSpec>, Resilience)> {
+        Some((self.metadata.clone(), self.resilience))
+    }
+
+    fn captured(&mut self, now: Instant, mut captured: Captured) {
+        let Some(responses) = &mut self.responses else {
+            return;
+        };
+        let body = captured.take_body();
+        if responses.put(now, captured.key, &captured.head, body) {
+            self.meter
+                .count(|m| m.response_cache(ResponseCacheEvent::Stored));
+        }
     }
 
     fn reload(&mut self, reload: Reload) {

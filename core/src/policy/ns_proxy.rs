@@ -56,12 +56,12 @@ impl Policy for NsProxy {
             // instance: AWS refuses these so a token cannot leak beyond the instance.
             return Route::refuse(403, "Token requests through a proxy are refused.");
         }
-        Route::Forward(Forward {
-            rules: &NS_PROXY,
-            fields: ns_proxy_fields(ip, &self.scope),
-            check: false,
-            reroutable: false,
-        })
+        Route::Forward(Forward::new(
+            &NS_PROXY,
+            ns_proxy_fields(ip, &self.scope),
+            false,
+            false,
+        ))
     }
 
     fn upstream(&self) -> Option<&Target> {

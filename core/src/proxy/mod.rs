@@ -4,5 +4,6 @@ pub(crate) mod conn;
 pub(crate) mod decision;
 pub mod error_page;
 pub(crate) mod exchange;
+pub(crate) use exchange::RESPONSE_LIMITS;
 pub(crate) mod ratelimit;
 pub mod rewrite;
