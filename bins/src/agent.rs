@@ -4,17 +4,19 @@
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mdproxy_core::agent::StaticMap;
-use mdproxy_core::config::{AgentConfig, Backend, Reload, Role};
+use mdproxy_core::config::{AgentConfig, Backend, Reload, Resilience, Role};
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
+use mdproxy_core::upstream::{CacheLimits, ServerSpec};
 
 use crate::listen::bind_unix;
 use crate::runtime::{Hook, Listener, Options};
@@ -26,10 +28,8 @@ use crate::{cli, os, ovn, tls, Failure};
 pub struct Agent {
     args: cli::Agent,
     role: AgentConfig,
-    /// The metadata server's address, resolved.
-    metadata: SocketAddr,
-    /// TLS to an https metadata server.
-    upstream_tls: Option<TlsTarget>,
+    /// The metadata servers' addresses, resolved.
+    metadata: Vec<SocketAddr>,
     /// The lookup backend, for the start-up line.
     backend: String,
     /// Makes each worker's SIGHUP hook.
@@ -75,17 +75,33 @@ impl Serve for Agent {
                 )
             }
         };
-        let url = args.metadata.to_string();
-        let metadata = resolve(
-            "--metadata-url",
-            &url,
-            &args.metadata.host,
-            args.metadata.port,
-        )
-        .map_err(Failure::Config)?;
-        let upstream_tls = metadata_tls(&args).map_err(Failure::Config)?;
+        let mut specs = Vec::new();
+        let mut metadata = Vec::new();
+        for url in &args.metadata {
+            let name = url.to_string();
+            let addr = resolve("--metadata-url", &name, &url.host, url.port);
+            let addr = addr.map_err(Failure::Config)?;
+            let tls = metadata_tls(&args, url).map_err(Failure::Config)?;
+            metadata.push(addr);
+            specs.push(ServerSpec {
+                target: Target::Tcp(addr),
+                name,
+                tls,
+            });
+        }
+        let response_cache = (!args.response_cache_ttl.is_zero()).then(|| CacheLimits {
+            ttl: args.response_cache_ttl,
+            stale_if_error: args.stale_if_error,
+            max_entries: RESPONSE_CACHE_ENTRIES,
+            max_bytes: RESPONSE_CACHE_BYTES,
+        });
         let role = AgentConfig {
-            metadata: Target::Tcp(metadata),
+            metadata: specs,
+            resilience: Resilience {
+                probe_interval: args.probe_interval,
+                request_deadline: Some(args.request_deadline),
+                response_cache,
+            },
             signer: Signer::new(&secret),
             backend,
             cache_capacity: args.cache_size,
@@ -96,7 +112,6 @@ impl Serve for Agent {
             args,
             role,
             metadata,
-            upstream_tls,
             backend: described,
             hangup,
         })
@@ -109,20 +124,34 @@ impl Serve for Agent {
 
     fn describe(&self, (listener, _): &Self::Bound) -> String {
         let a = &self.args;
+        let servers: Vec<String> = (a.metadata.iter().zip(&self.metadata))
+            .map(|(url, addr)| {
+                format!("{url} ({addr}{})", describe_tls(&a.metadata_tls, url.https))
+            })
+            .collect();
+        let cache = match &self.role.resilience.response_cache {
+            Some(c) => format!(
+                ", response cache {}s (stale {}s)",
+                c.ttl.as_secs_f64(),
+                c.stale_if_error.as_secs_f64()
+            ),
+            None => String::new(),
+        };
         format!(
-            "agent listening on {listener}, metadata server {} ({}{}), {}, {} worker(s)",
-            a.metadata,
-            self.metadata,
-            describe_tls(&a.metadata_tls, a.metadata.https),
+            "agent listening on {listener}, metadata server{} {}, request deadline {}s{cache}, {}, {} worker(s)",
+            if servers.len() > 1 { "s" } else { "" },
+            servers.join(", "),
+            a.request_deadline.as_secs_f64(),
             self.backend,
             a.workers,
         )
     }
 
     fn work(self, (listener, socket_file): Self::Bound) -> Result<Work, Failure> {
+        // Each metadata server carries its own TLS (its name to check).
         let tls = EndpointTls {
             accept: None,
-            upstream: self.upstream_tls,
+            upstream: None,
         };
         let endpoint = serve::endpoint(Role::Agent(self.role), &self.args.endpoint, tls);
         let (drain_timeout, hangup) = (self.args.drain_timeout, self.hangup);
@@ -138,16 +167,24 @@ impl Serve for Agent {
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
 /// certificate must carry checked.
-fn metadata_tls(cfg: &cli::Agent) -> Result<Option<TlsTarget>, String> {
-    if !cfg.metadata.https {
+fn metadata_tls(cfg: &cli::Agent, url: &cli::MetadataUrl) -> Result<Option<TlsTarget>, String> {
+    if !url.https {
         return Ok(None);
     }
     let client = tls::client(&cfg.metadata_tls, "--metadata")?;
-    let target = TlsTarget::new(client, &cfg.metadata.host);
+    let target = TlsTarget::new(client, &url.host);
     target
         .map(Some)
-        .map_err(|e| format!("--metadata-url {}: {e}", cfg.metadata))
+        .map_err(|e| format!("--metadata-url {url}: {e}"))
 }
+
+/// The response cache's bounds, per worker: Nova's answers are a few KiB, so the bytes bound
+/// is the one that holds when user-data is large.
+const RESPONSE_CACHE_ENTRIES: NonZeroUsize = match NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+const RESPONSE_CACHE_BYTES: usize = 32 << 20;
 
 /// TLS for the neutron backend: needed for an https URL or when TLS flags were given; when
 /// Neutron's URL comes from the catalog, which may name an https endpoint, the system's CAs

@@ -27,8 +27,8 @@ mod range;
 mod server;
 
 pub use agent::{
-    Agent, ClientTlsArgs, LookupBackend, NeutronArgs, OvnArgs, OvnSsl, Secret, ServiceUrl,
-    SocketMode,
+    Agent, ClientTlsArgs, LookupBackend, MetadataUrl, NeutronArgs, OvnArgs, OvnSsl, Secret,
+    ServiceUrl, SocketMode,
 };
 pub use config::check as check_config;
 pub use demo::Demo;
