@@ -226,7 +226,7 @@ impl Policy for Agent {
             Err(why) => return Route::refuse(why.status(), why.to_string()),
         };
         if self.responses.is_some()
-            && head.body == BodyKind::Empty
+            && matches!(head.body, BodyKind::Empty | BodyKind::Length(0))
             && ResponseCache::wants(head.method, &head.target, &head.headers)
         {
             let accept = head.headers.get("Accept").map(Box::from);
