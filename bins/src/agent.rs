@@ -89,7 +89,7 @@ impl Serve for Agent {
                 tls,
             });
         }
-        let response_cache = (!args.response_cache_ttl.is_zero()).then(|| CacheLimits {
+        let response_cache = (!args.response_cache_ttl.is_zero()).then_some(CacheLimits {
             ttl: args.response_cache_ttl,
             stale_if_error: args.stale_if_error,
             max_entries: RESPONSE_CACHE_ENTRIES,

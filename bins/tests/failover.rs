@@ -145,7 +145,8 @@ fn answer(name: &str, conn: TcpStream, mode: &AtomicU8, seen: &Mutex<Vec<Seen>>)
             }
         }
         let mut words = head.split(' ');
-        let (method, path) = (words.next().unwrap_or(""), words.nth(0).unwrap_or(""));
+        let method = words.next().unwrap_or("");
+        let path = words.next().unwrap_or("");
         let len: usize = header_values(&head, "content-length")
             .first()
             .and_then(|v| v.parse().ok())

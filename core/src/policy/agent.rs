@@ -41,6 +41,9 @@ enum Source {
     Ovn(Box<OvnClient>),
 }
 
+/// What of a request the response cache's key takes: its normalised target and `Accept`.
+type Cacheable = (Box<[u8]>, Option<Box<[u8]>>);
+
 #[derive(Debug)]
 pub(super) struct Agent {
     metadata: Vec<ServerSpec>,
@@ -49,7 +52,7 @@ pub(super) struct Agent {
     responses: Option<ResponseCache>,
     /// The normalised target and `Accept` of cacheable requests still being routed: the
     /// cache key needs the instance, which the lookup finds later.
-    cacheable: BTreeMap<Ticket, (Box<[u8]>, Option<Box<[u8]>>)>,
+    cacheable: BTreeMap<Ticket, Cacheable>,
     signer: Signer,
     source: Source,
     meter: Meter,
