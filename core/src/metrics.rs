@@ -830,4 +830,56 @@ mod tests {
         assert_eq!(v("mdproxy_backend_failures_total{role=\"agent\"}"), "1");
         assert_eq!(format!("{m:?}"), "Metrics { .. }");
     }
+
+    #[test]
+    fn servers_deadline_misses_and_the_response_cache_are_shown() {
+        let m = Metrics::new();
+        m.enable(MetricRole::Agent);
+        let agent = m.role(MetricRole::Agent);
+        let a = agent.server("http://a:8775");
+        assert!(
+            Arc::ptr_eq(&a, &agent.server("http://a:8775")),
+            "one per name"
+        );
+        let b = agent.server("http://b:8775");
+        a.answered(Some(Duration::from_millis(1500)));
+        a.failed();
+        a.set_down(true);
+        a.set_down(true);
+        a.set_down(false);
+        b.retried();
+        b.set_down(false);
+        agent.deadline_miss();
+        agent.response_cache(ResponseCacheEvent::Stale);
+        agent.response_cache(ResponseCacheEvent::Stale);
+        let mut out = String::new();
+        m.render(crate::testing::epoch(), &mut out);
+        let v = |series: &str| sample(&out, series).unwrap_or_else(|| panic!("{series}:\n{out}"));
+        let a_ = "{role=\"agent\",server=\"http://a:8775\"}";
+        let b_ = "{role=\"agent\",server=\"http://b:8775\"}";
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_up{a_}")),
+            "0",
+            "one loop still has it down"
+        );
+        assert_eq!(v(&format!("mdproxy_upstream_server_up{b_}")), "1");
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_answers_total{a_}")),
+            "1"
+        );
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_failures_total{a_}")),
+            "1"
+        );
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_latency_seconds_sum{a_}")),
+            "1.500000000"
+        );
+        assert_eq!(v(&format!("mdproxy_upstream_retries_total{b_}")), "1");
+        assert_eq!(v("mdproxy_deadline_misses_total{role=\"agent\"}"), "1");
+        assert_eq!(
+            v("mdproxy_response_cache_total{role=\"agent\",result=\"stale\"}"),
+            "2"
+        );
+    }
 }

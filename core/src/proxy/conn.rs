@@ -27,6 +27,8 @@ use bytes::{Buf, BytesMut};
 
 mod answer;
 #[cfg(test)]
+mod failover_tests;
+#[cfg(test)]
 mod tests;
 mod timeout;
 mod upstream;
