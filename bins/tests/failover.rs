@@ -302,7 +302,19 @@ fn a_failing_server_is_marked_down_probed_and_back(rt: Runtime) {
     let (a, b) = (Nova::start("a"), Nova::start("b"));
     a.set(FIVE_HUNDRED);
     let files = Files::new();
-    let agent = files.agent(rt, &[&a, &b], &["--metadata-probe-interval=0.2"]);
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let flags = [
+        "--metadata-probe-interval=0.2".to_owned(),
+        format!("--metrics-listen={metrics}"),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let agent = files.agent(rt, &[&a, &b], &flags);
+    let up = |nova: &Nova| {
+        format!(
+            "mdproxy_upstream_server_up{{role=\"agent\",server=\"{}\"}}",
+            nova.url()
+        )
+    };
     // Every GET answered by b, a's 500s retried there.
     for i in 0..4 {
         let resp = get(&agent, PATH);
@@ -310,6 +322,14 @@ fn a_failing_server_is_marked_down_probed_and_back(rt: Runtime) {
         assert!(resp.body_text().starts_with("b "), "{resp:?}");
     }
     agent.wait_for_log(&format!("metadata server {} is down", a.url()));
+    let text = scrape(metrics);
+    assert!(text.contains(&format!("{} 0\n", up(&a))), "{text}");
+    assert!(text.contains(&format!("{} 1\n", up(&b))), "{text}");
+    let retried = format!(
+        "mdproxy_upstream_retries_total{{role=\"agent\",server=\"{}\"}} 0",
+        b.url()
+    );
+    assert!(!text.contains(&retried), "a's 500s were retried on b: {text}");
     let before = a.requests().len();
     a.set(OK);
     // Probes (GET /) find it back without any request sent to it.
@@ -318,6 +338,16 @@ fn a_failing_server_is_marked_down_probed_and_back(rt: Runtime) {
     assert_eq!(a.requests().len(), before, "brought back by probes alone");
     let served_by_a = eventually(|| get(&agent, PATH).body_text().starts_with("a "));
     assert!(served_by_a, "{}", agent.log());
+    let text = scrape(metrics);
+    assert!(text.contains(&format!("{} 1\n", up(&a))), "{text}");
+}
+
+/// GET /metrics on `addr`, once it accepts.
+fn scrape(addr: SocketAddr) -> String {
+    assert!(eventually(|| TcpStream::connect(addr).is_ok()));
+    let resp = request(addr, &common::get("/metrics"));
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.body_text()
 }
 
 fn every_server_down_answers_stale_then_503(rt: Runtime) {
