@@ -104,8 +104,9 @@ killer() {
 }
 
 # load_start SECONDS NAME / load_end NAME: wrk through the chain in the background; load_end
-# waits for it and prints its WRK-REPORT line.
-wrk_pid=
+# waits for it and sets `report` to its WRK-REPORT line (not printed: `$(...)` would run the
+# wait in a subshell, which cannot wait for this shell's child).
+wrk_pid= report=
 load_start() {
   spawn "$run/wrk-$2.txt" wrk -t 2 -c "$conns" -d "$1s" --timeout 10s \
     -s "$BENCH_DIR/wrk-report.lua" "http://127.0.0.1:$proxy_port/latest/meta-data/instance-id"
@@ -114,7 +115,7 @@ load_start() {
 load_end() {
   wait "$wrk_pid" || true
   forget "$wrk_pid"
-  grep WRK-REPORT "$run/wrk-$1.txt" || die "wrk failed: $(cat "$run/wrk-$1.txt")"
+  report=$(grep WRK-REPORT "$run/wrk-$1.txt") || die "wrk failed: $(cat "$run/wrk-$1.txt")"
 }
 load() { load_start "$@"; load_end "$2"; }
 field() { sed -n "s/.* $2=\([0-9.]*\).*/\1/p" <<<"$1"; }
@@ -126,13 +127,13 @@ if [[ $mode == soak ]]; then
   start_chain --metadata-probe-interval 1
   rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$agent_pid/status"; }
   fds() { find "/proc/$agent_pid/fd" -mindepth 1 -maxdepth 1 | wc -l; }
-  load 5 warm >/dev/null
+  load 5 warm
   sleep 12  # the pool's idle connections expire after 10 s: the baseline holds none
   base_rss=$(rss) base_fds=$(fds)
   say "baseline: agent RSS $base_rss KiB, $base_fds fds; $soak_seconds s of alternating failures"
   load_start "$soak_seconds" soak
   killer "$soak_seconds" alternate
-  report=$(load_end soak)
+  load_end soak
   [[ -n ${server_pids[0]} ]] || start_server 0
   [[ -n ${server_pids[1]} ]] || start_server 1
   sleep 12
@@ -151,11 +152,11 @@ fi
 
 # 1. Both up, then one of two killed and restarted every KILL_EVERY seconds.
 start_chain
-load 3 warm >/dev/null
-steady=$(load "$duration" steady)
+load 3 warm
+load "$duration" steady; steady=$report
 load_start "$duration" flapping
 killer "$duration" 0
-flapping=$(load_end flapping)
+load_end flapping; flapping=$report
 [[ -n ${server_pids[0]} ]] || start_server 0
 downs=$(grep -c 'is down' "$run/agent.log" || true)
 retries=$(grep -c 'trying another server' "$run/agent.log" || true)
@@ -163,8 +164,8 @@ stop_chain
 
 # 2. The response cache: every request a fresh hit, against the uncached chain above.
 start_chain --response-cache-ttl 3600
-load 3 warm-cache >/dev/null
-cached=$(load "$duration" cached)
+load 3 warm-cache
+load "$duration" cached; cached=$report
 stop_chain
 
 row() {  # row NAME REPORT
