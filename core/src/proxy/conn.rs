@@ -14,6 +14,8 @@
 //! | Exchange  | response complete, reusable | Head (upstream released clean)               |
 //! | Exchange  | response complete, not      | Closing                                      |
 //! | Exchange  | upstream fails before head  | Head or Closing (an error answer queued)     |
+//! | Exchange  | …a GET/HEAD, servers left   | Exchange (sent again, to another server)     |
+//! | Exchange  | request deadline passes     | Head or Closing (504, or a stale answer)     |
 //! | Exchange  | upstream fails after head   | Closed                                       |
 //! | Closing   | output flushed              | Lingering (write side shut down)             |
 //! | Closing   | flushed, nothing unread     | Closed (the client asked to close)           |
