@@ -329,7 +329,10 @@ fn a_failing_server_is_marked_down_probed_and_back(rt: Runtime) {
         "mdproxy_upstream_retries_total{{role=\"agent\",server=\"{}\"}} 0",
         b.url()
     );
-    assert!(!text.contains(&retried), "a's 500s were retried on b: {text}");
+    assert!(
+        !text.contains(&retried),
+        "a's 500s were retried on b: {text}"
+    );
     let before = a.requests().len();
     a.set(OK);
     // Probes (GET /) find it back without any request sent to it.
