@@ -25,6 +25,7 @@ runtime_tests! {
     every_server_down_answers_stale_then_503,
     a_post_is_never_sent_twice,
     a_reused_ip_never_gets_the_other_instances_answer,
+    a_deleted_instances_answer_is_not_served_from_a_cached_lookup,
 }
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -431,4 +432,58 @@ fn a_reused_ip_never_gets_the_other_instances_answer(rt: Runtime) {
     assert_eq!(resp.status, 200, "{resp:?}");
     assert!(resp.body_text().ends_with(INSTANCE_B), "{resp:?}");
     assert_eq!(a.requests().len() + b.requests().len(), 2);
+}
+
+/// The neutron backend's lookup cache may still name a deleted instance after its IP went to
+/// another: forwarding, Nova's 404 reveals it and the agent looks up again; a response-cache
+/// hit would hide it, so a cached lookup is never answered from the response cache.
+fn a_deleted_instances_answer_is_not_served_from_a_cached_lookup(rt: Runtime) {
+    let os = FakeOpenStack::start(
+        None,
+        &[(ROUTER, &[NETWORK])],
+        &[FakePort::new(NETWORK, IP, INSTANCE_A, PROJECT)],
+    );
+    let gone: Arc<Mutex<Vec<String>>> = Arc::default();
+    let deleted = gone.clone();
+    let nova = Upstream::start_tcp(move |req| {
+        let id = req.header_values("x-instance-id").join(",");
+        match deleted.lock().unwrap().contains(&id) {
+            true => Reply::Send(http_response("404 Not Found", &[], b"")),
+            false => Reply::Send(ok_response(id.as_bytes())),
+        }
+    });
+    let dir = TempDir::new();
+    fs::write(dir.join("secret"), "s3cr3t\n").unwrap();
+    let args = [
+        "--backend=neutron".to_owned(),
+        format!("--neutron-url={}", os.neutron_url()),
+        format!("--shared-secret-file={}", dir.join("secret").display()),
+        format!("--metadata-url={}", nova.url()),
+        "--cache-ttl=600".to_owned(),
+        "--response-cache-ttl=600".to_owned(),
+    ];
+    let agent = Agent::start(rt, &dir.join("agent.sock"), &args);
+    let first = get(&agent, PATH);
+    assert_eq!(
+        (first.status, first.body_text()),
+        (200, INSTANCE_A.to_owned())
+    );
+    // The lookup now comes from the lookup cache: Nova is asked again.
+    let second = get(&agent, PATH);
+    assert_eq!(second.body, first.body);
+    assert_eq!((nova.count(), os.port_queries().len()), (2, 1));
+    // A is deleted and B has its IP; the lookup cache still says A, the response cache
+    // holds A's answer: B gets its own.
+    gone.lock().unwrap().push(INSTANCE_A.to_owned());
+    os.reassign(IP, INSTANCE_B);
+    let third = get(&agent, PATH);
+    assert_eq!(
+        (third.status, third.body_text()),
+        (200, INSTANCE_B.to_owned())
+    );
+    assert_eq!(
+        os.port_queries().len(),
+        2,
+        "looked up again after Nova's 404"
+    );
 }

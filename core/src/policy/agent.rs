@@ -124,6 +124,16 @@ impl Agent {
     /// The route for a lookup's outcome ([`decide`]), through the response cache when the
     /// request may be answered from it: a fresh entry answers; otherwise the forward says
     /// where to keep the answer, and carries a stale entry for when every server fails.
+    ///
+    /// A fresh entry answers only when the instance comes from the backend itself, not from
+    /// the lookup cache (`cached`): a cached lookup may be stale after the IP moved to another
+    /// instance, which Nova's 404 for the deleted one reveals (and [`Policy::check`] then
+    /// looks up again); an answer from the response cache would hide it.
+    ///
+    /// A fresh entry answers only when the instance comes from the backend itself, not from
+    /// the lookup cache (`cached`): a cached lookup may be stale after the IP moved to another
+    /// instance, which Nova's 404 for the deleted one would reveal (and [`Policy::check`]
+    /// then looks up again); an answer from the cache would not.
     fn decided(
         &mut self,
         now: Instant,
@@ -148,10 +158,15 @@ impl Agent {
         };
         let ckey = CacheKey::new(&instance, &target, accept.as_deref());
         match responses.get(now, &ckey) {
-            Cached::Fresh(stored) => {
+            Cached::Fresh(stored) if !cached => {
                 self.meter
                     .count(|m| m.response_cache(ResponseCacheEvent::Fresh));
                 return Route::Reply(stored);
+            }
+            // Not answered from (see above), but as good as a stale one when all else fails.
+            Cached::Fresh(stored) => {
+                let until = responses.usable_until(&stored);
+                forward.stale = Some((stored, until));
             }
             Cached::Stale(stored, until) => forward.stale = Some((stored, until)),
             Cached::Nothing => {}

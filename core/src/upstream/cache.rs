@@ -133,6 +133,11 @@ impl ResponseCache {
         Cached::Nothing
     }
 
+    /// Until when `stored` may stand in for an error (its TTL and the stale limit).
+    pub fn usable_until(&self, stored: &Stored) -> Instant {
+        stored.stored + self.limits.ttl + self.limits.stale_if_error
+    }
+
     /// Keeps the metadata server's answer `head` + `body` for `key`, if it may be kept: a 200
     /// without `Cache-Control: no-store` or `private`, within [`MAX_ENTRY_BYTES`]. Returns
     /// whether it was kept.
