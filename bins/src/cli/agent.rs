@@ -79,10 +79,9 @@ Metadata server:
                                  metadata_cache_expiration, here); never the token or password
                                  paths, answers marked Cache-Control no-store or private, or
                                  errors. At most 10000 answers and 32 MiB per worker. With
-                                 --backend neutron, only after a lookup that asked Neutron
-                                 (a cached lookup may name a deleted instance: Nova's 404
-                                 shows it)
-                                 [default: 0, off; 0 to 86400 seconds]
+                                 the neutron backend, answered from only after a lookup that
+                                 asked Neutron (a cached lookup may name a deleted instance:
+                                 Nova's 404 shows it) [default: 0, off; 0 to 86400 seconds]
       --stale-if-error S         While every server fails, answer from a kept answer up to S
                                  seconds past its TTL, with Age and Warning: 110 - \"Response
                                  is Stale\" (needs --response-cache-ttl) [default: 0, off; 0 to
