@@ -13,6 +13,8 @@
 //! outputs, which the endpoint answers from the role's policy (`policy`) or its pool.
 
 mod admission;
+#[cfg(test)]
+mod failover_tests;
 mod probes;
 #[cfg(test)]
 mod tests;
@@ -34,7 +36,7 @@ use crate::policy::{self, Policy};
 use crate::proxy::conn::{Conn, Settings};
 use crate::proxy::decision::{Output, Route};
 use crate::scope::canonical_ip;
-use crate::socket::{Action, ConnectError, Event, Input, SockId};
+use crate::socket::{Action, ConnectError, Event, Input, SockId, Target};
 use crate::tls::shuttle::Shuttle;
 use crate::tls::{ServerTls, TlsTarget};
 use crate::upstream::{Probe, ServerSpec, Servers};
@@ -100,7 +102,13 @@ impl Endpoint {
         let policy = policy::for_role(now, &cfg.role, meter.clone());
         let (specs, resilience) = policy.servers().unwrap_or_else(|| {
             let one = policy.upstream().cloned();
-            let one = one.map(|t| ServerSpec::plain(t, "upstream"));
+            let one = one.map(|t| {
+                let name = match &t {
+                    Target::Tcp(addr) => addr.to_string(),
+                    Target::Unix(path) => path.display().to_string(),
+                };
+                ServerSpec::plain(t, name)
+            });
             (one.into_iter().collect(), Resilience::default())
         });
         let several = specs.len() > 1;
