@@ -397,11 +397,10 @@ impl Endpoint {
         };
         self.owners.insert(sock, Owner::Upstream(key));
         self.servers.busy(i);
-        let name = self.servers.name(i).to_owned();
         let Some(conn) = self.conns.get_mut(&key) else {
             return self.close(sock);
         };
-        if !conn.upstream_at(now, sock, reused, i, &name) {
+        if !conn.upstream_at(now, sock, reused, i, self.servers.name(i)) {
             self.close(sock);
         }
     }
