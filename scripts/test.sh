@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README "Testing"): formatting, lints, every test, the network
 # namespace test (scripts/netns-test.sh), the systemd units (scripts/check-units.sh), a short soak
-# (bench/soak.sh; SOAK_REQUESTS, default 50 000), a fuzz smoke.
+# (bench/soak.sh; SOAK_REQUESTS, default 50 000), a failover soak (bench/failover.sh soak;
+# FAILOVER_SOAK_SECONDS, default 60), a fuzz smoke.
 # FUZZ_SECONDS sets the smoke length per fuzz target (default 20; 0 skips fuzzing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +33,9 @@ echo "--- systemd units (dist/systemd)"
 echo "--- soak: ${SOAK_REQUESTS:-50000} requests through ns-proxy → agent → server (bench/soak.sh)"
 # Fails if any process's RSS grows by more than 1 MiB after the warm-up, or its descriptors at all.
 SOAK_CHECK=1 SOAK_MAX_SECONDS=300 MDPROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/mdproxy" bench/soak.sh "${SOAK_REQUESTS:-50000}"
+echo "--- failover soak: ${FAILOVER_SOAK_SECONDS:-60} s of alternating metadata-server failures (bench/failover.sh soak)"
+# Fails on a non-200 beyond those in flight at a kill, or on agent RSS or descriptor growth.
+SOAK_SECONDS=${FAILOVER_SOAK_SECONDS:-60} MDPROXY_BIN="${CARGO_TARGET_DIR:-target}/debug/mdproxy" bench/failover.sh soak
 secs=${FUZZ_SECONDS:-20}
 if [ "$secs" -gt 0 ]; then
   echo "--- fuzz smoke (${secs}s per target)"

@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,11 +12,12 @@ use std::time::Duration;
 
 use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
 use mdproxy_core::agent::{AgentImds, Issuer, StaticMap};
-use mdproxy_core::config::{AgentConfig, Backend, Reload, Role};
+use mdproxy_core::config::{AgentConfig, Backend, Reload, Resilience, Role};
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
 use mdproxy_core::tls::{ClientTls, EndpointTls, TlsTarget};
+use mdproxy_core::upstream::{CacheLimits, ServerSpec};
 
 use crate::entropy::OsEntropy;
 use crate::listen::bind_unix;
@@ -28,10 +30,8 @@ use crate::{cli, os, ovn, tls, token_key, Failure};
 pub struct Agent {
     args: cli::Agent,
     role: AgentConfig,
-    /// The metadata server's address, resolved.
-    metadata: SocketAddr,
-    /// TLS to an https metadata server.
-    upstream_tls: Option<TlsTarget>,
+    /// The metadata servers' addresses, resolved.
+    metadata: Vec<SocketAddr>,
     /// The lookup backend, for the start-up line.
     backend: String,
     /// Makes each worker's SIGHUP hook.
@@ -77,18 +77,34 @@ impl Serve for Agent {
                 )
             }
         };
-        let url = args.metadata.to_string();
-        let metadata = resolve(
-            "--metadata-url",
-            &url,
-            &args.metadata.host,
-            args.metadata.port,
-        )
-        .map_err(Failure::Config)?;
-        let upstream_tls = metadata_tls(&args).map_err(Failure::Config)?;
+        let mut specs = Vec::new();
+        let mut metadata = Vec::new();
+        for url in &args.metadata {
+            let name = url.to_string();
+            let addr = resolve("--metadata-url", &name, &url.host, url.port);
+            let addr = addr.map_err(Failure::Config)?;
+            let tls = metadata_tls(&args, url).map_err(Failure::Config)?;
+            metadata.push(addr);
+            specs.push(ServerSpec {
+                target: Target::Tcp(addr),
+                name,
+                tls,
+            });
+        }
+        let response_cache = (!args.response_cache_ttl.is_zero()).then_some(CacheLimits {
+            ttl: args.response_cache_ttl,
+            stale_if_error: args.stale_if_error,
+            max_entries: RESPONSE_CACHE_ENTRIES,
+            max_bytes: RESPONSE_CACHE_BYTES,
+        });
         let imds = agent_imds(&args).map_err(Failure::Config)?;
         let role = AgentConfig {
-            metadata: Target::Tcp(metadata),
+            metadata: specs,
+            resilience: Resilience {
+                probe_interval: args.probe_interval,
+                request_deadline: Some(args.request_deadline),
+                response_cache,
+            },
             signer: Signer::new(&secret),
             backend,
             cache_capacity: args.cache_size,
@@ -100,7 +116,6 @@ impl Serve for Agent {
             args,
             role,
             metadata,
-            upstream_tls,
             backend: described,
             hangup,
         })
@@ -113,20 +128,28 @@ impl Serve for Agent {
 
     fn describe(&self, (listener, _): &Self::Bound) -> String {
         let a = &self.args;
+        let cache = match &self.role.resilience.response_cache {
+            Some(c) => format!(
+                ", response cache {}s (stale {}s)",
+                c.ttl.as_secs_f64(),
+                c.stale_if_error.as_secs_f64()
+            ),
+            None => String::new(),
+        };
         format!(
-            "agent listening on {listener}, metadata server {} ({}{}), {}, {} worker(s)",
-            a.metadata,
-            self.metadata,
-            describe_tls(&a.metadata_tls, a.metadata.https),
+            "agent listening on {listener}, {}, request deadline {}s{cache}, {}, {} worker(s)",
+            self.servers_text(),
+            a.request_deadline.as_secs_f64(),
             self.backend,
             a.workers,
         )
     }
 
     fn work(self, (listener, socket_file): Self::Bound) -> Result<Work, Failure> {
+        // Each metadata server carries its own TLS (its name to check).
         let tls = EndpointTls {
             accept: None,
-            upstream: self.upstream_tls,
+            upstream: None,
         };
         let endpoint = serve::endpoint(Role::Agent(self.role), &self.args.endpoint, tls);
         let (drain_timeout, hangup) = (self.args.drain_timeout, self.hangup);
@@ -142,8 +165,8 @@ impl Serve for Agent {
 
 /// What a role that runs the agent in-process (the node) takes from a loaded agent.
 pub struct InProcess {
+    /// Each metadata server in it carries its own TLS.
     pub role: AgentConfig,
-    pub upstream_tls: Option<TlsTarget>,
     /// Makes the SIGHUP hook (re-reads the static map).
     pub hangup: Box<dyn Fn() -> Hook>,
     /// The metadata server and the backend, for the start-up line.
@@ -151,19 +174,23 @@ pub struct InProcess {
 }
 
 impl Agent {
+    /// `metadata server(s) URL (ADDR, TLS), …`, for the start-up line.
+    fn servers_text(&self) -> String {
+        let a = &self.args;
+        let servers: Vec<String> = (a.metadata.iter().zip(&self.metadata))
+            .map(|(url, addr)| {
+                format!("{url} ({addr}{})", describe_tls(&a.metadata_tls, url.https))
+            })
+            .collect();
+        let plural = if servers.len() > 1 { "s" } else { "" };
+        format!("metadata server{plural} {}", servers.join(", "))
+    }
+
     /// The agent's settings without its socket, for the node.
     pub fn into_in_process(self) -> InProcess {
-        let a = &self.args;
-        let described = format!(
-            "metadata server {} ({}{}), {}",
-            a.metadata,
-            self.metadata,
-            describe_tls(&a.metadata_tls, a.metadata.https),
-            self.backend,
-        );
+        let described = format!("{}, {}", self.servers_text(), self.backend);
         InProcess {
             role: self.role,
-            upstream_tls: self.upstream_tls,
             hangup: self.hangup,
             described,
         }
@@ -194,16 +221,24 @@ fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its
 /// certificate must carry checked.
-fn metadata_tls(cfg: &cli::Agent) -> Result<Option<TlsTarget>, String> {
-    if !cfg.metadata.https {
+fn metadata_tls(cfg: &cli::Agent, url: &cli::MetadataUrl) -> Result<Option<TlsTarget>, String> {
+    if !url.https {
         return Ok(None);
     }
     let client = tls::client(&cfg.metadata_tls, "--metadata")?;
-    let target = TlsTarget::new(client, &cfg.metadata.host);
+    let target = TlsTarget::new(client, &url.host);
     target
         .map(Some)
-        .map_err(|e| format!("--metadata-url {}: {e}", cfg.metadata))
+        .map_err(|e| format!("--metadata-url {url}: {e}"))
 }
+
+/// The response cache's bounds, per worker: Nova's answers are a few KiB, so the bytes bound
+/// is the one that holds when user-data is large.
+const RESPONSE_CACHE_ENTRIES: NonZeroUsize = match NonZeroUsize::new(10_000) {
+    Some(n) => n,
+    None => NonZeroUsize::MIN,
+};
+const RESPONSE_CACHE_BYTES: usize = 32 << 20;
 
 /// TLS for the neutron backend: needed for an https URL or when TLS flags were given; when
 /// Neutron's URL comes from the catalog, which may name an https endpoint, the system's CAs

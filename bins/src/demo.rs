@@ -13,11 +13,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
 use mdproxy_core::agent::{AgentImds, Issuer, StaticMap};
-use mdproxy_core::config::{AgentConfig, Backend, NsProxyConfig, Role};
+use mdproxy_core::config::{AgentConfig, Backend, NsProxyConfig, Resilience, Role};
 use mdproxy_core::metadata::{parse_instance, Entropy, Format, ImdsV2, InstanceData};
 use mdproxy_core::scope::{Scope, Uuid};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
+use mdproxy_core::upstream::ServerSpec;
 
 use crate::entropy::OsEntropy;
 use crate::listen::{bind_tcp, bind_unix};
@@ -143,7 +144,11 @@ impl Serve for Demo {
 
     fn work(self, b: Bound) -> Result<Work, Failure> {
         let agent = Role::Agent(AgentConfig {
-            metadata: Target::Tcp(b.server_addr),
+            metadata: vec![ServerSpec::plain(
+                Target::Tcp(b.server_addr),
+                format!("http://{}", b.server_addr),
+            )],
+            resilience: Resilience::default(),
             signer: self.signer,
             backend: Backend::Static(self.map),
             cache_capacity: NonZeroUsize::MIN,

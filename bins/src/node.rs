@@ -77,7 +77,8 @@ impl Serve for Node {
             .map_err(|e| Failure::System(format!("cannot make the listener queue: {e}")))?;
         let tls = EndpointTls {
             accept: None,
-            upstream: self.agent.upstream_tls,
+            // Each metadata server carries its own TLS (its name to check).
+            upstream: None,
         };
         let endpoint = serve::endpoint(Role::Node(self.agent.role), &self.endpoint, tls);
         let options = Options {

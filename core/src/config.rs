@@ -14,6 +14,7 @@ use crate::scope::Scope;
 use crate::sign::Signer;
 use crate::socket::Target;
 use crate::tls::EndpointTls;
+use crate::upstream::{CacheLimits, ServerSpec};
 
 /// Timeouts of one endpoint (defaults from DESIGN.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,8 +63,10 @@ pub enum Role {
 /// Settings of the metadata agent.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The metadata server.
-    pub metadata: Target,
+    /// The metadata servers, in the configured order (at least one; see [`crate::upstream`]).
+    pub metadata: Vec<ServerSpec>,
+    /// How requests outlive a failing metadata server.
+    pub resilience: Resilience,
     /// Signs instance IDs with the secret shared with the metadata server.
     pub signer: Signer,
     /// Where instances are looked up.
@@ -76,6 +79,18 @@ pub struct AgentConfig {
     pub negative_ttl: Duration,
     /// IMDSv2 tokens at the agent (see [`crate::agent::imds`]).
     pub imds: AgentImds,
+}
+
+/// How the agent keeps serving while metadata servers fail (issue 17). All off by default
+/// but the retry on another server, which needs no setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Resilience {
+    /// Probe each server (`GET /`) this often; `None`: passive health only.
+    pub probe_interval: Option<Duration>,
+    /// Connect, retries and the answer's head must fit in this (504 past it).
+    pub request_deadline: Option<Duration>,
+    /// Keep the metadata server's 200 answers to GET (see [`crate::upstream::ResponseCache`]).
+    pub response_cache: Option<CacheLimits>,
 }
 
 /// The agent's lookup backend.

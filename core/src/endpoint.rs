@@ -14,6 +14,9 @@
 
 mod admission;
 #[cfg(test)]
+mod failover_tests;
+mod probes;
+#[cfg(test)]
 mod tests;
 mod timers;
 mod tls;
@@ -25,24 +28,25 @@ use std::time::{Duration, Instant};
 use admission::Admission;
 use timers::Timers;
 
-use crate::config::{EndpointConfig, Reload};
+use crate::config::{EndpointConfig, Reload, Resilience};
 use crate::http::Method;
 use crate::listener::{ListenerId, ScopedListener};
 use crate::lookup::{ClientAction, ReqId};
-use crate::metrics::{Meter, RoleMetrics};
+use crate::metrics::{Meter, ResponseCacheEvent, RoleMetrics};
 use crate::policy::{self, Policy};
 use crate::proxy::conn::{Conn, Settings};
 use crate::proxy::decision::{Output, Route};
 use crate::proxy::ratelimit::RateLimiter;
 use crate::scope::{canonical_ip, LookupKey};
-use crate::socket::{Action, ConnectError, Event, Input, SockId};
+use crate::socket::{Action, ConnectError, Event, Input, SockId, Target};
 use crate::tls::shuttle::Shuttle;
 use crate::tls::{ServerTls, TlsTarget};
+use crate::upstream::{Probe, ServerSpec, Servers};
 
 /// An idle upstream connection is closed after this, well before the agent's own 30 s idle
 /// timeout, so that we rarely pick one the other end is closing.
 const POOL_IDLE: Duration = Duration::from_secs(10);
-/// Most idle upstream connections kept.
+/// Most idle upstream connections kept, per server.
 const POOL_MAX: usize = 64;
 
 /// Who a socket belongs to.
@@ -56,6 +60,8 @@ enum Owner {
     Pooled,
     /// A connection of the policy's lookup backend.
     Backend(ReqId),
+    /// An active health probe ([`crate::upstream`]).
+    Probe,
 }
 
 /// Every connection of one event loop, for one role. See the crate docs for the drive loop.
@@ -73,8 +79,13 @@ pub struct Endpoint {
     owners: BTreeMap<SockId, Owner>,
     /// Client connections, keyed by their client socket.
     conns: BTreeMap<SockId, Conn>,
-    /// Idle upstream connections, most recently used last; each has an idle timer.
-    pool: Vec<SockId>,
+    /// The servers forwarded to, each with its pool of idle connections (each with an idle
+    /// timer).
+    servers: Servers,
+    /// The server of every upstream socket, busy or pooled.
+    server_of: BTreeMap<SockId, usize>,
+    /// Health probes in flight, by socket.
+    probes: BTreeMap<SockId, Probe>,
     /// The backend's connections and the sockets carrying them.
     backend_socks: BTreeMap<ReqId, SockId>,
     timers: Timers,
@@ -100,11 +111,28 @@ impl Endpoint {
     pub fn new(now: Instant, cfg: EndpointConfig) -> Self {
         let meter = Meter::new(cfg.metrics.clone(), policy::metric_role(&cfg.role));
         let policy = policy::for_role(now, &cfg.role, meter.clone());
+        let (specs, resilience) = policy.servers().unwrap_or_else(|| {
+            let one = policy.upstream().cloned();
+            let one = one.map(|t| {
+                let name = match &t {
+                    Target::Tcp(addr) => addr.to_string(),
+                    Target::Unix(path) => path.display().to_string(),
+                };
+                ServerSpec::plain(t, name)
+            });
+            (one.into_iter().collect(), Resilience::default())
+        });
+        let several = specs.len() > 1;
+        let servers = Servers::new(now, specs, resilience.probe_interval, |name| {
+            several.then(|| meter.server(name)).flatten()
+        });
         Endpoint {
             settings: Settings {
                 limits: cfg.limits,
                 timeouts: cfg.timeouts,
                 quiet: policy.quiet(),
+                attempts: servers.len().max(1),
+                deadline: resilience.request_deadline,
             },
             admission: Admission::new(policy.conn_limits(cfg.conns)),
             tls: Shuttle::new(now, &cfg.tls, policy::backend_tls(&cfg.role)),
@@ -116,7 +144,9 @@ impl Endpoint {
             next_id: 0,
             owners: BTreeMap::new(),
             conns: BTreeMap::new(),
-            pool: Vec::new(),
+            servers,
+            server_of: BTreeMap::new(),
+            probes: BTreeMap::new(),
             backend_socks: BTreeMap::new(),
             timers: Timers::default(),
             actions: VecDeque::new(),
@@ -251,6 +281,7 @@ impl Endpoint {
                     backend.handle(now, req, input);
                 }
             }
+            Some(Owner::Probe) => self.probe_input(now, sock, input),
             None => {}
         }
     }
@@ -305,8 +336,11 @@ impl Endpoint {
                 self.with_conn(now, key, |c| c.on_timeout(now));
             } else if self.owners.get(&key) == Some(&Owner::Pooled) {
                 self.drop_pooled(key);
+            } else if self.owners.get(&key) == Some(&Owner::Probe) {
+                self.probe_timed_out(now, key);
             }
         }
+        self.start_probes(now);
         if let Some(backend) = self.policy.backend() {
             if backend.poll_timeout().is_some_and(|t| t <= now) {
                 backend.handle_timeout(now);
@@ -400,44 +434,75 @@ impl Endpoint {
                     self.meter.count(|m| m.request(status, took));
                 }
                 Output::UpstreamFailed(kind) => self.meter.count(|m| m.upstream_error(kind)),
+                Output::Attempt {
+                    server,
+                    took,
+                    failure,
+                } => match failure {
+                    None => self.servers.succeeded(server, Some(took)),
+                    Some(why) => self.servers.failed(server, now, &why),
+                },
+                Output::DeadlineMissed => self.meter.count(RoleMetrics::deadline_miss),
+                Output::Stale => {
+                    self.meter
+                        .count(|m| m.response_cache(ResponseCacheEvent::Stale));
+                }
+                Output::Captured(captured) => self.policy.captured(now, *captured),
             }
         }
     }
 
-    /// An upstream connection for connection `key`: from the pool unless `fresh`, else new.
+    /// An upstream connection for connection `key`: to the server [`Servers::pick`] chooses
+    /// among those its request was not tried on yet (any, for a replay on the same one), from
+    /// that server's pool unless `fresh`, else new.
     fn give_upstream(&mut self, now: Instant, key: SockId, fresh: bool) {
-        let pooled = if fresh { None } else { self.pool.pop() };
-        // `nowhere`: a role with nowhere to forward (it answers everything itself).
-        let (sock, reused, nowhere) = match pooled {
+        let tried = self.conns.get(&key).map(|c| c.tried().to_vec());
+        let tried = tried.unwrap_or_default();
+        let server = (self.servers.pick(now, &tried)).or_else(|| self.servers.pick(now, &[]));
+        let Some(i) = server else {
+            // A role with nowhere to forward (it answers everything itself).
+            let sock = self.new_id();
+            if let Some(conn) = self.conns.get_mut(&key) {
+                if conn.upstream_at(now, sock, false, 0, "") {
+                    // What an unreachable upstream means.
+                    conn.on_upstream(now, Input::ConnectFailed(ConnectError::Other));
+                }
+            }
+            return;
+        };
+        if !tried.is_empty() && !tried.contains(&i) {
+            self.servers.retried(i);
+        }
+        let pooled = match (fresh, self.servers.get_mut(i)) {
+            (false, Some(s)) => s.idle.pop(),
+            _ => None,
+        };
+        let (sock, reused) = match pooled {
             Some(sock) => {
-                self.owners.insert(sock, Owner::Upstream(key));
                 self.timers.set(sock, None);
-                (sock, true, false)
+                (sock, true)
             }
             None => {
                 let sock = self.new_id();
-                match self.policy.upstream().cloned() {
-                    Some(target) => {
-                        self.owners.insert(sock, Owner::Upstream(key));
-                        if let Some(tls) = &self.upstream_tls {
-                            self.tls.connecting(sock, tls);
-                        }
-                        self.actions.push_back(Action::Connect { sock, target });
-                        (sock, false, false)
-                    }
-                    None => (sock, false, true),
+                let Some(spec) = self.servers.get(i).map(|s| &s.spec) else {
+                    return;
+                };
+                if let Some(tls) = spec.tls.as_ref().or(self.upstream_tls.as_ref()) {
+                    self.tls.connecting(sock, tls);
                 }
+                let target = spec.target.clone();
+                self.actions.push_back(Action::Connect { sock, target });
+                self.server_of.insert(sock, i);
+                (sock, false)
             }
         };
+        self.owners.insert(sock, Owner::Upstream(key));
+        self.servers.busy(i);
         let Some(conn) = self.conns.get_mut(&key) else {
             return self.close(sock);
         };
-        if !conn.upstream(now, sock, reused) {
-            return self.close(sock);
-        }
-        if nowhere {
-            // What an unreachable upstream means.
-            conn.on_upstream(now, Input::ConnectFailed(ConnectError::Other));
+        if !conn.upstream_at(now, sock, reused, i, self.servers.name(i)) {
+            self.close(sock);
         }
     }
 
@@ -446,21 +511,39 @@ impl Endpoint {
         if !clean || self.draining {
             return self.close(sock);
         }
+        let Some(&i) = self.server_of.get(&sock) else {
+            return self.close(sock);
+        };
+        self.servers.done(i);
         self.owners.insert(sock, Owner::Pooled);
-        self.pool.push(sock);
         self.timers.set(sock, Some(now + POOL_IDLE));
-        if self.pool.len() > POOL_MAX {
-            let old = self.pool.remove(0);
+        let Some(server) = self.servers.get_mut(i) else {
+            return self.close(sock);
+        };
+        server.idle.push(sock);
+        if server.idle.len() > POOL_MAX {
+            let old = server.idle.remove(0);
             self.close(old);
         }
     }
 
     fn drop_pooled(&mut self, sock: SockId) {
-        self.pool.retain(|s| *s != sock);
+        if let Some(s) = self
+            .server_of
+            .get(&sock)
+            .and_then(|&i| self.servers.get_mut(i))
+        {
+            s.idle.retain(|s| *s != sock);
+        }
         self.close(sock);
     }
 
     fn close(&mut self, sock: SockId) {
+        let server = self.server_of.remove(&sock);
+        if let (Some(i), Some(Owner::Upstream(_))) = (server, self.owners.get(&sock)) {
+            self.servers.done(i);
+        }
+        self.probes.remove(&sock);
         self.tls.remove(sock);
         self.shut_after_flush.remove(&sock);
         if !self.conns.contains_key(&sock) {
@@ -553,7 +636,7 @@ impl Endpoint {
         match self.owners.get(&sock)? {
             Owner::Client => self.conns.get(&sock),
             Owner::Upstream(key) => self.conns.get(key),
-            Owner::Pooled | Owner::Backend(_) => None,
+            Owner::Pooled | Owner::Backend(_) | Owner::Probe => None,
         }
     }
 
@@ -565,6 +648,9 @@ impl Endpoint {
         }
         if let Some(Owner::Backend(req)) = self.owners.get(&sock) {
             return (self.policy.backend_ref()).map_or(&[], |b| b.pending_write(*req));
+        }
+        if let Some(probe) = self.probes.get(&sock) {
+            return probe.pending_write();
         }
         self.conn_of(sock).map_or(&[], |c| c.pending_write(sock))
     }
@@ -588,6 +674,11 @@ impl Endpoint {
                         backend.consume_write(req, n);
                     }
                 }
+                Some(Owner::Probe) => {
+                    if let Some(probe) = self.probes.get_mut(&sock) {
+                        probe.consume_write(n);
+                    }
+                }
                 Some(Owner::Pooled) | None => return,
             }
         }
@@ -601,7 +692,7 @@ impl Endpoint {
             return true;
         }
         match self.owners.get(&sock) {
-            Some(Owner::Pooled) => true,
+            Some(Owner::Pooled | Owner::Probe) => true,
             Some(Owner::Backend(req)) => {
                 (self.policy.backend_ref()).is_some_and(|b| b.wants_read(*req))
             }
@@ -614,17 +705,19 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let conns = self.timers.first();
         let backend = self.policy.backend_ref().and_then(|b| b.poll_timeout());
-        match (conns, backend) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let probes = self.servers.poll_timeout().filter(|_| !self.draining);
+        [conns, backend, probes].into_iter().flatten().min()
     }
 
     /// Graceful shutdown: idle connections close now, busy ones after their current exchange.
     /// The runtime stops accepting and waits for [`Endpoint::is_drained`] (or its own deadline).
     pub fn begin_drain(&mut self, now: Instant) {
         self.draining = true;
-        for sock in std::mem::take(&mut self.pool) {
+        let idle: Vec<SockId> = (self.servers.iter_mut())
+            .flat_map(|s| std::mem::take(&mut s.idle))
+            .chain(self.probes.keys().copied())
+            .collect();
+        for sock in idle {
             self.close(sock);
         }
         let keys: Vec<SockId> = self.conns.keys().copied().collect();

@@ -48,6 +48,7 @@ pub mod scope;
 pub mod sign;
 pub mod socket;
 pub mod tls;
+pub mod upstream;
 
 #[cfg(any(test, fuzzing, feature = "testing"))]
 pub mod testing;

@@ -27,6 +27,13 @@
 //! | `mdproxy_ovn_stale_answers_total` | counter | `role` | answers while the SB was unreachable |
 //! | `mdproxy_ovn_seconds_since_update` | gauge | `role` | since the last update applied |
 //! | `mdproxy_imds_no_token_requests_total` | counter | `role`, `instance` | agent: served without an IMDSv2 token (bounded: [`no_token`]) |
+//! | `mdproxy_upstream_server_up` | gauge | `role`, `server` | 1 unless an event loop marked it down |
+//! | `mdproxy_upstream_server_answers_total` | counter | `role`, `server` | answers below 500 |
+//! | `mdproxy_upstream_server_failures_total` | counter | `role`, `server` | failed attempts |
+//! | `mdproxy_upstream_server_latency_seconds_sum` | counter | `role`, `server` | attempt to answer head |
+//! | `mdproxy_upstream_retries_total` | counter | `role`, `server` | requests sent again, to this server |
+//! | `mdproxy_deadline_misses_total` | counter | `role` | requests answered 504 at the deadline |
+//! | `mdproxy_response_cache_total` | counter | `role`, `result` | fresh hits, stale answers, stores |
 
 use std::fmt::{self, Write as _};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -235,6 +242,80 @@ pub struct RoleMetrics {
     ovn: Mutex<Option<(OvnStats, Option<Instant>)>>,
     /// Requests served without an IMDSv2 token (agent).
     no_token: Mutex<no_token::NoToken>,
+    /// The servers forwarded to, by name; registered once per endpoint, not per request.
+    servers: Mutex<Vec<Arc<ServerCounters>>>,
+    deadline_misses: AtomicU64,
+    /// Fresh hits, stale answers, stores of the response cache.
+    response_cache: [AtomicU64; 3],
+}
+
+/// The counters of one upstream server (shared by the event loops that forward to it).
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    name: String,
+    /// Event loops that have it marked down now.
+    down: AtomicU64,
+    answers: AtomicU64,
+    failures: AtomicU64,
+    retries: AtomicU64,
+    latency_sum_ns: AtomicU64,
+}
+
+impl ServerCounters {
+    /// It answered (below 500), `took` after the attempt started.
+    pub fn answered(&self, took: Option<Duration>) {
+        self.answers.fetch_add(1, Relaxed);
+        if let Some(took) = took {
+            let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            self.latency_sum_ns.fetch_add(ns, Relaxed);
+        }
+    }
+
+    /// An attempt on it failed.
+    pub fn failed(&self) {
+        self.failures.fetch_add(1, Relaxed);
+    }
+
+    /// A request failed elsewhere was sent again, to it.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// An event loop marked it down (`true`) or back up.
+    pub fn set_down(&self, down: bool) {
+        if down {
+            self.down.fetch_add(1, Relaxed);
+        } else {
+            let _ = (self.down).fetch_update(Relaxed, Relaxed, |d| d.checked_sub(1));
+        }
+    }
+}
+
+/// What the response cache did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseCacheEvent {
+    /// Answered from a fresh entry.
+    Fresh,
+    /// Answered from a stale entry while every server failed.
+    Stale,
+    /// Kept an answer.
+    Stored,
+}
+
+impl ResponseCacheEvent {
+    const ALL: [ResponseCacheEvent; 3] = [
+        ResponseCacheEvent::Fresh,
+        ResponseCacheEvent::Stale,
+        ResponseCacheEvent::Stored,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            ResponseCacheEvent::Fresh => "fresh",
+            ResponseCacheEvent::Stale => "stale",
+            ResponseCacheEvent::Stored => "stored",
+        }
+    }
 }
 
 impl Metrics {
@@ -356,6 +437,10 @@ impl Metrics {
             }
         }
 
+        for &&(role, m) in &relays {
+            render_servers(out, role, m);
+        }
+
         let Some(&(role, m)) = roles.iter().find(|(r, _)| *r == MetricRole::Agent) else {
             return;
         };
@@ -385,6 +470,84 @@ impl Metrics {
             render_ovn(out, &stats, last.map(|t| now.saturating_duration_since(t)));
         }
     }
+}
+
+/// The upstream servers' series, the deadline misses and the response cache of a role that
+/// relays.
+fn render_servers(out: &mut String, role: MetricRole, m: &RoleMetrics) {
+    let servers = m
+        .servers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
+    let label = role.label();
+    let mut series = |name: &str, kind: &str, help: &str, rows: &[(String, String)]| {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{role=\"{label}\"{labels}}} {v}");
+        }
+    };
+    let per = |f: &dyn Fn(&ServerCounters) -> String| -> Vec<(String, String)> {
+        (servers.iter())
+            .map(|s| (format!(",server=\"{}\"", s.name.escape_default()), f(s)))
+            .collect()
+    };
+    if !servers.is_empty() {
+        series(
+            "mdproxy_upstream_server_up",
+            "gauge",
+            "1 while no event loop has the server marked down (after consecutive failures).",
+            &per(&|s| u8::from(s.down.load(Relaxed) == 0).to_string()),
+        );
+        series(
+            "mdproxy_upstream_server_answers_total",
+            "counter",
+            "Answers (status below 500) the server gave.",
+            &per(&|s| s.answers.load(Relaxed).to_string()),
+        );
+        series(
+            "mdproxy_upstream_server_failures_total",
+            "counter",
+            "Attempts on the server that failed: connect, timeout, 5xx, broken answers.",
+            &per(&|s| s.failures.load(Relaxed).to_string()),
+        );
+        series(
+            "mdproxy_upstream_server_latency_seconds_sum",
+            "counter",
+            "Seconds from an attempt's start to the server's answer head, summed over its answers.",
+            &per(&|s| {
+                let ns = s.latency_sum_ns.load(Relaxed);
+                format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
+            }),
+        );
+        series(
+            "mdproxy_upstream_retries_total",
+            "counter",
+            "Requests (GET and HEAD only) sent again, to this server, after another failed them.",
+            &per(&|s| s.retries.load(Relaxed).to_string()),
+        );
+    }
+    series(
+        "mdproxy_deadline_misses_total",
+        "counter",
+        "Requests answered 504 because the request deadline passed.",
+        &[(String::new(), m.deadline_misses.load(Relaxed).to_string())],
+    );
+    let rows: Vec<_> = (ResponseCacheEvent::ALL.iter())
+        .zip(&m.response_cache)
+        .map(|(e, n)| {
+            (
+                format!(",result=\"{}\"", e.label()),
+                n.load(Relaxed).to_string(),
+            )
+        })
+        .collect();
+    series(
+        "mdproxy_response_cache_total",
+        "counter",
+        "Response cache: fresh hits, stale answers (every server failing) and answers stored.",
+        &rows,
+    );
 }
 
 /// The OVN backend's series (agent only).
@@ -513,6 +676,31 @@ impl RoleMetrics {
         self.backend_down.store(true, Relaxed);
         self.backend_failures.fetch_add(1, Relaxed);
     }
+
+    /// The counters of the upstream server `name`, shared with the other endpoints that
+    /// forward to it.
+    pub fn server(&self, name: &str) -> Arc<ServerCounters> {
+        let mut servers = self.servers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(s) = servers.iter().find(|s| s.name == name) {
+            return s.clone();
+        }
+        let s = Arc::new(ServerCounters {
+            name: name.to_owned(),
+            ..ServerCounters::default()
+        });
+        servers.push(s.clone());
+        s
+    }
+
+    /// A request was answered 504 at its deadline.
+    pub fn deadline_miss(&self) {
+        self.deadline_misses.fetch_add(1, Relaxed);
+    }
+
+    /// The response cache did this.
+    pub fn response_cache(&self, event: ResponseCacheEvent) {
+        self.response_cache[event as usize].fetch_add(1, Relaxed);
+    }
 }
 
 /// The counters one endpoint adds to: the process's [`Metrics`] under the endpoint's role, or
@@ -528,6 +716,11 @@ impl Meter {
             metrics.enable(*role);
         }
         Meter(counted)
+    }
+
+    /// The counters of upstream server `name`, if any are kept.
+    pub(crate) fn server(&self, name: &str) -> Option<Arc<ServerCounters>> {
+        self.0.as_ref().map(|(m, role)| m.role(*role).server(name))
     }
 
     /// Updates the role's counters, if any are kept.
@@ -706,5 +899,57 @@ mod tests {
         );
         assert_eq!(v("mdproxy_backend_failures_total{role=\"agent\"}"), "1");
         assert_eq!(format!("{m:?}"), "Metrics { .. }");
+    }
+
+    #[test]
+    fn servers_deadline_misses_and_the_response_cache_are_shown() {
+        let m = Metrics::new();
+        m.enable(MetricRole::Agent);
+        let agent = m.role(MetricRole::Agent);
+        let a = agent.server("http://a:8775");
+        assert!(
+            Arc::ptr_eq(&a, &agent.server("http://a:8775")),
+            "one per name"
+        );
+        let b = agent.server("http://b:8775");
+        a.answered(Some(Duration::from_millis(1500)));
+        a.failed();
+        a.set_down(true);
+        a.set_down(true);
+        a.set_down(false);
+        b.retried();
+        b.set_down(false);
+        agent.deadline_miss();
+        agent.response_cache(ResponseCacheEvent::Stale);
+        agent.response_cache(ResponseCacheEvent::Stale);
+        let mut out = String::new();
+        m.render(crate::testing::epoch(), &mut out);
+        let v = |series: &str| sample(&out, series).unwrap_or_else(|| panic!("{series}:\n{out}"));
+        let a_ = "{role=\"agent\",server=\"http://a:8775\"}";
+        let b_ = "{role=\"agent\",server=\"http://b:8775\"}";
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_up{a_}")),
+            "0",
+            "one loop still has it down"
+        );
+        assert_eq!(v(&format!("mdproxy_upstream_server_up{b_}")), "1");
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_answers_total{a_}")),
+            "1"
+        );
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_failures_total{a_}")),
+            "1"
+        );
+        assert_eq!(
+            v(&format!("mdproxy_upstream_server_latency_seconds_sum{a_}")),
+            "1.500000000"
+        );
+        assert_eq!(v(&format!("mdproxy_upstream_retries_total{b_}")), "1");
+        assert_eq!(v("mdproxy_deadline_misses_total{role=\"agent\"}"), "1");
+        assert_eq!(
+            v("mdproxy_response_cache_total{role=\"agent\",result=\"stale\"}"),
+            "2"
+        );
     }
 }

@@ -14,7 +14,8 @@ use mdproxy_core::scope::Uuid;
 
 use super::args::Args;
 use super::range::{
-    BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, OVN_PROBE, PORT, TIMEOUT, WORKERS,
+    BACKLOG, CACHE_SIZE, CACHE_TTL, CONNS, NEUTRON_QUERIES, OVN_PROBE, PORT, PROBE_INTERVAL,
+    REQUEST_DEADLINE, RESPONSE_TTL, TIMEOUT, WORKERS,
 };
 use super::{
     common_help, needs_tls, next_flag, switch, value, Command, Common, EndpointArgs, Process,
@@ -58,7 +59,37 @@ Metadata server:
                                  `mdproxy server`); PORT (1 to 65535) defaults to 80 (443 for
                                  https) when the URL has none. HOST is resolved once, at
                                  startup, and is the name an https server's certificate must
-                                 carry [default: http://127.0.0.1:8775]
+                                 carry [default: http://127.0.0.1:8775]. Repeatable: each
+                                 server gets its own connections; a request goes to the
+                                 healthy one with the fewest requests outstanding, and a GET
+                                 or HEAD whose server fails before any byte of the answer
+                                 reached the client is sent to another (a POST never is).
+                                 Two failures in a row (refused, timed out, 5xx) mark a
+                                 server down for 1 s, doubling up to 30 s while it stays down
+      --metadata-probe-interval S
+                                 With several servers, ask each `GET /` (Nova answers it
+                                 without an instance) every S seconds, to find a server down
+                                 or back before a client does [default: off; 0.1 to 86400
+                                 seconds]
+      --request-deadline S       Connecting, retries and the answer's head of one request must
+                                 fit in S seconds, shared among the servers left to try; past
+                                 it the client gets 504 and the log names every server tried
+                                 [default: 5; 0.001 to 86400 seconds]. 5, half of the 10 s
+                                 cloud-init's OpenStack datasource waits for each try: an
+                                 answer from a second server, or the 504, reaches the
+                                 instance while that try still waits for it
+      --response-cache-ttl S     Keep the metadata server's 200 answers to GET for S seconds
+                                 per (instance, path, Accept) and answer from them (Nova's
+                                 metadata_cache_expiration, here); never the token or password
+                                 paths, answers marked Cache-Control no-store or private, or
+                                 errors. At most 10000 answers and 32 MiB per worker. With
+                                 the neutron backend, answered from only after a lookup that
+                                 asked Neutron (a cached lookup may name a deleted instance:
+                                 Nova's 404 shows it) [default: 0, off; 0 to 86400 seconds]
+      --stale-if-error S         While every server fails, answer from a kept answer up to S
+                                 seconds past its TTL, with Age and Warning: 110 - \"Response
+                                 is Stale\" (needs --response-cache-ttl) [default: 0, off; 0 to
+                                 86400 seconds]
       --metadata-ca-file FILE    PEM CA certificates an https metadata server's certificate
                                  must lead to (Neutron's auth_ca_cert) [default: the system's
                                  CAs, from $SSL_CERT_FILE or /etc/ssl/certs/ca-certificates.crt
@@ -263,7 +294,12 @@ pub struct Agent {
     /// `None`: leave the mode the umask gives.
     pub socket_mode: Option<SocketMode>,
     pub workers: usize,
-    pub metadata: MetadataUrl,
+    /// At least one, in the order given.
+    pub metadata: Vec<MetadataUrl>,
+    pub probe_interval: Option<Duration>,
+    pub request_deadline: Duration,
+    pub response_cache_ttl: Duration,
+    pub stale_if_error: Duration,
     /// TLS to an https metadata server.
     pub metadata_tls: ClientTlsArgs,
     pub shared_secret: Secret,
@@ -680,11 +716,10 @@ pub(super) fn parse_with(
 ) -> Result<Command, String> {
     let mut listen_socket = PathBuf::from("/var/lib/neutron/metadata_proxy");
     let (mut backlog, mut socket_mode, mut workers) = (4096, None, 1);
-    let mut metadata = MetadataUrl {
-        https: false,
-        host: "127.0.0.1".to_owned(),
-        port: 8775,
-    };
+    let mut metadata: Vec<MetadataUrl> = Vec::new();
+    let mut probe_interval = None;
+    let mut request_deadline = Duration::from_secs(5);
+    let (mut response_cache_ttl, mut stale_if_error) = (Duration::ZERO, Duration::ZERO);
     let mut metadata_tls = ClientTlsArgs::default();
     let (mut client_cert, mut client_key) = (None, None);
     let (mut secret, mut static_map, mut backend_name) = (None, None, "static");
@@ -712,7 +747,23 @@ pub(super) fn parse_with(
             "max-conns" => {
                 common.endpoint.conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?
             }
-            "metadata-url" => metadata = metadata_url(&flag, &value(p, &flag)?)?,
+            "metadata-url" => {
+                let url = metadata_url(&flag, &value(p, &flag)?)?;
+                if metadata.contains(&url) {
+                    return Err(format!("{flag}: {url} is given twice"));
+                }
+                metadata.push(url);
+            }
+            "metadata-probe-interval" => {
+                probe_interval = Some(PROBE_INTERVAL.parse(&flag, &value(p, &flag)?)?);
+            }
+            "request-deadline" => {
+                request_deadline = REQUEST_DEADLINE.parse(&flag, &value(p, &flag)?)?;
+            }
+            "response-cache-ttl" => {
+                response_cache_ttl = RESPONSE_TTL.parse(&flag, &value(p, &flag)?)?;
+            }
+            "stale-if-error" => stale_if_error = RESPONSE_TTL.parse(&flag, &value(p, &flag)?)?,
             "metadata-ca-file" => {
                 needs_tls(&flag)?;
                 metadata_tls.ca_file = Some(value(p, &flag)?.into());
@@ -773,11 +824,22 @@ pub(super) fn parse_with(
         (None, Some(_)) => return Err("--metadata-client-key needs --metadata-client-cert".into()),
     };
     check_client_tls(&metadata_tls, "--metadata")?;
-    if metadata_tls.given() && !metadata.https {
+    if metadata.is_empty() {
+        metadata.push(MetadataUrl {
+            https: false,
+            host: "127.0.0.1".to_owned(),
+            port: 8775,
+        });
+    }
+    if metadata_tls.given() && !metadata.iter().any(|m| m.https) {
         return Err(format!(
             "the --metadata-ca-file/-insecure/-client-* flags need an https:// --metadata-url \
-             (it is {metadata})"
+             (it is {})",
+            metadata[0]
         ));
+    }
+    if !stale_if_error.is_zero() && response_cache_ttl.is_zero() {
+        return Err("--stale-if-error needs --response-cache-ttl".to_owned());
     }
     let shared_secret = secret.ok_or(
         "--shared-secret-file is required (for the empty secret: --shared-secret-file /dev/null)",
@@ -819,6 +881,10 @@ pub(super) fn parse_with(
         socket_mode,
         workers,
         metadata,
+        probe_interval,
+        request_deadline,
+        response_cache_ttl,
+        stale_if_error,
         metadata_tls,
         shared_secret,
         backend,
@@ -1028,7 +1094,13 @@ mod tests {
             PathBuf::from("/var/lib/neutron/metadata_proxy")
         );
         assert_eq!((cfg.backlog, cfg.socket_mode, cfg.workers), (4096, None, 1));
-        assert_eq!(cfg.metadata.to_string(), "http://127.0.0.1:8775");
+        assert_eq!(cfg.metadata[0].to_string(), "http://127.0.0.1:8775");
+        assert_eq!(cfg.metadata.len(), 1);
+        assert_eq!(cfg.request_deadline, Duration::from_secs(5));
+        assert_eq!(
+            (cfg.probe_interval, cfg.response_cache_ttl),
+            (None, Duration::ZERO)
+        );
         assert_eq!(cfg.cache_size.get(), 10_000);
         assert_eq!(
             (cfg.cache_ttl, cfg.negative_ttl),
@@ -1188,6 +1260,37 @@ mod tests {
     }
 
     #[test]
+    fn several_metadata_servers_and_what_keeps_them_serving() {
+        let mut args = REQUIRED.to_vec();
+        args.extend([
+            "--metadata-url=http://192.0.2.1:8775",
+            "--metadata-url",
+            "http://192.0.2.2",
+            "--metadata-probe-interval=2.5",
+            "--request-deadline=3",
+            "--response-cache-ttl=15",
+            "--stale-if-error=600",
+        ]);
+        let cfg = agent(&args).unwrap();
+        let urls: Vec<String> = cfg.metadata.iter().map(|m| m.to_string()).collect();
+        assert_eq!(urls, ["http://192.0.2.1:8775", "http://192.0.2.2:80"]);
+        assert_eq!(cfg.probe_interval, Some(Duration::from_millis(2500)));
+        assert_eq!(cfg.request_deadline, Duration::from_secs(3));
+        assert_eq!(cfg.response_cache_ttl, Duration::from_secs(15));
+        assert_eq!(cfg.stale_if_error, Duration::from_secs(600));
+        let twice = [
+            REQUIRED.as_slice(),
+            &["--metadata-url=http://a", "--metadata-url=http://a:80"],
+        ]
+        .concat();
+        assert!(agent(&twice).unwrap_err().contains("given twice"));
+        let stale = [REQUIRED.as_slice(), &["--stale-if-error=5"]].concat();
+        assert!(agent(&stale)
+            .unwrap_err()
+            .contains("needs --response-cache-ttl"));
+    }
+
+    #[test]
     fn flags() {
         let mut args = REQUIRED.to_vec();
         args.extend([
@@ -1220,14 +1323,14 @@ mod tests {
         );
         assert_eq!(cfg.socket_mode.unwrap().bits(), 0o666);
         assert_eq!(
-            cfg.metadata,
+            cfg.metadata[0],
             MetadataUrl {
                 https: false,
                 host: "fd00::1".into(),
                 port: 9000
             }
         );
-        assert_eq!(cfg.metadata.to_string(), "http://[fd00::1]:9000");
+        assert_eq!(cfg.metadata[0].to_string(), "http://[fd00::1]:9000");
         assert_eq!(cfg.cache_size.get(), 5);
         assert_eq!(cfg.cache_ttl, Duration::ZERO);
         assert_eq!(cfg.negative_ttl, Duration::from_millis(500));
@@ -1280,7 +1383,7 @@ mod tests {
             "--metadata-client-key=/k.pem",
         ]);
         let cfg = agent(&args).unwrap();
-        assert!(cfg.metadata.https);
+        assert!(cfg.metadata[0].https);
         assert_eq!(cfg.metadata_tls.ca_file, Some(PathBuf::from("/ca.pem")));
         assert_eq!(
             cfg.metadata_tls.client_cert,

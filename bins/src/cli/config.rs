@@ -522,6 +522,8 @@ mod tests {
                  rate-limit = \"10/10,20/2\"\n\
                  [agent]\nshared-secret-file = \"/s\"\nstatic-map = \"/m\"\nworkers = 3\n\
                  socket-mode = \"all\"\n\
+                 metadata-url = [\"http://192.0.2.1:8775\", \"http://192.0.2.2:8775\"]\n\
+                 request-deadline = 3\nresponse-cache-ttl = 15\n\
                  [server]\ninstances = \"/i\"\ndirect = true\nimdsv2 = \"required\"\n\
                  [demo]\nlisten = \"127.0.0.1:5\"\n"
             ),
@@ -546,6 +548,10 @@ mod tests {
                     "--static-map=/m",
                     "--workers=3",
                     "--socket-mode=all",
+                    "--metadata-url=http://192.0.2.1:8775",
+                    "--metadata-url=http://192.0.2.2:8775",
+                    "--request-deadline=3",
+                    "--response-cache-ttl=15",
                 ],
             ),
             (

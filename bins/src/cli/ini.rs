@@ -519,32 +519,36 @@ impl Translation<'_> {
         let given: Vec<&Found> = [&host, &port, &protocol].into_iter().flatten().collect();
         let https = protocol.as_ref().is_some_and(|p| p.value == "https");
         if let Some(&first) = given.first() {
-            let host = host.as_ref().map_or("127.0.0.1", |h| &h.value);
-            let host = match host.contains(':') && !host.starts_with('[') {
-                true => format!("[{host}]"),
-                false => host.to_owned(),
-            };
-            let url = format!(
-                "{}://{host}:{}",
-                protocol.as_ref().map_or("http", |p| &p.value),
-                port.as_ref().map_or("8775", |p| &p.value)
-            );
-            let keys: Vec<&str> = given.iter().map(|f| f.key).collect();
-            let found = Found {
-                section: "DEFAULT".into(),
-                key: "",
-                value: url,
-                file: first.file.clone(),
-                line: first.line,
-                order: first.order,
-            };
-            let setting = Setting::new(
-                "metadata-url",
-                keys.join(", "),
-                Val::Str(found.value.clone()),
-                found.origin(),
-            );
-            self.out.push((found.order, setting));
+            let hosts = host.as_ref().map_or("127.0.0.1", |h| &h.value);
+            // A comma list (mdproxy's extension: Neutron takes one host) gives one metadata
+            // server per host, on the same port and protocol.
+            for host in hosts.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let host = match host.contains(':') && !host.starts_with('[') {
+                    true => format!("[{host}]"),
+                    false => host.to_owned(),
+                };
+                let url = format!(
+                    "{}://{host}:{}",
+                    protocol.as_ref().map_or("http", |p| &p.value),
+                    port.as_ref().map_or("8775", |p| &p.value)
+                );
+                let keys: Vec<&str> = given.iter().map(|f| f.key).collect();
+                let found = Found {
+                    section: "DEFAULT".into(),
+                    key: "",
+                    value: url,
+                    file: first.file.clone(),
+                    line: first.line,
+                    order: first.order,
+                };
+                let setting = Setting::new(
+                    "metadata-url",
+                    keys.join(", "),
+                    Val::Str(found.value.clone()),
+                    found.origin(),
+                );
+                self.out.push((found.order, setting));
+            }
         }
         let insecure = match self.default("nova_metadata_insecure")? {
             Some(found) => Some((found.bool()?, found)),
@@ -774,6 +778,22 @@ mod tests {
             assert!(notes.contains(key), "{key}: {notes}");
         }
         assert!(!notes.contains("s3cr3t"), "{notes}");
+    }
+
+    /// A comma list of hosts is one metadata server each, on the same port and protocol.
+    #[test]
+    fn nova_metadata_host_may_list_several_servers() {
+        let text = "[DEFAULT]\nnova_metadata_host = 192.0.2.5, nova-2.example,fd00::7\n\
+                    nova_metadata_port = 8080\nmetadata_proxy_shared_secret = s\n";
+        let (flags, _) = made(&[("m.ini", text)], false).unwrap();
+        assert_eq!(
+            flags[..3],
+            [
+                "metadata-url=http://192.0.2.5:8080 @2",
+                "metadata-url=http://nova-2.example:8080 @2",
+                "metadata-url=http://[fd00::7]:8080 @2",
+            ]
+        );
     }
 
     /// `neutron_ovn_metadata_agent.ini` as a deployment writes it: the ovn backend.

@@ -30,8 +30,8 @@ mod server;
 mod unit;
 
 pub use agent::{
-    Agent, ClientTlsArgs, LookupBackend, NeutronArgs, OvnArgs, OvnSsl, Secret, ServiceUrl,
-    SocketMode,
+    Agent, ClientTlsArgs, LookupBackend, MetadataUrl, NeutronArgs, OvnArgs, OvnSsl, Secret,
+    ServiceUrl, SocketMode,
 };
 pub use config::check as check_config;
 pub use demo::Demo;

@@ -60,6 +60,13 @@ pub const CHUNK_LINE_BYTES: Range<usize> = Range::new(64, 65_536);
 pub const OVN_PROBE: Range<Duration> = Range::new(Duration::from_millis(100), DAY);
 /// `--token-hop-limit` (AWS's HttpPutResponseHopLimit: 1 to 64).
 pub const HOP_LIMIT: Range<u8> = Range::new(1, 64);
+/// `--metadata-probe-interval`: a probe is one `GET /` per server; not more often than ten
+/// times a second.
+pub const PROBE_INTERVAL: Range<Duration> = Range::new(Duration::from_millis(100), DAY);
+/// `--request-deadline`: connect, retries and the answer's head of one request, 1 ms to a day.
+pub const REQUEST_DEADLINE: Range<Duration> = Range::new(Duration::from_millis(1), DAY);
+/// `--response-cache-ttl`, `--stale-if-error`: zero turns each off.
+pub const RESPONSE_TTL: Range<Duration> = Range::new(Duration::ZERO, DAY);
 /// TCP ports (`--metadata-port`, the port of a URL).
 pub const PORT: Range<u16> = Range::new(1, 65_535);
 
@@ -354,6 +361,10 @@ mod tests {
             row("agent", "--neutron-timeout", TIMEOUT),
             row("agent", "--max-neutron-queries", NEUTRON_QUERIES),
             row("agent", "--ovn-probe-interval", OVN_PROBE),
+            row("agent", "--metadata-probe-interval", PROBE_INTERVAL),
+            row("agent", "--request-deadline", REQUEST_DEADLINE),
+            row("agent", "--response-cache-ttl", RESPONSE_TTL),
+            row("agent", "--stale-if-error", RESPONSE_TTL),
             row("server", "--rescan-interval", RESCAN_INTERVAL),
         ]);
         rows
@@ -364,6 +375,7 @@ mod tests {
             "ns-proxy" => super::super::ns_proxy::HELP,
             "agent" => super::super::agent::HELP,
             "server" => super::super::server::HELP,
+            "node" => super::super::node::HELP,
             _ => super::super::demo::HELP,
         }
     }
@@ -439,8 +451,18 @@ mod tests {
                     "--backend=ovn",
                     "--ovn-sb-connection=tcp:127.0.0.1:6642",
                 ],
+                ("agent", "--stale-if-error") => &[
+                    "--shared-secret-file=/s",
+                    "--static-map=/m",
+                    "--response-cache-ttl=1",
+                ],
                 ("agent", _) => &["--shared-secret-file=/s", "--static-map=/m"],
                 ("server", _) => &["--instances=/i", "--direct"],
+                ("node", _) => &[
+                    "--watch-dir=/w",
+                    "--shared-secret-file=/s",
+                    "--static-map=/m",
+                ],
                 _ => &[],
             };
             let parse = |v: &str| {

@@ -51,6 +51,7 @@ impl Endpoint {
                 log::debug!("idle upstream connection closed: {why}");
                 self.drop_pooled(sock);
             }
+            Some(Owner::Probe) => self.probe_failed(now, sock, format!("probe: {why}")),
             Some(Owner::Client) => {
                 let peer = self.conns.get(&sock).map_or("unix-peer", Conn::peer_text);
                 log::info!("{peer} {why}");
@@ -76,6 +77,7 @@ impl Endpoint {
                 Some(Owner::Backend(req)) => {
                     (self.policy.backend_ref()).map_or(&[], |b| b.pending_write(req))
                 }
+                Some(Owner::Probe) => self.probes.get(&sock).map_or(&[], |p| p.pending_write()),
                 Some(Owner::Pooled) | None => &[],
             };
             let fed = self.tls.feed(sock, plain);
@@ -98,6 +100,11 @@ impl Endpoint {
                 }
                 Some(Owner::Upstream(key)) => {
                     self.with_conn(now, key, |c| c.consume_write(now, sock, n));
+                }
+                Some(Owner::Probe) => {
+                    if let Some(probe) = self.probes.get_mut(&sock) {
+                        probe.consume_write(n);
+                    }
                 }
                 _ => self.with_conn(now, sock, |c| c.consume_write(now, sock, n)),
             }

@@ -4,6 +4,10 @@
 //! the cache is stale (an IP reused, Neutron LP#1868867), so the lookup is made again, once;
 //! a 403 most likely means the shared secrets differ, which is worth a warning. IMDSv2 tokens
 //! are answered and checked here, once the instance is known (`agent::imds`).
+//!
+//! With the response cache on, a GET's route also says where to keep a 200 answer, and is
+//! answered from a fresh entry without forwarding; a stale entry rides along with the forward,
+//! to be served if every metadata server fails (see [`crate::upstream::ResponseCache`]).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -14,16 +18,16 @@ use crate::agent::imds::{judge, Ask, Token, Verdict};
 use crate::agent::request::{lookup_key, not_found_message};
 use crate::agent::{AgentImds, StaticMap};
 use crate::cache::{Lookup, LookupCache};
-use crate::config::{AgentConfig, Backend as LookupBackend, Reload};
-use crate::http::RequestHead;
+use crate::config::{AgentConfig, Backend as LookupBackend, Reload, Resilience};
+use crate::http::{BodyKind, RequestHead};
 use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnClient, OvnStats};
-use crate::metrics::{BackendService, CacheResult, Meter, RoleMetrics};
-use crate::proxy::decision::{Forward, Route, Ticket};
+use crate::metrics::{BackendService, CacheResult, Meter, ResponseCacheEvent, RoleMetrics};
+use crate::proxy::decision::{Captured, Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
 use crate::proxy::rewrite::agent_fields;
 use crate::scope::{Instance, LookupKey};
 use crate::sign::Signer;
-use crate::socket::Target;
+use crate::upstream::{CacheKey, Cached, ResponseCache, ServerSpec};
 
 /// Where instances are found.
 #[derive(Debug)]
@@ -39,9 +43,18 @@ enum Source {
     Ovn(Box<OvnClient>),
 }
 
+/// What of a request the response cache's key takes: its normalised target and `Accept`.
+type Cacheable = (Box<[u8]>, Option<Box<[u8]>>);
+
 #[derive(Debug)]
 pub(super) struct Agent {
-    metadata: Target,
+    metadata: Vec<ServerSpec>,
+    resilience: Resilience,
+    /// The metadata server's answers kept (opt-in).
+    responses: Option<ResponseCache>,
+    /// The normalised target and `Accept` of cacheable requests still being routed: the
+    /// cache key needs the instance, which the lookup finds later.
+    cacheable: BTreeMap<Ticket, Cacheable>,
     signer: Signer,
     source: Source,
     meter: Meter,
@@ -70,6 +83,9 @@ impl Agent {
         };
         Agent {
             metadata: c.metadata.clone(),
+            resilience: c.resilience,
+            responses: c.resilience.response_cache.map(ResponseCache::new),
+            cacheable: BTreeMap::new(),
             signer: c.signer.clone(),
             source,
             meter,
@@ -87,8 +103,28 @@ impl Agent {
         self.imds.hop_limit
     }
 
+    /// Routes `head`, whose instance `key` finds (from its headers, or the node's listener):
+    /// notes whether its answer may be kept, asks the token rules, starts the lookup.
+    pub(super) fn start(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: LookupKey,
+        head: &RequestHead,
+    ) -> Route {
+        if self.responses.is_some()
+            && matches!(head.body, BodyKind::Empty | BodyKind::Length(0))
+            && ResponseCache::wants(head.method, &head.target, &head.headers)
+        {
+            let accept = head.headers.get("Accept").map(Box::from);
+            (self.cacheable).insert(ticket, (head.target.as_ref().into(), accept));
+        }
+        let ask = self.ask(&key, head);
+        self.resolve(now, ticket, key, ask, false)
+    }
+
     /// What the token rules need of `head`, in the scope of `key`.
-    pub(super) fn ask(&self, key: &LookupKey, head: &RequestHead) -> Ask {
+    fn ask(&self, key: &LookupKey, head: &RequestHead) -> Ask {
         let from_map = match &self.source {
             Source::Static(map) => map.imdsv2(&key.scope),
             _ => None,
@@ -125,12 +161,12 @@ impl Agent {
         let (client, cache) = match &mut self.source {
             Source::Static(map) => {
                 let found = Ok(map.resolve(&key));
-                return self.decide(now, key, found, false, &ask);
+                return self.decided(now, ticket, key, found, false, &ask);
             }
             Source::Ovn(client) => {
                 let found = client.lookup(&key);
                 self.count_ovn();
-                return self.decide(now, key, found, false, &ask);
+                return self.decided(now, ticket, key, found, false, &ask);
             }
             Source::Neutron { client, cache } => (client, cache),
         };
@@ -148,7 +184,7 @@ impl Agent {
         };
         self.meter.count(|m| m.cache(counted));
         match found {
-            Some(found) => self.decide(now, key, Ok(found), true, &ask),
+            Some(found) => self.decided(now, ticket, key, Ok(found), true, &ask),
             None => {
                 self.asks.insert(ticket, ask);
                 Route::Pending
@@ -184,6 +220,56 @@ impl Agent {
             );
         }
         None
+    }
+
+    /// The route for a lookup's outcome ([`Agent::decide`]), through the response cache when the
+    /// request may be answered from it: a fresh entry answers; otherwise the forward says
+    /// where to keep the answer, and carries a stale entry for when every server fails.
+    ///
+    /// A fresh entry answers only when the instance comes from the backend itself, not from
+    /// the lookup cache (`cached`): a cached lookup may be stale after the IP moved to another
+    /// instance, which Nova's 404 for the deleted one reveals (and [`Policy::check`] then
+    /// looks up again); an answer from the response cache would hide it.
+    fn decided(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        key: LookupKey,
+        found: Result<Option<Instance>, LookupError>,
+        cached: bool,
+        ask: &Ask,
+    ) -> Route {
+        let cacheable = self.cacheable.remove(&ticket);
+        let instance = match &found {
+            Ok(Some(i)) => Some(i.instance_id.clone()),
+            _ => None,
+        };
+        let mut route = self.decide(now, key, found, cached, ask);
+        let (Some(responses), Some((target, accept)), Some(instance)) =
+            (&mut self.responses, cacheable, instance)
+        else {
+            return route;
+        };
+        let Route::Forward(forward) = &mut route else {
+            return route;
+        };
+        let ckey = CacheKey::new(&instance, &target, accept.as_deref());
+        match responses.get(now, &ckey) {
+            Cached::Fresh(stored) if !cached => {
+                self.meter
+                    .count(|m| m.response_cache(ResponseCacheEvent::Fresh));
+                return Route::Reply(stored);
+            }
+            // Not answered from (see above), but as good as a stale one when all else fails.
+            Cached::Fresh(stored) => {
+                let until = responses.usable_until(&stored);
+                forward.stale = Some((stored, until));
+            }
+            Cached::Stale(stored, until) => forward.stale = Some((stored, until)),
+            Cached::Nothing => {}
+        }
+        forward.capture = Some(ckey);
+        route
     }
 
     /// Shows the OVN replica's state in the metrics.
@@ -234,12 +320,8 @@ fn decide(
         Ok(Some(instance)) => match judge(imds, now, ask, &instance.instance_id) {
             Verdict::Answer(route) => route,
             Verdict::Forward { rules, tokenless } => {
-                let route = Route::Forward(Forward {
-                    rules,
-                    fields: agent_fields(signer, key.ip, &instance),
-                    check: true,
-                    reroutable: cached,
-                });
+                let fields = agent_fields(signer, key.ip, &instance);
+                let route = Route::Forward(Forward::new(rules, fields, true, cached));
                 return (route, tokenless.then_some(instance.instance_id));
             }
         },
@@ -262,10 +344,7 @@ impl Policy for Agent {
         head: &RequestHead,
     ) -> Route {
         match lookup_key(&head.headers) {
-            Ok(key) => {
-                let ask = self.ask(&key, head);
-                self.resolve(now, ticket, key, ask, false)
-            }
+            Ok(key) => self.start(now, ticket, key, head),
             Err(why) => Route::refuse(why.status(), why.to_string()),
         }
     }
@@ -313,14 +392,25 @@ impl Policy for Agent {
                     required: true,
                     token: Token::Missing,
                 });
-                let route = self.decide(now, key, result.clone(), false, &ask);
+                let route = self.decided(now, ticket, key, result.clone(), false, &ask);
                 self.routed.push_back((ticket, route));
             }
         }
     }
 
-    fn upstream(&self) -> Option<&Target> {
-        Some(&self.metadata)
+    fn servers(&self) -> Option<(Vec<ServerSpec>, Resilience)> {
+        Some((self.metadata.clone(), self.resilience))
+    }
+
+    fn captured(&mut self, now: Instant, mut captured: Captured) {
+        let Some(responses) = &mut self.responses else {
+            return;
+        };
+        let body = captured.take_body();
+        if responses.put(now, captured.key, &captured.head, body) {
+            self.meter
+                .count(|m| m.response_cache(ResponseCacheEvent::Stored));
+        }
     }
 
     fn reload(&mut self, reload: Reload) {

@@ -17,16 +17,17 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Role};
+use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Resilience, Role};
 use crate::http::RequestHead;
 use crate::lookup::{ClientAction, NeutronClient, OvnClient, ReqId};
 use crate::metadata::MetaResponse;
 use crate::metrics::{Meter, MetricRole};
-use crate::proxy::decision::{Local, Route, Ticket};
+use crate::proxy::decision::{Captured, Local, Route, Ticket};
 use crate::scope::LookupKey;
 use crate::socket::Event;
 use crate::socket::{Input, Target};
 use crate::tls::{ClientTls, TlsError, TlsTarget};
+use crate::upstream::ServerSpec;
 
 /// A role's decisions. Methods with a default are what most roles do.
 pub(crate) trait Policy: fmt::Debug + Send {
@@ -122,6 +123,15 @@ pub(crate) trait Policy: fmt::Debug + Send {
     fn upstream(&self) -> Option<&Target> {
         None
     }
+
+    /// The servers forwarded to and how failures are met, for a role that may have several
+    /// (else the one [`Policy::upstream`], with nothing to choose between).
+    fn servers(&self) -> Option<(Vec<ServerSpec>, Resilience)> {
+        None
+    }
+
+    /// A 200 answer the route asked to keep ([`crate::proxy::decision::Forward::capture`]).
+    fn captured(&mut self, _now: Instant, _captured: Captured) {}
 
     /// Connection limits: the configured ones unless the role has its own.
     fn conn_limits(&self, configured: ConnLimits) -> ConnLimits {

@@ -13,13 +13,13 @@ use std::time::Instant;
 use super::agent::Agent;
 use super::ns_proxy::token_through_proxy;
 use super::{Backend, Policy};
-use crate::config::{AgentConfig, Reload};
+use crate::config::{AgentConfig, Reload, Resilience};
 use crate::http::{Method, RequestHead};
 use crate::metadata::path::is_token_target;
 use crate::metrics::Meter;
-use crate::proxy::decision::{Route, Ticket};
+use crate::proxy::decision::{Captured, Route, Ticket};
 use crate::scope::LookupKey;
-use crate::socket::Target;
+use crate::upstream::ServerSpec;
 
 #[derive(Debug)]
 pub(super) struct Node {
@@ -50,8 +50,7 @@ impl Policy for Node {
         if let Some(refused) = token_through_proxy(head) {
             return refused;
         }
-        let ask = self.agent.ask(&key, head);
-        self.agent.resolve(now, ticket, key, ask, false)
+        self.agent.start(now, ticket, key, head)
     }
 
     fn check_scoped(
@@ -79,8 +78,12 @@ impl Policy for Node {
         self.agent.poll_routed(now)
     }
 
-    fn upstream(&self) -> Option<&Target> {
-        self.agent.upstream()
+    fn servers(&self) -> Option<(Vec<ServerSpec>, Resilience)> {
+        self.agent.servers()
+    }
+
+    fn captured(&mut self, now: Instant, captured: Captured) {
+        self.agent.captured(now, captured)
     }
 
     fn reload(&mut self, reload: Reload) {

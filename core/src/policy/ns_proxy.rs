@@ -64,12 +64,12 @@ impl Policy for NsProxy {
         if let Some(refused) = token_through_proxy(head) {
             return refused;
         }
-        Route::Forward(Forward {
-            rules: &NS_PROXY,
-            fields: ns_proxy_fields(ip, &self.scope),
-            check: false,
-            reroutable: false,
-        })
+        Route::Forward(Forward::new(
+            &NS_PROXY,
+            ns_proxy_fields(ip, &self.scope),
+            false,
+            false,
+        ))
     }
 
     /// A token request's answer leaves with the token hop limit, whatever the agent answers

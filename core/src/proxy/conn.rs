@@ -14,6 +14,8 @@
 //! | Exchange  | response complete, reusable | Head (upstream released clean)               |
 //! | Exchange  | response complete, not      | Closing                                      |
 //! | Exchange  | upstream fails before head  | Head or Closing (an error answer queued)     |
+//! | Exchange  | …a GET/HEAD, servers left   | Exchange (sent again, to another server)     |
+//! | Exchange  | request deadline passes     | Head or Closing (504, or a stale answer)     |
 //! | Exchange  | upstream fails after head   | Closed                                       |
 //! | Closing   | output flushed              | Lingering (write side shut down)             |
 //! | Closing   | flushed, nothing unread     | Closed (the client asked to close)           |
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BytesMut};
 
 mod answer;
+#[cfg(test)]
+mod failover_tests;
 #[cfg(test)]
 mod tests;
 mod timeout;
@@ -54,6 +58,10 @@ pub(crate) struct Settings {
     pub(crate) timeouts: Timeouts,
     /// Access lines at debug level (a scraper's requests would drown the others).
     pub(crate) quiet: bool,
+    /// Servers a request may be tried on (GET and HEAD only, each once).
+    pub(crate) attempts: usize,
+    /// The request deadline (connect, retries, the answer's head), if any.
+    pub(crate) deadline: Option<Duration>,
 }
 
 /// How long a drain waits for the first request of a connection that has sent nothing yet:
@@ -314,7 +322,7 @@ impl Conn {
                 if matches!(x.sink, Sink::Gather(_)) {
                     x.stage = Stage::Gathering;
                 } else {
-                    self.ask_upstream(false);
+                    self.ask_upstream(now, false);
                 }
             }
             Route::Serve => {
@@ -348,14 +356,68 @@ impl Conn {
                     self.send_local(now, &mut x, local, keep);
                 }
             }
+            Route::Reply(stored) => {
+                // A body nobody reads cannot be followed by another request.
+                if !x.req_body.is_done() {
+                    x.client_keep_alive = false;
+                }
+                self.reply(now, &stored, false);
+                return;
+            }
             Route::Pending => return,
         }
         self.progress(now);
     }
 
-    fn ask_upstream(&mut self, fresh: bool) {
+    /// Answers the exchange with a kept answer (fresh, or `stale` instead of an error).
+    pub(super) fn reply(&mut self, now: Instant, stored: &crate::upstream::Stored, stale: bool) {
+        let Some(mut x) = self.take_exchange() else {
+            return;
+        };
+        if let Some(up) = x.take_up() {
+            self.outputs.push_back(Output::Close(up.sock));
+        }
+        let keep = x.client_keep_alive && !self.draining && x.req_body.is_done();
+        let age = now.saturating_duration_since(stored.stored);
+        let head_only = x.head.method == Method::Head;
+        let mut buf = Vec::with_capacity(256 + stored.body.len());
+        crate::upstream::write_stored(stored, age, stale, !keep, head_only, &mut buf);
+        self.out.extend_from_slice(&buf);
+        x.status = 200;
+        x.body_len = stored.body.len() as u64;
+        let why = if stale {
+            self.outputs.push_back(Output::Stale);
+            format!(
+                "stale answer, {}s old (tried {})",
+                age.as_secs(),
+                x.tried_names
+            )
+        } else {
+            String::new()
+        };
+        self.finished(None, &x, now, &why);
+        let asked_close = !x.client_keep_alive && x.req_body.is_done();
+        self.after_exchange(now, keep, asked_close);
+        self.progress(now);
+    }
+
+    /// The servers the current request was sent to so far (indices), for the owner's choice
+    /// of the next.
+    pub(crate) fn tried(&self) -> &[usize] {
+        match &self.phase {
+            Phase::Exchange(x) => &x.tried,
+            _ => &[],
+        }
+    }
+
+    pub(super) fn ask_upstream(&mut self, now: Instant, fresh: bool) {
+        let deadline = self.settings.deadline;
         if let Phase::Exchange(x) = &mut self.phase {
             x.stage = Stage::Connecting;
+            if x.request_deadline.is_none() {
+                // Set at the first attempt: the lookup before it has a timeout of its own.
+                x.request_deadline = deadline.map(|d| deadline_in(now, d));
+            }
             self.outputs.push_back(Output::Upstream { fresh });
         }
     }
@@ -463,6 +525,12 @@ impl Conn {
             sink: Sink::Stream,
             stage: Stage::Routing,
             rerouted: false,
+            tried: Vec::new(),
+            tried_names: String::new(),
+            attempt_started: now,
+            request_deadline: None,
+            attempt_deadline: None,
+            capture: None,
         });
         x.gather_chunked(now, self.settings.timeouts.head);
         self.phase = Phase::Exchange(x);
@@ -543,7 +611,7 @@ impl Conn {
                 x.replay_body = Some(BytesMut::from(&body[..]));
                 x.sink = Sink::Stream;
                 if matches!(x.stage, Stage::Gathering) {
-                    self.ask_upstream(false);
+                    self.ask_upstream(now, false);
                     return false;
                 }
             }

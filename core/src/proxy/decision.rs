@@ -4,10 +4,15 @@
 //! (str0m's `poll_output`, quinn-proto's `ConnectionEvent`): so it can be driven, and tested,
 //! without an endpoint.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+
+use crate::http::ResponseHead;
 use crate::metrics::UpstreamError;
 use crate::socket::SockId;
+use crate::upstream::{CacheKey, Stored};
 
 use super::rewrite::HopRules;
 
@@ -43,6 +48,8 @@ pub(crate) enum Route {
     Answer(Local),
     /// The policy needs time (a backend lookup): it answers later for the same [`Ticket`].
     Pending,
+    /// Answer with this kept answer (the response cache's fresh entry), as old as it is.
+    Reply(Arc<Stored>),
 }
 
 impl Route {
@@ -69,6 +76,57 @@ pub(crate) struct Forward {
     /// The policy may route the request again after that check (its decision may be stale:
     /// a cached lookup).
     pub(crate) reroutable: bool,
+    /// Keep a 200 answer under this key ([`Output::Captured`]).
+    pub(crate) capture: Option<CacheKey>,
+    /// The answer to give instead of an error if every server fails (a stale entry, usable
+    /// until the instant given).
+    pub(crate) stale: Option<(Arc<Stored>, Instant)>,
+}
+
+impl Forward {
+    /// A plain forward: nothing kept, no stale answer.
+    pub(crate) fn new(
+        rules: &'static HopRules,
+        fields: Vec<(&'static str, Vec<u8>)>,
+        check: bool,
+        reroutable: bool,
+    ) -> Forward {
+        Forward {
+            rules,
+            fields,
+            check,
+            reroutable,
+            capture: None,
+            stale: None,
+        }
+    }
+}
+
+/// A 200 answer to a GET, complete, for the response cache.
+#[derive(Debug)]
+pub(crate) struct Captured {
+    /// Where the route asked it to be kept.
+    pub(crate) key: CacheKey,
+    /// The metadata server's head.
+    pub(crate) head: ResponseHead,
+    /// Its body (payload only), bounded by [`crate::upstream::MAX_ENTRY_BYTES`].
+    pub(crate) body: Vec<u8>,
+}
+
+/// Two captures are the same when they are for the same key with the same status and body.
+impl PartialEq for Captured {
+    fn eq(&self, o: &Captured) -> bool {
+        self.key == o.key && self.head.status == o.head.status && self.body == o.body
+    }
+}
+
+impl Eq for Captured {}
+
+impl Captured {
+    /// The body, for the cache.
+    pub(crate) fn take_body(&mut self) -> Bytes {
+        Bytes::from(std::mem::take(&mut self.body))
+    }
 }
 
 /// A locally made answer (of a role that answers requests itself).
@@ -131,4 +189,20 @@ pub(crate) enum Output {
     },
     /// The upstream failed this way.
     UpstreamFailed(UpstreamError),
+    /// An attempt on server `server` ended (only with more than one server to choose from):
+    /// answered after `took`, or failed for the reason given.
+    Attempt {
+        /// The server's index.
+        server: usize,
+        /// From the attempt's start to its end.
+        took: Duration,
+        /// Why it failed, if it did.
+        failure: Option<String>,
+    },
+    /// A request was answered 504 at its deadline.
+    DeadlineMissed,
+    /// A stale answer went out instead of an error.
+    Stale,
+    /// A 200 answer to keep, for the route's key.
+    Captured(Box<Captured>),
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 
-use super::decision::{Forward, Ticket};
+use super::decision::{Captured, Forward, Ticket};
 use crate::http::{
     write_request_head, BodyDecoder, BodyKind, HeadScanner, Limits, Method, RequestHead,
     ResponseHead,
@@ -18,7 +18,7 @@ pub(super) const HIGH_WATER: usize = 64 * 1024;
 /// Largest request (head + body) kept for one replay on a fresh upstream connection.
 pub(super) const MAX_REPLAY: usize = 64 * 1024;
 /// Limits on upstream responses: heads may be larger than requests; bodies stream unbounded.
-pub(super) const RESPONSE_LIMITS: Limits = Limits {
+pub(crate) const RESPONSE_LIMITS: Limits = Limits {
     max_head: 64 * 1024,
     max_headers: 200,
     max_body: u64::MAX,
@@ -144,6 +144,17 @@ pub(super) struct Exchange {
     pub(super) stage: Stage,
     /// Routed a second time after a [`super::decision::Output::Check`]: never a third.
     pub(super) rerouted: bool,
+    /// Where it was sent so far: the servers' indices and, for the log, their names.
+    pub(super) tried: Vec<usize>,
+    pub(super) tried_names: String,
+    /// When the current attempt started (for the server's latency).
+    pub(super) attempt_started: Instant,
+    /// The request deadline: connect, retries and the answer's head must fit before it.
+    pub(super) request_deadline: Option<Instant>,
+    /// The current attempt's share of what is left of the request deadline.
+    pub(super) attempt_deadline: Option<Instant>,
+    /// The answer being kept for the response cache (a 200 to a GET the route asked for).
+    pub(super) capture: Option<Box<Captured>>,
 }
 
 impl Exchange {
@@ -169,6 +180,15 @@ impl Exchange {
                 self.stage = other;
                 None
             }
+        }
+    }
+
+    /// `deadline`, but no later than the current attempt's share of the request deadline
+    /// (which stops mattering once the answer's head went to the client).
+    pub(super) fn capped(&self, deadline: Instant) -> Instant {
+        match self.attempt_deadline {
+            Some(cap) if !self.resp_started => deadline.min(cap),
+            _ => deadline,
         }
     }
 

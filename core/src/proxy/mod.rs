@@ -6,5 +6,6 @@ pub use conn::FRESH_GRACE;
 pub(crate) mod decision;
 pub mod error_page;
 pub(crate) mod exchange;
+pub(crate) use exchange::RESPONSE_LIMITS;
 pub(crate) mod ratelimit;
 pub mod rewrite;

@@ -18,12 +18,12 @@ const PASS: HopRules = HopRules {
 };
 
 fn forward(check: bool, reroutable: bool) -> Route {
-    Route::Forward(Forward {
-        rules: &PASS,
-        fields: vec![("X-Hop", b"1".to_vec())],
+    Route::Forward(Forward::new(
+        &PASS,
+        vec![("X-Hop", b"1".to_vec())],
         check,
         reroutable,
-    })
+    ))
 }
 
 /// A connection and the time it lives in.
@@ -40,6 +40,8 @@ impl Rig {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             quiet: true,
+            attempts: 1,
+            deadline: None,
         };
         let peer = PEER.parse().ok();
         Rig {

@@ -26,6 +26,8 @@ impl Conn {
                     self.fail_client(now, HttpError::TimedOut);
                 } else if x.resp_started {
                     self.upstream_cut(UpstreamError::Timeout, "upstream stalled mid-response");
+                } else if x.request_deadline.is_some_and(|d| now >= d) {
+                    self.deadline_missed(now);
                 } else {
                     let why = if x.up().is_some_and(|u| u.connected) {
                         "upstream did not answer in time"

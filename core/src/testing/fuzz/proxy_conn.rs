@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use crate::agent::StaticMap;
 use crate::config::{
-    AgentConfig, Backend, ConnLimits, EndpointConfig, NsProxyConfig, RateLimit, Reload, Role,
-    Timeouts,
+    AgentConfig, Backend, ConnLimits, EndpointConfig, NsProxyConfig, RateLimit, Reload, Resilience,
+    Role, Timeouts,
 };
 use crate::endpoint::Endpoint;
 use crate::http::Limits;
@@ -34,6 +34,7 @@ use crate::scope::{Scope, Uuid};
 use crate::sign::Signer;
 use crate::socket::{Action, ConnectError, Input, SockId, Target};
 use crate::testing::contract::{Contract, SockState};
+use crate::upstream::ServerSpec;
 
 /// The core's back-pressure mark (`proxy::conn::HIGH_WATER`), mirrored here.
 const HIGH_WATER: usize = 64 * 1024;
@@ -364,7 +365,11 @@ fn config(sel: u8) -> EndpointConfig {
             ))
             .expect("static map"));
             Role::Agent(AgentConfig {
-                metadata: Target::Tcp(SocketAddr::from(([127, 0, 0, 1], 8775))),
+                metadata: vec![ServerSpec::plain(
+                    Target::Tcp(SocketAddr::from(([127, 0, 0, 1], 8775))),
+                    "http://127.0.0.1:8775",
+                )],
+                resilience: Resilience::default(),
                 signer: Signer::new(SECRET),
                 backend: Backend::Static(map.clone()),
                 cache_capacity: NonZeroUsize::MIN,

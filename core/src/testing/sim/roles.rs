@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::StaticMap;
-use crate::config::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Role};
+use crate::config::{AgentConfig, Backend, EndpointConfig, NsProxyConfig, Resilience, Role};
 use crate::metadata::{parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig};
 use crate::scope::{Scope, Uuid};
 use crate::sign::Signer;
 use crate::socket::Target;
+use crate::upstream::ServerSpec;
 
 /// The router the ns-proxy serves.
 pub const ROUTER: &str = "5b3d8a7e-1f2c-4d6e-9a0b-c1d2e3f4a5b6";
@@ -88,7 +89,8 @@ pub fn static_map(ip: &str, device: &str) -> StaticMap {
 /// An agent with `backend`, signing with [`SECRET`], relaying to [`metadata_addr`].
 pub fn agent(backend: Backend) -> AgentConfig {
     AgentConfig {
-        metadata: metadata_addr(),
+        metadata: vec![ServerSpec::plain(metadata_addr(), "metadata")],
+        resilience: Resilience::default(),
         signer: Signer::new(SECRET),
         backend,
         cache_capacity: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
