@@ -22,4 +22,5 @@ pub use session::{
 };
 pub use update::{
     parse_table_updates2, Columns, RowOp, RowUpdate, TableUpdate, TableUpdates, UpdateError,
+    Updates,
 };

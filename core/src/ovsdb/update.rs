@@ -7,9 +7,10 @@
 
 use std::fmt;
 
-use serde_json::{Map, Value};
+use serde::de::{self, Deserialize, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
-use super::datum::{Datum, DatumError};
+use super::datum::{Datum, UuidStr};
 use crate::scope::Uuid;
 
 /// Every table's changes in one message.
@@ -49,90 +50,136 @@ pub enum RowOp {
     Delete,
 }
 
-/// Why a message's `<table-updates2>` could not be read.
+/// Why a message's `<table-updates2>` could not be read: not the shape RFC 7047 and
+/// ovsdb-server(7) give, a row key that is not a UUID, or a column value that is not a datum
+/// (serde_json's message, which says where).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum UpdateError {
-    /// Not the shape RFC 7047 and ovsdb-server(7) give.
-    Malformed(&'static str),
-    /// A row key that is not a UUID.
-    BadRowUuid(String),
-    /// A column value that is not a datum.
-    Datum(String, DatumError),
-}
+pub struct UpdateError(pub String);
 
 impl fmt::Display for UpdateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            UpdateError::Malformed(what) => write!(f, "malformed table update: {what}"),
-            UpdateError::BadRowUuid(s) => {
-                write!(f, "malformed table update: row {s:?} is not a uuid")
-            }
-            UpdateError::Datum(column, why) => write!(f, "column {column}: {why}"),
-        }
+        write!(f, "malformed table update: {}", self.0)
     }
 }
 
-/// Reads a `<table-updates2>` object.
+/// Reads a `<table-updates2>` object already parsed into a `Value`.
 pub fn parse_table_updates2(v: &Value) -> Result<TableUpdates, UpdateError> {
-    let tables = v
-        .as_object()
-        .ok_or(UpdateError::Malformed("not an object"))?;
-    tables
-        .iter()
-        .map(|(table, rows)| {
-            let rows = rows
-                .as_object()
-                .ok_or(UpdateError::Malformed("table is not an object"))?;
-            let rows = rows
-                .iter()
-                .map(|(uuid, change)| parse_row(uuid, change))
-                .collect::<Result<_, _>>()?;
-            Ok(TableUpdate {
-                table: table.as_str().into(),
-                rows,
-            })
-        })
-        .collect()
+    Updates::deserialize(v)
+        .map(|u| u.0)
+        .map_err(|e| UpdateError(e.to_string()))
 }
 
-fn parse_row(uuid: &str, change: &Value) -> Result<RowUpdate, UpdateError> {
-    let uuid =
-        Uuid::parse(uuid.as_bytes()).ok_or_else(|| UpdateError::BadRowUuid(uuid.to_owned()))?;
-    let change = change
-        .as_object()
-        .ok_or(UpdateError::Malformed("row change is not an object"))?;
-    let mut ops = change.iter();
-    let (Some((kind, columns)), None) = (ops.next(), ops.next()) else {
-        return Err(UpdateError::Malformed(
-            "row change without exactly one operation",
-        ));
-    };
-    let op = match kind.as_str() {
-        "initial" => RowOp::Initial(parse_columns(columns)?),
-        "insert" => RowOp::Insert(parse_columns(columns)?),
-        "modify" => RowOp::Modify(parse_columns(columns)?),
-        "delete" => RowOp::Delete,
-        _ => return Err(UpdateError::Malformed("unknown row operation")),
-    };
-    Ok(RowUpdate { uuid, op })
+/// A `<table-updates2>` read straight from JSON text, or from a `Value`: a snapshot of
+/// 10 000 ports is 6 MB of text, and a `Value` of it several times that, all of it thrown
+/// away once the rows are read.
+#[derive(Debug)]
+pub struct Updates(pub TableUpdates);
+
+impl<'de> Deserialize<'de> for Updates {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Updates, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Updates;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of tables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Updates, A::Error> {
+                let mut tables = Vec::new();
+                while let Some(table) = map.next_key::<Box<str>>()? {
+                    let Rows(rows) = map.next_value()?;
+                    tables.push(TableUpdate { table, rows });
+                }
+                Ok(Updates(tables))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
-fn parse_columns(v: &Value) -> Result<Columns, UpdateError> {
-    let empty = Map::new();
-    let columns = match v {
-        Value::Object(o) => o,
-        // ovsdb-server sends `"insert": {}` for a row whose monitored columns are all default.
-        Value::Null => &empty,
-        _ => return Err(UpdateError::Malformed("columns are not an object")),
-    };
-    columns
-        .iter()
-        .map(|(name, value)| {
-            Datum::from_json(value)
-                .map(|d| (name.as_str().into(), d))
-                .map_err(|why| UpdateError::Datum(name.clone(), why))
-        })
-        .collect()
+/// One table's rows, by UUID.
+struct Rows(Vec<RowUpdate>);
+
+impl<'de> Deserialize<'de> for Rows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Rows, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Rows;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a table: an object of rows by uuid")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Rows, A::Error> {
+                let mut rows = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1024));
+                while let Some(UuidStr(uuid)) = map.next_key()? {
+                    let Change(op) = map.next_value()?;
+                    rows.push(RowUpdate { uuid, op });
+                }
+                Ok(Rows(rows))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// `{"initial": columns}`, `{"insert": …}`, `{"modify": …}` or `{"delete": …}`.
+struct Change(RowOp);
+
+impl<'de> Deserialize<'de> for Change {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Change, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Change;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a row change: an object with one operation")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Change, A::Error> {
+                let one = || de::Error::custom("row change without exactly one operation");
+                let kind: Box<str> = map.next_key()?.ok_or_else(one)?;
+                let op = match &*kind {
+                    "initial" => RowOp::Initial(map.next_value::<Cols>()?.0),
+                    "insert" => RowOp::Insert(map.next_value::<Cols>()?.0),
+                    "modify" => RowOp::Modify(map.next_value::<Cols>()?.0),
+                    "delete" => {
+                        map.next_value::<de::IgnoredAny>()?;
+                        RowOp::Delete
+                    }
+                    _ => return Err(de::Error::custom("unknown row operation")),
+                };
+                match map.next_key::<de::IgnoredAny>()? {
+                    None => Ok(Change(op)),
+                    Some(_) => Err(one()),
+                }
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A row's columns; `null` for none (ovsdb-server sends `"insert": {}` or `null` for a row
+/// whose monitored columns are all default).
+struct Cols(Columns);
+
+impl<'de> Deserialize<'de> for Cols {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cols, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Cols;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("columns: an object, or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Cols, E> {
+                Ok(Cols(Vec::new()))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cols, A::Error> {
+                let mut columns = Vec::with_capacity(map.size_hint().unwrap_or(0).min(64));
+                while let Some(name) = map.next_key::<Box<str>>()? {
+                    let datum: Datum = map.next_value()?;
+                    columns.push((name, datum));
+                }
+                Ok(Cols(columns))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[cfg(test)]
@@ -188,6 +235,20 @@ mod tests {
             json!({"T": {A: {"insert": {"c": null}}}}),
         ] {
             assert!(parse_table_updates2(&v).is_err(), "{v}");
+            let text = v.to_string();
+            assert!(serde_json::from_str::<Updates>(&text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn from_text_as_from_value() {
+        let v = json!({"Port_Binding": {
+            A: {"initial": {"logical_port": "p1", "chassis": ["uuid", B], "tag": 7,
+                "external_ids": ["map", [["k", "v"]]]}},
+            B: {"insert": null},
+        }, "Chassis": {A: {"delete": null}, B: {"modify": {"name": "ch"}}}});
+        let streamed = serde_json::from_str::<Updates>(&v.to_string()).unwrap().0;
+        assert_eq!(streamed, parse_table_updates2(&v).unwrap());
+        assert_eq!(streamed.len(), 2);
     }
 }

@@ -29,6 +29,7 @@
 //! acknowledged them; a reconnect before that asks for a snapshot instead of resuming.
 
 mod config;
+mod incoming;
 #[cfg(test)]
 mod tests;
 
@@ -41,12 +42,13 @@ use serde_json::{json, Value};
 pub use config::{SessionConfig, SessionConfigError};
 
 use self::config::Backoff;
+use self::incoming::{Incoming, MonitorReply};
 use super::datum::{Atom, Datum};
 use super::framing::Framer;
 use super::monitor::{where_json, Condition};
 use super::remote::Remote;
 use super::rpc::{self, Message, RpcError};
-use super::update::{parse_table_updates2, TableUpdates};
+use super::update::TableUpdates;
 use crate::lookup::{ClientAction, ReqId};
 use crate::socket::Input;
 use crate::tls::{TlsError, TlsTarget};
@@ -442,14 +444,31 @@ impl Session {
             let Some(conn) = self.conn.as_mut().filter(|c| c.req == req) else {
                 return;
             };
-            match conn.framer.next_message(&mut data) {
-                Ok(Some(v)) => {
+            let monitoring = (conn.state == SessionState::Monitoring).then_some(conn.kind);
+            let pending = &conn.pending;
+            let read = conn
+                .framer
+                .next_text(&mut data, |text| incoming::read(text, monitoring, pending));
+            match read {
+                Ok(Some(Ok(m))) => {
                     self.status.messages += 1;
-                    match Message::from_json(v) {
-                        Ok(m) => self.on_message(now, m),
-                        Err(e) => return self.lose(now, e.to_string()),
+                    match m {
+                        Incoming::Message(m) => self.on_message(now, m),
+                        Incoming::Updates {
+                            monitor,
+                            txn,
+                            updates,
+                        } => self.on_updates(now, &monitor, txn, updates),
+                        Incoming::MonitorReply { id, reply } => {
+                            if let Some(Pending::Monitor(_, gen)) =
+                                self.conn.as_mut().and_then(|c| c.pending.remove(&id))
+                            {
+                                self.on_monitor_reply(now, gen, Ok(reply));
+                            }
+                        }
                     }
                 }
+                Ok(Some(Err(why))) => return self.lose(now, why),
                 Ok(None) => return,
                 Err(e) => return self.lose(now, e.to_string()),
             }
@@ -479,37 +498,38 @@ impl Session {
         }
     }
 
+    /// A notification that took the general path: the monitor's own are read into rows
+    /// here (see [`incoming`]), any other is ignored.
     fn on_notification(&mut self, now: Instant, method: &str, params: Value) {
         let Some(conn) = &self.conn else { return };
-        let expected = match conn.kind {
-            MonitorKind::Since => "update3",
-            MonitorKind::Cond => "update2",
-        };
-        if method != expected || conn.state != SessionState::Monitoring {
+        let kind = conn.kind;
+        if method != incoming::update_method(kind) || conn.state != SessionState::Monitoring {
             debug!("OVSDB: ignoring notification {method:?}");
             return;
         }
-        let (id, txn, updates) = match params.as_array().map(Vec::as_slice) {
-            Some([id, Value::String(txn), updates]) if method == "update3" => {
-                (id, Some(txn), updates)
-            }
-            Some([id, updates]) if method == "update2" => (id, None, updates),
-            _ => return self.lose(now, format!("malformed {method} notification")),
-        };
-        if *id != self.monitor_id {
-            debug!("OVSDB: {method} for another monitor ({id})");
+        match incoming::update_params(kind, &params) {
+            Ok((monitor, txn, updates)) => self.on_updates(now, &monitor, txn, updates),
+            Err(e) => self.lose(now, format!("malformed {method} notification: {e}")),
+        }
+    }
+
+    /// The running monitor's `update2`/`update3`.
+    fn on_updates(
+        &mut self,
+        now: Instant,
+        monitor: &Value,
+        txn: Option<Box<str>>,
+        updates: TableUpdates,
+    ) {
+        if *monitor != self.monitor_id {
+            debug!("OVSDB: update for another monitor ({monitor})");
             return;
         }
-        match parse_table_updates2(updates) {
-            Ok(updates) => {
-                if let Some(txn) = txn {
-                    self.last_txn = Some(txn.as_str().into());
-                }
-                self.status.last_update = Some(now);
-                self.events.push_back(SessionEvent::Update(updates));
-            }
-            Err(e) => self.lose(now, format!("{method}: {e}")),
+        if let Some(txn) = txn {
+            self.last_txn = Some(txn);
         }
+        self.status.last_update = Some(now);
+        self.events.push_back(SessionEvent::Update(updates));
     }
 
     fn on_response(&mut self, now: Instant, pending: Pending, result: Result<Value, RpcError>) {
@@ -522,7 +542,9 @@ impl Session {
             (Pending::ServerCheck, Err(e)) => {
                 self.lose(now, format!("the _Server database cannot be read: {e}"))
             }
-            (Pending::Monitor(kind, gen), Ok(v)) => self.on_monitor_reply(now, kind, gen, &v),
+            (Pending::Monitor(kind, gen), Ok(v)) => {
+                self.on_monitor_reply(now, gen, MonitorReply::from_value(kind, &v))
+            }
             (Pending::Monitor(MonitorKind::Since, _), Err(e)) => {
                 warn!("OVSDB: the server refused monitor_cond_since ({e}); using monitor_cond from now on");
                 self.since_unsupported = true;
@@ -611,17 +633,14 @@ impl Session {
         self.send(now, method, params, Pending::Monitor(kind, gen));
     }
 
-    fn on_monitor_reply(&mut self, now: Instant, kind: MonitorKind, gen: u64, v: &Value) {
-        let (found, txn, updates) = match (kind, v.as_array().map(Vec::as_slice)) {
-            (MonitorKind::Since, Some([Value::Bool(found), Value::String(txn), updates])) => {
-                (*found, Some(txn), updates)
-            }
-            (MonitorKind::Cond, _) => (false, None, v),
-            _ => return self.lose(now, format!("malformed monitor reply {}", excerpt(v))),
-        };
-        let updates = match parse_table_updates2(updates) {
-            Ok(u) => u,
-            Err(e) => return self.lose(now, format!("monitor reply: {e}")),
+    fn on_monitor_reply(&mut self, now: Instant, gen: u64, reply: Result<MonitorReply, String>) {
+        let MonitorReply {
+            found,
+            txn,
+            updates,
+        } = match reply {
+            Ok(r) => r,
+            Err(why) => return self.lose(now, why),
         };
         let Some(conn) = &mut self.conn else { return };
         conn.state = SessionState::Monitoring;
@@ -629,7 +648,7 @@ impl Session {
         self.status.state = SessionState::Monitoring;
         self.status.remote = Some(remote.clone());
         self.status.last_update = Some(now);
-        self.last_txn = txn.map(|t| t.as_str().into());
+        self.last_txn = txn;
         self.acked_gen = self.acked_gen.max(gen);
         self.backoff.reset();
         let how = match (found, self.synced) {
