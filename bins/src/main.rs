@@ -25,6 +25,7 @@ mod system_id;
 #[cfg(test)]
 mod test_dir;
 mod tls;
+mod trim;
 
 use std::process::ExitCode;
 
