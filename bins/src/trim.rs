@@ -42,7 +42,10 @@ fn trim_if_worth() {
     } else if free - last >= WORTH {
         // SAFETY: malloc_trim touches only free memory, under the allocator's own lock.
         unsafe { libc::malloc_trim(0) };
-        log::debug!("returned free heap memory to the kernel ({} KiB free)", free >> 10);
+        log::debug!(
+            "returned free heap memory to the kernel ({} KiB free)",
+            free >> 10
+        );
         TRIMMED.store(free, Ordering::Relaxed);
     }
 }
