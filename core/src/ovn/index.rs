@@ -124,6 +124,10 @@ pub(super) struct Index {
     mac: FastMap<(NetId, u64), Ports>,
 }
 
+/// [`Index::dump`]: the networks with their references, the keys with their ports.
+#[cfg(any(test, fuzzing, feature = "testing"))]
+pub(super) type Dump = (Vec<(Uuid, u32)>, Vec<(Uuid, Key, Vec<Slot>)>);
+
 /// One key, for [`Index::dump`].
 #[cfg(any(test, fuzzing, feature = "testing"))]
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -242,7 +246,7 @@ impl Index {
     /// Everything, in a canonical order: each network with its references, and each key with
     /// its ports, sorted (to compare an index kept incrementally with one built afresh).
     #[cfg(any(test, fuzzing, feature = "testing"))]
-    pub(super) fn dump(&self) -> (Vec<(Uuid, u32)>, Vec<(Uuid, Key, Vec<Slot>)>) {
+    pub(super) fn dump(&self) -> Dump {
         let by_id: HashMap<NetId, Uuid> = self.nets.iter().map(|(&u, n)| (n.id, u)).collect();
         let mut nets: Vec<(Uuid, u32)> = self.nets.iter().map(|(&u, n)| (u, n.refs)).collect();
         nets.sort();
