@@ -93,7 +93,7 @@ impl OvnClient {
     /// A client that connects at once (its first action is due at `now`).
     pub fn new(cfg: OvnConfig, now: Instant) -> OvnClient {
         let southbound = Southbound::new(cfg.chassis);
-        let session = Session::new(
+        let mut session = Session::new(
             SessionConfig {
                 remotes: cfg.remotes,
                 db: SOUTHBOUND.into(),
@@ -107,6 +107,9 @@ impl OvnClient {
             },
             now,
         );
+        for (table, column, keys) in Southbound::map_keys() {
+            session.keep_map_keys(table, column, keys);
+        }
         OvnClient {
             session,
             southbound,

@@ -130,6 +130,15 @@ impl Southbound {
         monitors
     }
 
+    /// The keys of map columns the replica reads, by table and column: the session may drop
+    /// the others while reading ([`crate::ovsdb::Session::keep_map_keys`]).
+    pub fn map_keys() -> [(&'static str, &'static str, &'static [&'static str]); 2] {
+        [
+            (PORT_BINDING, "external_ids", row::PORT_EXTERNAL_IDS),
+            (DATAPATH_BINDING, "external_ids", row::DATAPATH_EXTERNAL_IDS),
+        ]
+    }
+
     /// A full snapshot follows: forget everything (the conditions asked stay).
     pub fn reset(&mut self) {
         // Fresh tables, not cleared ones: a snapshot after a resync may be much smaller, and

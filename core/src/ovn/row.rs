@@ -22,6 +22,12 @@ pub(super) const PORT_COLUMNS: &[&str] = &[
 /// The Datapath_Binding columns monitored.
 pub(super) const DATAPATH_COLUMNS: &[&str] = &["external_ids"];
 
+/// The keys of Port_Binding's `external_ids` read ([`PortRow`]).
+pub(super) const PORT_EXTERNAL_IDS: &[&str] = &["neutron:device_id", "neutron:project_id"];
+
+/// The keys of Datapath_Binding's `external_ids` read ([`DatapathRow`]).
+pub(super) const DATAPATH_EXTERNAL_IDS: &[&str] = &["name"];
+
 /// An identifier as Neutron writes them, in 16 bytes when it is a UUID in its canonical
 /// lowercase form (device and logical port ids: dashed; project ids: 32 hex digits) and as a
 /// string otherwise. Exact: the form kept is chosen only when printing it gives back the same

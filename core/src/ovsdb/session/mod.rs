@@ -42,13 +42,13 @@ use serde_json::{json, Value};
 pub use config::{SessionConfig, SessionConfigError};
 
 use self::config::Backoff;
-use self::incoming::{Incoming, MonitorReply};
+use self::incoming::{Incoming, MonitorReply, UpdateParams};
 use super::datum::{Atom, Datum};
 use super::framing::Framer;
 use super::monitor::{where_json, Condition};
 use super::remote::Remote;
 use super::rpc::{self, Message, RpcError};
-use super::update::TableUpdates;
+use super::update::{MapKeys, TableUpdates};
 use crate::lookup::{ClientAction, ReqId};
 use crate::socket::Input;
 use crate::tls::{TlsError, TlsTarget};
@@ -179,6 +179,8 @@ pub struct Session {
     synced: bool,
     /// The latest `now` of any call (for [`Session::fail`], which has none).
     latest: Instant,
+    /// The map keys replicated, where not all.
+    map_keys: MapKeys,
     actions: VecDeque<ClientAction>,
     events: VecDeque<SessionEvent>,
     status: SessionStatus,
@@ -205,6 +207,7 @@ impl Session {
             max_index: None,
             synced: false,
             latest: now,
+            map_keys: MapKeys::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             status: SessionStatus {
@@ -360,6 +363,13 @@ impl Session {
         }
     }
 
+    /// Replicates only `keys` of map column `column` of `table`: the others are dropped
+    /// while the server's messages are read, before they take memory (a monitor cannot ask
+    /// for some keys of a map). Applies to every message read from now on.
+    pub fn keep_map_keys(&mut self, table: &str, column: &str, keys: &[&str]) {
+        self.map_keys.keep(table, column, keys);
+    }
+
     /// Counters and where the session is.
     pub fn status(&self) -> SessionStatus {
         self.status.clone()
@@ -445,20 +455,16 @@ impl Session {
                 return;
             };
             let monitoring = (conn.state == SessionState::Monitoring).then_some(conn.kind);
-            let pending = &conn.pending;
-            let read = conn
-                .framer
-                .next_text(&mut data, |text| incoming::read(text, monitoring, pending));
+            let (pending, keys) = (&conn.pending, &self.map_keys);
+            let read = conn.framer.next_text(&mut data, |text| {
+                incoming::read(text, monitoring, pending, keys)
+            });
             match read {
                 Ok(Some(Ok(m))) => {
                     self.status.messages += 1;
                     match m {
                         Incoming::Message(m) => self.on_message(now, m),
-                        Incoming::Updates {
-                            monitor,
-                            txn,
-                            updates,
-                        } => self.on_updates(now, &monitor, txn, updates),
+                        Incoming::Updates(u) => self.on_updates(now, u),
                         Incoming::MonitorReply { id, reply } => {
                             if let Some(Pending::Monitor(_, gen)) =
                                 self.conn.as_mut().and_then(|c| c.pending.remove(&id))
@@ -507,21 +513,20 @@ impl Session {
             debug!("OVSDB: ignoring notification {method:?}");
             return;
         }
-        match incoming::update_params(kind, &params) {
-            Ok((monitor, txn, updates)) => self.on_updates(now, &monitor, txn, updates),
+        match UpdateParams::from_value(kind, &self.map_keys, &params) {
+            Ok(u) => self.on_updates(now, u),
             Err(e) => self.lose(now, format!("malformed {method} notification: {e}")),
         }
     }
 
     /// The running monitor's `update2`/`update3`.
-    fn on_updates(
-        &mut self,
-        now: Instant,
-        monitor: &Value,
-        txn: Option<Box<str>>,
-        updates: TableUpdates,
-    ) {
-        if *monitor != self.monitor_id {
+    fn on_updates(&mut self, now: Instant, u: UpdateParams) {
+        let UpdateParams {
+            monitor,
+            txn,
+            updates,
+        } = u;
+        if monitor != self.monitor_id {
             debug!("OVSDB: update for another monitor ({monitor})");
             return;
         }
@@ -543,7 +548,7 @@ impl Session {
                 self.lose(now, format!("the _Server database cannot be read: {e}"))
             }
             (Pending::Monitor(kind, gen), Ok(v)) => {
-                self.on_monitor_reply(now, gen, MonitorReply::from_value(kind, &v))
+                self.on_monitor_reply(now, gen, MonitorReply::from_value(kind, &self.map_keys, &v))
             }
             (Pending::Monitor(MonitorKind::Since, _), Err(e)) => {
                 warn!("OVSDB: the server refused monitor_cond_since ({e}); using monitor_cond from now on");
