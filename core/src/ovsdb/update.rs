@@ -75,7 +75,10 @@ pub fn parse_table_updates2(v: &Value) -> Result<TableUpdates, UpdateError> {
 /// memory (in a 10 000-port snapshot, 10 of its 15 MiB of rows). Exact for `update2`'s map
 /// differences too: a difference for a dropped key concerns nothing kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MapKeys(Vec<(Box<str>, Box<str>, Vec<Box<str>>)>);
+pub struct MapKeys(Vec<KeptKeys>);
+
+/// A table, one of its map columns, and the keys kept.
+type KeptKeys = (Box<str>, Box<str>, Vec<Box<str>>);
 
 impl MapKeys {
     /// Keeps only `keys` of map column `column` of `table` (replacing what was kept before).
