@@ -61,15 +61,21 @@ impl Ident {
             Ident::Other(s) => return s.to_string(),
         };
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
-        let mut out = String::with_capacity(36);
-        for i in 0..32 {
-            if dashed && matches!(i, 8 | 12 | 16 | 20) {
-                out.push('-');
+        let mut text = [0u8; 36];
+        let mut at = 0;
+        for (i, byte) in v.to_be_bytes().into_iter().enumerate() {
+            if dashed && matches!(i, 4 | 6 | 8 | 10) {
+                text[at] = b'-';
+                at += 1;
             }
-            let nibble = (v >> (124 - 4 * i)) as usize & 0xf;
-            out.push(char::from(DIGITS[nibble]));
+            text[at] = DIGITS[usize::from(byte >> 4)];
+            text[at + 1] = DIGITS[usize::from(byte & 0xf)];
+            at += 2;
         }
-        out
+        // Hex digits and dashes: always UTF-8.
+        std::str::from_utf8(&text[..at])
+            .unwrap_or_default()
+            .to_owned()
     }
 }
 
