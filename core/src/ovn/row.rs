@@ -5,6 +5,7 @@
 
 use std::net::IpAddr;
 
+use crate::ovsdb::datum::apply_set_diff;
 use crate::ovsdb::update::Columns;
 use crate::ovsdb::{Atom, Datum};
 use crate::scope::{Instance, Uuid};
@@ -204,19 +205,11 @@ impl PortRow {
     }
 }
 
-/// A set column's new value, or (`diff`) the `update2` difference: every element given is
-/// toggled, removed if present and added if not (RFC 7047's extension for `update2`).
+/// A set column's new value, or (`diff`) the `update2` difference ([`apply_set_diff`]).
 fn set_column<T: PartialEq>(set: &mut Vec<T>, elements: impl Iterator<Item = T>, diff: bool) {
-    if !diff {
-        set.clear();
-    }
-    for e in elements {
-        match set.iter().position(|x| *x == e) {
-            Some(i) if diff => {
-                set.swap_remove(i);
-            }
-            _ => set.push(e),
-        }
+    match diff {
+        true => apply_set_diff(set, elements),
+        false => *set = elements.collect(),
     }
     set.shrink_to_fit();
 }

@@ -337,14 +337,15 @@ impl<'de> Visitor<'de> for DatumVisitor {
 }
 
 /// Applies an `update2` "modify" difference to a set column: every element of `diff` is
-/// toggled (removed if present, added if not), RFC 7047's extension for `update2`.
-pub fn apply_set_diff(set: &mut Vec<Atom>, diff: &[Atom]) {
-    for atom in diff {
-        match set.iter().position(|a| a == atom) {
+/// toggled (removed if present, added if not), RFC 7047's extension for `update2`. Any
+/// element type: a consumer may keep a set's atoms in its own form (UUIDs, strings).
+pub fn apply_set_diff<T: PartialEq>(set: &mut Vec<T>, diff: impl IntoIterator<Item = T>) {
+    for element in diff {
+        match set.iter().position(|e| *e == element) {
             Some(i) => {
                 set.swap_remove(i);
             }
-            None => set.push(atom.clone()),
+            None => set.push(element),
         }
     }
 }
@@ -462,7 +463,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let mut set = s(&["a", "b"]);
-        apply_set_diff(&mut set, &s(&["b", "c"]));
+        apply_set_diff(&mut set, s(&["b", "c"]));
         set.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
         assert_eq!(set, s(&["a", "c"]));
 
