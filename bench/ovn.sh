@@ -11,13 +11,15 @@
 #     --chassis compute-1) and `mdproxy ns-proxy --ovn-network-id NET0` on loopback; the first
 #     port of network 0 has IP 127.0.0.1, the address the ns-proxy stamps for wrk;
 #   - measured (AGENT_ENV, e.g. glibc malloc tunables, goes to the agent alone): time from starting the agent to the first 200 for the last port loaded
-#     (replica load), the agent's VmRSS then, wrk req/s and p99 at CONNS keep-alive
+#     (replica load), the agent's VmRSS then and SETTLE s later (the agent returns the
+#     snapshot's freed heap to the kernel from a 1 s tick), wrk req/s and p99 at CONNS keep-alive
 #     connections for DURATION s through the ns-proxy (non-2xx counted), VmRSS after;
 #     then the SB is stopped, a port is added to its file with `ovsdb-tool transact`, the SB is
 #     restarted, and the time from its restart to the agent's first 200 for that port
 #     (reconnect to fresh answers) is measured, asking the agent's socket directly (curl
-#     --unix-socket with X-Forwarded-For and X-OVN-Network-ID).
-# Knobs: SIZES ("100 10000 100000"), DURATION (10), CONNS (16), AGENT_ENV (VAR=VALUE words set
+#     --unix-socket with X-Forwarded-For and X-OVN-Network-ID); VmRSS then and SETTLE s
+#     later, and VmHWM (the peak of the whole run).
+# Knobs: SIZES ("100 10000 100000"), DURATION (10), CONNS (16), SETTLE (2), AGENT_ENV (VAR=VALUE words set
 # for the agent only, e.g. MALLOC_TRIM_THRESHOLD_=0), MDPROXY_BIN, BUILD, PORT_BASE
 # (19400), TIMEOUT (1500 s for the whole script), OUT (bench/results/ovn-<stamp>).
 set -euo pipefail
@@ -26,6 +28,7 @@ set -euo pipefail
 SIZES=${SIZES:-"100 10000 100000"}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-16}
+SETTLE=${SETTLE:-2}
 PORT_BASE=${PORT_BASE:-19400}
 TIMEOUT=${TIMEOUT:-1500}
 OUT=${OUT:-$BENCH_DIR/results/ovn-$(date -u +%Y-%m-%d-%H%M)}
@@ -152,7 +155,7 @@ PY
   echo "- ovsdb-server $(ovsdb-server --version | awk 'NR==1{print $NF}'); load average at start $(loadavg)"
   echo "- command: SIZES=\"$SIZES\" DURATION=$DURATION CONNS=$CONNS bench/ovn.sh"
   echo
-  echo "| local ports | SB Port_Binding rows | SB load | agent start → first 200 | agent VmRSS loaded | req/s ($CONNS ka) | p99 | non-2xx / errors | VmRSS after wrk | SB restart → accepting / → fresh 200 | VmRSS after resync / VmHWM | load avg |"
+  echo "| local ports | SB Port_Binding rows | SB load | agent start → first 200 | agent VmRSS loaded / ${SETTLE} s later | req/s ($CONNS ka) | p99 | non-2xx / errors | VmRSS after wrk | SB restart → accepting / → fresh 200 | VmRSS after resync / ${SETTLE} s later / VmHWM | load avg |"
   echo "|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|"
 } >"$OUT.md"
 
@@ -184,6 +187,8 @@ for n in $SIZES; do
     [[ $(ask "$(net_uuid 50000)" 10.195.80.10) == 404 ]] || die "a compute-2 port answered: not conditional"
   fi
   rss0=$(rss_kib "$AGENT_PID")
+  sleep "$SETTLE"
+  rss0s=$(rss_kib "$AGENT_PID")
 
   spawn "$RUN/nsproxy-$n.log" "$MDPROXY" ns-proxy --ovn-network-id "$NET0" \
     --listen "127.0.0.1:$PROXY_PORT" --upstream-socket "$RUN/agent.sock" --max-conns-per-ip 1024
@@ -213,9 +218,11 @@ for n in $SIZES; do
   wait_200 "$NET0" 10.0.0.250 60 || die "no fresh 200 within 60 s of the SB's restart"
   fresh_ms=$(($(now_ms) - t0))
   kill -0 "$AGENT_PID" || die "agent died"
-  rss2=$(rss_kib "$AGENT_PID"); hwm=$(rss_kib "$AGENT_PID" VmHWM)
+  rss2=$(rss_kib "$AGENT_PID")
+  sleep "$SETTLE"
+  rss2s=$(rss_kib "$AGENT_PID"); hwm=$(rss_kib "$AGENT_PID" VmHWM)
   say "$n: load ${load_ms} ms, first 200 ${start_ms} ms, rss ${rss0} KiB, $rps req/s, p99 $p99, after ${rss1} KiB, fresh ${fresh_ms} ms"
-  echo "| $n | $rows | $(echo "scale=1; $load_ms/1000" | bc) s | $start_ms ms | $(mib "$rss0") MiB | $rps | $p99 | ${bad:-0} | $(mib "$rss1") MiB | $sb_up_ms / $fresh_ms ms | $(mib "$rss2") / $(mib "$hwm") MiB | $la |" >>"$OUT.md"
+  echo "| $n | $rows | $(echo "scale=1; $load_ms/1000" | bc) s | $start_ms ms | $(mib "$rss0") / $(mib "$rss0s") MiB | $rps | $p99 | ${bad:-0} | $(mib "$rss1") MiB | $sb_up_ms / $fresh_ms ms | $(mib "$rss2") / $(mib "$rss2s") / $(mib "$hwm") MiB | $la |" >>"$OUT.md"
   cp "$RUN/wrk-$n.txt" "$OUT-wrk-$n.txt"
   warns=$(grep -ciE 'warn|error' "$RUN/agent-$n.log" || true)
   say "agent log, $n ports: $warns warn/error lines (first ones in $OUT-agent-$n-warnings.txt)"

@@ -151,11 +151,14 @@ impl Serve for Agent {
             accept: None,
             upstream: None,
         };
+        // The OVN replica's snapshots are the agent's one large transient (see trim.rs).
+        let trims = matches!(self.role.backend, Backend::Ovn(_));
         let endpoint = serve::endpoint(Role::Agent(self.role), &self.args.endpoint, tls);
         let (drain_timeout, hangup) = (self.args.drain_timeout, self.hangup);
         let hooks = move || Options {
             drain_timeout,
             on_hangup: hangup(),
+            tick: trims.then(|| (crate::trim::INTERVAL, crate::trim::hook())),
             ..Options::default()
         };
         let work = Work::workers(self.args.workers, endpoint, vec![listener], hooks);

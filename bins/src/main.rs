@@ -32,6 +32,7 @@ mod system_id;
 mod test_dir;
 mod tls;
 mod token_key;
+mod trim;
 
 use std::process::ExitCode;
 

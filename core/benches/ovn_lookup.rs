@@ -7,7 +7,10 @@
 //! replica holds is counted by the global allocator below: bytes allocated minus bytes freed
 //! from `Southbound::new` to the end of `apply` (the snapshot itself is built before and is
 //! borrowed, so it is not counted). Lookups are timed over hits (every port, in a scattered
-//! order) and misses (a free address on a known network), median of several runs.
+//! order) and misses (a free address on a known network), median of several runs. The
+//! snapshot is also written as the JSON text a monitor reply carries and read back as the
+//! session reads it (`UpdatesSeed`, the replica's map keys only): its size, the time, and the
+//! heap the parsed rows hold until applied (the agent's transient besides the text).
 //! No assertions: this prints a table. `cargo bench -p mdproxy-core --bench ovn_lookup`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -18,8 +21,10 @@ use std::time::{Duration, Instant};
 
 use mdproxy_core::ovn::{ChassisFilter, Match, Southbound};
 use mdproxy_core::ovsdb::update::{Columns, RowUpdate, TableUpdate};
-use mdproxy_core::ovsdb::{Atom, Datum, RowOp, TableUpdates};
+use mdproxy_core::ovsdb::{Atom, Datum, MapKeys, RowOp, TableUpdates, UpdatesSeed};
 use mdproxy_core::scope::Uuid;
+use serde::de::DeserializeSeed;
+use serde_json::{Map, Value};
 
 /// `System`, counting the bytes live on the heap.
 struct Counting;
@@ -206,6 +211,47 @@ fn snapshot(ports: usize) -> TableUpdates {
     ]
 }
 
+/// The snapshot as the monitor reply's `<table-updates2>` text.
+fn snapshot_text(updates: &TableUpdates) -> Vec<u8> {
+    let mut tables = Map::new();
+    for t in updates {
+        let mut rows = Map::new();
+        for r in &t.rows {
+            let RowOp::Initial(columns) = &r.op else {
+                unreachable!("the snapshot is all initial rows")
+            };
+            let columns: Map<String, Value> = columns
+                .iter()
+                .map(|(n, d)| (n.to_string(), d.to_json()))
+                .collect();
+            let mut change = Map::new();
+            change.insert("initial".into(), Value::Object(columns));
+            rows.insert(r.uuid.to_string(), Value::Object(change));
+        }
+        tables.insert(t.table.to_string(), Value::Object(rows));
+    }
+    serde_json::to_vec(&Value::Object(tables)).unwrap()
+}
+
+/// Reads `text` as the session does (the replica's map keys only): the time, and the heap
+/// its rows hold until they are applied.
+#[allow(clippy::disallowed_methods)]
+fn parse(text: &[u8]) -> (TableUpdates, Duration, isize) {
+    let mut keys = MapKeys::default();
+    for (table, column, kept) in Southbound::map_keys() {
+        keys.keep(table, column, kept);
+    }
+    let before = LIVE.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let mut de = serde_json::Deserializer::from_slice(text);
+    let updates = UpdatesSeed(&keys).deserialize(&mut de).unwrap();
+    (
+        updates,
+        start.elapsed(),
+        LIVE.load(Ordering::Relaxed) - before,
+    )
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -238,12 +284,13 @@ fn time_lookups(sb: &mut Southbound, keys: &[(Uuid, IpAddr)], want_found: bool) 
 #[allow(clippy::disallowed_methods)]
 fn main() {
     println!(
-        "| Port_Binding rows | networks | apply snapshot | replica heap | per port | hit ns/lookup | miss ns/lookup |"
+        "| Port_Binding rows | networks | snapshot text | parse (rows held) | apply snapshot | replica heap | per port | hit ns/lookup | miss ns/lookup |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut first_hit = None;
     for ports in SIZES {
-        let updates = snapshot(ports);
+        let text = snapshot_text(&snapshot(ports));
+        let (updates, parsed, rows_heap) = parse(&text);
         let before = LIVE.load(Ordering::Relaxed);
         let start = Instant::now();
         let mut sb = Southbound::new(ChassisFilter::Named("compute-1".into()));
@@ -268,8 +315,11 @@ fn main() {
         let miss = time_lookups(&mut sb, &misses, false);
         let base = *first_hit.get_or_insert(hit);
         println!(
-            "| {ports} | {} | {:.1} ms | {:.2} MiB | {} B | {hit:.0} ({:.2}× the 100-row figure) | {miss:.0} |",
+            "| {ports} | {} | {:.2} MiB | {:.1} ms ({:.2} MiB) | {:.1} ms | {:.2} MiB | {} B | {hit:.0} ({:.2}× the 100-row figure) | {miss:.0} |",
             stats.datapaths,
+            text.len() as f64 / (1024.0 * 1024.0),
+            parsed.as_secs_f64() * 1e3,
+            rows_heap as f64 / (1024.0 * 1024.0),
             applied.as_secs_f64() * 1e3,
             heap as f64 / (1024.0 * 1024.0),
             heap / ports as isize,

@@ -43,7 +43,10 @@ pub struct OvnConfig {
 impl OvnConfig {
     /// Backoff between reconnects, doubling from the first to the last (python-ovs's are 1 s
     /// and 8 s; a Southbound cluster member that went away is usually back or replaced sooner).
-    pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(8));
+    /// The first stays for the session's restart window (3 s): a refused connection costs
+    /// the server nothing, and 100 ms is the most the replica stays stale past the moment a
+    /// restarted Southbound accepts again.
+    pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(8));
     /// The largest monitor message accepted: the initial replica of a central agent
     /// (`--chassis '*'`) with 100 000 ports is about 60 MiB of JSON.
     pub const MAX_MESSAGE: usize = 256 << 20;
@@ -90,7 +93,7 @@ impl OvnClient {
     /// A client that connects at once (its first action is due at `now`).
     pub fn new(cfg: OvnConfig, now: Instant) -> OvnClient {
         let southbound = Southbound::new(cfg.chassis);
-        let session = Session::new(
+        let mut session = Session::new(
             SessionConfig {
                 remotes: cfg.remotes,
                 db: SOUTHBOUND.into(),
@@ -104,6 +107,9 @@ impl OvnClient {
             },
             now,
         );
+        for (table, column, keys) in Southbound::map_keys() {
+            session.keep_map_keys(table, column, keys);
+        }
         OvnClient {
             session,
             southbound,

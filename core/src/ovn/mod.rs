@@ -13,10 +13,13 @@
 //! the instance (`external_ids` `neutron:device_id`, `neutron:project_id`), none or several
 //! is not found, several logged once.
 
+mod index;
 mod row;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
+
+use index::{FastMap, FastSet, Index, Slot};
 
 use log::warn;
 
@@ -67,12 +70,15 @@ pub struct Southbound {
     filter: ChassisFilter,
     /// Chassis rows: UUID → name.
     chassis: HashMap<Uuid, Box<str>>,
-    ports: HashMap<Uuid, PortRow>,
+    /// Port_Binding rows by UUID: their slot in `rows`.
+    slots: FastMap<Uuid, Slot>,
+    /// The Port_Binding rows (`None`: a free slot, listed in `free`).
+    rows: Vec<Option<(Uuid, PortRow)>>,
+    free: Vec<Slot>,
     datapaths: HashMap<Uuid, DatapathRow>,
     /// Ports by datapath, to re-index them when the datapath's name arrives or changes.
-    on_datapath: HashMap<Uuid, HashSet<Uuid>>,
-    by_ip: HashMap<(Uuid, IpAddr), Vec<Uuid>>,
-    by_mac: HashMap<(Uuid, [u8; 6]), Vec<Uuid>>,
+    on_datapath: FastMap<Uuid, FastSet<Slot>>,
+    index: Index,
     /// The conditions last asked for, per table.
     asked: HashMap<&'static str, Vec<Condition>>,
     /// Ambiguities already logged, until the index changes.
@@ -85,11 +91,12 @@ impl Southbound {
         let mut sb = Southbound {
             filter,
             chassis: HashMap::new(),
-            ports: HashMap::new(),
+            slots: FastMap::default(),
+            rows: Vec::new(),
+            free: Vec::new(),
             datapaths: HashMap::new(),
-            on_datapath: HashMap::new(),
-            by_ip: HashMap::new(),
-            by_mac: HashMap::new(),
+            on_datapath: FastMap::default(),
+            index: Index::default(),
             asked: HashMap::new(),
             logged: HashSet::new(),
         };
@@ -123,15 +130,27 @@ impl Southbound {
         monitors
     }
 
+    /// The keys of map columns the replica reads, by table and column: the session may drop
+    /// the others while reading ([`crate::ovsdb::Session::keep_map_keys`]).
+    pub fn map_keys() -> [(&'static str, &'static str, &'static [&'static str]); 2] {
+        [
+            (PORT_BINDING, "external_ids", row::PORT_EXTERNAL_IDS),
+            (DATAPATH_BINDING, "external_ids", row::DATAPATH_EXTERNAL_IDS),
+        ]
+    }
+
     /// A full snapshot follows: forget everything (the conditions asked stay).
     pub fn reset(&mut self) {
-        self.chassis.clear();
-        self.ports.clear();
-        self.datapaths.clear();
-        self.on_datapath.clear();
-        self.by_ip.clear();
-        self.by_mac.clear();
-        self.logged.clear();
+        // Fresh tables, not cleared ones: a snapshot after a resync may be much smaller, and
+        // the old capacity would stay allocated.
+        self.chassis = HashMap::new();
+        self.slots = FastMap::default();
+        self.rows = Vec::new();
+        self.free = Vec::new();
+        self.datapaths = HashMap::new();
+        self.on_datapath = FastMap::default();
+        self.index = Index::default();
+        self.logged = HashSet::new();
     }
 
     /// Applies one message's updates; returns the tables whose conditions must change, with
@@ -211,13 +230,13 @@ impl Southbound {
     }
 
     fn datapath_row(&mut self, uuid: Uuid, op: &RowOp) {
-        let ports: Vec<Uuid> = self
+        let ports: Vec<Slot> = self
             .on_datapath
             .get(&uuid)
             .map(|p| p.iter().copied().collect())
             .unwrap_or_default();
-        for port in &ports {
-            self.unindex(*port);
+        for &port in &ports {
+            self.keys(port, false);
         }
         match op {
             RowOp::Delete => {
@@ -228,105 +247,130 @@ impl Southbound {
             }
             RowOp::Modify(c) => self.datapaths.entry(uuid).or_default().modify(c),
         }
-        for port in &ports {
-            self.index(*port);
+        for &port in &ports {
+            self.keys(port, true);
         }
     }
 
     fn port_row(&mut self, uuid: Uuid, op: &RowOp) {
-        self.unindex(uuid);
-        let old_dp = self.ports.get(&uuid).and_then(|p| p.datapath);
-        match op {
-            RowOp::Delete => {
-                self.ports.remove(&uuid);
-            }
-            RowOp::Initial(c) | RowOp::Insert(c) => {
-                self.ports.insert(uuid, PortRow::new(c));
-            }
-            RowOp::Modify(c) => self.ports.entry(uuid).or_default().modify(c),
+        let slot = self.slots.get(&uuid).copied();
+        if let Some(slot) = slot {
+            self.keys(slot, false);
         }
-        let new_dp = self.ports.get(&uuid).and_then(|p| p.datapath);
+        let old_dp = slot.and_then(|s| self.row(s)).and_then(|p| p.datapath);
+        let slot = match (op, slot) {
+            (RowOp::Delete, None) => return,
+            (RowOp::Delete, Some(s)) => {
+                self.slots.remove(&uuid);
+                if let Some(row) = self.rows.get_mut(s as usize) {
+                    *row = None;
+                }
+                self.free.push(s);
+                s
+            }
+            (RowOp::Initial(c) | RowOp::Insert(c), s) => self.put(uuid, s, PortRow::new(c)),
+            (RowOp::Modify(c), Some(s)) => {
+                if let Some((_, row)) = self.rows.get_mut(s as usize).and_then(Option::as_mut) {
+                    row.modify(c);
+                }
+                s
+            }
+            (RowOp::Modify(c), None) => {
+                let mut row = PortRow::default();
+                row.modify(c);
+                self.put(uuid, None, row)
+            }
+        };
+        let new_dp = self.row(slot).and_then(|p| p.datapath);
         if old_dp != new_dp {
             if let Some(dp) = old_dp {
                 if let Some(set) = self.on_datapath.get_mut(&dp) {
-                    set.remove(&uuid);
+                    set.remove(&slot);
                     if set.is_empty() {
                         self.on_datapath.remove(&dp);
                     }
                 }
             }
             if let Some(dp) = new_dp {
-                self.on_datapath.entry(dp).or_default().insert(uuid);
+                self.on_datapath.entry(dp).or_default().insert(slot);
             }
         }
-        self.index(uuid);
+        self.keys(slot, true);
+    }
+
+    /// Stores `row` in slot `slot`, or in a new one; returns the slot.
+    fn put(&mut self, uuid: Uuid, slot: Option<Slot>, row: PortRow) -> Slot {
+        let slot = match slot.or_else(|| self.free.pop()) {
+            Some(s) => s,
+            None => {
+                self.rows.push(None);
+                // More than 4 billion ports do not fit in memory long before this.
+                Slot::try_from(self.rows.len() - 1).unwrap_or(Slot::MAX)
+            }
+        };
+        if let Some(place) = self.rows.get_mut(slot as usize) {
+            *place = Some((uuid, row));
+        }
+        self.slots.insert(uuid, slot);
+        slot
+    }
+
+    /// The row in `slot`, if any.
+    fn row(&self, slot: Slot) -> Option<&PortRow> {
+        self.rows
+            .get(slot as usize)
+            .and_then(Option::as_ref)
+            .map(|(_, r)| r)
     }
 
     /// The networks port `p` is on: its datapath, and the Neutron network that datapath is.
-    fn networks(&self, p: &PortRow) -> Vec<Uuid> {
+    fn networks(&self, p: &PortRow) -> [Option<Uuid>; 2] {
         let Some(dp) = p.datapath else {
-            return Vec::new();
+            return [None, None];
         };
-        let mut nets = vec![dp];
-        if let Some(net) = self.datapaths.get(&dp).and_then(|d| d.network) {
-            if net != dp {
-                nets.push(net);
-            }
-        }
-        nets
+        let net = self.datapaths.get(&dp).and_then(|d| d.network);
+        [Some(dp), net.filter(|&n| n != dp)]
     }
 
-    fn index(&mut self, uuid: Uuid) {
-        self.keys(uuid, true);
-    }
-
-    fn unindex(&mut self, uuid: Uuid) {
-        self.keys(uuid, false);
-    }
-
-    /// Adds (or removes) the index entries of port `uuid`: one per network it is on and IP
-    /// of its `mac[0]`, and one for its MAC; none for an unbound port.
-    fn keys(&mut self, uuid: Uuid, add: bool) {
-        let Some(p) = self.ports.get(&uuid) else {
+    /// Adds (or removes) the index entries of the port in `slot`: one per network it is on
+    /// and IP of its `mac[0]`, and one for its MAC; none for an unbound port.
+    fn keys(&mut self, slot: Slot, add: bool) {
+        let Some(p) = self.row(slot) else {
             return;
         };
         if !p.bound() {
             return;
         }
-        let (ips, mac) = p.addresses();
-        for net in self.networks(p) {
-            for &ip in &ips {
-                entry(&mut self.by_ip, (net, ip), uuid, add);
-            }
-            if let Some(mac) = mac {
-                entry(&mut self.by_mac, (net, mac), uuid, add);
-            }
+        let nets = self.networks(p);
+        let Some((_, p)) = self.rows.get(slot as usize).and_then(Option::as_ref) else {
+            return;
+        };
+        for net in nets.into_iter().flatten() {
+            self.index.change(net, &p.ips, p.mac, slot, add);
         }
         self.logged.clear();
     }
 
     /// The instance behind `ip` on `network` (the UUID of `X-OVN-Network-ID`).
     pub fn lookup(&mut self, network: Uuid, ip: IpAddr) -> Match {
-        let found: &[Uuid] = match port_search(ip) {
-            PortSearch::Ip(ip) => self.by_ip.get(&(network, ip)).map_or(&[], Vec::as_slice),
-            PortSearch::LinkLocal(v6, mac) => match self.by_ip.get(&(network, IpAddr::V6(v6))) {
-                Some(ports) => ports,
-                None => mac
-                    .and_then(|m| self.by_mac.get(&(network, m)))
-                    .map_or(&[], Vec::as_slice),
+        let found: &[Slot] = match port_search(ip) {
+            PortSearch::Ip(ip) => self.index.ip(network, ip),
+            PortSearch::LinkLocal(v6, mac) => match self.index.ip(network, IpAddr::V6(v6)) {
+                [] => mac.map_or(&[], |m| self.index.mac(network, m)),
+                ports => ports,
             },
         };
         match found {
             [] => Match::NotFound,
-            [one] => match self.ports.get(one).and_then(PortRow::instance) {
+            [one] => match self.row(*one).and_then(PortRow::instance) {
                 Some(instance) => Match::Found(instance),
                 None => Match::NotFound,
             },
             several => {
                 let names: Vec<Box<str>> = several
                     .iter()
-                    .filter_map(|u| self.ports.get(u))
-                    .map(|p| p.logical_port.clone())
+                    .filter_map(|&s| self.row(s))
+                    .map(|p| p.logical_port.text().into())
                     .collect();
                 if self.logged.insert((network, ip)) {
                     warn!(
@@ -342,45 +386,40 @@ impl Southbound {
         }
     }
 
-    /// The index recomputed from the replicated rows (a naive scan) compared with the one kept
-    /// incrementally: the fuzz target's main invariant.
+    /// The index rebuilt from the replicated rows compared with the one kept incrementally,
+    /// and the row table with its UUID map: the fuzz target's main invariant.
     #[cfg(any(test, fuzzing, feature = "testing"))]
     pub fn check_index(&self) -> Result<(), String> {
-        let mut by_ip: HashMap<(Uuid, IpAddr), Vec<Uuid>> = HashMap::new();
-        let mut by_mac: HashMap<(Uuid, [u8; 6]), Vec<Uuid>> = HashMap::new();
-        for (&uuid, p) in self.ports.iter().filter(|(_, p)| p.bound()) {
-            let (ips, mac) = p.addresses();
-            for net in self.networks(p) {
-                for &ip in &ips {
-                    by_ip.entry((net, ip)).or_default().push(uuid);
-                }
-                if let Some(mac) = mac {
-                    by_mac.entry((net, mac)).or_default().push(uuid);
+        let mut fresh = Index::default();
+        for (slot, (_, p)) in self.live() {
+            if p.bound() {
+                for net in self.networks(p).into_iter().flatten() {
+                    fresh.change(net, &p.ips, p.mac, slot, true);
                 }
             }
         }
-        fn sorted<K: Clone + Ord>(m: &HashMap<K, Vec<Uuid>>) -> Vec<(K, Vec<Uuid>)> {
-            let mut v: Vec<(K, Vec<Uuid>)> = m
-                .iter()
-                .map(|(k, ports)| {
-                    let mut ports = ports.clone();
-                    ports.sort_unstable();
-                    (k.clone(), ports)
-                })
-                .collect();
-            v.sort();
-            v
+        if fresh.dump() != self.index.dump() {
+            return Err(format!(
+                "index {:?} != rebuilt {:?}",
+                self.index.dump(),
+                fresh.dump()
+            ));
         }
-        if sorted(&by_ip) != sorted(&self.by_ip) {
-            return Err(format!("by_ip {:?} != scan {:?}", self.by_ip, by_ip));
+        let slots: FastMap<Uuid, Slot> = self.live().map(|(s, (u, _))| (*u, s)).collect();
+        if slots != self.slots {
+            return Err(format!("slots {:?} != rows {slots:?}", self.slots));
         }
-        if sorted(&by_mac) != sorted(&self.by_mac) {
-            return Err(format!("by_mac {:?} != scan {:?}", self.by_mac, by_mac));
+        let free: HashSet<Slot> = self.free.iter().copied().collect();
+        let empty = (0..self.rows.len())
+            .filter(|&i| self.rows[i].is_none())
+            .count();
+        if free.len() != self.free.len() || free.len() != empty {
+            return Err(format!("free slots {:?}, {empty} empty", self.free));
         }
-        let mut on_dp: HashMap<Uuid, HashSet<Uuid>> = HashMap::new();
-        for (&uuid, p) in &self.ports {
+        let mut on_dp: FastMap<Uuid, FastSet<Slot>> = FastMap::default();
+        for (slot, (_, p)) in self.live() {
             if let Some(dp) = p.datapath {
-                on_dp.entry(dp).or_default().insert(uuid);
+                on_dp.entry(dp).or_default().insert(slot);
             }
         }
         if on_dp != self.on_datapath {
@@ -392,26 +431,21 @@ impl Southbound {
         Ok(())
     }
 
+    /// The rows in use, with their slots.
+    #[cfg(any(test, fuzzing, feature = "testing"))]
+    fn live(&self) -> impl Iterator<Item = (Slot, &(Uuid, PortRow))> {
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| Some((Slot::try_from(i).ok()?, r.as_ref()?)))
+    }
+
     /// The replica's size.
     pub fn stats(&self) -> ReplicaStats {
         ReplicaStats {
-            ports: self.ports.len(),
+            ports: self.slots.len(),
             datapaths: self.datapaths.len(),
             chassis: self.chassis.len(),
-        }
-    }
-}
-
-/// Adds `uuid` to the entry of `key`, or removes it (and the entry when it empties).
-fn entry<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Vec<Uuid>>, key: K, uuid: Uuid, add: bool) {
-    if add {
-        map.entry(key).or_default().push(uuid);
-        return;
-    }
-    if let Some(ports) = map.get_mut(&key) {
-        ports.retain(|&p| p != uuid);
-        if ports.is_empty() {
-            map.remove(&key);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use std::fmt;
 
+use serde::de::{self, Deserialize, Deserializer, SeqAccess, Visitor};
 use serde_json::Value;
 
 use crate::scope::Uuid;
@@ -181,15 +182,170 @@ impl Datum {
     }
 }
 
+/// A datum read straight from JSON text (a monitor's reply is parsed without building a
+/// `Value` of the whole message first: that tree is several times the size of the text). The
+/// same rules as [`Datum::from_json`].
+impl<'de> Deserialize<'de> for Datum {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Datum, D::Error> {
+        d.deserialize_any(DatumVisitor)
+    }
+}
+
+/// See [`Datum`]'s `Deserialize`.
+impl<'de> Deserialize<'de> for Atom {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Atom, D::Error> {
+        d.deserialize_any(AtomVisitor)
+    }
+}
+
+/// The tag that starts an array value.
+enum Tag {
+    Uuid,
+    Set,
+    Map,
+}
+
+impl<'de> Deserialize<'de> for Tag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Tag, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Tag;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"uuid\", \"set\" or \"map\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Tag, E> {
+                match v {
+                    "uuid" => Ok(Tag::Uuid),
+                    "set" => Ok(Tag::Set),
+                    "map" => Ok(Tag::Map),
+                    _ => Err(E::custom(DatumError::Malformed(
+                        "array that is not [\"uuid\", …], [\"set\", …] or [\"map\", …]",
+                    ))),
+                }
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A UUID in its string form, parsed without an intermediate `String`.
+pub(crate) struct UuidStr(pub(crate) Uuid);
+
+impl<'de> Deserialize<'de> for UuidStr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<UuidStr, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = UuidStr;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a uuid")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<UuidStr, E> {
+                Uuid::parse(v.as_bytes())
+                    .map(UuidStr)
+                    .ok_or_else(|| E::custom(DatumError::BadUuid(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The rest of `["uuid", "…"]` once its tag is read.
+fn uuid_rest<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Uuid, A::Error> {
+    let UuidStr(u) = seq
+        .next_element()?
+        .ok_or_else(|| de::Error::custom(DatumError::Malformed("[\"uuid\"] without a uuid")))?;
+    end(seq)?;
+    Ok(u)
+}
+
+/// Refuses elements past the expected ones.
+fn end<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<(), A::Error> {
+    match seq.next_element::<de::IgnoredAny>()? {
+        None => Ok(()),
+        Some(_) => Err(de::Error::custom(DatumError::Malformed(
+            "array with extra elements",
+        ))),
+    }
+}
+
+struct AtomVisitor;
+
+impl<'de> Visitor<'de> for AtomVisitor {
+    type Value = Atom;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an OVSDB atom")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Atom, E> {
+        Ok(Atom::Boolean(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Atom, E> {
+        Ok(Atom::Integer(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Atom, E> {
+        // As `Value::as_i64` then `as_f64`: past i64 it is a real.
+        Ok(i64::try_from(v).map_or(Atom::Real(v as f64), Atom::Integer))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Atom, E> {
+        Ok(Atom::Real(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Atom, E> {
+        Ok(Atom::String(v.into()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Atom, A::Error> {
+        match seq.next_element()? {
+            Some(Tag::Uuid) => uuid_rest(seq).map(Atom::Uuid),
+            _ => Err(de::Error::custom(DatumError::Malformed(
+                "array that is not [\"uuid\", …]",
+            ))),
+        }
+    }
+}
+
+struct DatumVisitor;
+
+impl<'de> Visitor<'de> for DatumVisitor {
+    type Value = Datum;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an OVSDB datum")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Datum, E> {
+        AtomVisitor.visit_bool(v).map(|a| Datum::Set(vec![a]))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Datum, E> {
+        AtomVisitor.visit_i64(v).map(|a| Datum::Set(vec![a]))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Datum, E> {
+        AtomVisitor.visit_u64(v).map(|a| Datum::Set(vec![a]))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Datum, E> {
+        AtomVisitor.visit_f64(v).map(|a| Datum::Set(vec![a]))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Datum, E> {
+        AtomVisitor.visit_str(v).map(|a| Datum::Set(vec![a]))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Datum, A::Error> {
+        let missing = || de::Error::custom(DatumError::Malformed("set or map without elements"));
+        let datum = match seq.next_element()? {
+            Some(Tag::Uuid) => return uuid_rest(seq).map(|u| Datum::Set(vec![Atom::Uuid(u)])),
+            Some(Tag::Set) => Datum::Set(seq.next_element()?.ok_or_else(missing)?),
+            Some(Tag::Map) => Datum::Map(seq.next_element()?.ok_or_else(missing)?),
+            None => return Err(de::Error::custom(DatumError::Malformed("empty array"))),
+        };
+        end(seq)?;
+        Ok(datum)
+    }
+}
+
 /// Applies an `update2` "modify" difference to a set column: every element of `diff` is
-/// toggled (removed if present, added if not), RFC 7047's extension for `update2`.
-pub fn apply_set_diff(set: &mut Vec<Atom>, diff: &[Atom]) {
-    for atom in diff {
-        match set.iter().position(|a| a == atom) {
+/// toggled (removed if present, added if not), RFC 7047's extension for `update2`. Any
+/// element type: a consumer may keep a set's atoms in its own form (UUIDs, strings).
+pub fn apply_set_diff<T: PartialEq>(set: &mut Vec<T>, diff: impl IntoIterator<Item = T>) {
+    for element in diff {
+        match set.iter().position(|e| *e == element) {
             Some(i) => {
                 set.swap_remove(i);
             }
-            None => set.push(atom.clone()),
+            None => set.push(element),
         }
     }
 }
@@ -252,6 +408,38 @@ mod tests {
         }
     }
 
+    /// Read from text, a datum is what `from_json` makes of the same JSON, and is refused
+    /// where it is.
+    #[test]
+    fn from_text_as_from_value() {
+        for text in [
+            r#"["uuid", "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a"]"#,
+            r#"["set", []]"#,
+            r#"["set", ["a", 2, true, 1.5, ["uuid", "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a"]]]"#,
+            r#"["map", [["k", "v"], [1, ["uuid", "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a"]]]]"#,
+            r#""x\"y""#,
+            "18446744073709551615",
+            "-3",
+            "null",
+            "{}",
+            r#"["named-uuid", "row1"]"#,
+            r#"["uuid", "nope"]"#,
+            r#"["uuid"]"#,
+            r#"["uuid", "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a", 1]"#,
+            r#"["map", [["k"]]]"#,
+            r#"["map", [["k", "v", "w"]]]"#,
+            r#"["set", [null]]"#,
+            r#"["set", [["set", []]]]"#,
+            r#"["set"]"#,
+            r#"["set", [], []]"#,
+            "[]",
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let streamed = serde_json::from_str::<Datum>(text).ok();
+            assert_eq!(streamed, Datum::from_json(&value).ok(), "{text}");
+        }
+    }
+
     #[test]
     fn refused() {
         for v in [
@@ -275,7 +463,7 @@ mod tests {
                 .collect::<Vec<_>>()
         };
         let mut set = s(&["a", "b"]);
-        apply_set_diff(&mut set, &s(&["b", "c"]));
+        apply_set_diff(&mut set, s(&["b", "c"]));
         set.sort_by(|x, y| x.as_str().cmp(&y.as_str()));
         assert_eq!(set, s(&["a", "c"]));
 

@@ -85,22 +85,42 @@ impl Framer {
     /// the next call). Call again with the rest of `input` until it is empty. After an error
     /// every call returns it again.
     pub fn next_message(&mut self, input: &mut &[u8]) -> Result<Option<Value>, FrameError> {
+        match self.next_text(input, |text| serde_json::from_slice(text))? {
+            Some(Ok(v)) => Ok(Some(v)),
+            Some(Err(e)) => Err(self.fail(FrameError::Json(e.to_string()))),
+            None => Ok(None),
+        }
+    }
+
+    /// As [`Framer::next_message`], but hands the complete message's text to `read` instead
+    /// of a `Value`, so that a large message can be parsed straight into what it carries.
+    /// The text is balanced but not checked to be JSON: that is `read`'s job.
+    pub fn next_text<R>(
+        &mut self,
+        input: &mut &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<Option<R>, FrameError> {
         if let Some(e) = &self.failed {
             return Err(e.clone());
         }
         match self.scan(input) {
             Ok(Some(())) => {
-                let parsed = serde_json::from_slice(&self.buf);
+                let out = read(&self.buf);
                 self.buf.clear();
-                match parsed {
-                    Ok(v) => Ok(Some(v)),
-                    Err(e) => Err(self.fail(FrameError::Json(e.to_string()))),
+                if self.buf.capacity() > Self::KEEP {
+                    // A snapshot's capacity (megabytes) would stay allocated for as long as
+                    // the connection, for messages that are mostly under a kilobyte.
+                    self.buf = Vec::new();
                 }
+                Ok(Some(out))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(self.fail(e)),
         }
     }
+
+    /// The buffer capacity kept between messages.
+    const KEEP: usize = 64 << 10;
 
     fn fail(&mut self, e: FrameError) -> FrameError {
         self.buf = Vec::new();
@@ -234,6 +254,19 @@ mod tests {
         assert!(errors
             .iter()
             .all(|e| *e == FrameError::TooLarge { max: 100 }));
+    }
+
+    #[test]
+    fn a_large_message_does_not_keep_its_capacity() {
+        let big = format!(r#"{{"k":"{}"}}"#, "x".repeat(1 << 20));
+        let mut f = Framer::new(2 << 20);
+        let mut rest = big.as_bytes();
+        let len = f.next_text(&mut rest, |t| t.len()).unwrap();
+        assert_eq!(len, Some(big.len()));
+        assert!(f.buf.capacity() <= Framer::KEEP, "{}", f.buf.capacity());
+        let mut small = &b"{}"[..];
+        assert_eq!(f.next_message(&mut small), Ok(Some(json!({}))));
+        assert!(f.buf.capacity() > 0, "a small message's buffer is reused");
     }
 
     #[test]

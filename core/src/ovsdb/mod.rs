@@ -22,5 +22,6 @@ pub use session::{
     Session, SessionConfig, SessionConfigError, SessionEvent, SessionState, SessionStatus,
 };
 pub use update::{
-    parse_table_updates2, Columns, RowOp, RowUpdate, TableUpdate, TableUpdates, UpdateError,
+    parse_table_updates2, Columns, MapKeys, RowOp, RowUpdate, TableUpdate, TableUpdates,
+    UpdateError, UpdatesSeed,
 };

@@ -171,28 +171,48 @@ impl SessionConfig {
 /// The wait before the next connection attempt: doubling from `backoff_min` to
 /// `backoff_max`, each wait moved by up to ±25% so that many agents that lost the same server
 /// at once do not come back in step, and never outside the configured bounds.
+///
+/// After a monitor that worked, waits stay at the minimum for [`Backoff::RESTART_WINDOW`]
+/// before doubling starts: a lost connection is most often a server restarting, and doubling
+/// from the first failure would leave the replica stale for up to twice the restart after
+/// the server is back. A standalone Southbound of 20 000 rows measured 0.5 to 1.8 s from its
+/// start to accepting (on a busy 2-core machine), plus the time it was down. A refused
+/// connection costs the server nothing, and the jitter still spreads the agents.
 #[derive(Debug)]
 pub(super) struct Backoff {
     min: Duration,
     max: Duration,
     next: Duration,
+    /// What is left of the restart window.
+    flat: Duration,
     rng: u64,
 }
 
 impl Backoff {
+    /// How long waits stay at the minimum after a monitor worked.
+    pub(super) const RESTART_WINDOW: Duration = Duration::from_secs(3);
+
     pub(super) fn new(min: Duration, max: Duration, seed: u64) -> Backoff {
         Backoff {
             min,
             max,
             next: min,
+            flat: Duration::ZERO,
             rng: seed,
         }
     }
 
-    /// The wait to use now; the one after it is twice as long (up to the maximum).
+    /// The wait to use now; the one after it is twice as long (up to the maximum), unless
+    /// it is one of the waits kept at the minimum after a reset.
     pub(super) fn take(&mut self) -> Duration {
         let base = self.next;
-        self.next = (self.next * 2).min(self.max);
+        match self.flat.checked_sub(base) {
+            Some(left) => self.flat = left,
+            None => {
+                self.flat = Duration::ZERO;
+                self.next = (self.next * 2).min(self.max);
+            }
+        }
         // splitmix64: small, and good enough to spread reconnects.
         self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.rng;
@@ -203,9 +223,10 @@ impl Backoff {
         base.mul_f64(0.75 + 0.5 * unit).clamp(self.min, self.max)
     }
 
-    /// A monitor succeeded: the next failure waits the minimum again.
+    /// A monitor succeeded: the next failures wait the minimum again, for a while.
     pub(super) fn reset(&mut self) {
         self.next = self.min;
+        self.flat = Self::RESTART_WINDOW;
     }
 }
 
@@ -237,12 +258,22 @@ mod tests {
         }
         assert_ne!(waits(1), waits(2), "the seed moves the waits");
         assert_eq!(waits(7), waits(7), "the same seed gives the same waits");
-        let mut b = Backoff::new(min, max, 0);
+    }
+
+    #[test]
+    fn after_a_reset_the_first_waits_stay_at_the_minimum() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let near_min = |d: Duration| d >= min && d <= min.mul_f64(1.25);
+        let mut b = Backoff::new(min, max, 3);
         for _ in 0..10 {
             b.take();
         }
         b.reset();
-        assert!(b.take() < Duration::from_millis(126));
+        // 3 s of 100 ms waits, then the usual first one: 31 at the minimum.
+        let flat = (Backoff::RESTART_WINDOW.as_millis() / min.as_millis()) as usize;
+        let waits: Vec<Duration> = (0..flat + 3).map(|_| b.take()).collect();
+        assert!(waits[..=flat].iter().all(|&d| near_min(d)), "{waits:?}");
+        assert!(waits[flat + 2] >= min * 3, "doubling again: {waits:?}");
     }
 
     #[test]

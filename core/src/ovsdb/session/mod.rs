@@ -29,6 +29,7 @@
 //! acknowledged them; a reconnect before that asks for a snapshot instead of resuming.
 
 mod config;
+mod incoming;
 #[cfg(test)]
 mod tests;
 
@@ -41,12 +42,13 @@ use serde_json::{json, Value};
 pub use config::{SessionConfig, SessionConfigError};
 
 use self::config::Backoff;
+use self::incoming::{Incoming, MonitorReply, UpdateParams};
 use super::datum::{Atom, Datum};
 use super::framing::Framer;
 use super::monitor::{where_json, Condition};
 use super::remote::Remote;
 use super::rpc::{self, Message, RpcError};
-use super::update::{parse_table_updates2, TableUpdates};
+use super::update::{MapKeys, TableUpdates};
 use crate::lookup::{ClientAction, ReqId};
 use crate::socket::Input;
 use crate::tls::{TlsError, TlsTarget};
@@ -179,6 +181,8 @@ pub struct Session {
     synced: bool,
     /// The latest `now` of any call (for [`Session::fail`], which has none).
     latest: Instant,
+    /// The map keys replicated, where not all.
+    map_keys: MapKeys,
     actions: VecDeque<ClientAction>,
     events: VecDeque<SessionEvent>,
     /// Answers to [`Session::transact`], in arrival order.
@@ -207,6 +211,7 @@ impl Session {
             max_index: None,
             synced: false,
             latest: now,
+            map_keys: MapKeys::default(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
             replies: VecDeque::new(),
@@ -388,6 +393,13 @@ impl Session {
         self.replies.pop_front()
     }
 
+    /// Replicates only `keys` of map column `column` of `table`: the others are dropped
+    /// while the server's messages are read, before they take memory (a monitor cannot ask
+    /// for some keys of a map). Applies to every message read from now on.
+    pub fn keep_map_keys(&mut self, table: &str, column: &str, keys: &[&str]) {
+        self.map_keys.keep(table, column, keys);
+    }
+
     /// Counters and where the session is.
     pub fn status(&self) -> SessionStatus {
         self.status.clone()
@@ -472,14 +484,27 @@ impl Session {
             let Some(conn) = self.conn.as_mut().filter(|c| c.req == req) else {
                 return;
             };
-            match conn.framer.next_message(&mut data) {
-                Ok(Some(v)) => {
+            let monitoring = (conn.state == SessionState::Monitoring).then_some(conn.kind);
+            let (pending, keys) = (&conn.pending, &self.map_keys);
+            let read = conn.framer.next_text(&mut data, |text| {
+                incoming::read(text, monitoring, pending, keys)
+            });
+            match read {
+                Ok(Some(Ok(m))) => {
                     self.status.messages += 1;
-                    match Message::from_json(v) {
-                        Ok(m) => self.on_message(now, m),
-                        Err(e) => return self.lose(now, e.to_string()),
+                    match m {
+                        Incoming::Message(m) => self.on_message(now, m),
+                        Incoming::Updates(u) => self.on_updates(now, u),
+                        Incoming::MonitorReply { id, reply } => {
+                            if let Some(Pending::Monitor(_, gen)) =
+                                self.conn.as_mut().and_then(|c| c.pending.remove(&id))
+                            {
+                                self.on_monitor_reply(now, gen, Ok(reply));
+                            }
+                        }
                     }
                 }
+                Ok(Some(Err(why))) => return self.lose(now, why),
                 Ok(None) => return,
                 Err(e) => return self.lose(now, e.to_string()),
             }
@@ -509,37 +534,37 @@ impl Session {
         }
     }
 
+    /// A notification that took the general path: the monitor's own are read into rows
+    /// here (see [`incoming`]), any other is ignored.
     fn on_notification(&mut self, now: Instant, method: &str, params: Value) {
         let Some(conn) = &self.conn else { return };
-        let expected = match conn.kind {
-            MonitorKind::Since => "update3",
-            MonitorKind::Cond => "update2",
-        };
-        if method != expected || conn.state != SessionState::Monitoring {
+        let kind = conn.kind;
+        if method != incoming::update_method(kind) || conn.state != SessionState::Monitoring {
             debug!("OVSDB: ignoring notification {method:?}");
             return;
         }
-        let (id, txn, updates) = match params.as_array().map(Vec::as_slice) {
-            Some([id, Value::String(txn), updates]) if method == "update3" => {
-                (id, Some(txn), updates)
-            }
-            Some([id, updates]) if method == "update2" => (id, None, updates),
-            _ => return self.lose(now, format!("malformed {method} notification")),
-        };
-        if *id != self.monitor_id {
-            debug!("OVSDB: {method} for another monitor ({id})");
+        match UpdateParams::from_value(kind, &self.map_keys, &params) {
+            Ok(u) => self.on_updates(now, u),
+            Err(e) => self.lose(now, format!("malformed {method} notification: {e}")),
+        }
+    }
+
+    /// The running monitor's `update2`/`update3`.
+    fn on_updates(&mut self, now: Instant, u: UpdateParams) {
+        let UpdateParams {
+            monitor,
+            txn,
+            updates,
+        } = u;
+        if monitor != self.monitor_id {
+            debug!("OVSDB: update for another monitor ({monitor})");
             return;
         }
-        match parse_table_updates2(updates) {
-            Ok(updates) => {
-                if let Some(txn) = txn {
-                    self.last_txn = Some(txn.as_str().into());
-                }
-                self.status.last_update = Some(now);
-                self.events.push_back(SessionEvent::Update(updates));
-            }
-            Err(e) => self.lose(now, format!("{method}: {e}")),
+        if let Some(txn) = txn {
+            self.last_txn = Some(txn);
         }
+        self.status.last_update = Some(now);
+        self.events.push_back(SessionEvent::Update(updates));
     }
 
     fn on_response(&mut self, now: Instant, pending: Pending, result: Result<Value, RpcError>) {
@@ -554,7 +579,9 @@ impl Session {
             (Pending::ServerCheck, Err(e)) => {
                 self.lose(now, format!("the _Server database cannot be read: {e}"))
             }
-            (Pending::Monitor(kind, gen), Ok(v)) => self.on_monitor_reply(now, kind, gen, &v),
+            (Pending::Monitor(kind, gen), Ok(v)) => {
+                self.on_monitor_reply(now, gen, MonitorReply::from_value(kind, &self.map_keys, &v))
+            }
             (Pending::Monitor(MonitorKind::Since, _), Err(e)) => {
                 warn!("OVSDB: the server refused monitor_cond_since ({e}); using monitor_cond from now on");
                 self.since_unsupported = true;
@@ -643,17 +670,14 @@ impl Session {
         self.send(now, method, params, Pending::Monitor(kind, gen));
     }
 
-    fn on_monitor_reply(&mut self, now: Instant, kind: MonitorKind, gen: u64, v: &Value) {
-        let (found, txn, updates) = match (kind, v.as_array().map(Vec::as_slice)) {
-            (MonitorKind::Since, Some([Value::Bool(found), Value::String(txn), updates])) => {
-                (*found, Some(txn), updates)
-            }
-            (MonitorKind::Cond, _) => (false, None, v),
-            _ => return self.lose(now, format!("malformed monitor reply {}", excerpt(v))),
-        };
-        let updates = match parse_table_updates2(updates) {
-            Ok(u) => u,
-            Err(e) => return self.lose(now, format!("monitor reply: {e}")),
+    fn on_monitor_reply(&mut self, now: Instant, gen: u64, reply: Result<MonitorReply, String>) {
+        let MonitorReply {
+            found,
+            txn,
+            updates,
+        } = match reply {
+            Ok(r) => r,
+            Err(why) => return self.lose(now, why),
         };
         let Some(conn) = &mut self.conn else { return };
         conn.state = SessionState::Monitoring;
@@ -661,7 +685,7 @@ impl Session {
         self.status.state = SessionState::Monitoring;
         self.status.remote = Some(remote.clone());
         self.status.last_update = Some(now);
-        self.last_txn = txn.map(|t| t.as_str().into());
+        self.last_txn = txn;
         self.acked_gen = self.acked_gen.max(gen);
         self.backoff.reset();
         let how = match (found, self.synced) {

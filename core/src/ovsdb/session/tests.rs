@@ -611,3 +611,40 @@ fn transactions_ride_the_monitoring_connection() {
     assert_eq!(f.s.status().state, SessionState::Monitoring);
     assert!(f.events().is_empty());
 }
+
+#[test]
+fn map_keys_not_kept_are_dropped_from_replies_and_updates() {
+    let mut f = Fake::new(config(&["unix:/sb.sock"]));
+    f.s.keep_map_keys("Chassis", "external_ids", &["keep"]);
+    let ids = json!(["map", [["keep", "1"], ["drop", "2"]]]);
+    let kept = Datum::Map(vec![(
+        Atom::String("keep".into()),
+        Atom::String("1".into()),
+    )]);
+    let (req, _) = f.establish(json!([false, "t1",
+        {"Chassis": {ROW: {"initial": {"name": "ch1", "external_ids": ids}}}}]));
+    let ev = f.events();
+    let SessionEvent::Snapshot(snap) = &ev[1] else {
+        panic!("{ev:?}")
+    };
+    let RowOp::Initial(columns) = &snap[0].rows[0].op else {
+        panic!("{snap:?}")
+    };
+    let column = |name: &str| columns.iter().find(|(n, _)| &**n == name).map(|(_, d)| d);
+    assert_eq!(column("external_ids"), Some(&kept));
+    let name = Datum::Set(vec![Atom::String("ch1".into())]);
+    assert_eq!(column("name"), Some(&name), "other columns untouched");
+    f.recv(
+        req,
+        json!({"id": null, "method": "update3",
+            "params": ["mdproxy", "t2", {"Chassis": {ROW: {"modify": {"external_ids": ids}}}}]}),
+    );
+    let ev = f.events();
+    let [SessionEvent::Update(u)] = &ev[..] else {
+        panic!("{ev:?}")
+    };
+    assert_eq!(
+        u[0].rows[0].op,
+        RowOp::Modify(vec![("external_ids".into(), kept)])
+    );
+}
