@@ -1,11 +1,11 @@
 //! `mdproxy node`: the agent's flags (the metadata server, the secret, the lookup backend) and
-//! the node's own (the watched directory, the per-network limits). The files of that directory
-//! are `unit.rs`'s.
+//! the node's own (the watched directory, OVN provisioning, the per-network limits). The files
+//! of that directory are `unit.rs`'s.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::agent::{self, Agent};
+use super::agent::{self, Agent, LookupBackend};
 use super::args::Args;
 use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
 
@@ -16,7 +16,10 @@ pub const HELP: &str = concat!(
     "\
 mdproxy node: one process serving the metadata of many router and network namespaces
 
-The node listens inside every namespace named in --watch-dir, and does the namespace proxy's
+The node listens inside every namespace named in --watch-dir, and, with --backend ovn, inside
+the ovnmeta- namespace of every OVN network with an instance port bound to this chassis,
+which it provisions itself: it replaces neutron-ovn-metadata-agent (and the metadata
+extension of neutron-ovn-agent) together with its haproxies. It does the namespace proxy's
 and the metadata agent's work in one hop: the scope (router or network) of a request is the
 listener's, the client's address the socket's; every X-Forwarded-For, X-Neutron-*,
 X-OVN-Network-ID, X-Instance-ID*, X-Tenant-ID, Forwarded, X-Real-IP and underscored header the
@@ -26,6 +29,8 @@ for byte. 429 past a file's rate_limit, 503 past its max_conns or the node's --m
 
 Usage: mdproxy node --watch-dir DIR --shared-secret-file PATH --static-map FILE [OPTIONS]
        mdproxy node --watch-dir DIR --shared-secret-file PATH --backend neutron ... [OPTIONS]
+       mdproxy node --shared-secret-file PATH --backend ovn --ovn-sb-connection R
+                    [--chassis NAME] [--ovs-db R] [--watch-dir DIR] [OPTIONS]
 
 Node:
       --watch-dir DIR            The directory of served namespaces: one file NAME.toml per
@@ -34,7 +39,9 @@ Node:
                                  connections finish their exchange); a file with an error is
                                  logged with its path and ignored; other names (e.g. a
                                  .NAME.tmp being written) are ignored. Write files whole
-                                 (write elsewhere in DIR, then rename)
+                                 (write elsewhere in DIR, then rename). Optional with
+                                 --backend ovn (its namespaces are the node's own), for
+                                 units served beside them
       --rescan-interval S        How often DIR is read: a new file is served within S
                                  [default: 1; 0.1 to 86400 seconds]. A scan, not inotify: it
                                  costs one readdir and one stat per file, misses nothing
@@ -46,10 +53,29 @@ Node:
                                  namespace [default: 64; 1 to 1000000]
       --max-conns N              Connections open at once in all
                                  [default: 4096; 1 to 1000000]
+      --ovn-poll-interval S      With --backend ovn: how often the Southbound is read for
+                                 what this chassis needs [default: 1; 0.1 to 86400
+                                 seconds]. A network whose first instance port binds here
+                                 is provisioned and served within S plus the provisioning
+                                 itself; one whose last port leaves is torn down as fast
       --token-hop-limit N        IP TTL / IPv6 hop limit of an instance's connection once it
                                  sent PUT /latest/api/token (the node answers it, with the
                                  agent's --imdsv2 rules), as `mdproxy ns-proxy` sets it
                                  [default: 1; 1 to 64]
+
+OVN (--backend ovn): from the Southbound (--ovn-sb-connection; unix: or tcp:, ssl: only for
+the lookups), for each network with at least one VIF port bound to this chassis (--chassis,
+default the system-id of --ovs-db), the node provisions what neutron-ovn-metadata-agent does:
+namespace ovnmeta-<network>, the veth pair tap<first 10 of the network>0/1, the first end
+plugged into the integration bridge (external_ids:ovn-bridge, default br-int) with
+iface-id=<the network's metadata localport> through a transaction on --ovs-db, the
+localport's MAC and addresses plus 169.254.169.254/32 (and fe80::a9fe:a9fe/128 with IPv6) on
+the other end, the checksum-fill rule on netdev bridges; then it listens there on
+169.254.169.254:80 (and [fe80::a9fe:a9fe]:80) for that network (X-OVN-Network-ID). When the
+last VIF port leaves, the listener stops and all of it goes. At start it adopts what is right
+and removes stale ovnmeta- namespaces. It registers on its Chassis_Private row
+(neutron:ovn-metadata-id, neutron:ovn-metadata-sb-cfg following SB_Global.nb_cfg), so Neutron
+lists the agent alive. Namespaces and links through iproute2's ip, the rule through iptables.
 
 Entering a namespace (setns(2) on /run/netns/NAME) needs CAP_SYS_ADMIN, for as long as the
 node runs, so it takes no --user or --group. One event loop serves every namespace (no
@@ -75,7 +101,8 @@ Unknown keys are errors (a misspelt key would otherwise be silently ignored).
     common_help!("the metadata server", "The metadata server"),
     "
 SIGTERM/SIGINT: stop accepting in every namespace, finish in-flight requests, exit 0.
-SIGHUP: re-read --static-map, as the agent does (--watch-dir is read every --rescan-interval).
+SIGHUP: re-read --static-map, as the agent does (--watch-dir is read every --rescan-interval,
+the Southbound every --ovn-poll-interval).
 
 Exit status: 0 after a clean stop, 1 when the node cannot start or its event loop fails, 2 for
 a usage or configuration error (bad flag, unreadable secret, a --watch-dir that is not a
@@ -88,8 +115,11 @@ directory).
 pub struct Node {
     /// The agent's settings (its socket flags refused).
     pub agent: Agent,
-    pub watch_dir: PathBuf,
+    /// `None`: only with the ovn backend (which serves the namespaces it provisions).
+    pub watch_dir: Option<PathBuf>,
     pub rescan: Duration,
+    /// How often the ovn backend's provisioner reads the Southbound.
+    pub ovn_poll: Duration,
     pub max_conns_per_network: usize,
     /// `--token-hop-limit`.
     pub token_hop_limit: u8,
@@ -100,11 +130,13 @@ const SOCKET_FLAGS: [&str; 4] = ["listen-socket", "backlog", "socket-mode", "wor
 
 pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut watch_dir, mut rescan, mut per_network, mut per_ip) = (None, None, 1024, 64);
+    let mut ovn_poll = None;
     let mut hop_limit = DEFAULT_HOP_LIMIT;
     let mut own = |name: &str, flag: &str, p: &mut Args| -> Result<bool, String> {
         match name {
             "watch-dir" => watch_dir = Some(PathBuf::from(value(p, flag)?)),
             "rescan-interval" => rescan = Some(RESCAN_INTERVAL.parse(flag, &value(p, flag)?)?),
+            "ovn-poll-interval" => ovn_poll = Some(RESCAN_INTERVAL.parse(flag, &value(p, flag)?)?),
             "max-conns-per-network" => per_network = CONNS.parse(flag, &value(p, flag)?)?,
             "max-conns-per-ip" => per_ip = CONNS.parse(flag, &value(p, flag)?)?,
             "token-hop-limit" => hop_limit = HOP_LIMIT.parse(flag, &value(p, flag)?)?,
@@ -127,11 +159,21 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         );
     }
     agent.endpoint.conns.max_conns_per_ip = per_ip;
-    let watch_dir = watch_dir.ok_or("--watch-dir is required (the namespaces to serve)")?;
+    let ovn = matches!(agent.backend, LookupBackend::Ovn(_));
+    if watch_dir.is_none() && !ovn {
+        return Err(
+            "--watch-dir is required (the namespaces to serve; only --backend ovn finds its own)"
+                .to_owned(),
+        );
+    }
+    if ovn_poll.is_some() && !ovn {
+        return Err("--ovn-poll-interval needs --backend ovn".to_owned());
+    }
     Ok(Command::Node(Box::new(Node {
         agent,
         watch_dir,
         rescan: rescan.unwrap_or(Duration::from_secs(1)),
+        ovn_poll: ovn_poll.unwrap_or(Duration::from_secs(1)),
         max_conns_per_network: per_network,
         token_hop_limit: hop_limit,
     })))
@@ -158,7 +200,7 @@ mod tests {
         let Ok(Command::Node(n)) = cmd(&base) else {
             panic!("{:?}", cmd(&base))
         };
-        assert_eq!(n.watch_dir, PathBuf::from("/d"));
+        assert_eq!(n.watch_dir, Some(PathBuf::from("/d")));
         assert_eq!(n.rescan, Duration::from_secs(1));
         assert_eq!(n.max_conns_per_network, 1024);
         assert_eq!(n.agent.endpoint.conns.max_conns_per_ip, 64);

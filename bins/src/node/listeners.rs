@@ -4,6 +4,10 @@
 //! caller's thread (through `netns`), so the event loop never waits for a namespace; the bound
 //! sockets reach the loop through its command queue.
 
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use mdproxy_core::listener::{ListenerId, ScopedListener};
 use mdproxy_shell::{Command, ListenerControl};
 
@@ -25,37 +29,46 @@ pub struct Stopped;
 /// A handle on the listeners of a running node.
 pub struct Listeners {
     control: ListenerControl,
-    next_id: u64,
+    /// Shared by every handle of one loop (the watcher's, the provisioner's), so their ids
+    /// never collide.
+    last_id: Arc<AtomicU64>,
 }
 
 impl Listeners {
     pub fn new(control: ListenerControl) -> Listeners {
         Listeners {
             control,
-            next_id: 0,
+            last_id: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Another handle on the same loop, for another thread.
+    pub fn try_clone(&self) -> io::Result<Listeners> {
+        Ok(Listeners {
+            control: self.control.try_clone()?,
+            last_id: Arc::clone(&self.last_id),
+        })
     }
 
     /// Serves `scope` on each of `listen` (`ADDR:PORT`, an interface name looked up inside the
     /// namespace) in network namespace `namespace` (`/run/netns/NAME`; `None`: the node's
     /// own). Returns the id to remove it by and the bound addresses.
     pub fn add(
-        &mut self,
+        &self,
         namespace: Option<&str>,
         listen: &[String],
         scope: ScopedListener,
     ) -> Result<(ListenerId, Vec<String>), AddError> {
         let sockets = netns::bind_in(namespace, listen).map_err(AddError::Bind)?;
         let bound = sockets.iter().map(ToString::to_string).collect();
-        self.next_id += 1;
-        let id = ListenerId(self.next_id);
+        let id = ListenerId(self.last_id.fetch_add(1, Ordering::Relaxed) + 1);
         let add = Command::Add { id, scope, sockets };
         self.control.send(add).map_err(|_| AddError::Stopped)?;
         Ok((id, bound))
     }
 
     /// Stops serving `id`: its sockets close, its connections finish their exchange.
-    pub fn remove(&mut self, id: ListenerId) -> Result<(), Stopped> {
+    pub fn remove(&self, id: ListenerId) -> Result<(), Stopped> {
         self.control.send(Command::Remove(id)).map_err(|_| Stopped)
     }
 }

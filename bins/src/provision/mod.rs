@@ -1,8 +1,8 @@
 //! Performing the core's provisioning plan (`mdproxy_core::provision`) on this node: observe
 //! (namespaces, links and the checksum rule through `ip`, see `ip.rs`; OVS rows through a
 //! transaction on the local database), plan, perform each action in order, and register the
-//! agent on the chassis' `Chassis_Private` row. `mdproxy node` calls [`reconcile`] whenever its
-//! Southbound replica changes; the hidden `mdproxy provision` subcommand ([`main`]) does one
+//! agent on the chassis' `Chassis_Private` row. `mdproxy node --backend ovn` runs a round every
+//! `--ovn-resync-interval` on a thread of its own (`node/ovn.rs`); the hidden `mdproxy provision` subcommand ([`main`]) does one
 //! round from a one-shot Southbound read, for tests and operators.
 
 mod ip;
@@ -16,6 +16,7 @@ use mdproxy_core::ovsdb::transact::{self, OvsState};
 use mdproxy_core::provision::{metadata_agent_id, plan, Action, Network, Observed};
 
 pub use ovsdb::Client;
+pub use sb::Southbound;
 
 /// The local OVS state (`transact::select_ovs`).
 pub fn observe_ovs(ovs: &mut Client) -> Result<OvsState, String> {
@@ -109,6 +110,12 @@ pub fn reconcile(desired: &[Network], ovs: &mut Client) -> Result<Vec<Action>, S
     Ok(actions)
 }
 
+/// What the Southbound says `chassis` needs (one `select` transaction).
+pub fn read_southbound(sb: &mut Client, chassis: &str) -> Result<Southbound, String> {
+    let reply = sb.transact(sb::select(chassis))?;
+    sb::parse(reply.as_ref())
+}
+
 /// Registers the agent on `chassis`' Chassis_Private row, `nb_cfg` reported alive.
 pub fn register(sb: &mut Client, chassis: &str, nb_cfg: i64) -> Result<(), String> {
     let id = metadata_agent_id(chassis)
@@ -160,8 +167,7 @@ fn run(args: Vec<OsString>) -> Result<Vec<Action>, (String, u8)> {
         ))?,
     };
     let mut sb = Client::connect(&sb_db).map_err(sys)?;
-    let reply = sb.transact(sb::select(&chassis)).map_err(sys)?;
-    let south = sb::parse(reply.as_ref()).map_err(sys)?;
+    let south = read_southbound(&mut sb, &chassis).map_err(sys)?;
     let desired = mdproxy_core::provision::desired(&south.ports);
     let actions = reconcile(&desired, &mut ovs).map_err(sys)?;
     register(&mut sb, &chassis, south.nb_cfg).map_err(sys)?;

@@ -27,8 +27,9 @@ pub struct Client {
     remote: String,
 }
 
-trait Stream: Read + Write {}
-impl<T: Read + Write> Stream for T {}
+// Send: the node's provisioning thread owns its clients.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
 
 impl Client {
     /// Connects to the first of `remote`'s servers that answers (`unix:PATH`, `tcp:IP:PORT`).

@@ -26,6 +26,9 @@ pub fn select(chassis: &str) -> Value {
 pub struct Southbound {
     pub ports: Vec<PortRecord>,
     pub nb_cfg: i64,
+    /// The chassis has its `Chassis` row. Without it nothing reads as bound here, which is
+    /// no reason to tear down what is served (ovn-controller may not have registered yet).
+    pub chassis_found: bool,
 }
 
 fn col(row: &Map<String, Value>, c: &str) -> Option<Datum> {
@@ -88,7 +91,11 @@ pub fn parse(reply: Result<&Value, &RpcError>) -> Result<Southbound, String> {
             _ => None,
         })
         .unwrap_or(0);
-    Ok(Southbound { ports, nb_cfg })
+    Ok(Southbound {
+        ports,
+        nb_cfg,
+        chassis_found: me.is_some(),
+    })
 }
 
 #[cfg(test)]
@@ -134,6 +141,7 @@ mod tests {
         ]);
         let south = parse(Ok(&reply)).unwrap();
         assert_eq!(south.nb_cfg, 4);
+        assert!(south.chassis_found);
         let here: Vec<(&str, bool)> = south
             .ports
             .iter()
@@ -148,11 +156,9 @@ mod tests {
         // The chassis not (yet) registered: nothing is bound here.
         let mut unknown = reply.clone();
         unknown[0] = json!({"rows": []});
-        assert!(parse(Ok(&unknown))
-            .unwrap()
-            .ports
-            .iter()
-            .all(|p| !p.bound_here));
+        let unknown = parse(Ok(&unknown)).unwrap();
+        assert!(unknown.ports.iter().all(|p| !p.bound_here));
+        assert!(!unknown.chassis_found);
         assert!(parse(Ok(&json!([{"rows": []}]))).is_err());
     }
 }

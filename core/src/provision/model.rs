@@ -149,6 +149,19 @@ impl Network {
         a.dedup();
         a
     }
+
+    /// Where the node listens for this network's instances, inside its namespace:
+    /// `169.254.169.254:80`, and with IPv6 `[fe80::a9fe:a9fe%<namespace end>]:80` (a
+    /// link-local address names its link). The port is the one instances ask (no REDIRECT
+    /// inside `ovnmeta-`, unlike the L3 path's 9697).
+    pub fn listen(&self) -> Vec<String> {
+        let mut l = vec![format!("{}:80", METADATA_V4.addr)];
+        if self.has_ipv6() {
+            let (_, inner) = veth_names(self.id);
+            l.push(format!("[{}%{inner}]:80", METADATA_V6.addr));
+        }
+        l
+    }
 }
 
 /// The facts of one Southbound `Port_Binding` that provisioning reads.

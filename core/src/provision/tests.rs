@@ -640,3 +640,15 @@ fn words() {
         None
     );
 }
+
+#[test]
+fn listen_addresses_follow_the_subnets() {
+    let v4 = network(0, 1, vec![cidr("10.0.0.2/24")]);
+    assert_eq!(v4.listen(), ["169.254.169.254:80"]);
+    let dual = network(0, 1, vec![cidr("10.0.0.2/24"), cidr("fd00::2/64")]);
+    // The link-local address names the namespace end of the network's veth.
+    assert_eq!(
+        dual.listen(),
+        ["169.254.169.254:80", "[fe80::a9fe:a9fe%tap11111111-11]:80"]
+    );
+}
