@@ -18,13 +18,12 @@ mod ovsdb_client;
 use std::path::Path;
 use std::process::Command;
 
-use common::chassis::{self, Chassis, NsProcess};
+use common::chassis::{self, addrs, fetches, ns_of, veth, Chassis, NsProcess};
 use common::ovn::{LocalOvs, Ovn};
 use common::{eventually, TempDir};
 use mdproxy_core::ovsdb::transact::{self, TransactError};
 use mdproxy_core::provision::metadata_agent_id;
 use mdproxy_core::scope::Uuid;
-use serde_json::Value;
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
 const VM_1: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e01";
@@ -59,50 +58,6 @@ fn provision(ovn: &Ovn, node: &Chassis) -> Vec<String> {
         .lines()
         .map(str::to_owned)
         .collect()
-}
-
-/// `tap<first 10 of the network id>0` / `…1`, as Neutron names them.
-fn veth(net: &str) -> (String, String) {
-    (format!("tap{}0", &net[..10]), format!("tap{}1", &net[..10]))
-}
-
-fn ns_of(net: &str) -> String {
-    format!("ovnmeta-{net}")
-}
-
-/// The addresses of a link, `IP/LEN`, sorted.
-fn addrs(link: &Value) -> Vec<String> {
-    let mut a: Vec<String> = link["addr_info"]
-        .as_array()
-        .map(|v| {
-            v.iter()
-                .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
-                .collect()
-        })
-        .unwrap_or_default();
-    a.sort();
-    a
-}
-
-/// What adoption must keep: both ends' ifindex, the OVS Port and Interface row uuids.
-fn identity(node: &Chassis, net: &str) -> (u64, u64, String, String) {
-    let (outer, inner) = veth(net);
-    let i = chassis::link(Some(&ns_of(net)), &inner).expect("namespace end");
-    let o = chassis::link(None, &outer).expect("root end");
-    let port = node
-        .vsctl(&["get", "Port", &outer, "_uuid"])
-        .trim()
-        .to_owned();
-    let iface = node
-        .vsctl(&["get", "Interface", &outer, "_uuid"])
-        .trim()
-        .to_owned();
-    (
-        i["ifindex"].as_u64().unwrap_or(0),
-        o["ifindex"].as_u64().unwrap_or(0),
-        port,
-        iface,
-    )
 }
 
 /// Checks network `net`'s namespace for real: the veth ends, MAC, addresses, up, the OVS
@@ -192,25 +147,6 @@ fn listener(ns: &str, dir: &TempDir, token: &str, bind: &str) -> NsProcess {
 /// Whether `GET http://169.254.169.254/token` from `ns` answers `token`.
 fn reaches(ns: &str, token: &str) -> bool {
     fetches(ns, "http://169.254.169.254/token", token)
-}
-
-/// Whether `GET url` from `ns` answers `token`.
-fn fetches(ns: &str, url: &str, token: &str) -> bool {
-    let args = [
-        "netns",
-        "exec",
-        ns,
-        "curl",
-        "-s",
-        "-g",
-        "--noproxy",
-        "*",
-        "--max-time",
-        "3",
-        url,
-    ];
-    let out = chassis::output("ip", &args);
-    out.status.success() && out.stdout == token.as_bytes()
 }
 
 /// What the namespaces, OVS and the listener look like, for a failure message.
@@ -318,9 +254,9 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
     );
 
     // A restart adopts: nothing to do, nothing recreated.
-    let before = identity(&node, &net_a);
+    let before = node.identity(&net_a);
     assert_eq!(provision(&ovn, &node), Vec::<String>::new());
-    assert_eq!(identity(&node, &net_a), before);
+    assert_eq!(node.identity(&net_a), before);
 
     // A second network, while the first stays as it was and keeps answering.
     let net_b = uuid();
@@ -359,7 +295,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
             "fe80::a9fe:a9fe/128",
         ],
     );
-    assert_eq!(identity(&node, &net_a), before);
+    assert_eq!(node.identity(&net_a), before);
     let _server_b = listener(&ns_of(&net_b), &dir, "net-b", "169.254.169.254");
     // And over IPv6, to fe80::a9fe:a9fe on the instance's link.
     let (_, inner_b) = veth(&net_b);
@@ -407,7 +343,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
     );
 
     // The last VIF of A leaves: A is torn down (namespace, veth, OVS port), B stays.
-    let before_b = identity(&node, &net_b);
+    let before_b = node.identity(&net_b);
     node.unplug_instance(&vm_1);
     assert!(eventually(|| !claimed(&port_1)), "port 1 still claimed");
     let done = provision(&ovn, &node);
@@ -427,7 +363,7 @@ fn provisions_adopts_and_tears_down_on_a_real_chassis() {
             .is_empty(),
         "OVS port {outer_a} left"
     );
-    assert_eq!(identity(&node, &net_b), before_b);
+    assert_eq!(node.identity(&net_b), before_b);
     assert!(reaches(&vm_2, "net-b"), "network B stopped answering");
 
     // At start, a stale ovnmeta- namespace (a network gone while we were down) is removed.

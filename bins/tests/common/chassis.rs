@@ -172,6 +172,71 @@ pub fn link(ns: Option<&str>, name: &str) -> Option<Value> {
         .cloned()
 }
 
+/// `tap<first 10 of the network id>0` / `…1`, as Neutron names them.
+pub fn veth(net: &str) -> (String, String) {
+    (format!("tap{}0", &net[..10]), format!("tap{}1", &net[..10]))
+}
+
+pub fn ns_of(net: &str) -> String {
+    format!("ovnmeta-{net}")
+}
+
+/// The addresses of a link, `IP/LEN`, sorted.
+pub fn addrs(link: &Value) -> Vec<String> {
+    let mut a: Vec<String> = link["addr_info"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .map(|i| format!("{}/{}", i["local"].as_str().unwrap_or(""), i["prefixlen"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    a.sort();
+    a
+}
+
+impl Chassis {
+    /// What adoption must keep: both ends' ifindex, the OVS Port and Interface row uuids.
+    pub fn identity(&self, net: &str) -> (u64, u64, String, String) {
+        let (outer, inner) = veth(net);
+        let i = link(Some(&ns_of(net)), &inner).expect("namespace end");
+        let o = link(None, &outer).expect("root end");
+        let port = self
+            .vsctl(&["get", "Port", &outer, "_uuid"])
+            .trim()
+            .to_owned();
+        let iface = self
+            .vsctl(&["get", "Interface", &outer, "_uuid"])
+            .trim()
+            .to_owned();
+        (
+            i["ifindex"].as_u64().unwrap_or(0),
+            o["ifindex"].as_u64().unwrap_or(0),
+            port,
+            iface,
+        )
+    }
+}
+
+/// Whether `GET url` from `ns` answers `token`.
+pub fn fetches(ns: &str, url: &str, token: &str) -> bool {
+    let args = [
+        "netns",
+        "exec",
+        ns,
+        "curl",
+        "-s",
+        "-g",
+        "--noproxy",
+        "*",
+        "--max-time",
+        "3",
+        url,
+    ];
+    let out = output("ip", &args);
+    out.status.success() && out.stdout == token.as_bytes()
+}
+
 /// A daemon in the foreground, killed on drop.
 struct Daemon {
     what: String,
