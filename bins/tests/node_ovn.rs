@@ -16,7 +16,7 @@ use std::path::Path;
 
 use common::chassis::{self, fetches, ns_of, veth, Chassis};
 use common::ovn::Ovn;
-use common::{eventually, ok_response, Reply, Runtime, Running, TempDir, Upstream};
+use common::{eventually, ok_response, Reply, Running, Runtime, TempDir, Upstream};
 use mdproxy_core::provision::metadata_agent_id;
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -115,7 +115,10 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
         .to_string();
     let registered = || {
         let ids = ovn.sb_find("Chassis_Private", &[&cond]);
-        let nb_cfg = ovn.sb_find("SB_Global", &[]).first().map(|r| r.text("nb_cfg"));
+        let nb_cfg = ovn
+            .sb_find("SB_Global", &[])
+            .first()
+            .map(|r| r.text("nb_cfg"));
         ids.first().is_some_and(|r| {
             let ids = r.map("external_ids");
             ids.get("neutron:ovn-metadata-id") == Some(&want_id)
@@ -125,7 +128,11 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
     assert!(eventually(registered), "not registered on Chassis_Private");
     // A new nb_cfg (what `ovn-nbctl --wait=sb sync` and Neutron's agent liveness check bump)
     // is followed.
-    let nb_cfg = || ovn.sb_find("SB_Global", &[]).first().map(|r| r.text("nb_cfg"));
+    let nb_cfg = || {
+        ovn.sb_find("SB_Global", &[])
+            .first()
+            .map(|r| r.text("nb_cfg"))
+    };
     let before = nb_cfg();
     ovn.nbctl(&["--wait=sb", "sync"]);
     assert_ne!(nb_cfg(), before, "nb_cfg did not move");
@@ -174,7 +181,10 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
     assert_eq!(node.identity(&net_a), before_a, "network A recreated");
     assert_eq!(node.identity(&net_b), before_b, "network B recreated");
     let log = mdproxy.log();
-    assert!(!log.contains("actions performed"), "the restart changed things:\n{log}");
+    assert!(
+        !log.contains("actions performed"),
+        "the restart changed things:\n{log}"
+    );
 
     // The last VIF of A leaves: its listener stops, namespace, veth and OVS port go; B stays.
     node.unplug_instance(&vm_1);

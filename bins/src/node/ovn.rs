@@ -138,7 +138,10 @@ impl Provisioner {
             Err(Failed::Stopped) => Err(Stopped),
             Err(Failed::Round(e)) => {
                 if self.failing.as_ref() != Some(&e) {
-                    log::warn!("OVN provisioning: {e}; trying again every {:?}", self.settings.interval);
+                    log::warn!(
+                        "OVN provisioning: {e}; trying again every {:?}",
+                        self.settings.interval
+                    );
                     self.failing = Some(e);
                 }
                 Ok(())
@@ -234,7 +237,11 @@ impl Provisioner {
             };
             match self.listeners.add(Some(&ns), &listen, scope) {
                 Ok((id, bound)) => {
-                    log::info!("OVN network {}: serving in {ns} on {}", net.id, bound.join(", "));
+                    log::info!(
+                        "OVN network {}: serving in {ns} on {}",
+                        net.id,
+                        bound.join(", ")
+                    );
                     self.served.insert(net.id, Served { id, listen });
                 }
                 Err(AddError::Stopped) => return Err(Failed::Stopped),
