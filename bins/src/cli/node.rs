@@ -191,6 +191,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ovn_backend_needs_no_watch_dir() {
+        let ovn = [
+            "--shared-secret-file=/s",
+            "--backend=ovn",
+            "--ovn-sb-connection=unix:/sb.sock",
+            "--chassis=c1",
+        ];
+        let Ok(Command::Node(n)) = cmd(&ovn) else {
+            panic!("{:?}", cmd(&ovn))
+        };
+        assert_eq!(n.watch_dir, None);
+        assert_eq!(n.ovn_poll, Duration::from_secs(1));
+        let more = [&ovn[..], &["--ovn-poll-interval=0.2", "--watch-dir=/d"]].concat();
+        let Ok(Command::Node(n)) = cmd(&more) else {
+            panic!("{:?}", cmd(&more))
+        };
+        assert_eq!(n.ovn_poll, Duration::from_millis(200));
+        assert_eq!(n.watch_dir, Some(PathBuf::from("/d")));
+        let e = cmd(&[&ovn[..], &["--ovn-poll-interval=0.01"]].concat()).unwrap_err();
+        assert!(e.contains("out of range"), "{e}");
+    }
+
+    #[test]
     fn flags() {
         let base = [
             "--watch-dir=/d",
@@ -244,6 +267,10 @@ mod tests {
                 "out of range",
             ),
             (&base[..2], "--static-map is required"),
+            (
+                &[&base[..], &["--ovn-poll-interval=1"]].concat()[..],
+                "needs --backend ovn",
+            ),
         ] {
             let e = cmd(bad).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");
