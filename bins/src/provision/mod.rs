@@ -110,10 +110,20 @@ pub fn reconcile(desired: &[Network], ovs: &mut Client) -> Result<Vec<Action>, S
     Ok(actions)
 }
 
-/// What the Southbound says `chassis` needs (one `select` transaction).
+/// What the Southbound says `chassis` needs (three narrow `select`s, see `sb.rs`).
 pub fn read_southbound(sb: &mut Client, chassis: &str) -> Result<Southbound, String> {
-    let reply = sb.transact(sb::select(chassis))?;
-    sb::parse(reply.as_ref())
+    let reply = sb.transact(sb::select_chassis(chassis))?;
+    let Some(me) = sb::parse_chassis(reply.as_ref())? else {
+        return Ok(Southbound::unknown_chassis());
+    };
+    let reply = sb.transact(sb::select_bound(me))?;
+    let bound = sb::parse_bound(reply.as_ref())?;
+    let datapaths = bound.datapaths();
+    if datapaths.is_empty() {
+        return sb::parse_networks(bound, &[], Ok(&serde_json::json!([])));
+    }
+    let reply = sb.transact(sb::select_networks(&datapaths))?;
+    sb::parse_networks(bound, &datapaths, reply.as_ref())
 }
 
 /// Registers the agent on `chassis`' Chassis_Private row, `nb_cfg` reported alive.

@@ -1,7 +1,9 @@
-//! What the Southbound says this chassis needs, read in one `select` transaction (the one-shot
-//! form of what `mdproxy node` keeps in its replica): every `Port_Binding` as a
-//! [`PortRecord`] (network from its datapath's `external_ids:name`, `neutron-<uuid>`; bound
-//! here when `chassis` or `additional_chassis` is this chassis' row), and `SB_Global.nb_cfg`.
+//! What the Southbound says this chassis needs, read narrowly (a node polls it, see
+//! `node/ovn.rs`): three small `select` transactions rather than every `Port_Binding` of the
+//! cloud — this chassis' `Chassis` row; the ports bound to it (`chassis` or
+//! `additional_chassis`) and `SB_Global.nb_cfg`; then, for each datapath those ports are on,
+//! its `Datapath_Binding` (the network: `external_ids:name`, `neutron-<uuid>`) and its
+//! metadata localports (`type == "localport"`). Each as a [`PortRecord`] for the planner.
 
 use mdproxy_core::ovsdb::datum::{Atom, Datum};
 use mdproxy_core::ovsdb::rpc::RpcError;
@@ -10,25 +12,172 @@ use mdproxy_core::provision::PortRecord;
 use mdproxy_core::scope::Uuid;
 use serde_json::{json, Map, Value};
 
-/// The request.
-pub fn select(chassis: &str) -> Value {
+/// The `Port_Binding` columns read.
+const PORT_COLUMNS: [&str; 5] = ["logical_port", "type", "mac", "external_ids", "datapath"];
+
+/// Step 1: the chassis' row.
+pub fn select_chassis(chassis: &str) -> Value {
     json!([
         SOUTHBOUND,
         {"op": "select", "table": "Chassis", "where": [["name", "==", chassis]], "columns": ["_uuid"]},
-        {"op": "select", "table": "Datapath_Binding", "where": [], "columns": ["_uuid", "external_ids"]},
-        {"op": "select", "table": "Port_Binding", "where": [],
-         "columns": ["logical_port", "type", "chassis", "additional_chassis", "mac", "external_ids", "datapath"]},
+    ])
+}
+
+/// Reads the answer to [`select_chassis`]: the row's uuid, `None` when it is not there.
+pub fn parse_chassis(reply: Result<&Value, &RpcError>) -> Result<Option<Uuid>, String> {
+    let results = parse_reply(1, reply).map_err(|e| e.to_string())?;
+    Ok(rows(&results, 0)?.first().and_then(|r| uuid(r, "_uuid")))
+}
+
+/// Step 2: the ports bound to chassis row `me` (a single-element set is written as its atom,
+/// RFC 7047 §5.1), and `nb_cfg`.
+pub fn select_bound(me: Uuid) -> Value {
+    let me = json!(["uuid", me.to_string()]);
+    json!([
+        SOUTHBOUND,
+        {"op": "select", "table": "Port_Binding", "where": [["chassis", "==", me]], "columns": PORT_COLUMNS},
+        {"op": "select", "table": "Port_Binding", "where": [["additional_chassis", "includes", me]],
+         "columns": PORT_COLUMNS},
         {"op": "select", "table": "SB_Global", "where": [], "columns": ["nb_cfg"]},
     ])
 }
 
-/// What the answer says: the ports, `nb_cfg`, and whether the chassis exists.
+/// The rows of the ports bound here and `nb_cfg`, from the answer to [`select_bound`].
+pub struct Bound {
+    rows: Vec<Map<String, Value>>,
+    nb_cfg: i64,
+}
+
+impl Bound {
+    /// The datapaths the ports bound here are on, each once.
+    pub fn datapaths(&self) -> Vec<Uuid> {
+        let mut d: Vec<Uuid> = self
+            .rows
+            .iter()
+            .filter_map(|r| uuid(r, "datapath"))
+            .collect();
+        d.sort();
+        d.dedup();
+        d
+    }
+}
+
+/// Reads the answer to [`select_bound`].
+pub fn parse_bound(reply: Result<&Value, &RpcError>) -> Result<Bound, String> {
+    let results = parse_reply(3, reply).map_err(|e| e.to_string())?;
+    let mut bound = rows(&results, 0)?.to_vec();
+    for r in rows(&results, 1)? {
+        // Bound through both columns (a live migration to here, or a dual-chassis port): once.
+        if !bound
+            .iter()
+            .any(|b| b.get("logical_port") == r.get("logical_port"))
+        {
+            bound.push(r.clone());
+        }
+    }
+    let nb_cfg = rows(&results, 2)?
+        .first()
+        .and_then(|r| match col(r, "nb_cfg")?.scalar()? {
+            Atom::Integer(i) => Some(*i),
+            _ => None,
+        })
+        .unwrap_or(0);
+    Ok(Bound {
+        rows: bound,
+        nb_cfg,
+    })
+}
+
+/// Step 3: for each of `datapaths`, its binding and its localports.
+pub fn select_networks(datapaths: &[Uuid]) -> Value {
+    let mut ops = vec![json!(SOUTHBOUND)];
+    for dp in datapaths {
+        let dp = json!(["uuid", dp.to_string()]);
+        ops.push(
+            json!({"op": "select", "table": "Datapath_Binding", "where": [["_uuid", "==", dp]],
+                        "columns": ["_uuid", "external_ids"]}),
+        );
+        ops.push(json!({"op": "select", "table": "Port_Binding",
+                        "where": [["datapath", "==", dp], ["type", "==", "localport"]],
+                        "columns": PORT_COLUMNS}));
+    }
+    Value::Array(ops)
+}
+
+/// What the Southbound says: the ports, `nb_cfg`, and whether the chassis exists.
 pub struct Southbound {
     pub ports: Vec<PortRecord>,
     pub nb_cfg: i64,
     /// The chassis has its `Chassis` row. Without it nothing reads as bound here, which is
     /// no reason to tear down what is served (ovn-controller may not have registered yet).
     pub chassis_found: bool,
+}
+
+impl Southbound {
+    /// What a chassis without its `Chassis` row needs: nothing yet.
+    pub fn unknown_chassis() -> Southbound {
+        Southbound {
+            ports: Vec::new(),
+            nb_cfg: 0,
+            chassis_found: false,
+        }
+    }
+}
+
+/// Reads the answer to [`select_networks`] for `datapaths`, with `bound` from step 2: the
+/// bound ports and the localports of every datapath that is a Neutron network.
+pub fn parse_networks(
+    bound: Bound,
+    datapaths: &[Uuid],
+    reply: Result<&Value, &RpcError>,
+) -> Result<Southbound, String> {
+    let results = parse_reply(2 * datapaths.len(), reply).map_err(|e| e.to_string())?;
+    let mut networks: Vec<(Uuid, Uuid)> = Vec::new();
+    let mut localports = Vec::new();
+    for i in 0..datapaths.len() {
+        let Some(dp) = rows(&results, 2 * i)?.first() else {
+            continue;
+        };
+        let name = text(col(dp, "external_ids").as_ref().and_then(|d| d.get("name")));
+        let Some(net) = name
+            .strip_prefix("neutron-")
+            .and_then(|n| Uuid::parse(n.as_bytes()))
+        else {
+            // Not a Neutron network (a router's datapath): nothing to serve on it.
+            continue;
+        };
+        if let Some(id) = uuid(dp, "_uuid") {
+            networks.push((id, net));
+        }
+        localports.extend(rows(&results, 2 * i + 1)?.iter().cloned());
+    }
+    let record = |r: &Map<String, Value>, bound_here: bool| {
+        let dp = uuid(r, "datapath")?;
+        let &(_, network) = networks.iter().find(|(d, _)| *d == dp)?;
+        let ids = col(r, "external_ids");
+        Some(PortRecord {
+            network,
+            kind: text(col(r, "type").as_ref().and_then(Datum::scalar)),
+            bound_here,
+            logical_port: text(col(r, "logical_port").as_ref().and_then(Datum::scalar)),
+            mac: text(col(r, "mac").as_ref().and_then(|d| d.atoms().first())),
+            cidrs: text(ids.as_ref().and_then(|d| d.get("neutron:cidrs"))),
+        })
+    };
+    let mut ports: Vec<PortRecord> = bound.rows.iter().filter_map(|r| record(r, true)).collect();
+    ports.extend(localports.iter().filter_map(|r| record(r, false)));
+    Ok(Southbound {
+        ports,
+        nb_cfg: bound.nb_cfg,
+        chassis_found: true,
+    })
+}
+
+fn rows(results: &[OpResult], i: usize) -> Result<&[Map<String, Value>], String> {
+    match results.get(i) {
+        Some(OpResult::Rows(r)) => Ok(r.as_slice()),
+        _ => Err("malformed Southbound answer".to_owned()),
+    }
 }
 
 fn col(row: &Map<String, Value>, c: &str) -> Option<Datum> {
@@ -43,103 +192,62 @@ fn text(d: Option<&Atom>) -> String {
     d.and_then(Atom::as_str).unwrap_or_default().to_owned()
 }
 
-/// Reads the answer to [`select`].
-pub fn parse(reply: Result<&Value, &RpcError>) -> Result<Southbound, String> {
-    let results = parse_reply(4, reply).map_err(|e| e.to_string())?;
-    let rows = |i: usize| match results.get(i) {
-        Some(OpResult::Rows(r)) => Ok(r.as_slice()),
-        _ => Err("malformed Southbound answer".to_owned()),
-    };
-    let me = rows(0)?.first().and_then(|r| uuid(r, "_uuid"));
-    let networks: Vec<(Uuid, Uuid)> = rows(1)?
-        .iter()
-        .filter_map(|r| {
-            let name = text(col(r, "external_ids")?.get("name"));
-            let net = Uuid::parse(name.strip_prefix("neutron-")?.as_bytes())?;
-            Some((uuid(r, "_uuid")?, net))
-        })
-        .collect();
-    let mut ports = Vec::new();
-    for r in rows(2)? {
-        let Some(dp) = uuid(r, "datapath") else {
-            continue;
-        };
-        let Some(&(_, network)) = networks.iter().find(|(d, _)| *d == dp) else {
-            continue;
-        };
-        let on = |c: &str| {
-            col(r, c).is_some_and(|d| {
-                d.atoms()
-                    .iter()
-                    .any(|a| a.as_uuid().is_some() && a.as_uuid() == me)
-            })
-        };
-        let ids = col(r, "external_ids");
-        ports.push(PortRecord {
-            network,
-            kind: text(col(r, "type").as_ref().and_then(Datum::scalar)),
-            bound_here: me.is_some() && (on("chassis") || on("additional_chassis")),
-            logical_port: text(col(r, "logical_port").as_ref().and_then(Datum::scalar)),
-            mac: text(col(r, "mac").as_ref().and_then(|d| d.atoms().first())),
-            cidrs: text(ids.as_ref().and_then(|d| d.get("neutron:cidrs"))),
-        });
-    }
-    let nb_cfg = rows(3)?
-        .first()
-        .and_then(|r| match col(r, "nb_cfg")?.scalar()? {
-            Atom::Integer(i) => Some(*i),
-            _ => None,
-        })
-        .unwrap_or(0);
-    Ok(Southbound {
-        ports,
-        nb_cfg,
-        chassis_found: me.is_some(),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const ME: &str = "11111111-0000-4000-8000-000000000001";
-    const OTHER: &str = "11111111-0000-4000-8000-000000000002";
     const DP: &str = "22222222-0000-4000-8000-000000000001";
+    const ROUTER_DP: &str = "22222222-0000-4000-8000-000000000002";
     const NET: &str = "33333333-0000-4000-8000-000000000001";
 
-    fn port(
-        lp: &str,
-        kind: &str,
-        chassis: Value,
-        additional: Value,
-        mac: &str,
-        cidrs: &str,
-    ) -> Value {
+    fn port(lp: &str, kind: &str, dp: &str, mac: &str, cidrs: &str) -> Value {
         json!({
-            "logical_port": lp, "type": kind, "chassis": chassis, "additional_chassis": additional,
-            "mac": mac, "datapath": ["uuid", DP],
+            "logical_port": lp, "type": kind, "mac": mac, "datapath": ["uuid", dp],
             "external_ids": ["map", [["neutron:cidrs", cidrs]]],
         })
     }
 
+    fn id(s: &str) -> Uuid {
+        Uuid::parse(s.as_bytes()).unwrap()
+    }
+
     #[test]
     fn ports_as_the_planner_reads_them() {
-        let none = json!(["set", []]);
+        assert_eq!(
+            parse_chassis(Ok(&json!([{"rows": [{"_uuid": ["uuid", ME]}]}]))),
+            Ok(Some(id(ME)))
+        );
+        assert_eq!(parse_chassis(Ok(&json!([{"rows": []}]))), Ok(None));
+        // Where clauses name this chassis' row, as an atom.
+        let q = select_bound(id(ME));
+        assert_eq!(q[1]["where"][0], json!(["chassis", "==", ["uuid", ME]]));
+        assert_eq!(q[2]["where"][0][1], "includes");
+
+        let vm1 = port("vm-1", "", DP, "fa:16:3e:00:00:01 10.0.0.5", "10.0.0.5/24");
+        let vm2 = port("vm-2", "", DP, "fa:16:3e:00:00:02 10.0.0.6", "10.0.0.6/24");
+        let patch = port("rp", "patch", ROUTER_DP, "router", "");
         let reply = json!([
-            {"rows": [{"_uuid": ["uuid", ME]}]},
-            {"rows": [
-                {"_uuid": ["uuid", DP], "external_ids": ["map", [["name", format!("neutron-{NET}")]]]},
-                // Not a Neutron network (a router's datapath): its ports are skipped.
-                {"_uuid": ["uuid", OTHER], "external_ids": ["map", [["name", "lr"]]]},
-            ]},
-            {"rows": [
-                port("vm-1", "", json!(["uuid", OTHER]), json!(["uuid", ME]), "fa:16:3e:00:00:01 10.0.0.5", "10.0.0.5/24"),
-                port("vm-2", "", json!(["uuid", OTHER]), none.clone(), "fa:16:3e:00:00:02 10.0.0.6", "10.0.0.6/24"),
-                port("lp", "localport", none.clone(), none, "fa:16:3e:00:00:03 10.0.0.2", "10.0.0.2/24"),
-            ]},
+            {"rows": [vm1.clone(), patch]},
+            // vm-1 in both columns, vm-2 a live migration's target (additional_chassis).
+            {"rows": [vm1, vm2]},
             {"rows": [{"nb_cfg": 4}]},
         ]);
-        let south = parse(Ok(&reply)).unwrap();
+        let bound = parse_bound(Ok(&reply)).unwrap();
+        let dps = bound.datapaths();
+        assert_eq!(dps, [id(DP), id(ROUTER_DP)]);
+        let q = select_networks(&dps);
+        assert_eq!(q.as_array().map(Vec::len), Some(5));
+        assert_eq!(q[2]["where"][1], json!(["type", "==", "localport"]));
+
+        let reply = json!([
+            {"rows": [{"_uuid": ["uuid", DP], "external_ids": ["map", [["name", format!("neutron-{NET}")]]]}]},
+            {"rows": [port("lp", "localport", DP, "fa:16:3e:00:00:03 10.0.0.2", "10.0.0.2/24")]},
+            // Not a Neutron network (a router's datapath): its ports are skipped.
+            {"rows": [{"_uuid": ["uuid", ROUTER_DP], "external_ids": ["map", [["name", "lr"]]]}]},
+            {"rows": []},
+        ]);
+        let south = parse_networks(bound, &dps, Ok(&reply)).unwrap();
         assert_eq!(south.nb_cfg, 4);
         assert!(south.chassis_found);
         let here: Vec<(&str, bool)> = south
@@ -147,18 +255,14 @@ mod tests {
             .iter()
             .map(|p| (p.logical_port.as_str(), p.bound_here))
             .collect();
-        // Bound here through additional_chassis (a live migration's target) counts.
-        assert_eq!(here, [("vm-1", true), ("vm-2", false), ("lp", false)]);
+        assert_eq!(here, [("vm-1", true), ("vm-2", true), ("lp", false)]);
         assert_eq!(south.ports[2].kind, "localport");
         assert_eq!(south.ports[2].mac, "fa:16:3e:00:00:03 10.0.0.2");
         assert_eq!(south.ports[2].cidrs, "10.0.0.2/24");
         assert!(south.ports.iter().all(|p| p.network.to_string() == NET));
-        // The chassis not (yet) registered: nothing is bound here.
-        let mut unknown = reply.clone();
-        unknown[0] = json!({"rows": []});
-        let unknown = parse(Ok(&unknown)).unwrap();
-        assert!(unknown.ports.iter().all(|p| !p.bound_here));
-        assert!(!unknown.chassis_found);
-        assert!(parse(Ok(&json!([{"rows": []}]))).is_err());
+        let short = json!([{"rows": []}]);
+        let bound = parse_bound(Ok(&json!([{"rows": []}, {"rows": []}, {"rows": []}]))).unwrap();
+        assert!(parse_networks(bound, &dps, Ok(&short)).is_err());
+        assert!(parse_bound(Ok(&short)).is_err());
     }
 }
