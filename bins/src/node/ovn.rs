@@ -16,8 +16,9 @@
 //!    `iptables` a few times per namespace, too many processes to start at every poll;
 //! 4. serve each wanted network whose namespace is there: a listener in `ovnmeta-<network>`
 //!    with scope `Scope::OvnNetwork(network)`;
-//! 5. register on `Chassis_Private` (the agent id, `nb_cfg` followed) when the chassis or
-//!    `nb_cfg` changed since the last registration.
+//! 5. (right after the read, so a network that cannot be provisioned does not make the agent
+//!    look dead) register on `Chassis_Private` (the agent id, `nb_cfg` followed) when the
+//!    chassis or `nb_cfg` changed since the last registration.
 //!
 //! A round that fails (a database away, a command refused) is logged — once while the same
 //! failure repeats — and leaves what is served as it is; the next round starts over with
@@ -64,8 +65,10 @@ struct Served {
 enum Failed {
     /// The loop is gone: the thread ends.
     Stopped,
-    /// Logged; the next round tries again.
+    /// Logged; the next round tries again, over fresh connections (the failure may be theirs).
     Round(String),
+    /// A listener could not be bound (logged); the connections are fine and kept.
+    Bind(String),
 }
 
 impl From<Stopped> for Failed {
@@ -136,7 +139,7 @@ impl Provisioner {
                 Ok(())
             }
             Err(Failed::Stopped) => Err(Stopped),
-            Err(Failed::Round(e)) => {
+            Err(Failed::Round(e) | Failed::Bind(e)) => {
                 if self.failing.as_ref() != Some(&e) {
                     log::warn!(
                         "OVN provisioning: {e}; trying again every {:?}",
@@ -149,8 +152,8 @@ impl Provisioner {
         }
     }
 
-    /// A round over the connections of the last one (or fresh ones); a failed round drops
-    /// them (the failure may be theirs).
+    /// A round over the connections of the last one (or fresh ones); a round that failed
+    /// other than in binding drops them (the failure may be theirs).
     fn try_round(&mut self) -> Result<(), Failed> {
         let mut ovs = match self.ovs.take() {
             Some(c) => c,
@@ -160,10 +163,12 @@ impl Provisioner {
             Some(c) => c,
             None => Client::connect(&self.settings.sb)?,
         };
-        self.round_over(&mut ovs, &mut sb)?;
-        self.ovs = Some(ovs);
-        self.sb = Some(sb);
-        Ok(())
+        let done = self.round_over(&mut ovs, &mut sb);
+        if matches!(done, Ok(()) | Err(Failed::Bind(_))) {
+            self.ovs = Some(ovs);
+            self.sb = Some(sb);
+        }
+        done
     }
 
     fn round_over(&mut self, ovs: &mut Client, sb: &mut Client) -> Result<(), Failed> {
@@ -176,6 +181,16 @@ impl Provisioner {
         let south = provision::read_southbound(sb, &chassis)?;
         if !south.chassis_found {
             return Err(format!("the Southbound has no Chassis row {chassis} (yet)").into());
+        }
+        // Before provisioning: a network that cannot be provisioned does not make the agent
+        // look dead to Neutron.
+        if self.registered.as_ref() != Some(&(chassis.clone(), south.nb_cfg)) {
+            provision::register(sb, &chassis, south.nb_cfg)?;
+            log::info!(
+                "registered as the metadata agent of chassis {chassis} (nb_cfg {})",
+                south.nb_cfg
+            );
+            self.registered = Some((chassis, south.nb_cfg));
         }
         let want = desired(&south.ports);
         let due = match self.reconciled.take() {
@@ -194,14 +209,6 @@ impl Provisioner {
             self.reconciled = Some((want.clone(), Instant::now()));
         }
         self.serve(&want)?;
-        if self.registered.as_ref() != Some(&(chassis.clone(), south.nb_cfg)) {
-            provision::register(sb, &chassis, south.nb_cfg)?;
-            log::info!(
-                "registered as the metadata agent of chassis {chassis} (nb_cfg {})",
-                south.nb_cfg
-            );
-            self.registered = Some((chassis, south.nb_cfg));
-        }
         Ok(())
     }
 
@@ -248,6 +255,6 @@ impl Provisioner {
                 Err(AddError::Bind(e)) => unbound = Some(format!("OVN network {}: {e}", net.id)),
             }
         }
-        unbound.map_or(Ok(()), |e| Err(Failed::Round(e)))
+        unbound.map_or(Ok(()), |e| Err(Failed::Bind(e)))
     }
 }
