@@ -72,3 +72,44 @@ impl Listeners {
         self.control.send(Command::Remove(id)).map_err(|_| Stopped)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdproxy_core::scope::{Scope, Uuid};
+    use mdproxy_shell::command_queue;
+
+    /// The watcher's and the provisioner's handles share one id space: the loop can tell
+    /// their listeners apart.
+    #[test]
+    fn handles_of_one_loop_never_reuse_an_id() {
+        let (control, commands) = command_queue().unwrap();
+        let watcher = Listeners::new(control);
+        let provisioner = watcher.try_clone().unwrap();
+        let scope = || ScopedListener {
+            scope: Scope::OvnNetwork(Uuid(1)),
+            rate_limit: None,
+            max_conns: 1,
+        };
+        let here = ["127.0.0.1:0".to_owned()];
+        let (a, _) = watcher.add(None, &here, scope()).unwrap();
+        let (b, _) = provisioner.add(None, &here, scope()).unwrap();
+        let (c, _) = watcher.add(None, &here, scope()).unwrap();
+        assert!(a != b && b != c && a != c, "{a:?} {b:?} {c:?}");
+        provisioner.remove(b).unwrap();
+        let ids: Vec<ListenerId> = commands
+            .take()
+            .into_iter()
+            .map(|cmd| match cmd {
+                Command::Add { id, .. } => id,
+                Command::Remove(id) => id,
+            })
+            .collect();
+        assert_eq!(ids, [a, b, c, b]);
+        drop(commands);
+        assert!(matches!(
+            watcher.add(None, &here, scope()),
+            Err(AddError::Stopped)
+        ));
+    }
+}
