@@ -53,6 +53,14 @@ impl Serve for Node {
             }
         }
         let ovn = match &args.agent.backend {
+            cli::LookupBackend::Ovn(o)
+                if o.sb_connection.split(',').all(|r| r.starts_with("ssl:")) =>
+            {
+                // The provisioner's blocking client speaks unix: and tcp: only.
+                let msg = "--ovn-sb-connection: the node provisions over unix: or tcp: remotes \
+                           (ssl: serves only lookups, with `mdproxy agent`)";
+                return Err(Failure::Config(msg.to_owned()));
+            }
             cli::LookupBackend::Ovn(o) => Some(ovn::Settings {
                 sb: o.sb_connection.clone(),
                 ovs: o.ovs_db.clone(),
