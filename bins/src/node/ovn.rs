@@ -1,12 +1,12 @@
 //! `mdproxy node --backend ovn`: what `neutron-ovn-metadata-agent` does besides answering,
 //! on a thread of its own (provisioning runs `ip` and `iptables` and waits on OVSDB; the
-//! event loop must not). Every `--ovn-resync-interval` one round:
+//! event loop must not). A round every `--ovn-poll-interval`, and at once when the ports
+//! bound here change: between rounds the thread sits in an OVSDB `wait` that the Southbound
+//! holds until the `chassis == me` rows differ from the last read (a long poll over the same
+//! blocking client; the loop's replica is not consulted: it keeps no localports). One round:
 //!
-//! 1. read what the Southbound says this chassis needs (one `select`: its ports, every
-//!    network's metadata localport, `SB_Global.nb_cfg`) with the blocking one-shot client —
-//!    a poll, not a signal from the loop's replica: the replica keeps only the ports bound
-//!    here (no localports), and a read narrowed to one chassis' needs is cheap next to the
-//!    anchor's full IDL;
+//! 1. read what the Southbound says this chassis needs (its ports, its networks' metadata
+//!    localports, `SB_Global.nb_cfg`: three narrow `select`s, `provision/sb.rs`);
 //! 2. stop serving each network no longer wanted (or whose addresses changed), before its
 //!    namespace goes;
 //! 3. reconcile the node with the provisioner (`crate::provision`: namespaces, veths, OVS
@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use mdproxy_core::listener::{ListenerId, ScopedListener};
 use mdproxy_core::provision::{desired, namespace_name, Network};
 use mdproxy_core::scope::{Scope, Uuid};
+use serde_json::{Map, Value};
 
 use super::listeners::{AddError, Listeners, Stopped};
 use crate::provision::{self, Client};
@@ -40,6 +41,10 @@ use crate::provision::{self, Client};
 /// How often the node is observed and repaired even when the Southbound did not change (a
 /// namespace or link removed by hand, an OVS port deleted).
 pub const FULL_RESYNC: Duration = Duration::from_secs(60);
+
+/// The longest one `wait` the Southbound is asked to hold: well within the client's own
+/// deadline for an answer (a longer pause is several waits).
+const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// Where and how often.
 pub struct Settings {
@@ -91,6 +96,14 @@ pub struct Provisioner {
     sb: Option<Client>,
     /// What the last successful reconcile provisioned, and when.
     reconciled: Option<(Vec<Network>, Instant)>,
+    /// This chassis' row and its bound ports as last read, for the long poll; `None` until
+    /// a round read them, or once a wait proved unusable (then the thread sleeps instead).
+    watch: Option<(Uuid, Vec<Map<String, Value>>)>,
+    /// A wait answered "changed" and the next read found the same rows: the server does not
+    /// compare as expected, so waiting would spin; sleeping from then on (logged once).
+    wait_broken: bool,
+    /// The last wait ended because the rows changed.
+    woken: bool,
     /// The chassis and `nb_cfg` last registered.
     registered: Option<(String, i64)>,
     /// The last round's failure, logged once.
@@ -104,6 +117,9 @@ impl Provisioner {
             listeners,
             served: BTreeMap::new(),
             reconciled: None,
+            watch: None,
+            wait_broken: false,
+            woken: false,
             ovs: None,
             sb: None,
             registered: None,
@@ -121,13 +137,40 @@ impl Provisioner {
                     if self.round().is_err() {
                         break;
                     }
-                    // The interval is between round starts: a slow round is not followed by
-                    // a full wait.
-                    thread::sleep(self.settings.interval.saturating_sub(start.elapsed()));
+                    self.pause(start);
                 }
                 log::debug!("the node's loop has stopped: no more provisioning");
             })
             .map(drop)
+    }
+
+    /// Until the next round: the interval from `start` (between round starts, so a slow
+    /// round is not followed by a full wait), cut short when the ports bound here change.
+    fn pause(&mut self, start: Instant) {
+        loop {
+            let left = self.settings.interval.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return;
+            }
+            let (Some(sb), Some((me, rows)), false) =
+                (self.sb.as_mut(), self.watch.as_ref(), self.wait_broken)
+            else {
+                thread::sleep(left);
+                return;
+            };
+            match provision::wait_for_change(sb, *me, rows, left.min(MAX_WAIT)) {
+                Ok(true) => {
+                    self.woken = true;
+                    return;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    // The round will reconnect (and log, if the Southbound is really away).
+                    log::debug!("waiting on the Southbound: {e}");
+                    self.sb = None;
+                }
+            }
+        }
     }
 
     fn round(&mut self) -> Result<(), Stopped> {
@@ -179,6 +222,15 @@ impl Provisioner {
                 .ok_or_else(|| "no external_ids:system-id in the local OVS database".to_owned())?,
         };
         let south = provision::read_southbound(sb, &chassis)?;
+        if std::mem::take(&mut self.woken) && self.watch == south.bound_here {
+            log::warn!(
+                "the Southbound ended a wait for a change it does not show; polling every {:?} \
+                 from now on",
+                self.settings.interval
+            );
+            self.wait_broken = true;
+        }
+        self.watch.clone_from(&south.bound_here);
         if !south.chassis_found {
             return Err(format!("the Southbound has no Chassis row {chassis} (yet)").into());
         }

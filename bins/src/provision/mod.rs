@@ -14,6 +14,7 @@ use std::process::ExitCode;
 
 use mdproxy_core::ovsdb::transact::{self, OvsState};
 use mdproxy_core::provision::{metadata_agent_id, plan, Action, Network, Observed};
+use mdproxy_core::scope::Uuid;
 
 pub use ovsdb::Client;
 pub use sb::Southbound;
@@ -120,10 +121,23 @@ pub fn read_southbound(sb: &mut Client, chassis: &str) -> Result<Southbound, Str
     let bound = sb::parse_bound(reply.as_ref())?;
     let datapaths = bound.datapaths();
     if datapaths.is_empty() {
-        return sb::parse_networks(bound, &[], Ok(&serde_json::json!([])));
+        return sb::parse_networks(me, bound, &[], Ok(&serde_json::json!([])));
     }
     let reply = sb.transact(sb::select_networks(&datapaths))?;
-    sb::parse_networks(bound, &datapaths, reply.as_ref())
+    sb::parse_networks(me, bound, &datapaths, reply.as_ref())
+}
+
+/// Waits (up to `timeout`, held by the Southbound) until the ports bound to chassis row `me`
+/// differ from `rows` (a [`Southbound::bound_here`]); whether they did.
+pub fn wait_for_change(
+    sb: &mut Client,
+    me: Uuid,
+    rows: &[serde_json::Map<String, serde_json::Value>],
+    timeout: std::time::Duration,
+) -> Result<bool, String> {
+    let ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+    let reply = sb.transact(sb::wait_bound(me, rows, ms))?;
+    sb::parse_wait(reply.as_ref())
 }
 
 /// Registers the agent on `chassis`' Chassis_Private row, `nb_cfg` reported alive.

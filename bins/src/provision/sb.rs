@@ -7,7 +7,7 @@
 
 use mdproxy_core::ovsdb::datum::{Atom, Datum};
 use mdproxy_core::ovsdb::rpc::RpcError;
-use mdproxy_core::ovsdb::transact::{parse_reply, OpResult, SOUTHBOUND};
+use mdproxy_core::ovsdb::transact::{parse_reply, OpResult, TransactError, SOUTHBOUND};
 use mdproxy_core::provision::PortRecord;
 use mdproxy_core::scope::Uuid;
 use serde_json::{json, Map, Value};
@@ -46,6 +46,8 @@ pub fn select_bound(me: Uuid) -> Value {
 pub struct Bound {
     rows: Vec<Map<String, Value>>,
     nb_cfg: i64,
+    /// What the `chassis == me` select returned, as it returned it (for [`wait_bound`]).
+    by_chassis: Vec<Map<String, Value>>,
 }
 
 impl Bound {
@@ -65,7 +67,8 @@ impl Bound {
 /// Reads the answer to [`select_bound`].
 pub fn parse_bound(reply: Result<&Value, &RpcError>) -> Result<Bound, String> {
     let results = parse_reply(3, reply).map_err(|e| e.to_string())?;
-    let mut bound = rows(&results, 0)?.to_vec();
+    let by_chassis = rows(&results, 0)?.to_vec();
+    let mut bound = by_chassis.clone();
     for r in rows(&results, 1)? {
         // Bound through both columns (a live migration to here, or a dual-chassis port): once.
         if !bound
@@ -85,6 +88,7 @@ pub fn parse_bound(reply: Result<&Value, &RpcError>) -> Result<Bound, String> {
     Ok(Bound {
         rows: bound,
         nb_cfg,
+        by_chassis,
     })
 }
 
@@ -104,10 +108,34 @@ pub fn select_networks(datapaths: &[Uuid]) -> Value {
     Value::Array(ops)
 }
 
+/// A long poll: a transaction of one `wait` (RFC 7047 §5.2.6) that ovsdb-server holds until
+/// the ports bound to chassis row `me` differ from `rows` (what step 2 read), or `timeout_ms`
+/// passed. A port binding here wakes the node at once, rather than at its next poll.
+pub fn wait_bound(me: Uuid, rows: &[Map<String, Value>], timeout_ms: u64) -> Value {
+    let me = json!(["uuid", me.to_string()]);
+    json!([
+        SOUTHBOUND,
+        {"op": "wait", "timeout": timeout_ms, "table": "Port_Binding",
+         "where": [["chassis", "==", me]], "columns": PORT_COLUMNS, "until": "!=", "rows": rows},
+    ])
+}
+
+/// Reads the answer to [`wait_bound`]: `true` when the ports changed, `false` when the wait
+/// timed out (ovsdb-server's `timed out` error).
+pub fn parse_wait(reply: Result<&Value, &RpcError>) -> Result<bool, String> {
+    match parse_reply(1, reply) {
+        Ok(_) => Ok(true),
+        Err(TransactError::Op { error, .. }) if error == "timed out" => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// What the Southbound says: the ports, `nb_cfg`, and whether the chassis exists.
 pub struct Southbound {
     pub ports: Vec<PortRecord>,
     pub nb_cfg: i64,
+    /// This chassis' row and what [`wait_bound`] waits to change; `None` without the row.
+    pub bound_here: Option<(Uuid, Vec<Map<String, Value>>)>,
     /// The chassis has its `Chassis` row. Without it nothing reads as bound here, which is
     /// no reason to tear down what is served (ovn-controller may not have registered yet).
     pub chassis_found: bool,
@@ -119,14 +147,17 @@ impl Southbound {
         Southbound {
             ports: Vec::new(),
             nb_cfg: 0,
+            bound_here: None,
             chassis_found: false,
         }
     }
 }
 
-/// Reads the answer to [`select_networks`] for `datapaths`, with `bound` from step 2: the
-/// bound ports and the localports of every datapath that is a Neutron network.
+/// Reads the answer to [`select_networks`] for `datapaths`, with `bound` from step 2 for
+/// chassis row `me`: the bound ports and the localports of every datapath that is a Neutron
+/// network.
 pub fn parse_networks(
+    me: Uuid,
     bound: Bound,
     datapaths: &[Uuid],
     reply: Result<&Value, &RpcError>,
@@ -169,6 +200,7 @@ pub fn parse_networks(
     Ok(Southbound {
         ports,
         nb_cfg: bound.nb_cfg,
+        bound_here: Some((me, bound.by_chassis)),
         chassis_found: true,
     })
 }
@@ -247,7 +279,7 @@ mod tests {
             {"rows": [{"_uuid": ["uuid", ROUTER_DP], "external_ids": ["map", [["name", "lr"]]]}]},
             {"rows": []},
         ]);
-        let south = parse_networks(bound, &dps, Ok(&reply)).unwrap();
+        let south = parse_networks(id(ME), bound, &dps, Ok(&reply)).unwrap();
         assert_eq!(south.nb_cfg, 4);
         assert!(south.chassis_found);
         let here: Vec<(&str, bool)> = south
@@ -262,7 +294,19 @@ mod tests {
         assert!(south.ports.iter().all(|p| p.network.to_string() == NET));
         let short = json!([{"rows": []}]);
         let bound = parse_bound(Ok(&json!([{"rows": []}, {"rows": []}, {"rows": []}]))).unwrap();
-        assert!(parse_networks(bound, &dps, Ok(&short)).is_err());
+        assert!(parse_networks(id(ME), bound, &dps, Ok(&short)).is_err());
         assert!(parse_bound(Ok(&short)).is_err());
+    }
+
+    #[test]
+    fn a_wait_that_times_out_is_no_change() {
+        let q = wait_bound(id(ME), &[], 500);
+        assert_eq!(q[1]["until"], "!=");
+        assert_eq!(q[1]["timeout"], 500);
+        assert_eq!(parse_wait(Ok(&json!([{}]))), Ok(true));
+        let timed_out = json!([{"error": "timed out", "details": "..."}]);
+        assert_eq!(parse_wait(Ok(&timed_out)), Ok(false));
+        let other = json!([{"error": "syntax error"}]);
+        assert!(parse_wait(Ok(&other)).is_err());
     }
 }
