@@ -55,9 +55,11 @@ Node:
                                  [default: 4096; 1 to 1000000]
       --ovn-poll-interval S      With --backend ovn: how often the Southbound is read for
                                  what this chassis needs [default: 1; 0.1 to 86400
-                                 seconds]. A network whose first instance port binds here
-                                 is provisioned and served within S plus the provisioning
-                                 itself; one whose last port leaves is torn down as fast
+                                 seconds]. In between, the node waits on the Southbound
+                                 for a change to the ports bound here, so a network whose
+                                 first instance port binds is provisioned at once; other
+                                 changes (a localport's addresses, a live migration's
+                                 target) are seen within S
       --token-hop-limit N        IP TTL / IPv6 hop limit of an instance's connection once it
                                  sent PUT /latest/api/token (the node answers it, with the
                                  agent's --imdsv2 rules), as `mdproxy ns-proxy` sets it
