@@ -1,18 +1,16 @@
 //! `mdproxy agent`: reads the secret and the backend's files, resolves the metadata server
 //! (and Neutron and Keystone), claims and binds the Unix socket, and runs the agent on one or
-//! more workers. SIGHUP re-reads the static map.
+//! more workers. SIGHUP reads the configuration again (`reload.rs`).
 
 use std::fs;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::path::Path;
 use std::time::Duration;
 
 use mdproxy_core::agent::imds::DEFAULT_HOP_LIMIT;
 use mdproxy_core::agent::{AgentImds, Issuer, StaticMap};
-use mdproxy_core::config::{AgentConfig, Backend, Reload, Resilience, Role};
+use mdproxy_core::config::{AgentConfig, Backend, Resilience, Role};
 use mdproxy_core::lookup::{HttpTarget, KeystoneAuth, NeutronConfig};
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::Target;
@@ -21,6 +19,7 @@ use mdproxy_core::upstream::{CacheLimits, ServerSpec};
 
 use crate::entropy::OsEntropy;
 use crate::listen::bind_unix;
+use crate::reload::Reloader;
 use crate::runtime::{Hook, Listener, Options};
 use crate::secret::load_secret;
 use crate::serve::{self, Serve, Work};
@@ -46,35 +45,20 @@ impl Serve for Agent {
 
     fn load(args: cli::Agent) -> Result<Agent, Failure> {
         let secret = load_secret(&args.shared_secret, "shared secret").map_err(Failure::Config)?;
-        let (backend, described, hangup): (_, _, Box<dyn Fn() -> Hook>) = match &args.backend {
+        let (backend, described) = match &args.backend {
             cli::LookupBackend::Static(path) => {
                 let map = load_map(path).map_err(Failure::Config)?;
                 let described = format!("static map {} with {} ports", path.display(), map.ports());
-                let reloader = MapReloader::new(path.clone());
-                (
-                    Backend::Static(map),
-                    described,
-                    Box::new(move || reloader.hook()),
-                )
+                (Backend::Static(map), described)
             }
             cli::LookupBackend::Neutron(neutron) => {
                 let cfg = neutron_config(neutron, args.cache_ttl).map_err(Failure::Config)?;
                 let described = describe_neutron(neutron, &cfg);
-                let hangups = Arc::new(AtomicU64::new(0));
-                (
-                    Backend::Neutron(cfg),
-                    described,
-                    Box::new(move || nothing_to_reload("neutron", &hangups)),
-                )
+                (Backend::Neutron(cfg), described)
             }
             cli::LookupBackend::Ovn(ovn) => {
                 let (cfg, described) = ovn::config(ovn)?;
-                let hangups = Arc::new(AtomicU64::new(0));
-                (
-                    Backend::Ovn(cfg),
-                    described,
-                    Box::new(move || nothing_to_reload("ovn", &hangups)),
-                )
+                (Backend::Ovn(cfg), described)
             }
         };
         let mut specs = Vec::new();
@@ -98,6 +82,14 @@ impl Serve for Agent {
             max_bytes: RESPONSE_CACHE_BYTES,
         });
         let imds = agent_imds(&args).map_err(Failure::Config)?;
+        if args.token_key_file.is_none() && imds.uses_tokens() {
+            log::warn!(
+                "no --token-key-file: IMDSv2 tokens are signed with a random key of this process; \
+                 they do not survive a restart and no other agent accepts them"
+            );
+        }
+        let reloader = Reloader::new(&args, &imds);
+        let hangup: Box<dyn Fn() -> Hook> = Box::new(move || reloader.hook());
         let role = AgentConfig {
             metadata: specs,
             resilience: Resilience {
@@ -203,7 +195,7 @@ impl Agent {
 /// `--imdsv2`, `--imdsv2-scope` and the token keys: the key file's, or one random key drawn
 /// here, before the workers start, so that every worker accepts every worker's tokens. Keys
 /// are made even when every mode is off: a static map reloaded later may turn a scope on.
-fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
+pub(crate) fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
     let mut imds = AgentImds {
         mode: args.imdsv2,
         scopes: args.imdsv2_scopes.clone(),
@@ -212,12 +204,6 @@ fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
     };
     let entropy = OsEntropy::new()?;
     let tokens = token_key::tokens(args.token_key_file.as_deref(), entropy.as_ref())?;
-    if tokens.keys().is_random() && imds.uses_tokens() {
-        log::warn!(
-            "no --token-key-file: IMDSv2 tokens are signed with a random key of this process; \
-             they do not survive a restart and no other agent accepts them"
-        );
-    }
     imds.issuer = Some(Issuer { tokens, entropy });
     Ok(imds)
 }
@@ -349,22 +335,8 @@ fn describe_neutron(args: &cli::NeutronArgs, cfg: &NeutronConfig) -> String {
     )
 }
 
-/// A SIGHUP hook that says once per SIGHUP, whatever the number of workers, that the `name`
-/// backend has nothing to re-read.
-fn nothing_to_reload(name: &'static str, last: &Arc<AtomicU64>) -> Hook {
-    let last = last.clone();
-    let mut hangups = 0u64;
-    Box::new(move || {
-        hangups += 1;
-        if last.fetch_max(hangups, Ordering::Relaxed) < hangups {
-            log::info!("SIGHUP: the {name} backend has nothing to reload");
-        }
-        None
-    })
-}
-
 /// Reads and parses a static map; errors read `FILE:LINE: message`.
-fn load_map(path: &Path) -> Result<StaticMap, String> {
+pub(crate) fn load_map(path: &Path) -> Result<StaticMap, String> {
     let shown = path.display();
     let text =
         fs::read_to_string(path).map_err(|e| format!("cannot read static map {shown}: {e}"))?;
@@ -391,47 +363,10 @@ fn target(flag: &str, url: &cli::ServiceUrl) -> Result<HttpTarget, String> {
     HttpTarget::parse_resolved(&url.url, addr).map_err(|e| format!("{flag}: {e}"))
 }
 
-/// Re-reads the static map on SIGHUP, for every worker. Each worker calls its own hook once
-/// per SIGHUP; the first to get there reads the file and the others take its result, so one
-/// SIGHUP means one read and one log line whatever the number of workers.
-struct MapReloader {
-    path: PathBuf,
-    /// The number of the last SIGHUP read, and the map it gave (`None`: the file was bad).
-    last: Arc<Mutex<(u64, Option<StaticMap>)>>,
-}
-
-impl MapReloader {
-    fn new(path: PathBuf) -> MapReloader {
-        MapReloader {
-            path,
-            last: Arc::new(Mutex::new((0, None))),
-        }
-    }
-
-    fn hook(&self) -> Hook {
-        let (path, last) = (self.path.clone(), self.last.clone());
-        let mut hangups = 0u64;
-        Box::new(move || {
-            hangups += 1;
-            let mut last = last.lock().unwrap_or_else(PoisonError::into_inner);
-            if last.0 < hangups {
-                let map = match load_map(&path) {
-                    Ok(map) => Some(map),
-                    Err(e) => {
-                        log::error!("SIGHUP: {e}; keeping the previous static map");
-                        None
-                    }
-                };
-                *last = (hangups, map);
-            }
-            last.1.clone().map(Reload::StaticMap)
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     fn temp(name: &str, contents: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("mdp-agent-unit-{}", std::process::id()));
@@ -496,17 +431,5 @@ mod tests {
         let path = temp("bad.toml", "[[router]]\nid = \"r\"\nbogus = 1\n");
         let e = load_map(&path).unwrap_err();
         assert!(e.starts_with(&format!("{}:3: ", path.display())), "{e}");
-    }
-
-    #[test]
-    fn workers_share_one_read_per_hangup() {
-        let path = temp("m.toml", "");
-        let reloader = MapReloader::new(path.clone());
-        let (mut a, mut b) = (reloader.hook(), reloader.hook());
-        assert!(a().is_some());
-        fs::write(&path, "[[router]]\nid = \"bad\"\n").unwrap();
-        // b's first SIGHUP is the one `a` already read: it takes that map, not the new file.
-        assert!(b().is_some());
-        assert!(a().is_none() && b().is_none());
     }
 }

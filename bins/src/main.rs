@@ -23,6 +23,7 @@ mod os;
 mod ovn;
 mod passwords;
 mod provision;
+mod reload;
 mod runtime;
 mod secret;
 mod serve;

@@ -207,5 +207,8 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
     assert!(mdproxy.is_running(), "{}", mdproxy.log());
     // The real ovsdb-server compares the long poll's rows as the node reads them.
     let log = mdproxy.log();
-    assert!(!log.contains("ended a wait"), "the long poll fell back:\n{log}");
+    assert!(
+        !log.contains("ended a wait"),
+        "the long poll fell back:\n{log}"
+    );
 }

@@ -86,6 +86,12 @@ impl<W> LookupCache<W> {
         }
     }
 
+    /// New lifetimes, for the entries kept already too (an entry's age is checked when read).
+    pub fn set_ttls(&mut self, ttl: Duration, negative_ttl: Duration) {
+        self.ttl = ttl;
+        self.negative_ttl = negative_ttl;
+    }
+
     /// Checks `key` at `now`, promoting a live entry to most recently used and dropping an
     /// expired one (so an expired entry is never a hit). Touches no waiter bookkeeping.
     pub fn get(&mut self, now: Instant, key: &LookupKey) -> Cached<'_> {

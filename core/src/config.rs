@@ -111,10 +111,32 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Reload {
-    /// Replace the agent's static map.
-    StaticMap(StaticMap),
     /// Replace the server's instances (and today's date, which decides the listed versions).
     Instances(Vec<InstanceData>, Date),
+    /// The agent's configuration read again (SIGHUP), whatever of it applies without a
+    /// restart.
+    Agent(Box<AgentReload>),
+}
+
+/// What of the agent's configuration a running endpoint takes in place (the rest, such as
+/// its listeners, workers, metadata servers and lookup backend, takes a restart). Each takes
+/// effect from the next request; the limits and timeouts from the next connection.
+#[derive(Clone, Debug)]
+pub struct AgentReload {
+    /// The shared secret's signer.
+    pub signer: Signer,
+    /// The IMDSv2 modes and token keys.
+    pub imds: AgentImds,
+    /// The static map, for a static backend.
+    pub static_map: Option<StaticMap>,
+    /// The lookup cache's lifetimes.
+    pub cache_ttl: Duration,
+    /// See [`AgentConfig::negative_ttl`].
+    pub negative_ttl: Duration,
+    /// What clients may send.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
 }
 
 /// Settings of the namespace proxy.

@@ -163,6 +163,10 @@ impl Endpoint {
 
     /// Swaps in new data (SIGHUP): takes effect for the next request.
     pub fn reload(&mut self, _now: Instant, reload: Reload) {
+        if let Reload::Agent(r) = &reload {
+            self.settings.limits = r.limits;
+            self.settings.timeouts = r.timeouts;
+        }
         self.policy.reload(reload);
     }
 

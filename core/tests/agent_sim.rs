@@ -1,7 +1,12 @@
 //! The agent endpoint (static backend) between a scripted ns-proxy and a scripted metadata
 //! server, in simulated time.
 
-use mdproxy_core::config::{Backend, Reload, Role};
+use std::time::Duration;
+
+use mdproxy_core::agent::AgentImds;
+use mdproxy_core::config::{AgentReload, Backend, Reload, Role, Timeouts};
+use mdproxy_core::http::Limits;
+use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::ConnectError;
 use mdproxy_core::testing::sim::roles::{self, agent_socket, metadata_addr, NET, PROJECT, ROUTER};
 use mdproxy_core::testing::sim::{Answer, Hop, Message, Refusing};
@@ -137,12 +142,34 @@ fn forbidden_from_the_server_passes_through() {
 }
 
 #[test]
-fn reload_swaps_the_static_map() {
+fn reload_swaps_the_static_map_the_secret_and_the_limits() {
     let mut s = agent();
-    let map = roles::static_map("10.0.0.77", "other-instance");
-    s.w.with_endpoint(s.ep, |ep, now| ep.reload(now, Reload::StaticMap(map)));
+    let reload = AgentReload {
+        signer: Signer::new(b"rotated"),
+        imds: AgentImds::off(),
+        static_map: Some(roles::static_map("10.0.0.77", "other-instance")),
+        cache_ttl: Duration::from_secs(1),
+        negative_ttl: Duration::from_secs(1),
+        limits: Limits {
+            max_headers: 4,
+            ..Limits::default()
+        },
+        timeouts: Timeouts::default(),
+    };
+    let reload = Reload::Agent(Box::new(reload));
+    s.w.with_endpoint(s.ep, |ep, now| ep.reload(now, reload));
     router(&mut s, "10.0.0.77").assert_is(200, "hello");
-    assert_eq!(s.server().last().header("X-Instance-ID"), "other-instance");
+    let seen = s.server().last();
+    assert_eq!(seen.header("X-Instance-ID"), "other-instance");
+    let signed = Signer::new(b"rotated").sign("other-instance");
+    assert_eq!(seen.header("X-Instance-ID-Signature"), signed.as_str());
     let gone = router(&mut s, "10.0.0.5");
     assert_eq!(gone.status(), 404, "the old port is gone: {}", gone.raw);
+    // A new connection has the new limits: five headers are one too many.
+    let c = s.w.add_client("127.0.0.1", agent_socket());
+    let many = "GET / HTTP/1.1\r\nA: 1\r\nB: 1\r\nC: 1\r\nD: 1\r\nE: 1\r\n\r\n";
+    assert_eq!(s.w.exchange(c, many).status(), 431);
+    // The connection open before keeps the limits it began with.
+    let four = format!("X-Neutron-Router-ID: {ROUTER}\r\nA: 1\r\n");
+    assert_eq!(send(&mut s, "10.0.0.77", &four).status(), 200);
 }

@@ -46,8 +46,15 @@ When Neutron or Keystone fails or does not answer within --neutron-timeout, the 
 503 and instances still cached keep being served.
 
 SIGTERM/SIGINT: stop accepting, finish in-flight requests, remove the socket file, exit 0.
-SIGHUP: re-read --static-map; a file with errors is logged (with its line) and the previous map
-is kept. The neutron backend has nothing to re-read.
+SIGHUP: read the configuration again — this command line, the --config TOML and the Neutron
+INI files it names, the secret, token key and static map files — and apply, from the next
+request on and without dropping a connection, the shared secret, --imdsv2/--imdsv2-scope and
+the token keys, the static map, --cache-ttl/--negative-cache-ttl, the request limits and
+timeouts, and --debug. A file with an error refuses the whole reload (logged with FILE:LINE)
+and the running configuration stays; a changed setting that takes a restart (the socket,
+--workers, the metadata servers and their flags, the lookup backend's settings, --cache-size,
+the connection limits, the process settings) is logged and kept. Without --token-key-file
+the process's random token key is kept across reloads.
 
 Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]
        mdproxy agent --shared-secret-file PATH --backend neutron --auth-url URL --username NAME

@@ -286,9 +286,25 @@ impl Common {
     }
 }
 
+/// The command line the process was started with, for [`reparse`].
+static STARTED_WITH: std::sync::OnceLock<Vec<OsString>> = std::sync::OnceLock::new();
+
 /// Parses the whole command line, program name included, and the configuration files it
-/// names.
+/// names. The first command line parsed is kept for [`reparse`].
 pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Command, String> {
+    let args: Vec<OsString> = args.into_iter().collect();
+    let _ = STARTED_WITH.set(args.clone());
+    parse_args(args)
+}
+
+/// The command line the process was started with.
+pub fn started_with() -> Vec<OsString> {
+    STARTED_WITH.get().cloned().unwrap_or_default()
+}
+
+/// Parses `args` (e.g. [`started_with`] again, on SIGHUP), reading the files they name; keeps
+/// nothing.
+pub fn parse_args(args: Vec<OsString>) -> Result<Command, String> {
     let mut p = lexopt::Parser::from_iter(args);
     match p.bin_name() {
         Some(n) if n.ends_with("neutron-ns-metadata-proxy") => {

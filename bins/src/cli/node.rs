@@ -103,8 +103,8 @@ Unknown keys are errors (a misspelt key would otherwise be silently ignored).
     common_help!("the metadata server", "The metadata server"),
     "
 SIGTERM/SIGINT: stop accepting in every namespace, finish in-flight requests, exit 0.
-SIGHUP: re-read --static-map, as the agent does (--watch-dir is read every --rescan-interval,
-the Southbound every --ovn-poll-interval).
+SIGHUP: read the agent's configuration again, as `mdproxy agent` does (--watch-dir is read
+every --rescan-interval, the Southbound every --ovn-poll-interval).
 
 Exit status: 0 after a clean stop, 1 when the node cannot start or its event loop fails, 2 for
 a usage or configuration error (bad flag, unreadable secret, a --watch-dir that is not a

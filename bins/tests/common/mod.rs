@@ -736,13 +736,31 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// A loopback port nobody listened on a moment ago.
+/// A loopback port nobody listened on a moment ago, below the kernel's ephemeral range
+/// (32768 and up by default): a port the kernel picked for a `bind(…:0)` is handed out again
+/// to the next such bind once closed, and the test's child would then race every recording
+/// server and client of the tests running beside it for it (one test found another's
+/// server on "its" port). Below the range only this sequence hands ports out; each test
+/// process starts at a place of its own.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % COUNT,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) % COUNT;
+        let port = u16::try_from(FIRST + n).expect("below 65536");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// Runs `mdproxy <args>` (a `--help`), which must succeed and name every one of `flags`.

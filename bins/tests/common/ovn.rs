@@ -30,7 +30,6 @@ use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::env;
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -187,13 +186,7 @@ fn addresses(mac: &str, ips: &[&str]) -> String {
 /// A loopback port nobody listened on a moment ago (for addresses that must be fixed before
 /// the server starts: Raft's, and the SB's TCP remote on a restart).
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a loopback port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local addr").port())
-        .collect()
+    (0..n).map(|_| super::free_port()).collect()
 }
 
 /// One child process (an `ovsdb-server` or `ovn-northd`) in the foreground, logging to a file

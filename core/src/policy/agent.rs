@@ -415,9 +415,20 @@ impl Policy for Agent {
 
     fn reload(&mut self, reload: Reload) {
         match (reload, &mut self.source) {
-            (Reload::StaticMap(map), Source::Static(old)) => {
-                log::info!("static map reloaded: {} ports", map.ports());
-                *old = map;
+            (Reload::Agent(r), source) => {
+                let r = *r;
+                self.signer = r.signer;
+                self.imds = r.imds;
+                match (r.static_map, source) {
+                    (Some(map), Source::Static(old)) => {
+                        log::info!("static map reloaded: {} ports", map.ports());
+                        *old = map;
+                    }
+                    (None, Source::Neutron { cache, .. }) => {
+                        cache.set_ttls(r.cache_ttl, r.negative_ttl)
+                    }
+                    _ => {}
+                }
             }
             (other, _) => ignored(&other),
         }

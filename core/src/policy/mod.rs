@@ -286,12 +286,10 @@ pub(crate) fn metric_role(role: &Role) -> Option<MetricRole> {
 /// Logs that a role has no use for `reload`.
 fn ignored(reload: &Reload) {
     match reload {
-        Reload::StaticMap(_) => {
-            log::warn!("ignoring a static map: this endpoint has no static backend")
-        }
         Reload::Instances(..) => {
             log::warn!("ignoring instances: this endpoint is not a metadata server")
         }
+        Reload::Agent(_) => log::warn!("ignoring an agent's settings: this endpoint is no agent"),
     }
 }
 
