@@ -206,15 +206,29 @@ mod tests {
         path
     }
 
-    /// An agent on `map` and `secret`, and its reloader.
-    fn reloader(map: &Path, secret: &Path, extra: &[&str]) -> Reloader {
+    /// `mdproxy agent` with `flags` (none of them read yet).
+    fn agent_args(flags: &[String]) -> (Vec<OsString>, cli::Agent) {
         let mut argv: Vec<OsString> = ["mdproxy", "agent"].map(OsString::from).to_vec();
-        argv.push(format!("--shared-secret-file={}", secret.display()).into());
-        argv.push(format!("--static-map={}", map.display()).into());
-        argv.extend(extra.iter().map(OsString::from));
+        argv.extend(flags.iter().map(OsString::from));
         let cli::Command::Agent(args) = cli::parse_args(argv.clone()).unwrap() else {
             panic!("not the agent")
         };
+        (argv, *args)
+    }
+
+    /// Flags that parse, naming files nobody reads.
+    fn some_agent() -> cli::Agent {
+        agent_args(&["--shared-secret-file=/s".into(), "--static-map=/m".into()]).1
+    }
+
+    /// An agent on `map` and `secret`, and its reloader.
+    fn reloader(map: &Path, secret: &Path, extra: &[&str]) -> Reloader {
+        let mut flags = vec![
+            format!("--shared-secret-file={}", secret.display()),
+            format!("--static-map={}", map.display()),
+        ];
+        flags.extend(extra.iter().map(|s| s.to_string()));
+        let (argv, args) = agent_args(&flags);
         let imds = agent::agent_imds(&args).unwrap();
         Reloader::of(argv, &args, &imds)
     }
@@ -267,33 +281,19 @@ mod tests {
         let reloaded = got.imds.issuer.expect("tokens still on");
         assert!(reloaded.tokens.check(now, token.as_bytes(), "i-1").is_ok());
         // Whereas a key drawn again would not know it.
-        let argv = [
-            "mdproxy",
-            "agent",
-            "--shared-secret-file=/s",
-            "--static-map=/m",
-        ];
-        let cli::Command::Agent(args) = cli::parse_args(argv.map(OsString::from).to_vec()).unwrap()
-        else {
-            panic!("not the agent")
-        };
-        let other = agent::agent_imds(&args).unwrap().issuer.expect("a key");
+        let other = agent::agent_imds(&some_agent())
+            .unwrap()
+            .issuer
+            .expect("a key");
         assert!(other.tokens.check(now, token.as_bytes(), "i-1").is_err());
     }
 
     #[test]
     fn every_restart_only_setting_has_a_name_of_its_own() {
-        let argv = [
-            "mdproxy",
-            "agent",
-            "--shared-secret-file=/s",
-            "--static-map=/m",
-        ];
-        let cli::Command::Agent(a) = cli::parse_args(argv.map(OsString::from).to_vec()).unwrap()
-        else {
-            panic!("not the agent")
-        };
-        let names: Vec<&str> = restart_only(&a).into_iter().map(|(n, _)| n).collect();
+        let names: Vec<&str> = restart_only(&some_agent())
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert!(names.contains(&"--workers") && names.contains(&"--metadata-url"));
         let mut sorted = names.clone();
         sorted.sort_unstable();
