@@ -19,14 +19,14 @@
 
 use std::cell::Cell;
 use std::env;
-use std::fs::{self, File};
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
 use serde_json::Value;
 
-use super::ovn::Ovn;
-use super::{eventually, wait_child, TempDir};
+use super::ovn::{Daemon, Ovn};
+use super::{eventually, TempDir};
 
 const VSWITCH_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const TOOLS: &[&str] = &[
@@ -237,67 +237,6 @@ pub fn fetches(ns: &str, url: &str, token: &str) -> bool {
     out.status.success() && out.stdout == token.as_bytes()
 }
 
-/// A daemon in the foreground, killed on drop.
-struct Daemon {
-    what: String,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn spawn(tool: &str, dir: &Path, name: &str, args: &[String]) -> Daemon {
-        let log = dir.join(format!("{name}.log"));
-        let out = File::create(dir.join(format!("{name}.out"))).expect("daemon output file");
-        let child = Command::new(find_tool(tool).unwrap_or_else(|| PathBuf::from(tool)))
-            .args(args)
-            .arg(format!("--log-file={}", log.display()))
-            .arg("-vconsole:off")
-            .env("OVS_RUNDIR", dir)
-            .env("OVS_LOGDIR", dir)
-            .env("OVS_DBDIR", dir)
-            .env("OVN_RUNDIR", dir)
-            .env("OVN_LOGDIR", dir)
-            .env_remove("OVN_SB_DB")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {tool}: {e}"));
-        Daemon {
-            what: format!("{tool} ({name})"),
-            child,
-            log,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Its log file and console output (where a fatal start-up error goes).
-    fn log(&self) -> String {
-        let out = fs::read_to_string(self.log.with_extension("out")).unwrap_or_default();
-        let log = fs::read_to_string(&self.log).unwrap_or_default();
-        format!("--- {}\n{log}{out}", self.what)
-    }
-
-    fn stop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        if wait_child(&mut self.child).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A process started inside a namespace (`ip netns exec` execs, so the child is the process
 /// itself); killed on drop.
 pub struct NsProcess(Child);
@@ -453,7 +392,7 @@ impl Chassis {
     fn all_running(&mut self) -> bool {
         [&mut self.db, &mut self.vswitchd, &mut self.controller]
             .into_iter()
-            .all(|d| d.as_mut().is_some_and(Daemon::running))
+            .all(|d| d.as_mut().is_some_and(Daemon::is_running))
     }
 
     /// The local database, as an OVSDB remote.
@@ -537,10 +476,13 @@ impl Chassis {
 
     /// Every daemon's log, for failure messages.
     pub fn logs(&self) -> String {
-        [&self.db, &self.vswitchd, &self.controller]
-            .into_iter()
-            .flatten()
-            .map(Daemon::log)
+        let named = [
+            ("ovsdb-server (ovs-db)", &self.db),
+            ("ovs-vswitchd", &self.vswitchd),
+            ("ovn-controller", &self.controller),
+        ];
+        (named.iter())
+            .filter_map(|(name, d)| Some(format!("--- {name}\n{}", d.as_ref()?.log())))
             .collect()
     }
 }

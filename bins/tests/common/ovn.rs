@@ -190,8 +190,8 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// One child process (an `ovsdb-server` or `ovn-northd`) in the foreground, logging to a file
-/// in the harness's directory; killed on drop.
-struct Daemon {
+/// in the harness's directory; killed on drop. The chassis harness's daemons too.
+pub(super) struct Daemon {
     what: String,
     child: Child,
     log: PathBuf,
@@ -201,7 +201,7 @@ struct Daemon {
 impl Daemon {
     /// Starts `tool args… --log-file=<dir>/<name>.log -vconsole:off`, its stdout and stderr in
     /// `<dir>/<name>.out` (where a fatal start-up error goes).
-    fn spawn(tool: &str, dir: &Path, name: &str, args: &[String]) -> Daemon {
+    pub(super) fn spawn(tool: &str, dir: &Path, name: &str, args: &[String]) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let out = dir.join(format!("{name}.out"));
         let _ = fs::remove_file(&log);
@@ -222,12 +222,12 @@ impl Daemon {
         }
     }
 
-    fn is_running(&mut self) -> bool {
+    pub(super) fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 
     /// Its log file and console output, for failure messages and port discovery.
-    fn log(&self) -> String {
+    pub(super) fn log(&self) -> String {
         let log = fs::read_to_string(&self.log).unwrap_or_default();
         let out = fs::read_to_string(&self.out).unwrap_or_default();
         format!("{log}{out}")
@@ -245,7 +245,7 @@ impl Daemon {
     }
 
     /// SIGTERM (the server closes its database and removes its sockets), bounded; then SIGKILL.
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         // SAFETY: signalling our own child process.
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
         if wait_child(&mut self.child).is_none() {
