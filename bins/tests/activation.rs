@@ -119,19 +119,6 @@ impl Drop for Activated {
     }
 }
 
-/// `mdproxy server` on `addr`, answering from an empty instances directory (any HTTP answer
-/// proves a served connection).
-fn server_args(dir: &TempDir, addr: SocketAddr) -> Vec<String> {
-    let instances = dir.join("instances");
-    let _ = fs::create_dir(&instances);
-    vec![
-        "server".to_owned(),
-        format!("--instances={}", instances.display()),
-        "--shared-secret-file=/dev/null".to_owned(),
-        format!("--listen={addr}"),
-    ]
-}
-
 /// The status line of the answer to a GET on `stream`.
 fn status_line(stream: impl Read) -> String {
     let mut line = String::new();
@@ -150,7 +137,7 @@ fn a_restart_refuses_no_connection(rt: Runtime) {
     let dir = TempDir::new();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let args = server_args(&dir, addr);
+    let args = empty_server_args(&dir, addr);
     // Made before any process runs: the kernel completes it into the queue.
     let early = TcpStream::connect(addr).expect("queued by the kernel");
     let first = Activated::start(rt, &dir, &args, &[listener.as_raw_fd()], None);
@@ -206,7 +193,7 @@ fn a_passed_socket_no_flag_names_is_closed_with_a_warning(rt: Runtime) {
     let served = TcpListener::bind("127.0.0.1:0").unwrap();
     let stray = TcpListener::bind("127.0.0.1:0").unwrap();
     let stray_addr = stray.local_addr().unwrap();
-    let args = server_args(&dir, served.local_addr().unwrap());
+    let args = empty_server_args(&dir, served.local_addr().unwrap());
     let fds = [served.as_raw_fd(), stray.as_raw_fd()];
     let role = Activated::start(rt, &dir, &args, &fds, None);
     role.wait_for_log(&format!(
@@ -223,7 +210,7 @@ fn sockets_meant_for_another_process_are_not_taken(rt: Runtime) {
     let passed = TcpListener::bind("127.0.0.1:0").unwrap();
     // The flag names another address; the passed socket (for pid 1) must not be touched.
     let own = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let args = server_args(&dir, own);
+    let args = empty_server_args(&dir, own);
     let role = Activated::start(rt, &dir, &args, &[passed.as_raw_fd()], Some("1"));
     assert!(
         eventually(|| TcpStream::connect(own).is_ok()),

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -26,17 +26,41 @@ runtime_tests! {
 /// Most requests the load thread makes (bounded however long the upgrade takes).
 const MAX_REQUESTS: usize = 20_000;
 
-fn server_args(dir: &TempDir, addr: SocketAddr, handover: &Path) -> Vec<String> {
-    let instances = dir.join("instances");
-    let _ = fs::create_dir(&instances);
-    vec![
-        "server".to_owned(),
-        format!("--instances={}", instances.display()),
-        "--shared-secret-file=/dev/null".to_owned(),
-        format!("--listen={addr}"),
-        format!("--handover-socket={}", handover.display()),
-        format!("--pid-file={}", dir.join("pid").display()),
-    ]
+/// A running `mdproxy server` offering its listener on a handover socket: its directory,
+/// address and handover socket, its flags (for the successor) and the process, once it
+/// accepts.
+struct Old {
+    dir: TempDir,
+    addr: SocketAddr,
+    handover: PathBuf,
+    args: Vec<String>,
+    running: Running,
+}
+
+impl Old {
+    fn start(rt: Runtime) -> Old {
+        let dir = TempDir::new();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let handover = dir.join("handover.sock");
+        let mut args = empty_server_args(&dir, addr);
+        args.push(format!("--handover-socket={}", handover.display()));
+        args.push(format!("--pid-file={}", dir.join("pid").display()));
+        let running = spawn(rt, &args);
+        let up = eventually(|| TcpStream::connect(addr).is_ok());
+        assert!(up, "{}", running.log());
+        Old {
+            dir,
+            addr,
+            handover,
+            args,
+            running,
+        }
+    }
+
+    /// Its flags and `more`, for a successor.
+    fn args_and(&self, more: &[String]) -> Vec<String> {
+        [&self.args[..], more].concat()
+    }
 }
 
 /// The status line of one request on a new connection, or what went wrong.
@@ -93,20 +117,13 @@ fn pid_in(dir: &TempDir) -> Option<u32> {
 }
 
 fn a_tcp_role_upgrades_under_load_without_a_failed_request(rt: Runtime) {
-    let dir = TempDir::new();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let handover = dir.join("handover.sock");
-    let args = server_args(&dir, addr, &handover);
-    let mut old = spawn(rt, &args);
+    let mut old = Old::start(rt);
+    let (dir, addr) = (&old.dir, old.addr);
+    let pid = old.running.pid();
     assert!(
-        eventually(|| TcpStream::connect(addr).is_ok()),
+        eventually(|| pid_in(dir) == Some(pid)),
         "{}",
-        old.log()
-    );
-    assert!(
-        eventually(|| pid_in(&dir) == Some(old.pid())),
-        "{}",
-        old.log()
+        old.running.log()
     );
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -117,11 +134,9 @@ fn a_tcp_role_upgrades_under_load_without_a_failed_request(rt: Runtime) {
     };
     let loader = load(connect, stop.clone());
 
-    let mut upgrade = args.clone();
-    upgrade.push("--upgrade".to_owned());
-    let new = spawn(rt, &upgrade);
-    let status = old.wait_exit();
-    assert!(status.success(), "old: {status}\n{}", old.log());
+    let new = spawn(rt, &old.args_and(&["--upgrade".to_owned()]));
+    let status = old.running.wait_exit();
+    assert!(status.success(), "old: {status}\n{}", old.running.log());
     stop.store(true, Ordering::Relaxed);
     let (ok, failed) = loader.join().unwrap();
     assert!(
@@ -130,20 +145,23 @@ fn a_tcp_role_upgrades_under_load_without_a_failed_request(rt: Runtime) {
         failed.len(),
         ok + failed.len(),
         &failed[..failed.len().min(5)],
-        old.log(),
+        old.running.log(),
         new.log()
     );
     assert!(ok > 0);
     new.wait_for_log("--upgrade: took 1 listening sockets");
     assert!(
-        old.log().contains("serves our sockets; draining"),
+        old.running.log().contains("serves our sockets; draining"),
         "{}",
-        old.log()
+        old.running.log()
     );
     // The successor serves alone now, and the pid file names it.
     assert!(one_request(&|| Ok(Box::new(TcpStream::connect(addr)?) as Box<dyn ReadWrite>)).is_ok());
-    assert_eq!(pid_in(&dir), Some(new.pid()), "{}", new.log());
-    assert!(handover.exists(), "the successor's handover socket is gone");
+    assert_eq!(pid_in(&old.dir), Some(new.pid()), "{}", new.log());
+    assert!(
+        old.handover.exists(),
+        "the successor's handover socket is gone"
+    );
 }
 
 fn the_agent_upgrades_and_keeps_its_socket_file(rt: Runtime) {
@@ -200,22 +218,14 @@ fn the_agent_upgrades_and_keeps_its_socket_file(rt: Runtime) {
 }
 
 fn a_successor_that_fails_leaves_the_old_process_serving(rt: Runtime) {
-    let dir = TempDir::new();
-    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let handover = dir.join("handover.sock");
-    let args = server_args(&dir, addr, &handover);
-    let mut old = spawn(rt, &args);
-    assert!(
-        eventually(|| TcpStream::connect(addr).is_ok()),
-        "{}",
-        old.log()
-    );
+    let mut old = Old::start(rt);
     // Takes the sockets, then fails on a second listener it cannot bind (a port the test
     // holds).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut upgrade = args.clone();
-    upgrade.push(format!("--listen={}", taken.local_addr().unwrap()));
-    upgrade.push("--upgrade".to_owned());
+    let upgrade = old.args_and(&[
+        format!("--listen={}", taken.local_addr().unwrap()),
+        "--upgrade".to_owned(),
+    ]);
     let mut new = spawn(rt, &upgrade);
     let status = new.wait_exit();
     assert!(
@@ -223,9 +233,10 @@ fn a_successor_that_fails_leaves_the_old_process_serving(rt: Runtime) {
         "the successor should have failed:\n{}",
         new.log()
     );
-    old.wait_for_log("upgrade aborted, still serving");
-    assert!(old.is_running());
+    old.running.wait_for_log("upgrade aborted, still serving");
+    assert!(old.running.is_running());
+    let addr = old.addr;
     let answer = one_request(&|| Ok(Box::new(TcpStream::connect(addr)?) as Box<dyn ReadWrite>));
-    assert!(answer.is_ok(), "{answer:?}\n{}", old.log());
-    assert_eq!(pid_in(&dir), Some(old.pid()));
+    assert!(answer.is_ok(), "{answer:?}\n{}", old.running.log());
+    assert_eq!(pid_in(&old.dir), Some(old.running.pid()));
 }

@@ -736,6 +736,19 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// `mdproxy server` on `addr` with an empty instances directory in `dir` and the empty
+/// secret: any HTTP answer it gives proves a served connection.
+pub fn empty_server_args(dir: &TempDir, addr: SocketAddr) -> Vec<String> {
+    let instances = dir.join("instances");
+    let _ = fs::create_dir(&instances);
+    vec![
+        "server".to_owned(),
+        format!("--instances={}", instances.display()),
+        "--shared-secret-file=/dev/null".to_owned(),
+        format!("--listen={addr}"),
+    ]
+}
+
 /// A loopback port nobody listened on a moment ago, below the kernel's ephemeral range
 /// (32768 and up by default): a port the kernel picked for a `bind(…:0)` is handed out again
 /// to the next such bind once closed, and the test's child would then race every recording
