@@ -17,6 +17,7 @@
 
 use std::io::{self, BufRead, BufReader, IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,12 +52,20 @@ pub struct Offer {
 
 impl Offer {
     /// Binds `path` (before privileges are dropped). A predecessor's socket there is
-    /// replaced: an upgraded process takes over the path for the next upgrade.
+    /// replaced (listening or not: an upgraded process takes over the path for the next
+    /// upgrade); anything that is not a socket is left alone, as `os::claim_socket_path` does.
     pub fn bind(path: &Path) -> Result<Offer, String> {
-        match std::fs::remove_file(path) {
-            Ok(()) => {}
+        match std::fs::symlink_metadata(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot replace {}: {e}", path.display())),
+            Err(e) => return Err(format!("cannot inspect {}: {e}", path.display())),
+            Ok(m) if !m.file_type().is_socket() => {
+                return Err(format!(
+                    "{} exists and is not a socket; not removing it (--handover-socket)",
+                    path.display()
+                ))
+            }
+            Ok(_) => std::fs::remove_file(path)
+                .map_err(|e| format!("cannot replace {}: {e}", path.display()))?,
         }
         let listener = UnixListener::bind(path).map_err(|e| {
             format!(

@@ -21,6 +21,7 @@ runtime_tests! {
     a_tcp_role_upgrades_under_load_without_a_failed_request,
     the_agent_upgrades_and_keeps_its_socket_file,
     a_successor_that_fails_leaves_the_old_process_serving,
+    a_handover_path_that_is_no_socket_is_left_alone,
 }
 
 /// Most requests the load thread makes (bounded however long the upgrade takes).
@@ -239,4 +240,21 @@ fn a_successor_that_fails_leaves_the_old_process_serving(rt: Runtime) {
     let answer = one_request(&|| Ok(Box::new(TcpStream::connect(addr)?) as Box<dyn ReadWrite>));
     assert!(answer.is_ok(), "{answer:?}\n{}", old.running.log());
     assert_eq!(pid_in(&old.dir), Some(old.running.pid()));
+}
+
+fn a_handover_path_that_is_no_socket_is_left_alone(rt: Runtime) {
+    let dir = TempDir::new();
+    let handover = dir.join("handover.sock");
+    fs::write(&handover, "not a socket").unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut args = empty_server_args(&dir, addr);
+    args.push(format!("--handover-socket={}", handover.display()));
+    let mut role = spawn(rt, &args);
+    assert!(!role.wait_exit().success(), "{}", role.log());
+    assert!(
+        role.log().contains("exists and is not a socket"),
+        "{}",
+        role.log()
+    );
+    assert_eq!(fs::read_to_string(&handover).unwrap(), "not a socket");
 }
