@@ -362,6 +362,8 @@ runtime_tests! {
     the_upstream_request_is_the_agents,
     sigterm_stops_the_node,
     the_node_answers_token_requests_and_limits_their_hops,
+    the_nodes_metrics_carry_its_own_role,
+    a_files_imdsv2_mode_is_its_listeners_alone,
 }
 
 #[test]
@@ -432,4 +434,70 @@ fn the_node_answers_token_requests_and_limits_their_hops(rt: Runtime) {
         "X-Forwarded-For: 10.0.0.9\r\nContent-Length",
     );
     assert_eq!(request(addr, relayed.as_bytes()).status, 403);
+}
+
+/// A node's series are labelled `role="node"` (not the agent's, which a node is not), with
+/// the agent's lookup series among them.
+fn the_nodes_metrics_carry_its_own_role(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let addr = files.serve("r1.toml", R1);
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let flag = format!("--metrics-listen={admin}");
+    let mut node = files.node_with(rt, &server.url(), &[&flag]);
+    await_serving(&mut node, addr);
+    let r = request(addr, &instance_id_request(""));
+    assert_eq!((r.status, r.body_text()), (200, I1.to_owned()));
+    let scraped = request(admin, &get("/metrics"));
+    assert_eq!(scraped.status, 200, "{scraped:?}");
+    let text = scraped.body_text();
+    for series in [
+        "mdproxy_requests_total{role=\"node\",code=\"200\"} 1",
+        "mdproxy_open_connections{role=\"node\"} ",
+        "mdproxy_imds_no_token_requests_total{role=\"node\",instance=\"",
+    ] {
+        assert!(text.contains(series), "no {series} in:\n{text}");
+    }
+    assert!(!text.contains("role=\"agent\""), "{text}");
+}
+
+/// `imdsv2 = "required"` in one router's file asks that router's instances for a token and
+/// nobody else's; the node's own `--imdsv2` stays the rest's.
+fn a_files_imdsv2_mode_is_its_listeners_alone(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let strict = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = format!("router_id = \"{R1}\"\nlisten = [\"{strict}\"]\nimdsv2 = \"required\"\n");
+    files.write("r1.toml", &text);
+    let lax = files.serve("r2.toml", R2);
+    let mut node = files.node_with(rt, &server.url(), &["--imdsv2=optional"]);
+    await_serving(&mut node, strict);
+    await_serving(&mut node, lax);
+    let r = request(strict, &instance_id_request(""));
+    assert_eq!(r.status, 401, "{r:?}\n{}", node.log());
+    let r = request(lax, &instance_id_request(""));
+    assert_eq!((r.status, r.body_text()), (200, I2.to_owned()));
+    // A file that names no mode of its own takes the node's again once it changes.
+    files.write(
+        "r1.toml",
+        &format!("router_id = \"{R1}\"\nlisten = [\"{strict}\"]\n"),
+    );
+    node.wait_for_log_count("r1.toml: serving", 2);
+    let r = request(strict, &instance_id_request(""));
+    assert_eq!(
+        (r.status, r.body_text()),
+        (200, I1.to_owned()),
+        "{}",
+        node.log()
+    );
+    // A bad mode is the file's error, logged with its path.
+    files.write(
+        "r3.toml",
+        &format!("router_id = \"{R1}\"\nimdsv2 = \"strict\"\n"),
+    );
+    let log = node.wait_for_log("r3.toml: `imdsv2`");
+    assert!(
+        log.contains("is not one of off, optional, required"),
+        "{log}"
+    );
 }

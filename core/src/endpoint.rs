@@ -383,11 +383,13 @@ impl Endpoint {
                         // client.
                         Route::refuse(405, "CONNECT is not supported.")
                     } else if let Some((id, key)) = scoped {
-                        let rate = self.listeners.get_mut(&id).and_then(|l| l.rate.as_mut());
+                        let listener = self.listeners.get_mut(&id);
+                        let imdsv2 = listener.as_ref().and_then(|l| l.cfg.imdsv2);
+                        let rate = listener.and_then(|l| l.rate.as_mut());
                         if rate.is_some_and(|r| !r.allow(now, key.ip)) {
                             Route::refuse(429, "Too many requests.")
                         } else {
-                            self.policy.route_scoped(now, ticket, key, head)
+                            self.policy.route_scoped(now, ticket, key, imdsv2, head)
                         }
                     } else {
                         self.policy.route(now, ticket, conn.peer(), head)
@@ -417,10 +419,11 @@ impl Endpoint {
                     let Some(head) = conn.request() else { continue };
                     let peer = conn.peer_text();
                     let reroute = match scoped_key(conn) {
-                        Some((_, key)) => (self.policy).check_scoped(
+                        Some((id, key)) => (self.policy).check_scoped(
                             now,
                             ticket,
                             key,
+                            self.listeners.get(&id).and_then(|l| l.cfg.imdsv2),
                             head,
                             status,
                             can_reroute,

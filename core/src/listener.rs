@@ -10,6 +10,7 @@
 //! "per scope" means for the limits.
 
 use crate::config::RateLimit;
+use crate::metadata::ImdsV2;
 use crate::scope::Scope;
 
 /// Names one registration; chosen by whoever registers (ids are the caller's counter).
@@ -26,4 +27,7 @@ pub struct ScopedListener {
     /// Client connections open at once on this registration (the endpoint's own
     /// `max_conns` still caps them all together).
     pub max_conns: usize,
+    /// The IMDSv2 mode of this listener's instances, above every other setting of the scope
+    /// (static map, `--imdsv2-scope`, `--imdsv2`); `None`: those decide.
+    pub imdsv2: Option<ImdsV2>,
 }

@@ -6,7 +6,8 @@
 //! `GET /metrics` with [`Metrics::render`]; nothing here does IO or reads a clock (latencies
 //! are differences of the `now`s the endpoint was given).
 //!
-//! Every series has a `role` label (`ns-proxy`, `agent`, `server`); a role shows up once an
+//! Every series has a `role` label (`ns-proxy`, `agent`, `server`, `node`; the node's series
+//! are the agent's, its relays' and its lookup's, under its own label); a role shows up once an
 //! endpoint of it was created with these metrics ([`Metrics::enable`]). Cardinality is fixed:
 //! status codes outside [`STATUSES`] count as `code="other"`.
 //!
@@ -16,7 +17,7 @@
 //! | `mdproxy_request_duration_seconds` | histogram | `role` | request head to complete answer |
 //! | `mdproxy_connections_total` | counter | `role` | client connections accepted |
 //! | `mdproxy_open_connections` | gauge | `role` | client connections open now |
-//! | `mdproxy_upstream_errors_total` | counter | `role`, `kind` | ns-proxy and agent |
+//! | `mdproxy_upstream_errors_total` | counter | `role`, `kind` | ns-proxy, agent and node |
 //! | `mdproxy_cache_lookups_total` | counter | `role`, `result` | agent, neutron backend |
 //! | `mdproxy_backend_requests_total` | counter | `role`, `backend` | agent, neutron backend |
 //! | `mdproxy_backend_failures_total` | counter | `role` | agent lookups that failed (503) |
@@ -80,10 +81,18 @@ pub enum MetricRole {
     Agent,
     /// The metadata server.
     Server,
+    /// `mdproxy node`: the namespace proxies and the agent in one process, counted once
+    /// (a request crosses one endpoint), with the agent's lookup series.
+    Node,
 }
 
 impl MetricRole {
-    const ALL: [MetricRole; 3] = [MetricRole::NsProxy, MetricRole::Agent, MetricRole::Server];
+    const ALL: [MetricRole; 4] = [
+        MetricRole::NsProxy,
+        MetricRole::Agent,
+        MetricRole::Server,
+        MetricRole::Node,
+    ];
 
     /// The `role` label.
     pub fn label(self) -> &'static str {
@@ -91,12 +100,18 @@ impl MetricRole {
             MetricRole::NsProxy => "ns-proxy",
             MetricRole::Agent => "agent",
             MetricRole::Server => "server",
+            MetricRole::Node => "node",
         }
     }
 
     /// Whether the role has an upstream (and so upstream errors).
     fn relays(self) -> bool {
-        matches!(self, MetricRole::NsProxy | MetricRole::Agent)
+        !matches!(self, MetricRole::Server)
+    }
+
+    /// Whether the role looks instances up (and so has the lookup's series).
+    fn looks_up(self) -> bool {
+        matches!(self, MetricRole::Agent | MetricRole::Node)
     }
 }
 
@@ -209,7 +224,7 @@ pub(crate) enum BackendState {
 /// The counters of one process: see the [module docs](self).
 #[derive(Default)]
 pub struct Metrics {
-    roles: [RoleMetrics; 3],
+    roles: [RoleMetrics; MetricRole::ALL.len()],
     health: Health,
 }
 
@@ -441,7 +456,9 @@ impl Metrics {
             render_servers(out, role, m);
         }
 
-        let Some(&(role, m)) = roles.iter().find(|(r, _)| *r == MetricRole::Agent) else {
+        // A process runs one role that looks up (the agent or the node), so each family below
+        // has one role's rows.
+        let Some(&(role, m)) = roles.iter().find(|(r, _)| r.looks_up()) else {
             return;
         };
         let name = "mdproxy_cache_lookups_total";
@@ -464,10 +481,15 @@ impl Metrics {
             "Instance lookups that failed because Keystone or Neutron did (each answered 503).",
         );
         value(out, name, role, "", m.backend_failures.load(Relaxed));
-        (m.no_token.lock().unwrap_or_else(PoisonError::into_inner)).render(out);
+        (m.no_token.lock().unwrap_or_else(PoisonError::into_inner)).render(out, role.label());
         let ovn = *m.ovn.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((stats, last)) = ovn {
-            render_ovn(out, &stats, last.map(|t| now.saturating_duration_since(t)));
+            render_ovn(
+                out,
+                role,
+                &stats,
+                last.map(|t| now.saturating_duration_since(t)),
+            );
         }
     }
 }
@@ -550,12 +572,13 @@ fn render_servers(out: &mut String, role: MetricRole, m: &RoleMetrics) {
     );
 }
 
-/// The OVN backend's series (agent only).
-fn render_ovn(out: &mut String, s: &OvnStats, age: Option<Duration>) {
+/// The OVN backend's series (agent and node).
+fn render_ovn(out: &mut String, role: MetricRole, s: &OvnStats, age: Option<Duration>) {
+    let label = role.label();
     let mut series = |name: &str, kind: &str, help: &str, rows: &[(&str, String)]| {
         let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n");
         for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{{role=\"agent\"{labels}}} {v}");
+            let _ = writeln!(out, "{name}{{role=\"{label}\"{labels}}} {v}");
         }
     };
     let help = "1 while a monitor of the OVN Southbound runs; 0 while the agent answers from its last replica or has none.";
@@ -951,5 +974,29 @@ mod tests {
             v("mdproxy_response_cache_total{role=\"agent\",result=\"stale\"}"),
             "2"
         );
+    }
+
+    #[test]
+    fn the_node_has_the_agents_series_under_its_own_label() {
+        let m = Metrics::new();
+        m.enable(MetricRole::Node);
+        let node = m.role(MetricRole::Node);
+        node.server("http://a:8775").answered(None);
+        node.no_token("i-1");
+        node.ovn(&OvnStats::default(), None);
+        let mut out = String::new();
+        m.render(crate::testing::epoch(), &mut out);
+        for series in [
+            "mdproxy_connections_total{role=\"node\"}",
+            "mdproxy_upstream_errors_total{role=\"node\",kind=\"refused\"}",
+            "mdproxy_upstream_server_answers_total{role=\"node\",server=\"http://a:8775\"}",
+            "mdproxy_cache_lookups_total{role=\"node\",result=\"hit\"}",
+            "mdproxy_imds_no_token_requests_total{role=\"node\",instance=\"i-1\"}",
+            "mdproxy_ovn_connected{role=\"node\"}",
+        ] {
+            assert!(sample(&out, series).is_some(), "{series}:\n{out}");
+        }
+        assert!(!out.contains("role=\"agent\""), "{out}");
+        assert_eq!(m.backends(), [("node", BackendState::NotSynced)]);
     }
 }

@@ -119,6 +119,7 @@ mod tests {
             scope: Scope::Router(Uuid(7)),
             rate_limit: None,
             max_conns: 1,
+            imdsv2: None,
         };
         let id = ListenerId(3);
         let add = Command::Add {

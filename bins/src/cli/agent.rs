@@ -907,7 +907,7 @@ pub(super) fn parse_with(
     })))
 }
 
-fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
+pub(super) fn imdsv2_mode(flag: &str, v: &str) -> Result<ImdsV2, String> {
     parse_mode(v).ok_or_else(|| format!("{flag}: {v:?} is not one of off, optional, required"))
 }
 

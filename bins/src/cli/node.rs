@@ -97,6 +97,9 @@ A file of --watch-dir, in TOML:
                                   # names its interface: \"[fe80::a9fe:a9fe%tap0]:80\"
     rate_limit = \"10/10,10/10\"    # per client IP, BASE/SECONDS,BURST/SECONDS [default: off]
     max_conns = 1024              # [default: --max-conns-per-network]
+    imdsv2 = \"required\"           # off, optional or required, for this listener alone; above
+                                  # the static map's, --imdsv2-scope and --imdsv2 [default:
+                                  # those decide]
 Unknown keys are errors (a misspelt key would otherwise be silently ignored).
 
 ",

@@ -30,6 +30,8 @@ Usage: mdproxy node-register --dir DIR (--router-id|--network-id|--ovn-network-i
       --rate-limit B/BW,U/UW     Per client IP, as `mdproxy ns-proxy --rate-limit`
       --max-conns N              Connections open at once in this namespace
                                  [default: the node's --max-conns-per-network; 1 to 1000000]
+      --imdsv2 MODE              off, optional or required, for this namespace alone
+                                 [default: the node's IMDSv2 settings]
       --pid-file PATH            Write this process's id here; removed on exit
       --daemonize                Fork into the background first (haproxy's `daemon`)
   -h, --help                     Print this help
@@ -50,6 +52,7 @@ pub(super) fn parse_register(mut p: lexopt::Parser) -> Result<Command, String> {
     use lexopt::Arg::{Long, Short};
     let (mut dir, mut scope, mut namespace, mut listen) = (None, None, None, Vec::new());
     let (mut rate_limit, mut max_conns, mut pid_file, mut daemonize) = (None, None, None, false);
+    let mut imdsv2 = None;
     let text = |p: &mut lexopt::Parser, flag: &str| -> Result<String, String> {
         let v = p.value().map_err(|e| format!("--{flag}: {e}"))?;
         v.into_string().map_err(|_| format!("--{flag}: not UTF-8"))
@@ -89,6 +92,7 @@ pub(super) fn parse_register(mut p: lexopt::Parser) -> Result<Command, String> {
                 rate_limit = Some(super::ns_proxy::rate_limit_arg(&flag, &v)?);
             }
             "max-conns" => max_conns = Some(CONNS.parse(&flag, &text(&mut p, &name)?)?),
+            "imdsv2" => imdsv2 = Some(super::agent::imdsv2_mode(&flag, &text(&mut p, &name)?)?),
             "pid-file" => pid_file = Some(PathBuf::from(text(&mut p, &name)?)),
             "daemonize" => daemonize = true,
             _ => return Err(format!("unknown option {flag} (try --help)")),
@@ -105,6 +109,7 @@ pub(super) fn parse_register(mut p: lexopt::Parser) -> Result<Command, String> {
             listen,
             rate_limit,
             max_conns,
+            imdsv2,
             owner_pid: None,
         },
         pid_file,
@@ -136,6 +141,7 @@ mod tests {
             "--listen=0.0.0.0:9697",
             "--rate-limit=10/10,10/10",
             "--max-conns=100",
+            "--imdsv2=required",
             "--pid-file=/p",
             "--daemonize",
         ]) else {
@@ -144,6 +150,10 @@ mod tests {
         assert_eq!(r.dir, PathBuf::from("/d"));
         assert_eq!(r.unit.listen, ["[::]:9697", "0.0.0.0:9697"]);
         assert_eq!((r.unit.max_conns, r.daemonize), (Some(100), true));
+        assert_eq!(
+            r.unit.imdsv2,
+            Some(mdproxy_core::metadata::ImdsV2::Required)
+        );
         assert_eq!(parse_unit(&r.unit.to_toml()), Ok(r.unit.clone()));
         let Ok(Command::NodeRegister(r)) = argv(&["--dir=/d", "--network-id", R]) else {
             panic!()

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use mdproxy_core::config::RateLimit;
+use mdproxy_core::metadata::ImdsV2;
 use mdproxy_core::scope::Scope;
 
 use super::range::CONNS;
@@ -21,12 +22,14 @@ pub struct Unit {
     pub rate_limit: Option<RateLimit>,
     /// `None`: `--max-conns-per-network`.
     pub max_conns: Option<usize>,
+    /// The listener's IMDSv2 mode; `None`: the static map's, `--imdsv2-scope`'s, `--imdsv2`.
+    pub imdsv2: Option<ImdsV2>,
     /// The process that holds the registration (`mdproxy node-register`): once it is gone,
     /// the file is stale (the registering process was killed before it could remove it).
     pub owner_pid: Option<u32>,
 }
 
-const UNIT_KEYS: [&str; 8] = [
+const UNIT_KEYS: [&str; 9] = [
     "owner_pid",
     "router_id",
     "network_id",
@@ -35,6 +38,7 @@ const UNIT_KEYS: [&str; 8] = [
     "listen",
     "rate_limit",
     "max_conns",
+    "imdsv2",
 ];
 
 /// Parses one file of `--watch-dir` (see `mdproxy node --help`). The error names the key at fault.
@@ -87,6 +91,9 @@ pub fn parse_unit(text: &str) -> Result<Unit, String> {
         Some(toml::Value::Integer(n)) => Some(CONNS.parse("`max_conns`", &n.to_string())?),
         Some(_) => return Err("`max_conns` must be an integer".to_owned()),
     };
+    let imdsv2 = string("imdsv2")?
+        .map(|v| super::agent::imdsv2_mode("`imdsv2`", v))
+        .transpose()?;
     let owner_pid = match table.get("owner_pid") {
         None => None,
         Some(toml::Value::Integer(n)) if (1..=i64::from(i32::MAX)).contains(n) => {
@@ -100,6 +107,7 @@ pub fn parse_unit(text: &str) -> Result<Unit, String> {
         listen,
         rate_limit,
         max_conns,
+        imdsv2,
         owner_pid,
     })
 }
@@ -128,10 +136,22 @@ impl Unit {
         if let Some(n) = self.max_conns {
             text += &format!("max_conns = {n}\n");
         }
+        if let Some(mode) = self.imdsv2 {
+            text += &format!("imdsv2 = \"{}\"\n", mode_name(mode));
+        }
         if let Some(pid) = self.owner_pid {
             text += &format!("owner_pid = {pid}\n");
         }
         text
+    }
+}
+
+/// The word [`parse_unit`] reads back as `mode`.
+fn mode_name(mode: ImdsV2) -> &'static str {
+    match mode {
+        ImdsV2::Off => "off",
+        ImdsV2::Optional => "optional",
+        ImdsV2::Required => "required",
     }
 }
 
@@ -188,13 +208,15 @@ mod tests {
         assert_eq!(u.namespace, Some(format!("qrouter-{R}")));
         assert_eq!(u.listen, ["0.0.0.0:9697"]);
         assert_eq!((u.rate_limit, u.max_conns, u.owner_pid), (None, None, None));
+        assert_eq!(u.imdsv2, None);
         let u = parse_unit(&format!(
             "ovn_network_id = \"{R}\"\nlisten = [\"169.254.169.254:80\", \"[fe80::a9fe:a9fe%tap0]:80\"]\n\
-             rate_limit = \"10/10,20/1\"\nmax_conns = 7\nowner_pid = 42\n"
+             rate_limit = \"10/10,20/1\"\nmax_conns = 7\nimdsv2 = \"required\"\nowner_pid = 42\n"
         ))
         .unwrap();
         assert_eq!(parse_unit(&u.to_toml()), Ok(u.clone()), "{}", u.to_toml());
         assert_eq!(u.owner_pid, Some(42));
+        assert_eq!(u.imdsv2, Some(ImdsV2::Required));
         assert!(matches!(u.scope, Scope::OvnNetwork(_)));
         assert_eq!(u.listen.len(), 2);
         assert_eq!(

@@ -90,6 +90,7 @@ mod tests {
             scope: Scope::OvnNetwork(Uuid(1)),
             rate_limit: None,
             max_conns: 1,
+            imdsv2: None,
         };
         let here = ["127.0.0.1:0".to_owned()];
         let (a, _) = watcher.add(None, &here, scope()).unwrap();

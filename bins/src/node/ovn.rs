@@ -293,6 +293,7 @@ impl Provisioner {
                 scope: Scope::OvnNetwork(net.id),
                 rate_limit: None,
                 max_conns: self.settings.max_conns,
+                imdsv2: None,
             };
             match self.listeners.add(Some(&ns), &listen, scope) {
                 Ok((id, bound)) => {

@@ -198,6 +198,7 @@ impl Watcher {
             scope: unit.scope,
             rate_limit: unit.rate_limit,
             max_conns: unit.max_conns.unwrap_or(self.max_conns_per_network),
+            imdsv2: unit.imdsv2,
         };
         let namespace = unit.namespace.as_deref();
         let (id, addrs) = match self.listeners.add(namespace, &unit.listen, scope) {

@@ -32,8 +32,9 @@ impl NoToken {
         }
     }
 
-    /// The family, in the text format (always there for the agent, so that "nobody" reads 0).
-    pub(crate) fn render(&self, out: &mut String) {
+    /// The family, in the text format, under `role`'s label (always there for the agent and
+    /// the node, so that "nobody" reads 0).
+    pub(crate) fn render(&self, out: &mut String, role: &str) {
         let name = "mdproxy_imds_no_token_requests_total";
         let _ = write!(
             out,
@@ -45,12 +46,12 @@ impl NoToken {
                 .replace('\\', "\\\\")
                 .replace('"', "\\\"")
                 .replace('\n', "\\n");
-            let _ = writeln!(out, "{name}{{role=\"agent\",instance=\"{label}\"}} {n}");
+            let _ = writeln!(out, "{name}{{role=\"{role}\",instance=\"{label}\"}} {n}");
         }
         if self.other > 0 {
             let _ = writeln!(
                 out,
-                "{name}{{role=\"agent\",instance=\"other\"}} {}",
+                "{name}{{role=\"{role}\",instance=\"other\"}} {}",
                 self.other
             );
         }
@@ -72,7 +73,7 @@ mod tests {
         }
         c.count("a");
         let mut out = String::new();
-        c.render(&mut out);
+        c.render(&mut out, "agent");
         assert!(out.contains("instance=\"a\"} 3\n"), "{out}");
         assert!(out.contains("instance=\"q\\\"x\"} 1\n"), "{out}");
         // Two seen first, then MAX - 2 of the i-N; the other 12 are "other".

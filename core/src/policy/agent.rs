@@ -21,6 +21,7 @@ use crate::cache::{Lookup, LookupCache};
 use crate::config::{AgentConfig, Backend as LookupBackend, Reload, Resilience};
 use crate::http::{BodyKind, RequestHead};
 use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnClient, OvnStats};
+use crate::metadata::ImdsV2;
 use crate::metrics::{BackendService, CacheResult, Meter, ResponseCacheEvent, RoleMetrics};
 use crate::proxy::decision::{Captured, Forward, Route, Ticket};
 use crate::proxy::error_page::LOOKUP_UNAVAILABLE;
@@ -110,6 +111,7 @@ impl Agent {
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
+        imdsv2: Option<ImdsV2>,
         head: &RequestHead,
     ) -> Route {
         if self.responses.is_some()
@@ -119,17 +121,18 @@ impl Agent {
             let accept = head.headers.get("Accept").map(Box::from);
             (self.cacheable).insert(ticket, (head.target.as_ref().into(), accept));
         }
-        let ask = self.ask(&key, head);
+        let ask = self.ask(&key, imdsv2, head);
         self.resolve(now, ticket, key, ask, false)
     }
 
-    /// What the token rules need of `head`, in the scope of `key`.
-    fn ask(&self, key: &LookupKey, head: &RequestHead) -> Ask {
+    /// What the token rules need of `head`, in the scope of `key`: the node listener's own
+    /// mode `imdsv2` first, then the static map's, then the flags'.
+    fn ask(&self, key: &LookupKey, imdsv2: Option<ImdsV2>, head: &RequestHead) -> Ask {
         let from_map = match &self.source {
             Source::Static(map) => map.imdsv2(&key.scope),
             _ => None,
         };
-        Ask::of(self.imds.mode(&key.scope, from_map), head)
+        Ask::of(self.imds.mode(&key.scope, imdsv2.or(from_map)), head)
     }
 
     /// The route for a lookup's outcome (see [`decide`]), counting a request served without
@@ -199,19 +202,19 @@ impl Agent {
         &mut self,
         now: Instant,
         ticket: Ticket,
-        key: impl FnOnce() -> Option<LookupKey>,
+        key: impl FnOnce() -> Option<(LookupKey, Option<ImdsV2>)>,
         head: &RequestHead,
         status: u16,
         can_reroute: bool,
         peer: &str,
     ) -> Option<Route> {
         if status == 404 && can_reroute {
-            let key = key()?;
+            let (key, imdsv2) = key()?;
             log::info!(
                 "{peer} metadata server does not know the cached instance for {}; looking it up again",
                 key.ip
             );
-            let ask = self.ask(&key, head);
+            let ask = self.ask(&key, imdsv2, head);
             return Some(self.resolve(now, ticket, key, ask, true));
         }
         if status == 403 {
@@ -344,7 +347,7 @@ impl Policy for Agent {
         head: &RequestHead,
     ) -> Route {
         match lookup_key(&head.headers) {
-            Ok(key) => self.start(now, ticket, key, head),
+            Ok(key) => self.start(now, ticket, key, None, head),
             Err(why) => Route::refuse(why.status(), why.to_string()),
         }
     }
@@ -358,7 +361,7 @@ impl Policy for Agent {
         can_reroute: bool,
         peer: &str,
     ) -> Option<Route> {
-        let key = || lookup_key(&head.headers).ok();
+        let key = || Some((lookup_key(&head.headers).ok()?, None));
         self.second_look(now, ticket, key, head, status, can_reroute, peer)
     }
 

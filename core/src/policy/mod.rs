@@ -20,7 +20,7 @@ use std::time::Instant;
 use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Resilience, Role};
 use crate::http::RequestHead;
 use crate::lookup::{ClientAction, NeutronClient, OvnClient, ReqId};
-use crate::metadata::MetaResponse;
+use crate::metadata::{ImdsV2, MetaResponse};
 use crate::metrics::{Meter, MetricRole};
 use crate::proxy::decision::{Captured, Local, Route, Ticket};
 use crate::scope::LookupKey;
@@ -42,26 +42,28 @@ pub(crate) trait Policy: fmt::Debug + Send {
     ) -> Route;
 
     /// [`Policy::route`] for a connection of a scoped listener (`crate::listener`): `key` is
-    /// the listener's scope and the client's address. Roles that take their scope from a
-    /// header ignore the listener's.
+    /// the listener's scope and the client's address, `imdsv2` the listener's own IMDSv2 mode.
+    /// Roles that take their scope from a header ignore the listener's.
     fn route_scoped(
         &mut self,
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
+        _imdsv2: Option<ImdsV2>,
         head: &RequestHead,
     ) -> Route {
         self.route(now, ticket, Some(key.ip), head)
     }
 
-    /// [`Policy::check`] for a connection of a scoped listener, with its `key` as in
-    /// [`Policy::route_scoped`].
-    #[allow(clippy::too_many_arguments)] // check's arguments and the key
+    /// [`Policy::check`] for a connection of a scoped listener, with its `key` and `imdsv2`
+    /// as in [`Policy::route_scoped`].
+    #[allow(clippy::too_many_arguments)] // check's arguments and the listener's
     fn check_scoped(
         &mut self,
         now: Instant,
         ticket: Ticket,
         _key: LookupKey,
+        _imdsv2: Option<ImdsV2>,
         head: &RequestHead,
         status: u16,
         can_reroute: bool,
@@ -277,7 +279,8 @@ pub(crate) fn backend_tls(role: &Role) -> Option<&ClientTls> {
 pub(crate) fn metric_role(role: &Role) -> Option<MetricRole> {
     match role {
         Role::NsProxy(_) => Some(MetricRole::NsProxy),
-        Role::Agent(_) | Role::Node(_) => Some(MetricRole::Agent),
+        Role::Agent(_) => Some(MetricRole::Agent),
+        Role::Node(_) => Some(MetricRole::Node),
         Role::Server(_) => Some(MetricRole::Server),
         Role::Metrics(_) => None,
     }

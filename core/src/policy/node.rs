@@ -16,6 +16,7 @@ use super::{Backend, Policy};
 use crate::config::{AgentConfig, Reload, Resilience};
 use crate::http::{Method, RequestHead};
 use crate::metadata::path::is_token_target;
+use crate::metadata::ImdsV2;
 use crate::metrics::Meter;
 use crate::proxy::decision::{Captured, Route, Ticket};
 use crate::scope::LookupKey;
@@ -45,12 +46,13 @@ impl Policy for Node {
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
+        imdsv2: Option<ImdsV2>,
         head: &RequestHead,
     ) -> Route {
         if let Some(refused) = token_through_proxy(head) {
             return refused;
         }
-        self.agent.start(now, ticket, key, head)
+        self.agent.start(now, ticket, key, imdsv2, head)
     }
 
     fn check_scoped(
@@ -58,12 +60,13 @@ impl Policy for Node {
         now: Instant,
         ticket: Ticket,
         key: LookupKey,
+        imdsv2: Option<ImdsV2>,
         head: &RequestHead,
         status: u16,
         can_reroute: bool,
         peer: &str,
     ) -> Option<Route> {
-        let key = || Some(key);
+        let key = || Some((key, imdsv2));
         (self.agent).second_look(now, ticket, key, head, status, can_reroute, peer)
     }
 

@@ -148,6 +148,7 @@ pub fn listeners_come_and_go_while_another_keeps_serving(serve: Serve) {
         scope: Scope::Router(Uuid(1)),
         rate_limit: None,
         max_conns: 8,
+        imdsv2: None,
     };
     let added = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = added.local_addr().unwrap();

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use crate::agent::StaticMap;
-use crate::config::{Backend, RateLimit, Role};
+use crate::config::{AgentConfig, Backend, RateLimit, Role};
 use crate::listener::{ListenerId, ScopedListener};
+use crate::metadata::ImdsV2;
 use crate::scope::Scope;
 use crate::socket::Target;
 use crate::testing::sim::roles::{self, agent_socket, metadata_addr, ns_proxy_addr, uuid};
@@ -44,6 +45,7 @@ fn scoped(router: &str) -> ScopedListener {
         scope: Scope::Router(uuid(router)),
         rate_limit: None,
         max_conns: 16,
+        imdsv2: None,
     }
 }
 
@@ -56,8 +58,12 @@ struct Node {
 }
 
 fn node(cfg_a: ScopedListener) -> Node {
+    node_of(cfg_a, roles::agent(Backend::Static(two_routers())))
+}
+
+/// [`node`] with the agent's settings `agent`.
+fn node_of(cfg_a: ScopedListener, agent: AgentConfig) -> Node {
     let mut w = World::new();
-    let agent = roles::agent(Backend::Static(two_routers()));
     let ep = w.endpoint_on(listen_a(), roles::endpoint(Role::Node(agent)));
     w.listen(listen_b(), ep);
     w.scope_target(listen_a(), ListenerId(1));
@@ -229,4 +235,35 @@ fn a_connection_of_no_scoped_listener_is_for_no_network() {
     let r = n.w.exchange(c, request(""));
     assert_eq!(r.status(), 404, "{}", r.raw);
     assert!(n.w.server(n.server).requests.is_empty());
+}
+
+#[test]
+fn a_listeners_imdsv2_mode_comes_before_the_agents() {
+    let mut agent = roles::agent(Backend::Static(two_routers()));
+    let keys = crate::metadata::TokenKeys::parse(b"0123456789abcdef0123456789abcdef").unwrap();
+    agent.imds = crate::agent::AgentImds {
+        mode: ImdsV2::Optional,
+        issuer: Some(crate::agent::Issuer {
+            tokens: crate::metadata::Tokens::new(
+                keys,
+                crate::metadata::TokenClock::new(crate::testing::epoch(), Duration::ZERO),
+            ),
+            entropy: std::sync::Arc::new(roles::Steady::default()),
+        }),
+        // The flags say R1 is off: the listener's own mode still wins.
+        scopes: [(uuid(R1), ImdsV2::Off)].into(),
+        ..crate::agent::AgentImds::off()
+    };
+    let required = ScopedListener {
+        imdsv2: Some(ImdsV2::Required),
+        ..scoped(R1)
+    };
+    let mut n = node_of(required, agent);
+    let a = n.w.add_client("10.0.0.5", listen_a());
+    let r = n.w.exchange(a, request(""));
+    assert_eq!(r.status(), 401, "{}", r.raw);
+    // R2's listener has no mode of its own: the agent's optional lets a token-less GET by.
+    let b = n.w.add_client("10.0.0.5", listen_b());
+    n.w.exchange(b, request("")).assert_is(200, "ok");
+    assert_eq!(n.w.server(n.server).requests.len(), 1);
 }
