@@ -3,7 +3,9 @@
 //! files it names, the secret, token key and static map files — and whatever of it can change
 //! without dropping a connection is handed to the running endpoints
 //! ([`mdproxy_core::config::AgentReload`]): the shared secret, the IMDSv2 modes and keys, the
-//! static map, the lookup cache's lifetimes, the request limits and timeouts, the log level.
+//! static map, the lookup cache's lifetimes, the request limits and timeouts, the connection
+//! limits (from the next accept: a lower one never closes a connection already open), the log
+//! level.
 //! A file with an error refuses the whole reload (logged with its `FILE:LINE` where the parser
 //! gives one) and the running configuration stays. A changed setting that needs a restart
 //! (the socket, the workers, the metadata servers, the lookup backend's connection, …) is
@@ -126,7 +128,7 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         log::set_max_level(level);
     }
     log::info!(
-        "SIGHUP: configuration read again: shared secret, IMDSv2 ({}), {}lookup cache lifetimes, limits and timeouts applied",
+        "SIGHUP: configuration read again: shared secret, IMDSv2 ({}), {}lookup cache lifetimes, limits, connection limits and timeouts applied",
         describe_imds(&args),
         if static_map.is_some() { "static map, " } else { "" },
     );
@@ -138,6 +140,7 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         negative_ttl: args.negative_ttl,
         limits: args.endpoint.limits,
         timeouts: args.endpoint.timeouts,
+        conns: args.endpoint.conns,
     })
 }
 
@@ -180,10 +183,6 @@ fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
         ),
         ("the lookup backend's settings", format!("{:?}", a.backend)),
         ("--cache-size", a.cache_size.to_string()),
-        (
-            "--max-conns/--max-conns-per-ip",
-            format!("{:?}", a.endpoint.conns),
-        ),
         ("--drain-timeout", format!("{:?}", a.drain_timeout)),
         (
             "a process setting (runtime, pid file, user, group, log file, metrics)",

@@ -2,7 +2,8 @@
 //! secret and the static map. Checked under load (a client keeps asking while the signals
 //! come: no request fails), for each setting that applies in place (the shared secret, the
 //! IMDSv2 mode, a request limit), for one that takes a restart (logged, kept), and for a
-//! broken file (refused whole, logged with its place, the running configuration stays).
+//! broken file (refused whole, logged with its place, the running configuration stays). A
+//! lower connection limit refuses the next connection past it and keeps the open ones.
 
 mod common;
 
@@ -17,6 +18,7 @@ use mdproxy_core::sign::Signer;
 
 runtime_tests! {
     sighup_applies_the_files_under_load_and_refuses_a_broken_one,
+    sighup_lowers_max_conns_for_new_connections_only,
 }
 
 const INSTANCE: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e5f";
@@ -180,4 +182,54 @@ fn sighup_applies_the_files_under_load_and_refuses_a_broken_one(rt: Runtime) {
         failed.len(),
         &failed[..failed.len().min(3)]
     );
+}
+
+fn sighup_lowers_max_conns_for_new_connections_only(rt: Runtime) {
+    let dir = TempDir::new();
+    let server = Upstream::start_tcp(|_| Reply::Send(ok_response(INSTANCE.as_bytes())));
+    fs::write(dir.join("secret"), "one\n").unwrap();
+    fs::write(dir.join("map.toml"), map()).unwrap();
+    let cfg = dir.join("agent.toml");
+    fs::write(&cfg, config(&dir, &server.url(), "max-conns = 8\n")).unwrap();
+    let socket = dir.join("agent.sock");
+    let args = [
+        "--config".to_owned(),
+        cfg.display().to_string(),
+        "agent".to_owned(),
+        format!("--listen-socket={}", socket.display()),
+    ];
+    let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
+    let agent = Agent::start_program(rt, program, &args, &socket);
+    // Three keep-alive connections, each answered once: open and counted.
+    let mut open: Vec<Client> = (0..3).map(|_| Client::connect_unix(&socket)).collect();
+    for client in &mut open {
+        let resp = client.exchange(&request(""));
+        assert_eq!(resp.status, 200, "{resp:?}\n{}", agent.running.log());
+    }
+
+    fs::write(&cfg, config(&dir, &server.url(), "max-conns = 2\n")).unwrap();
+    agent.running.signal(libc::SIGHUP);
+    agent
+        .running
+        .wait_for_log("SIGHUP: configuration read again");
+    let over = request_unix(&socket, &request(""));
+    assert_eq!(over.status, 503, "max-conns = 2 not applied: {over:?}");
+    assert!(
+        over.body_text().contains("Too many connections"),
+        "{over:?}"
+    );
+    // The three opened before keep being served, over the new limit.
+    for client in &mut open {
+        let resp = client.exchange(&request(""));
+        assert_eq!(resp.status, 200, "an open connection lost: {resp:?}");
+    }
+    // Once two have closed, the one left is under the limit: a new connection is served.
+    open.truncate(1);
+    let served = eventually(|| request_unix(&socket, &request("")).status == 200);
+    assert!(
+        served,
+        "not served under the limit\n{}",
+        agent.running.log()
+    );
+    assert_eq!(open[0].exchange(&request("")).status, 200);
 }

@@ -120,7 +120,8 @@ pub enum Reload {
 
 /// What of the agent's configuration a running endpoint takes in place (the rest, such as
 /// its listeners, workers, metadata servers and lookup backend, takes a restart). Each takes
-/// effect from the next request; the limits and timeouts from the next connection.
+/// effect from the next request; the limits and timeouts from the next connection, the
+/// connection limits from the next accept.
 #[derive(Clone, Debug)]
 pub struct AgentReload {
     /// The shared secret's signer.
@@ -137,6 +138,8 @@ pub struct AgentReload {
     pub limits: Limits,
     /// Timeouts.
     pub timeouts: Timeouts,
+    /// Connection limits: a lower one refuses new connections only, never closes open ones.
+    pub conns: ConnLimits,
 }
 
 /// Settings of the namespace proxy.

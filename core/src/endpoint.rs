@@ -161,11 +161,13 @@ impl Endpoint {
         SockId(self.next_id)
     }
 
-    /// Swaps in new data (SIGHUP): takes effect for the next request.
+    /// Swaps in new data (SIGHUP): takes effect for the next request (the connection limits
+    /// from the next accept; the connections open are never closed by a lower one).
     pub fn reload(&mut self, _now: Instant, reload: Reload) {
         if let Reload::Agent(r) = &reload {
             self.settings.limits = r.limits;
             self.settings.timeouts = r.timeouts;
+            (self.admission).set_limits(self.policy.conn_limits(r.conns));
         }
         self.policy.reload(reload);
     }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mdproxy_core::agent::AgentImds;
-use mdproxy_core::config::{AgentReload, Backend, Reload, Role, Timeouts};
+use mdproxy_core::config::{AgentReload, Backend, ConnLimits, Reload, Role, Timeouts};
 use mdproxy_core::http::Limits;
 use mdproxy_core::sign::Signer;
 use mdproxy_core::socket::ConnectError;
@@ -155,6 +155,7 @@ fn reload_swaps_the_static_map_the_secret_and_the_limits() {
             ..Limits::default()
         },
         timeouts: Timeouts::default(),
+        conns: ConnLimits::default(),
     };
     let reload = Reload::Agent(Box::new(reload));
     s.w.with_endpoint(s.ep, |ep, now| ep.reload(now, reload));

@@ -50,10 +50,12 @@ SIGHUP: read the configuration again — this command line, the --config TOML an
 INI files it names, the secret, token key and static map files — and apply, from the next
 request on and without dropping a connection, the shared secret, --imdsv2/--imdsv2-scope and
 the token keys, the static map, --cache-ttl/--negative-cache-ttl, the request limits and
-timeouts, and --debug. A file with an error refuses the whole reload (logged with FILE:LINE)
-and the running configuration stays; a changed setting that takes a restart (the socket,
---workers, the metadata servers and their flags, the lookup backend's settings, --cache-size,
-the connection limits, the process settings) is logged and kept. Without --token-key-file
+timeouts, --max-conns/--max-conns-per-ip (from the next connection: a lower limit never closes
+one already open), and --debug. A file with an error refuses the whole reload (logged with
+FILE:LINE) and the running configuration stays; a changed setting that takes a restart (the
+socket, --workers, the metadata servers and their flags, the lookup backend's settings
+(Neutron's credentials, the OVN remotes), --cache-size, the process settings) is logged and
+kept. Without --token-key-file
 the process's random token key is kept across reloads.
 
 Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]

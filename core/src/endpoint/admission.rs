@@ -50,6 +50,12 @@ impl Admission {
         }
     }
 
+    /// New limits (SIGHUP), from the next [`Admission::admit`]: the connections already
+    /// counted stay, even past a lower limit; they only keep newer ones out until they close.
+    pub(super) fn set_limits(&mut self, limits: ConnLimits) {
+        self.limits = limits;
+    }
+
     /// Counts a new connection from `ip`, or says why it may not be. `scoped`: the scope of
     /// its listener and that listener's own limit.
     pub(super) fn admit(
@@ -153,5 +159,31 @@ mod tests {
         a.release(Some(y), Some(r1));
         assert_eq!(a.admit(Some(z), Some((r1, 2))), Ok(()));
         assert_eq!(a.active, 4);
+    }
+
+    #[test]
+    fn a_lower_limit_refuses_the_next_but_keeps_the_counted() {
+        let mut a = Admission::new(ConnLimits::default());
+        let x: IpAddr = "10.0.0.1".parse().unwrap();
+        for _ in 0..3 {
+            assert_eq!(a.admit(Some(x), None), Ok(()));
+        }
+        a.set_limits(ConnLimits {
+            max_conns: 2,
+            max_conns_per_ip: 2,
+        });
+        assert_eq!(a.active, 3, "the open ones still count");
+        assert_eq!(a.admit(Some(x), None), Err(Refusal::Full));
+        a.release(Some(x), None);
+        assert_eq!(a.admit(None, None), Err(Refusal::Full), "still two open");
+        a.set_limits(ConnLimits {
+            max_conns: 10,
+            max_conns_per_ip: 2,
+        });
+        assert_eq!(a.admit(Some(x), None), Err(Refusal::FullForIp));
+        a.release(Some(x), None);
+        assert_eq!(a.admit(Some(x), None), Ok(()), "one open, under both");
+        a.set_limits(ConnLimits::default());
+        assert_eq!(a.admit(Some(x), None), Ok(()));
     }
 }
