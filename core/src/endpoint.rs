@@ -162,12 +162,17 @@ impl Endpoint {
     }
 
     /// Swaps in new data (SIGHUP): takes effect for the next request.
-    pub fn reload(&mut self, _now: Instant, reload: Reload) {
-        if let Reload::Agent(r) = &reload {
-            self.settings.limits = r.limits;
-            self.settings.timeouts = r.timeouts;
+    pub fn reload(&mut self, now: Instant, reload: Reload) {
+        match &reload {
+            Reload::Agent(r) => {
+                (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts)
+            }
+            Reload::Server(r) => {
+                (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts)
+            }
+            Reload::Instances(..) => {}
         }
-        self.policy.reload(reload);
+        self.policy.reload_at(now, reload);
     }
 
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).
