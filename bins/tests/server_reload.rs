@@ -1,8 +1,8 @@
 //! SIGHUP reads the server's whole configuration again: the TOML file (`mdproxy --config`),
 //! the secret and the instance files. Checked under load (a client keeps asking, signed with
 //! the old secret, while the new one comes: no request fails), for the secret's grace window
-//! (the old secret verifies inside it, not after), a request limit, a setting that takes a
-//! restart (logged, kept) and a broken file (refused whole, logged with its place).
+//! (the old secret verifies inside it, not after), a request limit, the IMDSv2 mode, a setting
+//! that takes a restart (logged, kept) and a broken file (refused whole, logged with its place).
 
 mod common;
 
@@ -35,10 +35,15 @@ fn sign(secret: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A GET as an agent sends it, signed with `secret`, with `extra` header lines.
+/// A GET of the EC2 tree as an agent sends it, signed with `secret`, with `extra` header lines.
 fn signed_get(secret: &str, extra: &str) -> Vec<u8> {
+    signed_get_of("/latest/meta-data/instance-id", secret, extra)
+}
+
+/// [`signed_get`] of `path`.
+fn signed_get_of(path: &str, secret: &str, extra: &str) -> Vec<u8> {
     format!(
-        "GET /latest/meta-data/instance-id HTTP/1.1\r\nHost: 169.254.169.254\r\n\
+        "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\
          X-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: {UUID}\r\nX-Tenant-ID: {PROJECT}\r\n\
          X-Instance-ID-Signature: {}\r\n{extra}\r\n",
         sign(secret)
@@ -182,21 +187,25 @@ fn sighup_rotates_the_secret_with_a_window_and_refuses_a_broken_file(rt: Runtime
         "still listening"
     );
 
-    // A short window: the previous secret stops verifying once it has passed.
-    files.write(port, "four", "secret-grace = 1\n");
+    // A short window: the previous secret stops verifying once it has passed. And IMDSv2
+    // required: the EC2 tree wants a token (the OpenStack tree never does).
+    files.write(port, "four", "secret-grace = 1\nimdsv2 = \"required\"\n");
     server.signal(libc::SIGHUP);
     server.wait_for_log_count("SIGHUP: configuration read again", 3);
+    let os = |secret: &str, extra: &str| {
+        status(
+            &server,
+            &signed_get_of("/openstack/latest/meta_data.json", secret, extra),
+        )
+    };
+    assert_eq!(os("four", ""), 200, "the new secret");
     assert_eq!(
         status(&server, &signed_get("four", "")),
-        200,
-        "the new secret"
+        401,
+        "imdsv2 required"
     );
-    let closed = eventually(|| status(&server, &signed_get("two", "")) == 403);
+    let closed = eventually(|| os("two", "") == 403);
     assert!(closed, "the old secret still verifies\n{}", server.log());
-    assert_eq!(status(&server, &signed_get("four", "")), 200);
-    assert_eq!(
-        status(&server, &signed_get("four", &many)),
-        200,
-        "limit back"
-    );
+    assert_eq!(os("four", ""), 200);
+    assert_eq!(os("four", &many), 200, "max-headers back to its default");
 }
