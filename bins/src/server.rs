@@ -616,4 +616,28 @@ mod tests {
         names.sort();
         assert_eq!(names, ["a.toml", "b.toml", "c.toml"]);
     }
+
+    #[test]
+    fn every_restart_only_setting_has_a_name_of_its_own_and_a_flag_changes_it() {
+        let parse = |extra: &str| {
+            let argv = ["mdproxy", "server", "--instances=/i", "--direct", extra];
+            match cli::parse_args(argv.map(OsString::from).to_vec()) {
+                Ok(cli::Command::Server(args)) => restart_only(&args),
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = parse("--listen=127.0.0.1:1");
+        let names: BTreeSet<&str> = a.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), a.len(), "a name twice");
+        let b = parse("--listen=127.0.0.1:2");
+        let changed: Vec<&str> = (a.iter().zip(&b))
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0)
+            .collect();
+        assert_eq!(changed, ["--listen"]);
+        assert!(
+            parse("--secret-grace=5") == parse("--secret-grace=6"),
+            "applies in place"
+        );
+    }
 }

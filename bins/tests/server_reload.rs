@@ -163,7 +163,7 @@ fn sighup_rotates_the_secret_with_a_window_and_refuses_a_broken_file(rt: Runtime
     files.write(port, "three", "secret-grace = \n");
     server.signal(libc::SIGHUP);
     let log = server.wait_for_log("the running configuration stays");
-    let place = format!("{}:", files.cfg.display());
+    let place = format!("SIGHUP: {}:6: ", files.cfg.display());
     assert!(log.contains(&place), "{log}");
     assert_eq!(status(&server, &signed_get("three", "")), 403);
     assert_eq!(
