@@ -73,6 +73,7 @@ impl Serve for Demo {
             instances: files.instances.clone(),
             state_dir: files.state.clone(),
             rescan_interval: Duration::from_secs(2),
+            secret_grace: Duration::ZERO,
             direct: false,
             imdsv2: ImdsV2::Optional,
             token_key_file: None,

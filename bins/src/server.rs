@@ -1,22 +1,32 @@
 //! `mdproxy server`: reads the secret and the instance directory, binds the listeners and runs
 //! the metadata server on one event loop. The loop's hooks keep the instances current (a
-//! rescan every `--rescan-interval`, a full re-read on SIGHUP) and hand posted passwords to
-//! the writer of the state directory (`passwords.rs`); the instance files are only read.
+//! rescan every `--rescan-interval`) and hand posted passwords to the writer of the state
+//! directory (`passwords.rs`); the instance files are only read.
+//!
+//! SIGHUP reads the whole configuration again — the command line as it was given, the TOML
+//! file it names, the secret and token key files, every instance file — and hands the loop
+//! what applies in place ([`ServerReload`]): the secret (the previous one still verifies for
+//! `--secret-grace`), the token keys, the instances, the IMDSv2 mode, the limits and timeouts
+//! (from the next connection) and the log level. A file with an error refuses the reload (with
+//! its `FILE:LINE` where the parser gives one) and the running configuration stays; a changed
+//! setting that takes a restart is logged as such and kept. One loop, so one read per SIGHUP.
 //!
 //! One loop, not several workers: posted passwords live in the memory of the loop's endpoint
 //! (IMDSv2 tokens are stateless: any process with the key checks them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
+
+use log::LevelFilter;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use mdproxy_core::config::{EndpointConfig, Reload, Role};
+use mdproxy_core::config::{EndpointConfig, Reload, Role, ServerReload};
 use mdproxy_core::metadata::{
-    parse_instance, Date, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest,
+    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest, Tokens,
 };
 use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::EndpointTls;
@@ -59,7 +69,7 @@ impl Serve for Server {
             Some(tls) => Some(tls::server(tls).map_err(Failure::Config)?),
             None => None,
         };
-        let entropy = OsEntropy::new().map_err(Failure::System)?;
+        let entropy: Arc<dyn Entropy> = OsEntropy::new().map_err(Failure::System)?;
         let tokens = token_key::tokens(args.token_key_file.as_deref(), entropy.as_ref())
             .map_err(Failure::Config)?;
         let (state, passwords) = StateDir::load(&args.state_dir).map_err(Failure::Config)?;
@@ -70,16 +80,27 @@ impl Serve for Server {
             imdsv2: args.imdsv2,
             dhcp_domain: args.dhcp_domain.clone(),
             today: os::utc_today(),
-            entropy,
-            tokens,
+            entropy: entropy.clone(),
+            tokens: tokens.clone(),
         });
         let tls = EndpointTls {
             accept,
             upstream: None,
         };
+        let running = Running {
+            argv: cli::started_with(),
+            restart_only: restart_only(&args),
+            debug: args.process.debug,
+            random_tokens: args.token_key_file.is_none().then_some(tokens),
+            entropy: entropy.clone(),
+        };
         let endpoint = serve::endpoint(role, &args.endpoint, tls);
-        let options =
-            instances.options(Writer::new(state), args.rescan_interval, args.drain_timeout);
+        let options = instances.options(
+            Writer::new(state),
+            running,
+            args.rescan_interval,
+            args.drain_timeout,
+        );
         Ok(Server {
             args,
             endpoint,
@@ -261,6 +282,7 @@ impl InstanceDir {
     pub(crate) fn options(
         self,
         mut writer: Writer,
+        running: Running,
         rescan: Duration,
         drain_timeout: Duration,
     ) -> Options {
@@ -270,10 +292,28 @@ impl InstanceDir {
             drain_timeout,
             on_hangup: Box::new(move || {
                 let mut d = hangup.lock().unwrap_or_else(PoisonError::into_inner);
-                log::info!("SIGHUP: re-reading the instance files");
-                // A directory that became unreadable keeps the instances served so far.
-                d.rescan(true);
-                d.reload()
+                match running.read() {
+                    Ok(Some(mut r)) => {
+                        // A directory that became unreadable keeps the instances served so far.
+                        d.rescan(true);
+                        (r.instances, r.today) = d.instances();
+                        log::info!(
+                            "SIGHUP: configuration read again: shared secret, token keys, \
+                             instances, IMDSv2, limits and timeouts applied"
+                        );
+                        Some(Reload::Server(Box::new(r)))
+                    }
+                    // Not the server's own command line (the demo's): its instances only.
+                    Ok(None) => {
+                        log::info!("SIGHUP: re-reading the instance files");
+                        d.rescan(true);
+                        d.reload()
+                    }
+                    Err(e) => {
+                        log::error!("SIGHUP: {e}; the running configuration stays");
+                        None
+                    }
+                }
             }),
             on_store: Box::new(move |req| {
                 store
@@ -305,6 +345,12 @@ impl InstanceDir {
         if self.delivered == self.generation {
             return None;
         }
+        let (instances, today) = self.instances();
+        Some(Reload::Instances(instances, today))
+    }
+
+    /// Everything to serve now, and today's date, as delivered to the endpoint.
+    fn instances(&mut self) -> (Vec<InstanceData>, Date) {
         self.delivered = self.generation;
         let mut instances: Vec<InstanceData> =
             self.files.values().filter_map(|f| f.data.clone()).collect();
@@ -313,7 +359,7 @@ impl InstanceDir {
                 data.password = self.passwords.get(&data.uuid).cloned();
             }
         }
-        Some(Reload::Instances(instances, self.today))
+        (instances, self.today)
     }
 
     /// [`scan`](Self::scan) from a hook: a directory that cannot be read is logged (once, until
@@ -383,6 +429,95 @@ impl InstanceDir {
         let (uuid, password) = (&req.instance_uuid, &req.password);
         self.passwords.insert(uuid.clone(), password.clone());
     }
+}
+
+/// What a SIGHUP compares with or keeps from the running configuration.
+pub(crate) struct Running {
+    /// The command line read again.
+    argv: Vec<OsString>,
+    restart_only: Vec<(&'static str, String)>,
+    debug: bool,
+    /// Without a key file, this process's random token key: kept, so that a reload does not
+    /// invalidate every token issued.
+    random_tokens: Option<Tokens>,
+    entropy: Arc<dyn Entropy>,
+}
+
+impl Running {
+    /// Parses the command line again and reads the secret and token key files; the instances
+    /// are left for the caller. `None` when the command line is not a server's.
+    fn read(&self) -> Result<Option<ServerReload>, String> {
+        let args = match cli::parse_args(self.argv.clone())? {
+            cli::Command::Server(args) => *args,
+            _ => return Ok(None),
+        };
+        let signer = match (&args.shared_secret_file, args.direct) {
+            (Some(path), false) => Some(Signer::new(&read_secret(path, "shared secret")?)),
+            _ => None,
+        };
+        let tokens = match (&args.token_key_file, &self.random_tokens) {
+            (None, Some(kept)) => kept.clone(),
+            (path, _) => token_key::tokens(path.as_deref(), self.entropy.as_ref())?,
+        };
+        for ((what, was), (_, now)) in self.restart_only.iter().zip(restart_only(&args)) {
+            if *was != now {
+                log::warn!("SIGHUP: {what} changed; that takes a restart: kept as it was");
+            }
+        }
+        if args.process.debug != self.debug && std::env::var_os("RUST_LOG").is_none() {
+            let level = match args.process.debug {
+                true => LevelFilter::Debug,
+                false => LevelFilter::Info,
+            };
+            log::set_max_level(level);
+        }
+        Ok(Some(ServerReload {
+            signer,
+            secret_grace: args.secret_grace,
+            imdsv2: args.imdsv2,
+            tokens,
+            instances: Vec::new(),
+            today: os::utc_today(),
+            limits: args.endpoint.limits,
+            timeouts: args.endpoint.timeouts,
+        }))
+    }
+}
+
+/// The settings a running server cannot take in place, each with a text to compare.
+fn restart_only(a: &cli::Server) -> Vec<(&'static str, String)> {
+    let p = &a.process;
+    let process = (
+        &p.runtime.to_string(),
+        &p.pid_file,
+        &p.user,
+        &p.group,
+        p.daemonize,
+        &p.log_file,
+        &p.metrics_listen,
+        &p.handover_socket,
+    );
+    vec![
+        ("--listen", format!("{:?}", a.listen)),
+        (
+            "--tls-cert/--tls-key/--tls-client-ca",
+            format!("{:?}", a.tls),
+        ),
+        ("--instances", format!("{:?}", a.instances)),
+        ("--state-dir", format!("{:?}", a.state_dir)),
+        ("--rescan-interval", format!("{:?}", a.rescan_interval)),
+        ("--direct", a.direct.to_string()),
+        ("--dhcp-domain", a.dhcp_domain.clone()),
+        (
+            "--max-conns/--max-conns-per-ip",
+            format!("{:?}", a.endpoint.conns),
+        ),
+        ("--drain-timeout", format!("{:?}", a.drain_timeout)),
+        (
+            "a process setting (runtime, pid file, user, group, log file, metrics)",
+            format!("{process:?}"),
+        ),
+    ]
 }
 
 /// Reads and parses one instance file; errors name the line where the parser knows it.
@@ -480,5 +615,29 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a.toml", "b.toml", "c.toml"]);
+    }
+
+    #[test]
+    fn every_restart_only_setting_has_a_name_of_its_own_and_a_flag_changes_it() {
+        let parse = |extra: &str| {
+            let argv = ["mdproxy", "server", "--instances=/i", "--direct", extra];
+            match cli::parse_args(argv.map(OsString::from).to_vec()) {
+                Ok(cli::Command::Server(args)) => restart_only(&args),
+                other => panic!("{other:?}"),
+            }
+        };
+        let a = parse("--listen=127.0.0.1:1");
+        let names: BTreeSet<&str> = a.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), a.len(), "a name twice");
+        let b = parse("--listen=127.0.0.1:2");
+        let changed: Vec<&str> = (a.iter().zip(&b))
+            .filter(|(x, y)| x.1 != y.1)
+            .map(|(x, _)| x.0)
+            .collect();
+        assert_eq!(changed, ["--listen"]);
+        assert!(
+            parse("--secret-grace=5") == parse("--secret-grace=6"),
+            "applies in place"
+        );
     }
 }

@@ -101,12 +101,10 @@ const AGENT: [Opt; 6] = [
     secs("neutron-timeout", 0.001, 86_400.0, TIMEOUT),
 ];
 
-const SERVER: [Opt; 1] = [secs(
-    "rescan-interval",
-    0.1,
-    86_400.0,
-    "0.1 to 86400 seconds",
-)];
+const SERVER: [Opt; 2] = [
+    secs("rescan-interval", 0.1, 86_400.0, "0.1 to 86400 seconds"),
+    secs("secret-grace", 0.0, 86_400.0, DAY_OR_NONE),
+];
 
 impl Opt {
     fn show(&self, v: f64) -> String {

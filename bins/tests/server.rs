@@ -483,6 +483,7 @@ fn help_names_the_flags(_rt: Runtime) {
         "--instances",
         "--state-dir",
         "--rescan-interval",
+        "--secret-grace",
         "--shared-secret-file",
         "--direct",
         "--imdsv2",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::agent::{AgentImds, StaticMap};
 use crate::http::Limits;
 use crate::lookup::{NeutronConfig, OvnConfig};
-use crate::metadata::{Date, InstanceData, ServerConfig};
+use crate::metadata::{Date, ImdsV2, InstanceData, ServerConfig, Tokens};
 use crate::metrics::Metrics;
 use crate::scope::Scope;
 use crate::sign::Signer;
@@ -116,6 +116,31 @@ pub enum Reload {
     /// The agent's configuration read again (SIGHUP), whatever of it applies without a
     /// restart.
     Agent(Box<AgentReload>),
+    /// The server's configuration read again (SIGHUP).
+    Server(Box<ServerReload>),
+}
+
+/// What of the server's configuration a running endpoint takes in place (the rest, such as
+/// its listeners, TLS, state directory and process settings, takes a restart). Each takes
+/// effect from the next request; the limits and timeouts from the next connection.
+#[derive(Clone, Debug)]
+pub struct ServerReload {
+    /// The shared secret's signer (`None` with `--direct`).
+    pub signer: Option<Signer>,
+    /// How long the previous secret still verifies after this reload changed it.
+    pub secret_grace: Duration,
+    /// IMDSv2 mode.
+    pub imdsv2: ImdsV2,
+    /// IMDSv2 token keys.
+    pub tokens: Tokens,
+    /// The instances, and today's date (as [`Reload::Instances`]).
+    pub instances: Vec<InstanceData>,
+    /// See [`Reload::Instances`].
+    pub today: Date,
+    /// What clients may send.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timeouts: Timeouts,
 }
 
 /// What of the agent's configuration a running endpoint takes in place (the rest, such as

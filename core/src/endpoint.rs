@@ -163,13 +163,18 @@ impl Endpoint {
 
     /// Swaps in new data (SIGHUP): takes effect for the next request (the connection limits
     /// from the next accept; the connections open are never closed by a lower one).
-    pub fn reload(&mut self, _now: Instant, reload: Reload) {
-        if let Reload::Agent(r) = &reload {
-            self.settings.limits = r.limits;
-            self.settings.timeouts = r.timeouts;
-            (self.admission).set_limits(self.policy.conn_limits(r.conns));
+    pub fn reload(&mut self, now: Instant, reload: Reload) {
+        match &reload {
+            Reload::Agent(r) => {
+                (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts);
+                (self.admission).set_limits(self.policy.conn_limits(r.conns));
+            }
+            Reload::Server(r) => {
+                (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts)
+            }
+            Reload::Instances(..) => {}
         }
-        self.policy.reload(reload);
+        self.policy.reload_at(now, reload);
     }
 
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).

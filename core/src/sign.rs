@@ -6,6 +6,7 @@
 //! else (uppercase, other length, non-hex) is a mismatch, as it is in Nova.
 
 use core::fmt;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -78,6 +79,53 @@ impl Signer {
         // Always run the MAC comparison so bad hex and a wrong MAC take the same time.
         let mac_ok = self.mac(instance_id).verify_slice(&raw).is_ok();
         mac_ok & (valid == 0xff)
+    }
+}
+
+/// The server's check of `X-Instance-ID-Signature` across a rotation of the shared secret.
+///
+/// Agents are given a new secret after the server (by hand or by configuration management,
+/// minutes apart), so for a grace window after a rotation the previous secret still verifies;
+/// past the window's deadline only the current one does. Only the latest previous secret is
+/// kept: a second rotation inside the window closes the first one's.
+#[derive(Clone, Debug)]
+pub struct Verifier {
+    current: Signer,
+    /// The secret before the last rotation, and until when it still verifies.
+    previous: Option<(Signer, Instant)>,
+}
+
+impl Verifier {
+    /// Verifies with `current` only.
+    pub fn new(current: Signer) -> Self {
+        Verifier {
+            current,
+            previous: None,
+        }
+    }
+
+    /// Installs `next` at `now`; when it differs from the current secret, the current one keeps
+    /// verifying until `now + grace` (none with a zero grace). The same secret again changes
+    /// nothing, so a reload that did not touch the secret file opens no window.
+    pub fn rotate(&mut self, now: Instant, next: Signer, grace: Duration) {
+        // Signers keep no secret to compare; equal keys give equal MACs, and two keys giving
+        // the same MAC of a fixed message is an HMAC-SHA256 collision.
+        const PROBE: &str = "mdproxy secret rotation probe";
+        if next.sign(PROBE) == self.current.sign(PROBE) {
+            return;
+        }
+        let old = core::mem::replace(&mut self.current, next);
+        self.previous = (!grace.is_zero()).then(|| (old, now + grace));
+    }
+
+    /// Whether `sig_hex` is the signature of `instance_id` with the current secret, or with
+    /// the previous one while its window is open at `now`.
+    pub fn verify(&self, now: Instant, instance_id: &str, sig_hex: &[u8]) -> bool {
+        let previous = match &self.previous {
+            Some((old, until)) if now < *until => old.verify(instance_id, sig_hex),
+            _ => false,
+        };
+        self.current.verify(instance_id, sig_hex) | previous
     }
 }
 
@@ -268,5 +316,54 @@ mod tests {
         let b = a.clone();
         assert_eq!(a.sign("x"), b.sign("x"));
         assert_ne!(a.sign("x"), a.sign("y"));
+    }
+
+    fn sig(secret: &[u8]) -> SigHex {
+        Signer::new(secret).sign("i-1")
+    }
+
+    #[test]
+    fn the_old_secret_verifies_inside_the_window_only() {
+        let t0 = crate::testing::epoch();
+        let mut v = Verifier::new(Signer::new(b"old"));
+        let grace = Duration::from_secs(60);
+        v.rotate(t0, Signer::new(b"new"), grace);
+        assert!(v.verify(t0, "i-1", sig(b"new").as_bytes()));
+        assert!(v.verify(t0 + grace / 2, "i-1", sig(b"old").as_bytes()));
+        assert!(!v.verify(t0 + grace, "i-1", sig(b"old").as_bytes()));
+        assert!(v.verify(t0 + grace * 2, "i-1", sig(b"new").as_bytes()));
+        assert!(!v.verify(t0, "i-1", sig(b"other").as_bytes()));
+    }
+
+    #[test]
+    fn a_second_rotation_keeps_only_the_latest_previous() {
+        let t0 = crate::testing::epoch();
+        let grace = Duration::from_secs(60);
+        let mut v = Verifier::new(Signer::new(b"one"));
+        v.rotate(t0, Signer::new(b"two"), grace);
+        let t1 = t0 + Duration::from_secs(10);
+        v.rotate(t1, Signer::new(b"three"), grace);
+        assert!(!v.verify(t1, "i-1", sig(b"one").as_bytes()));
+        assert!(v.verify(t1, "i-1", sig(b"two").as_bytes()));
+        // The window counts from the second rotation.
+        assert!(v.verify(t0 + grace, "i-1", sig(b"two").as_bytes()));
+        assert!(!v.verify(t1 + grace, "i-1", sig(b"two").as_bytes()));
+        assert!(v.verify(t1 + grace, "i-1", sig(b"three").as_bytes()));
+    }
+
+    #[test]
+    fn an_unchanged_secret_opens_no_window_and_a_zero_grace_none_either() {
+        let t0 = crate::testing::epoch();
+        let grace = Duration::from_secs(60);
+        let mut v = Verifier::new(Signer::new(b"one"));
+        v.rotate(t0, Signer::new(b"one"), grace);
+        assert!(v.previous.is_none());
+        v.rotate(t0, Signer::new(b"two"), Duration::ZERO);
+        assert!(!v.verify(t0, "i-1", sig(b"one").as_bytes()));
+        // The same secret again keeps an open window as it was.
+        v.rotate(t0, Signer::new(b"three"), grace);
+        v.rotate(t0 + Duration::from_secs(1), Signer::new(b"three"), grace);
+        assert!(v.verify(t0 + Duration::from_secs(30), "i-1", sig(b"two").as_bytes()));
+        assert!(!v.verify(t0 + grace, "i-1", sig(b"two").as_bytes()));
     }
 }

@@ -29,6 +29,9 @@ pub const CACHE_TTL: Range<Duration> = Range::new(Duration::ZERO, DAY);
 /// `--rescan-interval`: each rescan stats every instance file, so not more often than ten
 /// times a second.
 pub const RESCAN_INTERVAL: Range<Duration> = Range::new(Duration::from_millis(100), DAY);
+/// `--secret-grace`: how long the server still takes the previous shared secret after a
+/// SIGHUP changed it; a day covers any hand-run rotation.
+pub const SECRET_GRACE: Range<Duration> = Range::new(Duration::ZERO, DAY);
 /// Connections open at once (`--max-conns`, `--max-conns-per-ip`).
 pub const CONNS: Range<usize> = Range::new(1, 1_000_000);
 /// `--backlog`: the kernel caps it at `net.core.somaxconn` anyway.
@@ -248,6 +251,7 @@ mod tests {
             (CACHE_TTL, secs(5)),
             (CACHE_TTL, secs(1)),
             (RESCAN_INTERVAL, secs(2)),
+            (SECRET_GRACE, secs(600)),
         ] {
             assert!(range.contains(default), "{default:?} outside {range}");
         }
@@ -366,6 +370,7 @@ mod tests {
             row("agent", "--response-cache-ttl", RESPONSE_TTL),
             row("agent", "--stale-if-error", RESPONSE_TTL),
             row("server", "--rescan-interval", RESCAN_INTERVAL),
+            row("server", "--secret-grace", SECRET_GRACE),
         ]);
         rows
     }

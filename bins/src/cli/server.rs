@@ -8,7 +8,7 @@ use mdproxy_core::metadata::ImdsV2;
 
 use super::args::Args;
 use super::ns_proxy::addr;
-use super::range::{CONNS, RESCAN_INTERVAL};
+use super::range::{CONNS, RESCAN_INTERVAL, SECRET_GRACE};
 use super::{
     common_help, needs_tls, next_flag, switch, value, Command, Common, EndpointArgs, Process,
 };
@@ -25,8 +25,12 @@ HMAC-SHA256 of the instance ID keyed with the shared secret): a missing or repea
 400 with Nova's message, a wrong signature 403 \"Invalid proxy request signature.\", an unknown
 instance or another project 404. One access-log line per request.
 
-SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: re-read every
-instance file now.
+SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0. SIGHUP: read the whole
+configuration again (command line, --config file, secret, token key and instance files) and
+apply the secret (with --secret-grace), token keys, instances, --imdsv2, limits and timeouts
+(from the next connection) and --debug; a file with an error refuses it all and the running
+configuration stays; a changed --listen, TLS, state directory or process setting is logged as
+taking a restart.
 
 Usage: mdproxy server --instances DIR (--shared-secret-file PATH | --direct) [OPTIONS]
 
@@ -55,6 +59,11 @@ Identity:
                                  (Nova's [neutron] metadata_proxy_shared_secret); one
                                  trailing newline is ignored; /dev/null for the empty secret.
                                  Required unless --direct. Never logged
+      --secret-grace S           After a SIGHUP that changed the secret, the previous one
+                                 still verifies for S seconds: rotate the server first, then
+                                 the agents (by hand or by configuration management, minutes
+                                 later) within the window; 0: no window
+                                 [default: 600; 0 to 86400 seconds]
       --direct                   No agent in front: identify the instance by the client's
                                  address among its fixed_ips (for labs and appliances
                                  without Neutron); identity headers are not needed
@@ -113,6 +122,8 @@ pub struct Server {
     /// Where posted passwords are kept.
     pub state_dir: PathBuf,
     pub rescan_interval: Duration,
+    /// How long the previous secret verifies after a reload changed it.
+    pub secret_grace: Duration,
     pub direct: bool,
     pub imdsv2: ImdsV2,
     /// `None`: a random key of this process.
@@ -142,6 +153,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
     let (mut listen, mut secret, mut instances) = (Vec::new(), None, None);
     let (mut direct, mut imdsv2) = (false, ImdsV2::Optional);
     let mut rescan_interval = Duration::from_secs(2);
+    let mut secret_grace = Duration::from_secs(600);
     let mut state_dir = PathBuf::from(DEFAULT_STATE_DIR);
     let mut dhcp_domain = "novalocal".to_owned();
     let mut token_key_file = None;
@@ -161,6 +173,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
             "rescan-interval" => {
                 rescan_interval = RESCAN_INTERVAL.parse(&flag, &value(p, &flag)?)?
             }
+            "secret-grace" => secret_grace = SECRET_GRACE.parse(&flag, &value(p, &flag)?)?,
             "max-conns" => conns.max_conns = CONNS.parse(&flag, &value(p, &flag)?)?,
             "max-conns-per-ip" => conns.max_conns_per_ip = CONNS.parse(&flag, &value(p, &flag)?)?,
             "direct" => direct = switch(p, &flag)?,
@@ -210,6 +223,7 @@ pub(super) fn parse(p: &mut Args) -> Result<Command, String> {
         instances,
         state_dir,
         rescan_interval,
+        secret_grace,
         direct,
         imdsv2,
         token_key_file,
@@ -258,6 +272,7 @@ mod tests {
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/mdproxy/server"));
         assert_eq!(cfg.shared_secret_file, Some(PathBuf::from("/s")));
         assert_eq!(cfg.rescan_interval, Duration::from_secs(2));
+        assert_eq!(cfg.secret_grace, Duration::from_secs(600));
         assert_eq!((cfg.direct, cfg.imdsv2), (false, ImdsV2::Optional));
         assert_eq!(cfg.dhcp_domain, "novalocal");
         assert_eq!(cfg.tls, None);
@@ -316,6 +331,7 @@ mod tests {
             "--listen",
             "[::1]:2",
             "--rescan_interval=0.5",
+            "--secret-grace=1",
             "--imdsv2",
             "required",
             "--dhcp-domain=",
@@ -330,6 +346,7 @@ mod tests {
         assert_eq!(cfg.shared_secret_file, None);
         assert_eq!(cfg.state_dir, PathBuf::from("/var/lib/s"));
         assert_eq!(cfg.rescan_interval, Duration::from_millis(500));
+        assert_eq!(cfg.secret_grace, Duration::from_secs(1));
         assert_eq!((cfg.direct, cfg.imdsv2), (true, ImdsV2::Required));
         assert_eq!(cfg.dhcp_domain, "");
         assert_eq!(cfg.drain_timeout, Duration::ZERO);
@@ -353,6 +370,7 @@ mod tests {
         for extra in [
             &["--imdsv2", "v2"][..],
             &["--rescan-interval", "0"],
+            &["--secret-grace", "86401"],
             &["--listen", "8775"],
             &["--workers", "2"],
             &["--static-map", "/m"],

@@ -4,7 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use std::time::Instant;
+
 use super::{MetaRequest, MetaResponse, Prepared, ServerConfig, Who};
+use crate::sign::Verifier;
 
 const INSTANCE_ID: &str = "X-Instance-ID";
 const SIGNATURE: &str = "X-Instance-ID-Signature";
@@ -16,7 +19,9 @@ pub(crate) const BAD_SIGNATURE: &str = "Invalid proxy request signature.";
 
 /// Identifies the instance behind `req`, or gives the error response.
 pub(super) fn identify(
+    now: Instant,
     cfg: &ServerConfig,
+    verifier: Option<&Verifier>,
     instances: &BTreeMap<String, Prepared>,
     by_ip: &BTreeMap<IpAddr, Option<String>>,
     req: &MetaRequest<'_>,
@@ -59,8 +64,8 @@ pub(super) fn identify(
 
     // Two signatures would reach Nova joined with "," and never match: refuse like a mismatch.
     let id_text = std::str::from_utf8(id).ok();
-    let verified = match (&cfg.signer, id_text) {
-        (Some(signer), Some(id)) => h.count(SIGNATURE) == 1 && signer.verify(id, sig),
+    let verified = match (verifier, id_text) {
+        (Some(v), Some(id)) => h.count(SIGNATURE) == 1 && v.verify(now, id, sig),
         _ => false,
     };
     let (true, Some(id)) = (verified, id_text) else {

@@ -35,7 +35,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
 use crate::http::{Headers, Method};
-use crate::sign::Signer;
+use crate::sign::{Signer, Verifier};
 
 pub use date::Date;
 pub use instance::{parse_instance, Format, InstanceData, InstanceError, JsonObject, Key};
@@ -300,6 +300,8 @@ struct Who {
 /// The metadata service: instances by uuid and by fixed IP, and the IMDSv2 token key.
 pub struct MetadataService {
     cfg: ServerConfig,
+    /// Checks signatures with `cfg.signer`, and the previous secret after a rotation.
+    verifier: Option<Verifier>,
     today: String,
     instances: BTreeMap<String, Prepared>,
     /// Fixed IP → instance; `None` when two instances claim the IP (then it identifies nobody).
@@ -320,6 +322,7 @@ impl MetadataService {
     pub fn new(cfg: ServerConfig) -> Self {
         MetadataService {
             today: cfg.today.to_string(),
+            verifier: cfg.signer.clone().map(Verifier::new),
             cfg,
             instances: BTreeMap::new(),
             by_ip: BTreeMap::new(),
@@ -375,6 +378,30 @@ impl MetadataService {
         self.instances.get(uuid).map(|p| &p.data)
     }
 
+    /// Applies a reload (SIGHUP) at `now`: a new shared secret opens a window of `grace` in
+    /// which the previous one still verifies ([`Verifier::rotate`]); the IMDSv2 mode and token
+    /// keys apply from the next request. The instances are given apart
+    /// ([`set_instances`](Self::set_instances)).
+    pub fn set_identity(
+        &mut self,
+        now: Instant,
+        signer: Option<Signer>,
+        grace: Duration,
+        imdsv2: ImdsV2,
+        tokens: Tokens,
+    ) {
+        self.verifier = match (self.verifier.take(), signer.clone()) {
+            (Some(mut v), Some(next)) => {
+                v.rotate(now, next, grace);
+                Some(v)
+            }
+            (_, next) => next.map(Verifier::new),
+        };
+        self.cfg.signer = signer;
+        self.cfg.imdsv2 = imdsv2;
+        self.cfg.tokens = tokens;
+    }
+
     /// Moves "today" (UTC), which decides the OpenStack versions listed.
     pub fn set_today(&mut self, today: Date) {
         self.cfg.today = today;
@@ -406,7 +433,14 @@ impl MetadataService {
             return MetaResponse::text(ec2_versions());
         }
 
-        let who = match identity::identify(&self.cfg, &self.instances, &self.by_ip, req) {
+        let who = match identity::identify(
+            now,
+            &self.cfg,
+            self.verifier.as_ref(),
+            &self.instances,
+            &self.by_ip,
+            req,
+        ) {
             Ok(who) => who,
             Err(resp) => return resp,
         };

@@ -150,6 +150,12 @@ pub(crate) trait Policy: fmt::Debug + Send {
         ignored(&reload);
     }
 
+    /// [`Policy::reload`] for a policy whose reload starts a timer (the server's window for
+    /// the previous secret), at `now`.
+    fn reload_at(&mut self, _now: Instant, reload: Reload) {
+        self.reload(reload);
+    }
+
     /// The sockets the policy's lookup backend opens itself, if it has one.
     fn backend(&mut self) -> Option<&mut dyn Backend> {
         None
@@ -293,6 +299,7 @@ fn ignored(reload: &Reload) {
             log::warn!("ignoring instances: this endpoint is not a metadata server")
         }
         Reload::Agent(_) => log::warn!("ignoring an agent's settings: this endpoint is no agent"),
+        Reload::Server(_) => log::warn!("ignoring a server's settings: this endpoint is no server"),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::{ignored, local_answer, Policy};
 use crate::config::Reload;
 use crate::http::RequestHead;
-use crate::metadata::{MetaRequest, MetadataService, ServerConfig};
+use crate::metadata::{Date, InstanceData, MetaRequest, MetadataService, ServerConfig};
 use crate::proxy::decision::{Local, Route, Ticket};
 use crate::socket::Event;
 
@@ -23,6 +23,14 @@ impl Server {
             service: MetadataService::new(c.clone()),
             events: VecDeque::new(),
         }
+    }
+}
+
+impl Server {
+    fn set_instances(&mut self, instances: Vec<InstanceData>, today: Date) {
+        self.service.set_instances(instances);
+        self.service.set_today(today);
+        log::info!("serving {} instances", self.service.instance_count());
     }
 }
 
@@ -63,12 +71,13 @@ impl Policy for Server {
         self.events.pop_front()
     }
 
-    fn reload(&mut self, reload: Reload) {
+    fn reload_at(&mut self, now: Instant, reload: Reload) {
         match reload {
-            Reload::Instances(instances, today) => {
-                self.service.set_instances(instances);
-                self.service.set_today(today);
-                log::info!("serving {} instances", self.service.instance_count());
+            Reload::Instances(instances, today) => self.set_instances(instances, today),
+            Reload::Server(r) => {
+                let r = *r;
+                (self.service).set_identity(now, r.signer, r.secret_grace, r.imdsv2, r.tokens);
+                self.set_instances(r.instances, r.today);
             }
             other => ignored(&other),
         }
