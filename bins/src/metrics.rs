@@ -1,5 +1,8 @@
 //! `--metrics-listen`: one more event loop in the process, whose endpoint (the core's metrics
-//! role) serves the counters that every other loop of the process adds to.
+//! role) serves the counters that every other loop of the process adds to. On a TCP address
+//! or on a Unix socket (a path), which is created so that only its owner may connect (a
+//! socket's `connect(2)` needs write permission: mode 0644, as `--socket-mode user`), and
+//! removed on exit.
 
 use std::io;
 use std::sync::Arc;
@@ -9,29 +12,41 @@ use mdproxy_core::config::{EndpointConfig, Role, Timeouts};
 use mdproxy_core::http::Limits;
 use mdproxy_core::metrics::Metrics;
 
+use crate::cli::{AdminListen, SocketMode};
 use crate::runtime::{Listener, Loop, Options, Runtime};
-use crate::{cli, Failure};
+use crate::{cli, listen, os, Failure};
 
 /// The process's counters and the listener that serves them.
 pub struct Exporter {
     metrics: Arc<Metrics>,
     listener: Listener,
+    /// A Unix socket's file, removed when the loops are over.
+    file: Option<os::SocketFile>,
 }
 
 impl Exporter {
     /// Binds `--metrics-listen`, if it was given.
     pub fn bind(p: &cli::Process) -> Result<Option<Exporter>, Failure> {
-        let Some(addr) = p.metrics_listen else {
-            return Ok(None);
+        let (listener, file) = match &p.metrics_listen {
+            None => return Ok(None),
+            Some(AdminListen::Tcp(addr)) => {
+                let listener = listen::tcp(*addr).map_err(|e| {
+                    Failure::System(format!("cannot listen on {addr} (--metrics-listen): {e}"))
+                })?;
+                let shown = listener.local_addr().unwrap_or(*addr);
+                log::info!("metrics at http://{shown}/metrics");
+                (listener, None)
+            }
+            Some(AdminListen::Unix(path)) => {
+                let (listener, file) = listen::bind_unix(path, Some(SocketMode::User), None)?;
+                log::info!("metrics at unix:{} (/metrics)", path.display());
+                (listener, Some(file))
+            }
         };
-        let listener = crate::listen::tcp(addr).map_err(|e| {
-            Failure::System(format!("cannot listen on {addr} (--metrics-listen): {e}"))
-        })?;
-        let shown = listener.local_addr().unwrap_or(addr);
-        log::info!("metrics at http://{shown}/metrics");
         Ok(Some(Exporter {
             metrics: Arc::new(Metrics::new()),
             listener,
+            file,
         }))
     }
 
@@ -45,9 +60,13 @@ impl Exporter {
         std::os::fd::AsRawFd::as_raw_fd(&self.listener)
     }
 
-    /// The loop that serves the metrics.
-    fn into_loop(self, timeouts: Timeouts, drain_timeout: Duration) -> Loop {
-        Loop {
+    /// The loop that serves the metrics, and the socket file to keep until it ends.
+    fn into_loop(
+        self,
+        timeouts: Timeouts,
+        drain_timeout: Duration,
+    ) -> (Loop, Option<os::SocketFile>) {
+        let admin = Loop {
             cfg: EndpointConfig {
                 role: Role::Metrics(self.metrics),
                 limits: Limits::default(),
@@ -61,7 +80,8 @@ impl Exporter {
                 drain_timeout,
                 ..Options::default()
             },
-        }
+        };
+        (admin, self.file)
     }
 }
 
@@ -111,9 +131,14 @@ pub fn run_loops(rt: Runtime, mut loops: Vec<Loop>, exporter: Option<Exporter>) 
     for l in &mut loops {
         l.cfg.metrics = metrics.clone();
     }
+    let mut file = None;
     if let (Some(exporter), Some(first)) = (exporter, loops.first()) {
         let (timeouts, drain) = (first.cfg.timeouts, first.options.drain_timeout);
-        loops.push(exporter.into_loop(timeouts, drain));
+        let (admin, admin_file) = exporter.into_loop(timeouts, drain);
+        loops.push(admin);
+        file = admin_file;
     }
-    rt.run_loops(loops)
+    let ran = rt.run_loops(loops);
+    drop(file);
+    ran
 }

@@ -14,6 +14,7 @@ use common::*;
 runtime_tests! {
     a_static_agent_is_live_and_ready,
     readiness_follows_the_southbound,
+    the_admin_listener_may_be_a_unix_socket,
 }
 
 /// The status and body of `GET path` on the admin listener.
@@ -79,6 +80,57 @@ fn a_static_agent_is_live_and_ready(rt: Runtime) {
     let (status, body) = probe(admin, "/nothing");
     assert_eq!(status, 404, "{body}");
     assert!(body.contains("/live") && body.contains("/ready"), "{body}");
+}
+
+/// `--admin-listen /path`: the same answers on a Unix socket that only its owner may connect
+/// to; a stale socket file is replaced, and the file is removed when the agent exits.
+fn the_admin_listener_may_be_a_unix_socket(rt: Runtime) {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let dir = TempDir::new();
+    let (map, secret, admin) = (
+        dir.join("map.toml"),
+        dir.join("secret"),
+        dir.join("a.admin"),
+    );
+    std::fs::write(&map, "").unwrap();
+    std::fs::write(&secret, "s3cr3t\n").unwrap();
+    // A socket nobody listens on, as an agent that died leaves it.
+    drop(std::os::unix::net::UnixListener::bind(&admin).unwrap());
+    let args = [
+        format!("--shared-secret-file={}", secret.display()),
+        format!("--admin-listen={}", admin.display()),
+        format!("--static-map={}", map.display()),
+        "--metadata-url=http://127.0.0.1:9".to_owned(),
+    ];
+    let mut agent = Agent::start(rt, &dir.join("agent.sock"), &args);
+    let listening = || std::os::unix::net::UnixStream::connect(&admin).is_ok();
+    assert!(eventually(listening), "{}", agent.running.log());
+    let mut last = (0, String::new());
+    let ready = eventually(|| {
+        let resp = request_unix(&admin, &get("/ready"));
+        last = (resp.status, resp.body_text());
+        last.0 == 200
+    });
+    assert!(ready, "{last:?}\n{}", agent.running.log());
+    assert!(last.1.contains("\"ready\":true"), "{}", last.1);
+    let resp = request_unix(&admin, &get("/live"));
+    assert_eq!(resp.status, 200, "{}", resp.body_text());
+    let resp = request_unix(&admin, &get("/metrics"));
+    assert_eq!(resp.status, 200);
+    let meta = std::fs::symlink_metadata(&admin).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(
+        meta.permissions().mode() & 0o077,
+        0o044,
+        "group/other may not write"
+    );
+    agent.running.signal(libc::SIGTERM);
+    assert!(
+        agent.running.wait_exit().success(),
+        "{}",
+        agent.running.log()
+    );
+    assert!(!admin.exists(), "the admin socket is left behind");
 }
 
 fn readiness_follows_the_southbound(rt: Runtime) {

@@ -129,7 +129,8 @@ Process:
                                  health for probes: /live (every event loop turns) and
                                  /ready (started, and the lookup backend answers), 200 or
                                  503 with JSON naming each check. Alias: --admin-listen.
-                                 Keep it on loopback [default: off]
+                                 Keep it on loopback, or give a path (/run/mdproxy/x.admin):
+                                 a Unix socket only its owner may connect to [default: off]
       --handover-socket PATH     Listen on this Unix socket for a successor started with
                                  --upgrade (same user or root) [default: off]
       --upgrade                  Start as the successor of the process at --handover-socket:
@@ -174,6 +175,23 @@ pub enum Command {
     CheckConfig(PathBuf),
 }
 
+/// Where `--metrics-listen` (`--admin-listen`) serves: a TCP address, or a Unix socket (a
+/// value that starts with `/`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for AdminListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminListen::Tcp(addr) => write!(f, "{addr}"),
+            AdminListen::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// Settings of the process rather than of a role.
 #[derive(Clone, Debug, Default)]
 pub struct Process {
@@ -186,7 +204,7 @@ pub struct Process {
     pub log_file: Option<PathBuf>,
     pub debug: bool,
     /// `--metrics-listen`: where the process's metrics are served, if anywhere.
-    pub metrics_listen: Option<SocketAddr>,
+    pub metrics_listen: Option<AdminListen>,
     /// `--handover-socket`: where a successor (`--upgrade`) asks for the listeners.
     pub handover_socket: Option<PathBuf>,
     /// `--upgrade`: take the listeners of the process at `handover_socket`.
@@ -260,7 +278,11 @@ impl Common {
             "daemonize" => process.daemonize = switch(p, flag)?,
             "nodaemonize" => process.daemonize = !switch(p, flag)?,
             "metrics-listen" | "admin-listen" => {
-                process.metrics_listen = Some(ns_proxy::addr(flag, &value(p, flag)?)?)
+                let v = value(p, flag)?;
+                process.metrics_listen = Some(match v.starts_with('/') {
+                    true => AdminListen::Unix(v.into()),
+                    false => AdminListen::Tcp(ns_proxy::addr(flag, &v)?),
+                })
             }
             "handover-socket" => process.handover_socket = Some(value(p, flag)?.into()),
             "upgrade" => process.upgrade = switch(p, flag)?,
