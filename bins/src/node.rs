@@ -53,16 +53,12 @@ impl Serve for Node {
             }
         }
         let ovn = match &args.agent.backend {
-            cli::LookupBackend::Ovn(o)
-                if o.sb_connection.split(',').all(|r| r.starts_with("ssl:")) =>
-            {
-                // The provisioner's blocking client speaks unix: and tcp: only.
-                let msg = "--ovn-sb-connection: the node provisions over unix: or tcp: remotes \
-                           (ssl: serves only lookups, with `mdproxy agent`)";
-                return Err(Failure::Config(msg.to_owned()));
-            }
             cli::LookupBackend::Ovn(o) => Some(ovn::Settings {
                 sb: o.sb_connection.clone(),
+                sb_tls: (o.ssl.as_ref())
+                    .map(crate::tls::ovn_client)
+                    .transpose()
+                    .map_err(Failure::Config)?,
                 ovs: o.ovs_db.clone(),
                 // `*` (every chassis) is for lookups; provisioning is this chassis'.
                 chassis: o.chassis.clone().filter(|c| c != "*"),

@@ -406,7 +406,7 @@ fn transactions_against_real_ovsdb_servers() {
         &remote,
         &["set", "Open_vSwitch", ".", "external_ids:ovn-bridge=br-int"],
     );
-    let mut c = ovsdb_client::Client::connect(&remote).expect("connect");
+    let mut c = ovsdb_client::Client::connect(&remote, None).expect("connect");
 
     // Plug: Port and Interface tapX0 on br-int, iface-id set; the Port row's uuid returned.
     let reply = c
@@ -503,7 +503,7 @@ fn transactions_against_real_ovsdb_servers() {
     // The Southbound: registration on Chassis_Private, as the anchor's db_add / db_set.
     let Some(ovn) = Ovn::start() else { return };
     ovn.chassis(&chassis_name, "127.0.0.2");
-    let mut sb = ovsdb_client::Client::connect(&ovn.sb_unix()).expect("connect SB");
+    let mut sb = ovsdb_client::Client::connect(&ovn.sb_unix(), None).expect("connect SB");
     let id = metadata_agent_id(&chassis_name).expect("uuid chassis");
     let reply = sb
         .transact(transact::register_agent(&chassis_name, id, 3))

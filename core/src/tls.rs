@@ -338,6 +338,14 @@ mod on {
         pub fn is_insecure(&self) -> bool {
             self.insecure
         }
+
+        /// The rustls configuration, for a client the binary drives itself (the node's
+        /// blocking OVSDB client); `now` first moves the certificates' clock, as an
+        /// endpoint's input time does.
+        pub fn rustls_config(&self, now: Instant) -> Arc<ClientConfig> {
+            self.clock.advance(now);
+            self.config.clone()
+        }
     }
 
     impl fmt::Debug for ClientTls {

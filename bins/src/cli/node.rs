@@ -65,8 +65,8 @@ Node:
                                  agent's --imdsv2 rules), as `mdproxy ns-proxy` sets it
                                  [default: 1; 1 to 64]
 
-OVN (--backend ovn): from the Southbound (--ovn-sb-connection: unix: or tcp: remotes; ssl:
-ones are not used for provisioning yet, and a list of only ssl: remotes is refused), for each network with at least one VIF port bound to this chassis (--chassis,
+OVN (--backend ovn): from the Southbound (--ovn-sb-connection: unix:, tcp: or ssl: remotes,
+ssl: with the --ovn-sb-* files for lookups and provisioning alike), for each network with at least one VIF port bound to this chassis (--chassis,
 default the system-id of --ovs-db), the node provisions what neutron-ovn-metadata-agent does:
 namespace ovnmeta-<network>, the veth pair tap<first 10 of the network>0/1, the first end
 plugged into the integration bridge (external_ids:ovn-bridge, default br-int) with

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use mdproxy_core::listener::{ListenerId, ScopedListener};
 use mdproxy_core::provision::{desired, namespace_name, Network};
 use mdproxy_core::scope::{Scope, Uuid};
+use mdproxy_core::tls::ClientTls;
 use serde_json::{Map, Value};
 
 use super::listeners::{AddError, Listeners, Stopped};
@@ -48,8 +49,10 @@ const MAX_WAIT: Duration = Duration::from_secs(5);
 
 /// Where and how often.
 pub struct Settings {
-    /// The Southbound (`--ovn-sb-connection`; `unix:` and `tcp:` remotes).
+    /// The Southbound (`--ovn-sb-connection`).
     pub sb: String,
+    /// TLS for its `ssl:` remotes (the `--ovn-sb-*` files).
+    pub sb_tls: Option<ClientTls>,
     /// The local Open_vSwitch database (`--ovs-db`).
     pub ovs: String,
     /// `--chassis`; `None`: the local database's `external_ids:system-id`, read every round.
@@ -195,16 +198,25 @@ impl Provisioner {
         }
     }
 
+    /// The Southbound's TLS configuration, its certificates' clock moved to now.
+    fn sb_tls(&self) -> Option<provision::Tls> {
+        #[cfg(feature = "tls")]
+        return (self.settings.sb_tls.as_ref()).map(|t| t.rustls_config(Instant::now()));
+        // Never set without TLS (`tls::ovn_client` refuses): nothing to configure.
+        #[cfg(not(feature = "tls"))]
+        return self.settings.sb_tls.as_ref().and(None);
+    }
+
     /// A round over the connections of the last one (or fresh ones); a round that failed
     /// other than in binding drops them (the failure may be theirs).
     fn try_round(&mut self) -> Result<(), Failed> {
         let mut ovs = match self.ovs.take() {
             Some(c) => c,
-            None => Client::connect(&self.settings.ovs)?,
+            None => Client::connect(&self.settings.ovs, None)?,
         };
         let mut sb = match self.sb.take() {
             Some(c) => c,
-            None => Client::connect(&self.settings.sb)?,
+            None => Client::connect(&self.settings.sb, self.sb_tls().as_ref())?,
         };
         let done = self.round_over(&mut ovs, &mut sb);
         if matches!(done, Ok(()) | Err(Failed::Bind(_))) {

@@ -16,7 +16,7 @@ use mdproxy_core::ovsdb::transact::{self, OvsState};
 use mdproxy_core::provision::{metadata_agent_id, plan, Action, Network, Observed};
 use mdproxy_core::scope::Uuid;
 
-pub use ovsdb::Client;
+pub use ovsdb::{Client, Tls};
 pub use sb::Southbound;
 
 /// The local OVS state (`transact::select_ovs`).
@@ -182,7 +182,7 @@ fn run(args: Vec<OsString>) -> Result<Vec<Action>, (String, u8)> {
     let ovs_db = ovs_db.ok_or(("--ovs-db is required".to_owned(), 2))?;
     let sb_db = sb_db.ok_or(("--sb-db is required".to_owned(), 2))?;
     let sys = |e: String| (e, 1);
-    let mut ovs = Client::connect(&ovs_db).map_err(sys)?;
+    let mut ovs = Client::connect(&ovs_db, None).map_err(sys)?;
     let chassis = match chassis {
         Some(c) => c,
         None => observe_ovs(&mut ovs).map_err(sys)?.system_id.ok_or((
@@ -190,7 +190,7 @@ fn run(args: Vec<OsString>) -> Result<Vec<Action>, (String, u8)> {
             1,
         ))?,
     };
-    let mut sb = Client::connect(&sb_db).map_err(sys)?;
+    let mut sb = Client::connect(&sb_db, None).map_err(sys)?;
     let south = read_southbound(&mut sb, &chassis).map_err(sys)?;
     let desired = mdproxy_core::provision::desired(&south.ports);
     let actions = reconcile(&desired, &mut ovs).map_err(sys)?;

@@ -1,7 +1,8 @@
 //! A blocking OVSDB client for one-shot `transact` requests (reading the local state, plugging
 //! a port, registering on Chassis_Private): connect, send, read until the answer with our id
 //! comes back (answering the server's `echo` meanwhile), all within a deadline. The framing
-//! and the message shapes are the core's; only the socket is here.
+//! and the message shapes are the core's; only the socket is here. `ssl:` remotes speak TLS
+//! (rustls over the blocking socket) with the `--ovn-sb-*` files' configuration.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::TcpStream;
@@ -19,6 +20,13 @@ const DEADLINE: Duration = Duration::from_secs(10);
 /// every port is bounded by this too).
 const MAX_MESSAGE: usize = 64 << 20;
 
+/// TLS for `ssl:` remotes: the configuration of the `--ovn-sb-*` files.
+#[cfg(feature = "tls")]
+pub type Tls = std::sync::Arc<rustls::ClientConfig>;
+/// A build without TLS has none to give.
+#[cfg(not(feature = "tls"))]
+pub type Tls = std::convert::Infallible;
+
 /// A connection to one OVSDB server.
 pub struct Client {
     stream: Box<dyn Stream>,
@@ -32,8 +40,9 @@ trait Stream: Read + Write + Send {}
 impl<T: Read + Write + Send> Stream for T {}
 
 impl Client {
-    /// Connects to the first of `remote`'s servers that answers (`unix:PATH`, `tcp:IP:PORT`).
-    pub fn connect(remote: &str) -> Result<Client, String> {
+    /// Connects to the first of `remote`'s servers that answers (`unix:PATH`, `tcp:IP:PORT`,
+    /// and `ssl:IP:PORT` with `tls`).
+    pub fn connect(remote: &str, tls: Option<&Tls>) -> Result<Client, String> {
         let remotes = parse_remotes(remote).map_err(|e| e.to_string())?;
         let mut last = String::from("no remote");
         for r in remotes {
@@ -47,10 +56,17 @@ impl Client {
                     s.set_read_timeout(tick)?;
                     Ok(Box::new(s) as Box<dyn Stream>)
                 }),
-                Remote::Ssl(_) => {
-                    last = format!("{r}: ssl: is not supported for provisioning");
-                    continue;
-                }
+                // `_addr`: a build without TLS has no use for it.
+                Remote::Ssl(_addr) => match tls {
+                    #[cfg(feature = "tls")]
+                    Some(config) => ssl(*_addr, config.clone(), tick),
+                    #[cfg(not(feature = "tls"))]
+                    Some(never) => match *never {},
+                    None => {
+                        last = format!("{r}: an ssl: remote needs --ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert");
+                        continue;
+                    }
+                },
             };
             match stream {
                 Ok(stream) => {
@@ -112,4 +128,30 @@ impl Client {
             }
         }
     }
+}
+
+/// A TLS session over TCP to `addr`, its handshake done within [`DEADLINE`] (so that a
+/// request's write never meets a handshake read's timeout). OVN's servers are known by their
+/// CA, not their names (the configuration's verifier ignores the name).
+#[cfg(feature = "tls")]
+fn ssl(
+    addr: std::net::SocketAddr,
+    config: Tls,
+    tick: Option<Duration>,
+) -> Result<Box<dyn Stream>, std::io::Error> {
+    let mut tcp = TcpStream::connect_timeout(&addr, DEADLINE)?;
+    tcp.set_read_timeout(tick)?;
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut tls = rustls::ClientConnection::new(config, name).map_err(std::io::Error::other)?;
+    let start = Instant::now();
+    while tls.is_handshaking() {
+        match tls.complete_io(&mut tcp) {
+            Ok(_) => {}
+            Err(e)
+                if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+                    && start.elapsed() < DEADLINE => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Box::new(rustls::StreamOwned::new(tls, tcp)))
 }

@@ -899,6 +899,52 @@ fn start_sb(dir: &TempDir, port: Option<u16>) -> (Daemon, u16) {
     (sb, port)
 }
 
+/// A Southbound `ovsdb-server` of its own that speaks only SSL on loopback (and its Unix
+/// socket, for the test's checks), with the key, certificate and CA files given.
+pub struct SslSb {
+    _server: Daemon,
+    /// `ssl:127.0.0.1:PORT`.
+    pub remote: String,
+}
+
+impl SslSb {
+    /// Starts it in `dir` (`None` where the OVN tools are missing: skipped, or failed when
+    /// required).
+    pub fn start(dir: &TempDir, key: &Path, cert: &Path, ca: &Path) -> Option<SslSb> {
+        if let Err(why) = tools() {
+            return skip(&why);
+        }
+        let root = dir.join("");
+        run(
+            "ovsdb-tool",
+            &root,
+            &["create", &path(&dir.join("ssl-sb.db")), SB_SCHEMA],
+        );
+        let port = super::free_port();
+        let unix = format!("unix:{}", path(&dir.join("ssl-sb.sock")));
+        let mut server = Daemon::spawn(
+            "ovsdb-server",
+            &root,
+            "ssl-sb",
+            &[
+                path(&dir.join("ssl-sb.db")),
+                format!("--remote=p{unix}"),
+                format!("--remote=pssl:{port}:127.0.0.1"),
+                format!("--private-key={}", path(key)),
+                format!("--certificate={}", path(cert)),
+                format!("--ca-cert={}", path(ca)),
+                format!("--unixctl={}", path(&dir.join("ssl-sb.ctl"))),
+            ],
+        );
+        wait_serving(&mut server, &root, &unix, "OVN_Southbound");
+        server.wait_ready(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+        Some(SslSb {
+            _server: server,
+            remote: format!("ssl:127.0.0.1:{port}"),
+        })
+    }
+}
+
 fn path(p: &Path) -> String {
     p.to_str().expect("temp paths are UTF-8").to_owned()
 }
