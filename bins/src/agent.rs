@@ -61,26 +61,13 @@ impl Serve for Agent {
                 (Backend::Ovn(cfg), described)
             }
         };
-        let mut specs = Vec::new();
-        let mut metadata = Vec::new();
-        for url in &args.metadata {
-            let name = url.to_string();
-            let addr = resolve("--metadata-url", &name, &url.host, url.port);
-            let addr = addr.map_err(Failure::Config)?;
-            let tls = metadata_tls(&args, url).map_err(Failure::Config)?;
-            metadata.push(addr);
-            specs.push(ServerSpec {
-                target: Target::Tcp(addr),
-                name,
-                tls,
-            });
-        }
-        let response_cache = (!args.response_cache_ttl.is_zero()).then_some(CacheLimits {
-            ttl: args.response_cache_ttl,
-            stale_if_error: args.stale_if_error,
-            max_entries: RESPONSE_CACHE_ENTRIES,
-            max_bytes: RESPONSE_CACHE_BYTES,
-        });
+        let (specs, resilience) = metadata_servers(&args).map_err(Failure::Config)?;
+        let metadata = (specs.iter())
+            .filter_map(|s| match s.target {
+                Target::Tcp(addr) => Some(addr),
+                Target::Unix(_) => None,
+            })
+            .collect();
         let imds = agent_imds(&args).map_err(Failure::Config)?;
         if args.token_key_file.is_none() && imds.uses_tokens() {
             log::warn!(
@@ -92,11 +79,7 @@ impl Serve for Agent {
         let hangup: Box<dyn Fn() -> Hook> = Box::new(move || reloader.hook());
         let role = AgentConfig {
             metadata: specs,
-            resilience: Resilience {
-                probe_interval: args.probe_interval,
-                request_deadline: Some(args.request_deadline),
-                response_cache,
-            },
+            resilience,
             signer: Signer::new(&secret),
             backend,
             cache_capacity: args.cache_size,
@@ -206,6 +189,34 @@ pub(crate) fn agent_imds(args: &cli::Agent) -> Result<AgentImds, String> {
     let tokens = token_key::tokens(args.token_key_file.as_deref(), entropy.as_ref())?;
     imds.issuer = Some(Issuer { tokens, entropy });
     Ok(imds)
+}
+
+/// The metadata servers of `args`, resolved and with their TLS, and their resilience
+/// settings (at start, and again on a SIGHUP that changed them).
+pub(crate) fn metadata_servers(args: &cli::Agent) -> Result<(Vec<ServerSpec>, Resilience), String> {
+    let mut specs = Vec::new();
+    for url in &args.metadata {
+        let name = url.to_string();
+        let addr = resolve("--metadata-url", &name, &url.host, url.port)?;
+        let tls = metadata_tls(args, url)?;
+        specs.push(ServerSpec {
+            target: Target::Tcp(addr),
+            name,
+            tls,
+        });
+    }
+    let response_cache = (!args.response_cache_ttl.is_zero()).then_some(CacheLimits {
+        ttl: args.response_cache_ttl,
+        stale_if_error: args.stale_if_error,
+        max_entries: RESPONSE_CACHE_ENTRIES,
+        max_bytes: RESPONSE_CACHE_BYTES,
+    });
+    let resilience = Resilience {
+        probe_interval: args.probe_interval,
+        request_deadline: Some(args.request_deadline),
+        response_cache,
+    };
+    Ok((specs, resilience))
 }
 
 /// TLS to the metadata server, for an https `--metadata-url`: the files read, the name its

@@ -4,11 +4,13 @@
 //! without dropping a connection is handed to the running endpoints
 //! ([`mdproxy_core::config::AgentReload`]): the shared secret, the IMDSv2 modes and keys, the
 //! static map, the lookup cache's lifetimes, the request limits and timeouts, the connection
-//! limits (from the next accept: a lower one never closes a connection already open), the log
+//! limits (from the next accept: a lower one never closes a connection already open), the
+//! metadata servers with their TLS, probe interval and request deadline (requests in flight
+//! finish where they are; a plain-HTTP server named again keeps its health and pool), the log
 //! level.
 //! A file with an error refuses the whole reload (logged with its `FILE:LINE` where the parser
 //! gives one) and the running configuration stays. A changed setting that needs a restart
-//! (the socket, the workers, the metadata servers, the lookup backend's connection, …) is
+//! (the socket, the workers, the response cache, the lookup backend's connection, …) is
 //! logged as such and kept.
 //!
 //! Every worker runs the hook on its own thread; the first to see a SIGHUP reads the files
@@ -45,6 +47,9 @@ struct Running {
     random_issuer: Option<Issuer>,
     /// The node's (a node flag, not an agent one).
     hop_limit: u8,
+    /// The metadata servers' settings last applied ([`servers_text`]): a reload that leaves
+    /// them alone leaves the endpoints' server sets alone.
+    servers: Mutex<String>,
 }
 
 impl Reloader {
@@ -66,6 +71,7 @@ impl Reloader {
             debug: args.process.debug,
             random_issuer,
             hop_limit: imds.hop_limit,
+            servers: Mutex::new(servers_text(args)),
         };
         Reloader {
             running: Arc::new(running),
@@ -114,6 +120,15 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         }
     }
     imds.hop_limit = running.hop_limit;
+    let text = servers_text(&args);
+    let mut applied = running
+        .servers
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let servers = match *applied == text {
+        true => None,
+        false => Some(agent::metadata_servers(&args)?),
+    };
     for ((what, was), (_, now)) in running.restart_only.iter().zip(restart_only(&args)) {
         if *was != now {
             log::warn!("SIGHUP: {what} changed; that takes a restart: kept as it was");
@@ -127,10 +142,16 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         };
         log::set_max_level(level);
     }
+    if servers.is_some() {
+        *applied = text;
+        let urls: Vec<String> = args.metadata.iter().map(|u| u.to_string()).collect();
+        log::info!("SIGHUP: metadata servers now {}", urls.join(", "));
+    }
     log::info!(
-        "SIGHUP: configuration read again: shared secret, IMDSv2 ({}), {}lookup cache lifetimes, limits, connection limits and timeouts applied",
+        "SIGHUP: configuration read again: shared secret, IMDSv2 ({}), {}{}lookup cache lifetimes, limits, connection limits and timeouts applied",
         describe_imds(&args),
         if static_map.is_some() { "static map, " } else { "" },
+        if servers.is_some() { "metadata servers, " } else { "" },
     );
     Ok(AgentReload {
         signer: Signer::new(&secret),
@@ -141,7 +162,16 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         limits: args.endpoint.limits,
         timeouts: args.endpoint.timeouts,
         conns: args.endpoint.conns,
+        servers,
     })
+}
+
+/// The settings of the metadata servers that a reload applies, as a text to compare.
+fn servers_text(a: &cli::Agent) -> String {
+    format!(
+        "{:?} {:?} {:?} {:?}",
+        a.metadata, a.metadata_tls, a.probe_interval, a.request_deadline
+    )
 }
 
 fn describe_imds(args: &cli::Agent) -> String {
@@ -171,15 +201,8 @@ fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
         ("--socket-mode", format!("{:?}", a.socket_mode)),
         ("--workers", a.workers.to_string()),
         (
-            "--metadata-url",
-            format!("{:?} {:?}", a.metadata, a.metadata_tls),
-        ),
-        (
-            "--metadata-probe-interval/--request-deadline/--response-cache-ttl/--stale-if-error",
-            format!(
-                "{:?} {:?} {:?} {:?}",
-                a.probe_interval, a.request_deadline, a.response_cache_ttl, a.stale_if_error
-            ),
+            "--response-cache-ttl/--stale-if-error",
+            format!("{:?} {:?}", a.response_cache_ttl, a.stale_if_error),
         ),
         ("the lookup backend's settings", format!("{:?}", a.backend)),
         ("--cache-size", a.cache_size.to_string()),
@@ -293,7 +316,8 @@ mod tests {
             .into_iter()
             .map(|(n, _)| n)
             .collect();
-        assert!(names.contains(&"--workers") && names.contains(&"--metadata-url"));
+        assert!(names.contains(&"--workers") && names.contains(&"--cache-size"));
+        assert!(!names.contains(&"--metadata-url"), "applied in place");
         let mut sorted = names.clone();
         sorted.sort_unstable();
         sorted.dedup();

@@ -3,7 +3,8 @@
 //! come: no request fails), for each setting that applies in place (the shared secret, the
 //! IMDSv2 mode, a request limit), for one that takes a restart (logged, kept), and for a
 //! broken file (refused whole, logged with its place, the running configuration stays). A
-//! lower connection limit refuses the next connection past it and keeps the open ones.
+//! lower connection limit refuses the next connection past it and keeps the open ones. A new
+//! `metadata-url` takes the requests after the SIGHUP, while none fails.
 
 mod common;
 
@@ -19,6 +20,7 @@ use mdproxy_core::sign::Signer;
 runtime_tests! {
     sighup_applies_the_files_under_load_and_refuses_a_broken_one,
     sighup_lowers_max_conns_for_new_connections_only,
+    sighup_moves_the_agent_to_another_metadata_server_under_load,
 }
 
 const INSTANCE: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e5f";
@@ -232,4 +234,87 @@ fn sighup_lowers_max_conns_for_new_connections_only(rt: Runtime) {
         agent.running.log()
     );
     assert_eq!(open[0].exchange(&request("")).status, 200);
+}
+
+fn sighup_moves_the_agent_to_another_metadata_server_under_load(rt: Runtime) {
+    let dir = TempDir::new();
+    let a = Upstream::start_tcp(|_| Reply::Send(ok_response(b"a")));
+    let b = Upstream::start_tcp(|_| Reply::Send(ok_response(b"b")));
+    fs::write(dir.join("secret"), "one\n").unwrap();
+    fs::write(dir.join("map.toml"), map()).unwrap();
+    let cfg = dir.join("agent.toml");
+    fs::write(&cfg, config(&dir, &a.url(), "")).unwrap();
+    let socket = dir.join("agent.sock");
+    let args = [
+        "--config".to_owned(),
+        cfg.display().to_string(),
+        "agent".to_owned(),
+        format!("--listen-socket={}", socket.display()),
+    ];
+    let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
+    let agent = Agent::start_program(rt, program, &args, &socket);
+    assert_eq!(request_unix(&socket, &request("")).body_text(), "a");
+
+    // One keep-alive client through the switch: every answer a 200, from one server or the
+    // other, never an error.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (stop, socket) = (stop.clone(), socket.clone());
+        thread::spawn(move || {
+            let (mut bodies, mut failed) = (Vec::new(), Vec::new());
+            let mut client = Client::connect_unix(&socket);
+            for _ in 0..MAX_REQUESTS {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client
+                    .send(&request(""))
+                    .and_then(|_| client.try_response())
+                {
+                    Ok(r) if r.status == 200 => bodies.push(r.body_text()),
+                    Ok(r) => failed.push(r.head),
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (bodies, failed)
+        })
+    };
+    assert!(eventually(|| a.count() >= 20), "the load never reached a");
+    fs::write(&cfg, config(&dir, &b.url(), "")).unwrap();
+    agent.running.signal(libc::SIGHUP);
+    agent
+        .running
+        .wait_for_log(&format!("SIGHUP: metadata servers now {}", b.url()));
+    assert!(eventually(|| b.count() >= 20), "the load never reached b");
+    stop.store(true, Ordering::Relaxed);
+    let (bodies, failed) = load.join().unwrap();
+    assert!(
+        failed.is_empty(),
+        "{} failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
+    // Once answered by b, never by a again.
+    let first_b = bodies
+        .iter()
+        .position(|b| b == "b")
+        .expect("answers from b");
+    assert!(
+        bodies[first_b..].iter().all(|b| b == "b"),
+        "a answered after b had"
+    );
+    let at_a = a.count();
+    assert_eq!(request_unix(&socket, &request("")).body_text(), "b");
+    assert_eq!(a.count(), at_a, "a still asked");
+    // Unchanged settings leave the servers alone: no new line.
+    agent.running.signal(libc::SIGHUP);
+    agent
+        .running
+        .wait_for_log_count("SIGHUP: configuration read again", 2);
+    let log = agent.running.log();
+    assert_eq!(
+        log.matches("SIGHUP: metadata servers now").count(),
+        1,
+        "{log}"
+    );
 }

@@ -144,9 +144,9 @@ pub struct ServerReload {
 }
 
 /// What of the agent's configuration a running endpoint takes in place (the rest, such as
-/// its listeners, workers, metadata servers and lookup backend, takes a restart). Each takes
-/// effect from the next request; the limits and timeouts from the next connection, the
-/// connection limits from the next accept.
+/// its listeners, workers and lookup backend, takes a restart). Each takes effect from the
+/// next request; the limits and timeouts from the next connection, the connection limits
+/// from the next accept.
 #[derive(Clone, Debug)]
 pub struct AgentReload {
     /// The shared secret's signer.
@@ -165,6 +165,11 @@ pub struct AgentReload {
     pub timeouts: Timeouts,
     /// Connection limits: a lower one refuses new connections only, never closes open ones.
     pub conns: ConnLimits,
+    /// The metadata servers, their probe interval and the request deadline, when they
+    /// changed (`None`: as they are). Requests in flight finish where they are; a server
+    /// kept keeps its health and pool (see the endpoint's server set). The response cache's
+    /// settings are not taken (a restart changes them).
+    pub servers: Option<(Vec<ServerSpec>, Resilience)>,
 }
 
 /// Settings of the namespace proxy.

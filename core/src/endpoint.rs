@@ -168,6 +168,9 @@ impl Endpoint {
             Reload::Agent(r) => {
                 (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts);
                 (self.admission).set_limits(self.policy.conn_limits(r.conns));
+                if let Some((specs, resilience)) = &r.servers {
+                    self.replace_servers(now, specs.clone(), *resilience);
+                }
             }
             Reload::Server(r) => {
                 (self.settings.limits, self.settings.timeouts) = (r.limits, r.timeouts)
@@ -175,6 +178,21 @@ impl Endpoint {
             Reload::Instances(..) => {}
         }
         self.policy.reload_at(now, reload);
+    }
+
+    /// Swaps the metadata servers (see [`crate::config::AgentReload::servers`]): the idle
+    /// connections to a retired server close now, the busy ones once their exchange is done.
+    fn replace_servers(&mut self, now: Instant, specs: Vec<ServerSpec>, resilience: Resilience) {
+        let several = specs.len() > 1;
+        let meter = self.meter.clone();
+        let idle = (self.servers).replace(now, specs, resilience.probe_interval, |name| {
+            several.then(|| meter.server(name)).flatten()
+        });
+        for sock in idle {
+            self.drop_pooled(sock);
+        }
+        self.settings.attempts = self.servers.len().max(1);
+        self.settings.deadline = resilience.request_deadline;
     }
 
     /// A listener accepted a connection from `peer` (`None` for Unix-socket clients).
@@ -531,7 +549,7 @@ impl Endpoint {
         self.servers.done(i);
         self.owners.insert(sock, Owner::Pooled);
         self.timers.set(sock, Some(now + POOL_IDLE));
-        let Some(server) = self.servers.get_mut(i) else {
+        let Some(server) = self.servers.get_mut(i).filter(|s| !s.retired) else {
             return self.close(sock);
         };
         server.idle.push(sock);

@@ -4,12 +4,13 @@
 use std::time::Duration;
 
 use mdproxy_core::agent::AgentImds;
-use mdproxy_core::config::{AgentReload, Backend, ConnLimits, Reload, Role, Timeouts};
+use mdproxy_core::config::{AgentReload, Backend, ConnLimits, Reload, Resilience, Role, Timeouts};
 use mdproxy_core::http::Limits;
 use mdproxy_core::sign::Signer;
-use mdproxy_core::socket::ConnectError;
+use mdproxy_core::socket::{ConnectError, Target};
 use mdproxy_core::testing::sim::roles::{self, agent_socket, metadata_addr, NET, PROJECT, ROUTER};
-use mdproxy_core::testing::sim::{Answer, Hop, Message, Refusing};
+use mdproxy_core::testing::sim::{Answer, Hop, HttpServer, Message, Refusing};
+use mdproxy_core::upstream::ServerSpec;
 
 const INSTANCE: &str = "0d5e3c1c-6f4b-4b0e-9b8a-2a7d4f5c6e01";
 /// Python: hmac.new(b"s3cr3t", INSTANCE.encode(), hashlib.sha256).hexdigest()
@@ -156,6 +157,7 @@ fn reload_swaps_the_static_map_the_secret_and_the_limits() {
         },
         timeouts: Timeouts::default(),
         conns: ConnLimits::default(),
+        servers: None,
     };
     let reload = Reload::Agent(Box::new(reload));
     s.w.with_endpoint(s.ep, |ep, now| ep.reload(now, reload));
@@ -173,4 +175,41 @@ fn reload_swaps_the_static_map_the_secret_and_the_limits() {
     // The connection open before keeps the limits it began with.
     let four = format!("X-Neutron-Router-ID: {ROUTER}\r\nA: 1\r\n");
     assert_eq!(send(&mut s, "10.0.0.77", &four).status(), 200);
+}
+
+#[test]
+fn reload_moves_the_agent_to_another_metadata_server() {
+    let mut s = agent();
+    router(&mut s, "10.0.0.5").assert_is(200, "hello");
+    let b_addr = Target::Tcp(([127, 0, 0, 2], 8775).into());
+    let b = s.w.peer_on(
+        b_addr.clone(),
+        HttpServer::new(|_, _| {
+            Answer::Respond(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb".to_vec())
+        }),
+    );
+    let reload = AgentReload {
+        signer: Signer::new(roles::SECRET),
+        imds: AgentImds::off(),
+        static_map: None,
+        cache_ttl: Duration::from_secs(5),
+        negative_ttl: Duration::from_secs(1),
+        limits: Limits::default(),
+        timeouts: Timeouts::default(),
+        conns: ConnLimits::default(),
+        servers: Some((vec![ServerSpec::plain(b_addr, "b")], Resilience::default())),
+    };
+    s.w.with_endpoint(s.ep, |ep, now| {
+        ep.reload(now, Reload::Agent(Box::new(reload)))
+    });
+    for _ in 0..3 {
+        router(&mut s, "10.0.0.5").assert_is(200, "b");
+    }
+    assert_eq!(
+        s.server().requests.len(),
+        1,
+        "the old server got nothing after"
+    );
+    let at_b = s.w.server(b).last();
+    assert_eq!(at_b.headers("X-Instance-ID"), [INSTANCE], "{}", at_b.raw);
 }

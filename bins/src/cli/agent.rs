@@ -51,11 +51,13 @@ INI files it names, the secret, token key and static map files — and apply, fr
 request on and without dropping a connection, the shared secret, --imdsv2/--imdsv2-scope and
 the token keys, the static map, --cache-ttl/--negative-cache-ttl, the request limits and
 timeouts, --max-conns/--max-conns-per-ip (from the next connection: a lower limit never closes
-one already open), and --debug. A file with an error refuses the whole reload (logged with
-FILE:LINE) and the running configuration stays; a changed setting that takes a restart (the
-socket, --workers, the metadata servers and their flags, the lookup backend's settings
-(Neutron's credentials, the OVN remotes), --cache-size, the process settings) is logged and
-kept. Without --token-key-file
+one already open), --metadata-url with its TLS flags, the probe interval and the request
+deadline (requests in flight finish where they are; a plain-HTTP server named again keeps its
+health and idle connections, a removed one's close), and --debug. A file with an
+error refuses the whole reload (logged with FILE:LINE) and the running configuration stays; a
+changed setting that takes a restart (the socket, --workers, --response-cache-ttl and
+--stale-if-error, the lookup backend's settings (Neutron's credentials, the OVN remotes),
+--cache-size, the process settings) is logged and kept. Without --token-key-file
 the process's random token key is kept across reloads.
 
 Usage: mdproxy agent --shared-secret-file PATH --static-map FILE [OPTIONS]

@@ -79,9 +79,31 @@ pub(crate) struct Server {
     /// When it is probed next (with a probe interval).
     next_probe: Option<Instant>,
     counters: Option<Arc<ServerCounters>>,
+    /// No longer configured (a reload removed it): never chosen or probed again; the
+    /// exchanges on its connections finish, and those connections then close.
+    pub(crate) retired: bool,
 }
 
-/// The servers of one endpoint. Indices are stable (the configured order).
+impl Server {
+    fn new(
+        spec: ServerSpec,
+        next_probe: Option<Instant>,
+        counters: Option<Arc<ServerCounters>>,
+    ) -> Server {
+        Server {
+            spec,
+            health: Health::Up { fails: 0 },
+            outstanding: 0,
+            idle: Vec::new(),
+            next_probe,
+            counters,
+            retired: false,
+        }
+    }
+}
+
+/// The servers of one endpoint. Indices are stable: the configured order, then the servers a
+/// reload added (a removed one keeps its index, retired).
 #[derive(Debug)]
 pub(crate) struct Servers {
     servers: Vec<Server>,
@@ -102,14 +124,7 @@ impl Servers {
         let probing = probe_interval.is_some() && specs.len() > 1;
         let servers = specs
             .into_iter()
-            .map(|spec| Server {
-                counters: counters(&spec.name),
-                spec,
-                health: Health::Up { fails: 0 },
-                outstanding: 0,
-                idle: Vec::new(),
-                next_probe: probing.then_some(now),
-            })
+            .map(|spec| Server::new(spec.clone(), probing.then_some(now), counters(&spec.name)))
             .collect();
         Servers {
             servers,
@@ -118,9 +133,70 @@ impl Servers {
         }
     }
 
-    /// How many there are.
+    /// How many are configured (retired ones not counted).
     pub(crate) fn len(&self) -> usize {
-        self.servers.len()
+        self.servers.iter().filter(|s| !s.retired).count()
+    }
+
+    /// The configuration read again (SIGHUP) is `specs`, from the next pick: a server whose
+    /// name and target are unchanged keeps its health, its pool and its probes — if it is
+    /// plain HTTP: an https server's TLS settings may have changed unseen, so it starts
+    /// afresh —; the others are retired (see [`Server::retired`]) and the new ones appended.
+    /// Returns the retired servers' idle connections, for the endpoint to close.
+    pub(crate) fn replace(
+        &mut self,
+        now: Instant,
+        specs: Vec<ServerSpec>,
+        probe_interval: Option<Duration>,
+        mut counters: impl FnMut(&str) -> Option<Arc<ServerCounters>>,
+    ) -> Vec<SockId> {
+        let probing = probe_interval.is_some() && specs.len() > 1;
+        let mut kept = vec![false; self.servers.len()];
+        for spec in specs {
+            let same = |(i, s): &(usize, &Server)| {
+                !s.retired
+                    && !kept[*i]
+                    && s.spec.name == spec.name
+                    && s.spec.target == spec.target
+                    && s.spec.tls.is_none()
+                    && spec.tls.is_none()
+            };
+            let found = self.servers.iter().enumerate().find(same).map(|(i, _)| i);
+            match found.and_then(|i| Some((i, self.servers.get_mut(i)?))) {
+                Some((i, s)) => {
+                    kept[i] = true;
+                    s.next_probe = if probing {
+                        s.next_probe.or(Some(now))
+                    } else {
+                        None
+                    };
+                    if s.counters.is_none() {
+                        s.counters = counters(&s.spec.name);
+                    }
+                }
+                None => {
+                    let fresh =
+                        Server::new(spec.clone(), probing.then_some(now), counters(&spec.name));
+                    self.servers.push(fresh);
+                    kept.push(true);
+                }
+            }
+        }
+        let mut idle = Vec::new();
+        for (s, kept) in self.servers.iter_mut().zip(kept) {
+            if !kept && !s.retired {
+                log::info!(
+                    "metadata server {} is no longer configured: retired",
+                    s.spec.name
+                );
+                s.retired = true;
+                s.next_probe = None;
+                idle.append(&mut s.idle);
+            }
+        }
+        self.probe_interval = probe_interval.filter(|_| probing);
+        self.turn = 0;
+        idle
     }
 
     pub(crate) fn get(&self, i: usize) -> Option<&Server> {
@@ -155,7 +231,7 @@ impl Servers {
         let n = self.servers.len();
         let candidates = (0..n)
             .map(|k| (self.turn + k) % n)
-            .filter(|i| !tried.contains(i));
+            .filter(|&i| !tried.contains(&i) && !self.servers[i].retired);
         let best = candidates
             .clone()
             .filter(|&i| self.available(i, now))
@@ -203,7 +279,7 @@ impl Servers {
 
     /// An attempt on server `i` failed (`why`, for the log line that marks it down).
     pub(crate) fn failed(&mut self, i: usize, now: Instant, why: &str) {
-        let single = self.servers.len() == 1;
+        let single = self.len() == 1;
         let Some(s) = self.servers.get_mut(i) else {
             return;
         };
@@ -379,5 +455,34 @@ mod tests {
         let one = vec![ServerSpec::plain(Target::Unix("/a".into()), "a")];
         let mut s = Servers::new(now, one, Some(every), |_| None);
         assert_eq!((s.poll_timeout(), s.due_probe(now)), (None, None));
+    }
+
+    #[test]
+    fn a_reload_keeps_the_servers_it_names_again_and_retires_the_rest() {
+        let (mut s, now) = servers(2);
+        for _ in 0..2 {
+            s.failed(0, now, "x");
+        }
+        s.get_mut(1).unwrap().idle.push(SockId(9));
+        let spec = |n: &str| ServerSpec::plain(Target::Unix(format!("/{n}").into()), n);
+        // s0 kept (still down: its health stays), s1 retired, s2 new.
+        let idle = s.replace(now, vec![spec("s0"), spec("s2")], None, |_| None);
+        assert_eq!(idle, [SockId(9)], "the retired server's idle connections");
+        assert_eq!(s.len(), 2);
+        assert!(!s.available(0, now), "a kept server keeps its health");
+        assert!(s.get(1).unwrap().retired);
+        for _ in 0..4 {
+            assert_eq!(s.pick(now, &[]), Some(2), "neither down nor retired");
+        }
+        assert_eq!(s.pick(now, &[2]), Some(0), "down beats retired");
+        // A retired server named again comes back as a new one, not as its old slot.
+        let idle = s.replace(now, vec![spec("s1")], None, |_| None);
+        assert!(idle.is_empty());
+        assert_eq!((s.len(), s.pick(now, &[])), (1, Some(3)));
+        // One server left: never marked down.
+        for _ in 0..3 {
+            s.failed(3, now, "x");
+        }
+        assert!(s.available(3, now));
     }
 }
