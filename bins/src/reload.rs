@@ -129,19 +129,8 @@ fn read(running: &Running) -> Result<AgentReload, String> {
         true => None,
         false => Some(agent::metadata_servers(&args)?),
     };
-    for ((what, was), (_, now)) in running.restart_only.iter().zip(restart_only(&args)) {
-        if *was != now {
-            log::warn!("SIGHUP: {what} changed; that takes a restart: kept as it was");
-        }
-    }
-    if args.process.debug != running.debug && std::env::var_os("RUST_LOG").is_none() {
-        let level = if args.process.debug {
-            LevelFilter::Debug
-        } else {
-            LevelFilter::Info
-        };
-        log::set_max_level(level);
-    }
+    warn_restart_only(&running.restart_only, restart_only(&args));
+    apply_debug(running.debug, args.process.debug);
     if servers.is_some() {
         *applied = text;
         let urls: Vec<String> = args.metadata.iter().map(|u| u.to_string()).collect();
@@ -182,9 +171,27 @@ fn describe_imds(args: &cli::Agent) -> String {
     format!("{:?}, {keys}", args.imdsv2).to_lowercase()
 }
 
-/// The settings a running agent cannot take in place, each with a text to compare.
-fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
-    let p = &a.process;
+/// Logs each setting of `was` (a restart-only list) that `now` changed: kept as it was.
+pub(crate) fn warn_restart_only(was: &[(&'static str, String)], now: Vec<(&'static str, String)>) {
+    for ((what, was), (_, now)) in was.iter().zip(now) {
+        if *was != now {
+            log::warn!("SIGHUP: {what} changed; that takes a restart: kept as it was");
+        }
+    }
+}
+
+/// `--debug` read again: the log level follows it, unless `RUST_LOG` decides the level.
+pub(crate) fn apply_debug(was: bool, now: bool) {
+    if was != now && std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(match now {
+            true => LevelFilter::Debug,
+            false => LevelFilter::Info,
+        });
+    }
+}
+
+/// The process settings no role takes in place, as one entry of a restart-only list.
+pub(crate) fn process_settings(p: &cli::Process) -> (&'static str, String) {
     let process = (
         &p.runtime.to_string(),
         &p.pid_file,
@@ -195,6 +202,14 @@ fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
         &p.metrics_listen,
         &p.handover_socket,
     );
+    (
+        "a process setting (runtime, pid file, user, group, log file, metrics)",
+        format!("{process:?}"),
+    )
+}
+
+/// The settings a running agent cannot take in place, each with a text to compare.
+fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
     vec![
         ("--listen-socket", format!("{:?}", a.listen_socket)),
         ("--backlog", a.backlog.to_string()),
@@ -207,10 +222,7 @@ fn restart_only(a: &cli::Agent) -> Vec<(&'static str, String)> {
         ("the lookup backend's settings", format!("{:?}", a.backend)),
         ("--cache-size", a.cache_size.to_string()),
         ("--drain-timeout", format!("{:?}", a.drain_timeout)),
-        (
-            "a process setting (runtime, pid file, user, group, log file, metrics)",
-            format!("{process:?}"),
-        ),
+        process_settings(&a.process),
     ]
 }
 

@@ -17,7 +17,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 
-use log::LevelFilter;
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -37,7 +36,7 @@ use crate::passwords::{StateDir, Writer};
 use crate::runtime::{Listener, Loop, Options};
 use crate::secret::read_secret;
 use crate::serve::{self, Serve, Work};
-use crate::{cli, os, tls, token_key, Failure};
+use crate::{cli, os, reload, tls, token_key, Failure};
 
 /// The server, its secret, instances and state directory read.
 pub struct Server {
@@ -459,18 +458,8 @@ impl Running {
             (None, Some(kept)) => kept.clone(),
             (path, _) => token_key::tokens(path.as_deref(), self.entropy.as_ref())?,
         };
-        for ((what, was), (_, now)) in self.restart_only.iter().zip(restart_only(&args)) {
-            if *was != now {
-                log::warn!("SIGHUP: {what} changed; that takes a restart: kept as it was");
-            }
-        }
-        if args.process.debug != self.debug && std::env::var_os("RUST_LOG").is_none() {
-            let level = match args.process.debug {
-                true => LevelFilter::Debug,
-                false => LevelFilter::Info,
-            };
-            log::set_max_level(level);
-        }
+        reload::warn_restart_only(&self.restart_only, restart_only(&args));
+        reload::apply_debug(self.debug, args.process.debug);
         Ok(Some(ServerReload {
             signer,
             secret_grace: args.secret_grace,
@@ -486,17 +475,6 @@ impl Running {
 
 /// The settings a running server cannot take in place, each with a text to compare.
 fn restart_only(a: &cli::Server) -> Vec<(&'static str, String)> {
-    let p = &a.process;
-    let process = (
-        &p.runtime.to_string(),
-        &p.pid_file,
-        &p.user,
-        &p.group,
-        p.daemonize,
-        &p.log_file,
-        &p.metrics_listen,
-        &p.handover_socket,
-    );
     vec![
         ("--listen", format!("{:?}", a.listen)),
         (
@@ -513,10 +491,7 @@ fn restart_only(a: &cli::Server) -> Vec<(&'static str, String)> {
             format!("{:?}", a.endpoint.conns),
         ),
         ("--drain-timeout", format!("{:?}", a.drain_timeout)),
-        (
-            "a process setting (runtime, pid file, user, group, log file, metrics)",
-            format!("{process:?}"),
-        ),
+        reload::process_settings(&a.process),
     ]
 }
 
