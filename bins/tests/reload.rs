@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -64,13 +64,13 @@ fn signed_with(secret: &[u8]) -> String {
     Signer::new(secret).sign(INSTANCE).as_str().to_owned()
 }
 
-fn sighup_applies_the_files_under_load_and_refuses_a_broken_one(rt: Runtime) {
-    let dir = TempDir::new();
-    let server = Upstream::start_tcp(|_| Reply::Send(ok_response(INSTANCE.as_bytes())));
+/// An agent on `dir`'s secret ("one") and map, configured by the file `text` (agent.toml);
+/// with that file's path and the agent's socket.
+fn start(rt: Runtime, dir: &TempDir, text: &str) -> (Agent, PathBuf, PathBuf) {
     fs::write(dir.join("secret"), "one\n").unwrap();
     fs::write(dir.join("map.toml"), map()).unwrap();
     let cfg = dir.join("agent.toml");
-    fs::write(&cfg, config(&dir, &server.url(), "")).unwrap();
+    fs::write(&cfg, text).unwrap();
     let socket = dir.join("agent.sock");
     let args = [
         "--config".to_owned(),
@@ -79,7 +79,17 @@ fn sighup_applies_the_files_under_load_and_refuses_a_broken_one(rt: Runtime) {
         format!("--listen-socket={}", socket.display()),
     ];
     let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
-    let agent = Agent::start_program(rt, program, &args, &socket);
+    (
+        Agent::start_program(rt, program, &args, &socket),
+        cfg,
+        socket,
+    )
+}
+
+fn sighup_applies_the_files_under_load_and_refuses_a_broken_one(rt: Runtime) {
+    let dir = TempDir::new();
+    let server = Upstream::start_tcp(|_| Reply::Send(ok_response(INSTANCE.as_bytes())));
+    let (agent, cfg, socket) = start(rt, &dir, &config(&dir, &server.url(), ""));
     let resp = request_unix(&socket, &request(""));
     assert_eq!(resp.status, 200, "{resp:?}\n{}", agent.running.log());
     assert_eq!(last_signature(&server), signed_with(b"one"));
@@ -189,19 +199,7 @@ fn sighup_applies_the_files_under_load_and_refuses_a_broken_one(rt: Runtime) {
 fn sighup_lowers_max_conns_for_new_connections_only(rt: Runtime) {
     let dir = TempDir::new();
     let server = Upstream::start_tcp(|_| Reply::Send(ok_response(INSTANCE.as_bytes())));
-    fs::write(dir.join("secret"), "one\n").unwrap();
-    fs::write(dir.join("map.toml"), map()).unwrap();
-    let cfg = dir.join("agent.toml");
-    fs::write(&cfg, config(&dir, &server.url(), "max-conns = 8\n")).unwrap();
-    let socket = dir.join("agent.sock");
-    let args = [
-        "--config".to_owned(),
-        cfg.display().to_string(),
-        "agent".to_owned(),
-        format!("--listen-socket={}", socket.display()),
-    ];
-    let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
-    let agent = Agent::start_program(rt, program, &args, &socket);
+    let (agent, cfg, socket) = start(rt, &dir, &config(&dir, &server.url(), "max-conns = 8\n"));
     // Three keep-alive connections, each answered once: open and counted.
     let mut open: Vec<Client> = (0..3).map(|_| Client::connect_unix(&socket)).collect();
     for client in &mut open {
@@ -240,19 +238,7 @@ fn sighup_moves_the_agent_to_another_metadata_server_under_load(rt: Runtime) {
     let dir = TempDir::new();
     let a = Upstream::start_tcp(|_| Reply::Send(ok_response(b"a")));
     let b = Upstream::start_tcp(|_| Reply::Send(ok_response(b"b")));
-    fs::write(dir.join("secret"), "one\n").unwrap();
-    fs::write(dir.join("map.toml"), map()).unwrap();
-    let cfg = dir.join("agent.toml");
-    fs::write(&cfg, config(&dir, &a.url(), "")).unwrap();
-    let socket = dir.join("agent.sock");
-    let args = [
-        "--config".to_owned(),
-        cfg.display().to_string(),
-        "agent".to_owned(),
-        format!("--listen-socket={}", socket.display()),
-    ];
-    let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
-    let agent = Agent::start_program(rt, program, &args, &socket);
+    let (agent, cfg, socket) = start(rt, &dir, &config(&dir, &a.url(), ""));
     assert_eq!(request_unix(&socket, &request("")).body_text(), "a");
 
     // One keep-alive client through the switch: every answer a 200, from one server or the
