@@ -1,19 +1,23 @@
-//! `--metrics-listen`: one more event loop in the process, whose endpoint (the core's metrics
-//! role) serves the counters that every other loop of the process adds to. On a TCP address
-//! or on a Unix socket (a path), which is created so that only its owner may connect (a
-//! socket's `connect(2)` needs write permission: mode 0644, as `--socket-mode user`), and
-//! removed on exit.
+//! `--admin-listen` (`--metrics-listen`): the admin listener, served by the role's first event
+//! loop (tagged [`ADMIN`], see `mdproxy_core::config::EndpointConfig::admin`), so that its
+//! `/explain` sees that loop's lookup state and its `/live` that the loop turns; `/metrics`
+//! serves the counters every loop of the process adds to. On a TCP address or on a Unix socket
+//! (a path), which is created so that only its owner may connect (a socket's `connect(2)`
+//! needs write permission: mode 0644, as `--socket-mode user`), and removed on exit.
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
-use mdproxy_core::config::{EndpointConfig, Role, Timeouts};
-use mdproxy_core::http::Limits;
+use mdproxy_core::config::EndpointConfig;
+use mdproxy_core::listener::ListenerId;
 use mdproxy_core::metrics::Metrics;
 
 use crate::cli::{AdminListen, SocketMode};
 use crate::runtime::{Listener, Loop, Options, Runtime};
+
+/// The admin listener's tag: the node's scoped listeners count up from 1, so they never
+/// reach it.
+const ADMIN: ListenerId = ListenerId(u64::MAX);
 use crate::{cli, listen, os, Failure};
 
 /// The process's counters and the listener that serves them.
@@ -59,57 +63,26 @@ impl Exporter {
     pub fn raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsRawFd::as_raw_fd(&self.listener)
     }
-
-    /// The loop that serves the metrics, and the socket file to keep until it ends.
-    fn into_loop(
-        self,
-        timeouts: Timeouts,
-        drain_timeout: Duration,
-    ) -> (Loop, Option<os::SocketFile>) {
-        let admin = Loop {
-            cfg: EndpointConfig {
-                role: Role::Metrics(self.metrics),
-                limits: Limits::default(),
-                conns: Default::default(),
-                timeouts,
-                tls: Default::default(),
-                metrics: None,
-            },
-            listeners: vec![self.listener],
-            options: Options {
-                drain_timeout,
-                ..Options::default()
-            },
-        };
-        (admin, self.file)
-    }
 }
 
-/// Runs one loop of `cfg` on `listeners`, and the exporter's loop beside it. Without an
-/// exporter this is [`Runtime::run`] (on the calling thread).
+/// Runs one loop of `cfg` on `listeners` (and the admin listener) on the calling thread
+/// ([`Runtime::run`]).
 pub fn run(
     rt: Runtime,
-    cfg: EndpointConfig,
-    listeners: Vec<Listener>,
+    mut cfg: EndpointConfig,
+    mut listeners: Vec<Listener>,
     options: Options,
     exporter: Option<Exporter>,
 ) -> io::Result<()> {
-    match exporter {
-        None => rt.run(cfg, listeners, options),
-        Some(exporter) => {
-            let only = Loop {
-                cfg,
-                listeners,
-                options,
-            };
-            run_loops(rt, vec![only], Some(exporter))
-        }
-    }
+    let file = exporter.and_then(|e| e.attach(&mut cfg, &mut listeners));
+    let ran = rt.run(cfg, listeners, options);
+    drop(file);
+    ran
 }
 
-/// Runs `workers` loops of `cfg` sharing `listeners` (each with its own `options()`), and the
-/// exporter's loop beside them. Without an exporter this is [`Runtime::run_workers`] (so one
-/// worker runs on the calling thread).
+/// Runs `workers` loops of `cfg` sharing `listeners` (each with its own `options()`), the
+/// first with the admin listener. Without an exporter this is [`Runtime::run_workers`] (so
+/// one worker runs on the calling thread).
 pub fn run_workers(
     rt: Runtime,
     workers: usize,
@@ -125,20 +98,33 @@ pub fn run_workers(
     run_loops(rt, loops, Some(exporter))
 }
 
-/// Runs `loops` (each counting into the exporter's metrics) and the exporter's loop.
+/// Runs `loops`, each on a thread of its own, the first with the admin listener.
 pub fn run_loops(rt: Runtime, mut loops: Vec<Loop>, exporter: Option<Exporter>) -> io::Result<()> {
-    let metrics = exporter.as_ref().map(|e| e.metrics.clone());
-    for l in &mut loops {
-        l.cfg.metrics = metrics.clone();
-    }
-    let mut file = None;
-    if let (Some(exporter), Some(first)) = (exporter, loops.first()) {
-        let (timeouts, drain) = (first.cfg.timeouts, first.options.drain_timeout);
-        let (admin, admin_file) = exporter.into_loop(timeouts, drain);
-        loops.push(admin);
-        file = admin_file;
-    }
+    let file = match (exporter, loops.split_first_mut()) {
+        (Some(exporter), Some((first, rest))) => {
+            for l in rest {
+                l.cfg.metrics = Some(exporter.metrics());
+            }
+            exporter.attach(&mut first.cfg, &mut first.listeners)
+        }
+        _ => None,
+    };
     let ran = rt.run_loops(loops);
     drop(file);
     ran
+}
+
+impl Exporter {
+    /// Makes `cfg` count into the exporter's metrics and serve its listener, added to
+    /// `listeners` under [`ADMIN`]; the socket file is to be kept until the loop ends.
+    fn attach(
+        self,
+        cfg: &mut EndpointConfig,
+        listeners: &mut Vec<Listener>,
+    ) -> Option<os::SocketFile> {
+        cfg.metrics = Some(self.metrics);
+        cfg.admin = Some(ADMIN);
+        listeners.push(self.listener.scoped(ADMIN));
+        self.file
+    }
 }

@@ -256,6 +256,7 @@ pub fn endpoint(role: Role, args: &cli::EndpointArgs, tls: EndpointTls) -> Endpo
         timeouts: args.timeouts,
         tls,
         metrics: None,
+        admin: None,
     }
 }
 

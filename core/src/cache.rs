@@ -57,6 +57,17 @@ pub enum Lookup<'a> {
     Queued,
 }
 
+/// Answer of [`LookupCache::peek`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peek<'a> {
+    /// A live entry (`None`: negative) and its age.
+    Kept(Option<&'a Instance>, Duration),
+    /// No live entry; a query for the key is running.
+    InFlight,
+    /// No live entry, no query.
+    Nothing,
+}
+
 struct Entry {
     /// `None` is a negative entry.
     value: Option<Instance>,
@@ -99,6 +110,19 @@ impl<W> LookupCache<W> {
             Some(Some(instance)) => Cached::Hit(instance),
             Some(None) => Cached::Negative,
             None => Cached::Miss,
+        }
+    }
+
+    /// What is kept for `key` at `now`, touching nothing (no promotion, no expiry): a live
+    /// entry's value (`None`: negative) and age, or whether a query is in flight. For
+    /// `/explain`.
+    pub fn peek(&self, now: Instant, key: &LookupKey) -> Peek<'_> {
+        let live = (self.lru.peek(&PackedKey::from(key)))
+            .filter(|e| !e.is_expired(now, self.ttl, self.negative_ttl));
+        match live {
+            Some(e) => Peek::Kept(e.value.as_ref(), now.saturating_duration_since(e.inserted)),
+            None if self.inflight.contains_key(key) => Peek::InFlight,
+            None => Peek::Nothing,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::agent::{AgentImds, StaticMap};
 use crate::http::Limits;
+use crate::listener::ListenerId;
 use crate::lookup::{NeutronConfig, OvnConfig};
 use crate::metadata::{Date, ImdsV2, InstanceData, ServerConfig, Tokens};
 use crate::metrics::Metrics;
@@ -56,8 +57,6 @@ pub enum Role {
     Node(AgentConfig),
     /// The metadata server: checks the agent's signature and serves the metadata trees.
     Server(ServerConfig),
-    /// Serves these metrics (`GET /metrics`, Prometheus text format) to scrapers.
-    Metrics(Arc<Metrics>),
 }
 
 /// Settings of the metadata agent.
@@ -238,4 +237,9 @@ pub struct EndpointConfig {
     /// The process's counters, which this endpoint adds to (see [`crate::metrics`]); `None`
     /// counts nothing.
     pub metrics: Option<Arc<Metrics>>,
+    /// The listener id the runtime tags the admin listener's sockets with (`--admin-listen`):
+    /// its connections are answered here — `/metrics`, `/live`, `/ready` from
+    /// [`EndpointConfig::metrics`], `/explain` from the role's own state — never forwarded,
+    /// never counted against the role's limits nor in its metrics. `None`: no admin listener.
+    pub admin: Option<ListenerId>,
 }

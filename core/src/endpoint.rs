@@ -12,6 +12,7 @@
 //! client connection (`proxy::conn`) does HTTP for any role and asks for decisions as
 //! outputs, which the endpoint answers from the role's policy (`policy`) or its pool.
 
+mod admin;
 mod admission;
 #[cfg(test)]
 mod failover_tests;
@@ -23,6 +24,7 @@ mod tls;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use admission::Admission;
@@ -32,7 +34,7 @@ use crate::config::{EndpointConfig, Reload, Resilience};
 use crate::http::Method;
 use crate::listener::{ListenerId, ScopedListener};
 use crate::lookup::{ClientAction, ReqId};
-use crate::metrics::{Meter, ResponseCacheEvent, RoleMetrics};
+use crate::metrics::{Meter, Metrics, ResponseCacheEvent, RoleMetrics};
 use crate::policy::{self, Policy};
 use crate::proxy::conn::{Conn, Settings};
 use crate::proxy::decision::{Output, Route};
@@ -97,6 +99,8 @@ pub struct Endpoint {
     wakes: BTreeSet<SockId>,
     /// The scoped listeners registered with [`Endpoint::add_listener`].
     listeners: BTreeMap<ListenerId, Scoped>,
+    /// The admin listener's id and the counters it serves (`admin`).
+    admin: Option<(ListenerId, Arc<Metrics>)>,
 }
 
 /// One scoped listener: its settings and its rate limiter.
@@ -109,7 +113,7 @@ struct Scoped {
 impl Endpoint {
     /// A fresh endpoint with no sockets.
     pub fn new(now: Instant, cfg: EndpointConfig) -> Self {
-        let meter = Meter::new(cfg.metrics.clone(), policy::metric_role(&cfg.role));
+        let meter = Meter::new(cfg.metrics.clone(), Some(policy::metric_role(&cfg.role)));
         let policy = policy::for_role(now, &cfg.role, meter.clone());
         let (specs, resilience) = policy.servers().unwrap_or_else(|| {
             let one = policy.upstream().cloned();
@@ -126,6 +130,9 @@ impl Endpoint {
         let servers = Servers::new(now, specs, resilience.probe_interval, |name| {
             several.then(|| meter.server(name)).flatten()
         });
+        let admin = cfg
+            .admin
+            .map(|id| (id, cfg.metrics.clone().unwrap_or_default()));
         Endpoint {
             settings: Settings {
                 limits: cfg.limits,
@@ -153,6 +160,7 @@ impl Endpoint {
             shut_after_flush: BTreeSet::new(),
             wakes: BTreeSet::new(),
             listeners: BTreeMap::new(),
+            admin,
         }
     }
 
@@ -259,15 +267,27 @@ impl Endpoint {
         self.tls.advance(now);
         let sock = self.new_id();
         let ip = peer.map(|p| canonical_ip(p.ip()));
+        let admin = self.is_admin(listener);
         self.owners.insert(sock, Owner::Client);
-        if let Some(tls) = &self.accept_tls {
+        if let (Some(tls), false) = (&self.accept_tls, admin) {
             self.tls.accepted(sock, tls);
         }
-        let mut conn = Conn::new(now, sock, ip, self.settings);
-        self.meter.count(RoleMetrics::connection_opened);
+        let settings = Settings {
+            quiet: self.settings.quiet || admin,
+            ..self.settings
+        };
+        let mut conn = Conn::new(now, sock, ip, settings);
+        conn.admin = admin;
+        if !admin {
+            self.meter.count(RoleMetrics::connection_opened);
+        }
         let scoped = listener.map(|id| (id, self.listeners.get(&id).map(|l| l.cfg)));
         if self.draining {
             conn.refuse(now, 503, "Shutting down.");
+        } else if admin {
+            if self.admin_conns() >= admin::MAX_CONNS {
+                conn.refuse(now, 503, "Too many admin connections.");
+            }
         } else if let Some((id, None)) = scoped {
             log::debug!("connection on listener {} that is not registered", id.0);
             conn.refuse(now, 503, "Not serving here.");
@@ -397,7 +417,19 @@ impl Endpoint {
             let Some(conn) = self.conns.get_mut(&key) else {
                 return;
             };
+            let admin = conn.admin;
             match out {
+                Output::Route(ticket) if admin => conn.route(now, ticket, Route::Serve),
+                Output::Serve(ticket) if admin => {
+                    let Some(head) = conn.request().cloned() else {
+                        continue;
+                    };
+                    let local = self.admin_answer(now, &head);
+                    if let Some(conn) = self.conns.get_mut(&key) {
+                        conn.local(now, ticket, local);
+                    }
+                }
+                Output::Answered { .. } if admin => {}
                 Output::Route(ticket) => {
                     let Some(head) = conn.request() else { continue };
                     let scoped = scoped_key(conn);
@@ -609,8 +641,10 @@ impl Endpoint {
             return;
         };
         if conn.is_closed() {
+            if !conn.admin {
+                self.meter.count(RoleMetrics::connection_closed);
+            }
             self.conns.remove(&key);
-            self.meter.count(RoleMetrics::connection_closed);
             self.timers.set(key, None);
             return;
         }
@@ -782,7 +816,7 @@ fn scoped_key(conn: &Conn) -> Option<(ListenerId, LookupKey)> {
 /// holds them: the open-connections gauge, shared with other loops, must say so.
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        for _ in 0..self.conns.len() {
+        for _ in self.conns.values().filter(|c| !c.admin) {
             self.meter.count(RoleMetrics::connection_closed);
         }
     }

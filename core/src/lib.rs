@@ -33,6 +33,7 @@ pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod endpoint;
+pub(crate) mod explain;
 pub mod health;
 pub mod http;
 pub mod listener;

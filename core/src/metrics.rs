@@ -2,8 +2,8 @@
 //!
 //! One [`Metrics`] is shared (in an `Arc`) by every endpoint of a process: the agent's workers,
 //! the demo's three roles. Endpoints update it with relaxed atomic additions only: no lock and
-//! no allocation per request. A [`crate::config::Role::Metrics`] endpoint answers
-//! `GET /metrics` with [`Metrics::render`]; nothing here does IO or reads a clock (latencies
+//! no allocation per request. An endpoint's admin listener
+//! ([`crate::config::EndpointConfig::admin`]) answers `GET /metrics` with [`Metrics::render`]; nothing here does IO or reads a clock (latencies
 //! are differences of the `now`s the endpoint was given).
 //!
 //! Every series has a `role` label (`ns-proxy`, `agent`, `server`, `node`; the node's series

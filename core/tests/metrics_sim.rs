@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mdproxy_core::config::{Backend, EndpointConfig, Role, Timeouts};
+use mdproxy_core::listener::ListenerId;
 use mdproxy_core::lookup::{HttpTarget, NeutronConfig};
 use mdproxy_core::metrics::Metrics;
 use mdproxy_core::socket::Target;
@@ -206,14 +207,14 @@ fn agent_lookups_count_cache_results_and_backend_requests() {
 }
 
 #[test]
-fn the_metrics_role_serves_the_exposition() {
+fn the_admin_listener_serves_the_exposition() {
     let metrics = after_a_bad_request();
     let mut w = World::new();
     let target = Target::Tcp(([127, 0, 0, 1], 9100).into());
-    let ep = w.endpoint_on(
-        target.clone(),
-        roles::endpoint(Role::Metrics(metrics.clone())),
-    );
+    let mut cfg = counted(Role::NsProxy(roles::ns_proxy()), &metrics);
+    cfg.admin = Some(ListenerId(7));
+    let ep = w.endpoint_on(target.clone(), cfg);
+    w.scope_target(target.clone(), ListenerId(7));
     let c = w.add_client("127.0.0.1", target);
     let resp = w.exchange(c, &b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"[..]);
     assert_eq!(resp.status(), 200, "{}", resp.raw);
@@ -256,7 +257,8 @@ fn the_metrics_role_serves_the_exposition() {
     assert_eq!(resp.status(), 405, "{}", resp.raw);
     assert_eq!(resp.header("Allow"), "GET, HEAD");
     assert_eq!(w.client(c).connections, 1);
-    // Scrapes are not counted: the metrics role has no series of its own.
+    // Scrapes are not counted (the ns-proxy's one connection is the bad request's), nor
+    // forwarded anywhere.
     assert!(w.links_from(ep).is_empty());
     assert_eq!(
         value(&metrics, "mdproxy_connections_total{role=\"ns-proxy\"}").as_deref(),

@@ -29,8 +29,10 @@ use std::fmt;
 use std::net::IpAddr;
 
 use serde::Deserialize;
+use serde_json::Map;
 
 use super::imds::parse_mode;
+use crate::explain::{Lookup, Outcome};
 use crate::lookup::{port_search, PortSearch};
 use crate::metadata::ImdsV2;
 use crate::scope::{Instance, LookupKey, Scope, Uuid};
@@ -254,34 +256,11 @@ impl StaticMap {
     }
 
     /// The instance behind `key`, found by [`port_search`]: by fixed IP, and for an IPv6
-    /// link-local client by its MAC when no port lists the address itself.
+    /// link-local client by its MAC when no port lists the address itself. None or several
+    /// ports is "not found".
     pub fn resolve(&self, key: &LookupKey) -> Option<Instance> {
-        let networks: &[Uuid] = match &key.scope {
-            Scope::Network(n) | Scope::OvnNetwork(n) => std::slice::from_ref(n),
-            Scope::Router(r) => self.routers.get(r)?,
-        };
-        let on_scope = || self.ports.iter().filter(|p| networks.contains(&p.network));
-        match port_search(key.ip) {
-            PortSearch::Ip(ip) => self.only_one(key, on_scope().filter(|p| p.ips.contains(&ip))),
-            PortSearch::LinkLocal(ip, mac) => {
-                let ip = IpAddr::V6(ip);
-                if on_scope().any(|p| p.ips.contains(&ip)) {
-                    return self.only_one(key, on_scope().filter(|p| p.ips.contains(&ip)));
-                }
-                let mac = mac?;
-                self.only_one(key, on_scope().filter(|p| p.mac == Some(mac)))
-            }
-        }
-    }
-
-    /// The instance of the one port in `found`; none or several is "not found".
-    fn only_one<'a>(
-        &self,
-        key: &LookupKey,
-        mut found: impl Iterator<Item = &'a Port>,
-    ) -> Option<Instance> {
-        let first = found.next()?;
-        if found.next().is_some() {
+        let found = self.matching(key).ok()?;
+        if found.len() > 1 {
             log::warn!(
                 "static map: several ports match {} in {:?}; treating as not found",
                 key.ip,
@@ -289,7 +268,75 @@ impl StaticMap {
             );
             return None;
         }
-        Some(first.instance.clone())
+        found.first().map(|p| p.instance.clone())
+    }
+
+    /// What the map says of `key`, for `/explain` ([`crate::explain`]).
+    pub(crate) fn explain(&self, key: &LookupKey) -> Lookup {
+        let networks = self.networks(&key.scope).map(<[Uuid]>::to_vec);
+        let outcome = match self.matching(key) {
+            Err(why) => Outcome::NoNetwork(why),
+            Ok(found) => match found[..] {
+                [] => Outcome::NotFound(format!(
+                    "no port of the map has {} on the scope's networks",
+                    key.ip
+                )),
+                [one] => Outcome::Found(one.instance.clone()),
+                _ => Outcome::Ambiguous(
+                    (found.iter())
+                        .map(|p| {
+                            format!("network {} instance {}", p.network, p.instance.instance_id)
+                        })
+                        .collect(),
+                ),
+            },
+        };
+        Lookup {
+            backend: "static",
+            networks,
+            outcome,
+            facts: Map::new(),
+        }
+    }
+
+    /// The networks `scope` stands for (a network itself, a router's from the map).
+    fn networks<'a>(&'a self, scope: &'a Scope) -> Option<&'a [Uuid]> {
+        match scope {
+            Scope::Network(n) | Scope::OvnNetwork(n) => Some(std::slice::from_ref(n)),
+            Scope::Router(r) => self.routers.get(r).map(Vec::as_slice),
+        }
+    }
+
+    /// The ports that match `key` (see [`StaticMap::resolve`]); the error says why the scope
+    /// has no network to look in.
+    fn matching(&self, key: &LookupKey) -> Result<Vec<&Port>, String> {
+        let networks = match self.networks(&key.scope) {
+            None => {
+                return Err(format!(
+                    "router {} is not in the static map",
+                    key.scope.id()
+                ))
+            }
+            Some([]) => {
+                return Err(format!(
+                    "router {} has no networks in the map",
+                    key.scope.id()
+                ))
+            }
+            Some(networks) => networks,
+        };
+        let on_scope = || self.ports.iter().filter(|p| networks.contains(&p.network));
+        Ok(match port_search(key.ip) {
+            PortSearch::Ip(ip) => on_scope().filter(|p| p.ips.contains(&ip)).collect(),
+            PortSearch::LinkLocal(ip, mac) => {
+                let ip = IpAddr::V6(ip);
+                let by_ip: Vec<&Port> = on_scope().filter(|p| p.ips.contains(&ip)).collect();
+                match (by_ip.is_empty(), mac) {
+                    (false, _) | (true, None) => by_ip,
+                    (true, Some(mac)) => on_scope().filter(|p| p.mac == Some(mac)).collect(),
+                }
+            }
+        })
     }
 }
 

@@ -12,9 +12,11 @@
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
+use serde_json::{json, Map};
 
 use super::error::LookupError;
 use super::neutron::{ClientAction, ReqId};
+use crate::explain::{Lookup, Outcome};
 use crate::ovn::{ChassisFilter, Match, Southbound};
 use crate::ovsdb::remote::Remote;
 use crate::ovsdb::session::{Session, SessionConfig, SessionEvent};
@@ -150,6 +152,54 @@ impl OvnClient {
             Match::Found(instance) => Some(instance),
             Match::NotFound | Match::Ambiguous(_) => None,
         })
+    }
+
+    /// What the replica says of `key`, for `/explain` ([`crate::explain`]): counts nothing.
+    pub(crate) fn explain(&mut self, key: &LookupKey) -> Lookup {
+        let mut facts = Map::new();
+        let southbound = json!({
+            "connected": self.stats.connected,
+            "state": self.state,
+            "ports": self.stats.ports,
+            "loaded": self.loaded,
+        });
+        facts.insert("southbound".into(), southbound);
+        let (networks, outcome) = match key.scope {
+            _ if !self.loaded => (
+                None,
+                Outcome::Unavailable(format!(
+                    "the Southbound replica is not loaded yet ({})",
+                    self.state
+                )),
+            ),
+            Scope::Router(r) => (
+                None,
+                Outcome::NoNetwork(format!(
+                    "OVN has no router scope: {r} is looked up as a network and finds nothing \
+                 (ask with ovn-network=)"
+                )),
+            ),
+            Scope::OvnNetwork(n) | Scope::Network(n) => {
+                let outcome = match self.southbound.lookup(n, key.ip) {
+                    Match::Found(instance) => Outcome::Found(instance),
+                    Match::NotFound => Outcome::NotFound(format!(
+                        "no port bound here has {} on network {n} (or it has no \
+                         neutron:device_id)",
+                        key.ip
+                    )),
+                    Match::Ambiguous(ports) => {
+                        Outcome::Ambiguous(ports.iter().map(|p| p.to_string()).collect())
+                    }
+                };
+                (Some(vec![n]), outcome)
+            }
+        };
+        Lookup {
+            backend: "ovn",
+            networks,
+            outcome,
+            facts,
+        }
     }
 
     /// What the backend did so far.

@@ -13,12 +13,15 @@ use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::time::Instant;
 
+use serde_json::{json, Map};
+
 use super::{ignored, Backend, Policy};
 use crate::agent::imds::{judge, Ask, Token, Verdict};
 use crate::agent::request::{lookup_key, not_found_message};
 use crate::agent::{AgentImds, StaticMap};
-use crate::cache::{Lookup, LookupCache};
+use crate::cache::{Lookup as CacheLookup, LookupCache, Peek};
 use crate::config::{AgentConfig, Backend as LookupBackend, Reload, Resilience};
+use crate::explain::{Explained, Lookup, Outcome};
 use crate::http::{BodyKind, RequestHead};
 use crate::lookup::{BackendStats, ClientEvent, LookupError, NeutronClient, OvnClient, OvnStats};
 use crate::metadata::ImdsV2;
@@ -125,14 +128,36 @@ impl Agent {
         self.resolve(now, ticket, key, ask, false)
     }
 
-    /// What the token rules need of `head`, in the scope of `key`: the node listener's own
-    /// mode `imdsv2` first, then the static map's, then the flags'.
+    /// What the token rules need of `head`, in the scope of `key` (see [`Agent::mode`]).
     fn ask(&self, key: &LookupKey, imdsv2: Option<ImdsV2>, head: &RequestHead) -> Ask {
+        Ask::of(self.mode(key, imdsv2), head)
+    }
+
+    /// The IMDSv2 mode of `key`'s scope: the node listener's own mode `imdsv2` first, then
+    /// the static map's, then the flags'.
+    fn mode(&self, key: &LookupKey, imdsv2: Option<ImdsV2>) -> ImdsV2 {
         let from_map = match &self.source {
             Source::Static(map) => map.imdsv2(&key.scope),
             _ => None,
         };
-        Ask::of(self.imds.mode(&key.scope, imdsv2.or(from_map)), head)
+        self.imds.mode(&key.scope, imdsv2.or(from_map))
+    }
+
+    /// What a request of `key` would get ([`crate::explain`]), from what the agent holds:
+    /// Neutron is never asked, nothing is counted, the cache is not touched.
+    pub(super) fn explain(
+        &mut self,
+        now: Instant,
+        key: &LookupKey,
+        imdsv2: Option<ImdsV2>,
+    ) -> Explained {
+        let mode = self.mode(key, imdsv2);
+        let lookup = match &mut self.source {
+            Source::Static(map) => map.explain(key),
+            Source::Ovn(client) => client.explain(key),
+            Source::Neutron { cache, .. } => neutron_explain(now, cache, key),
+        };
+        Explained::of(lookup, mode, not_found_message(&key.scope))
     }
 
     /// The route for a lookup's outcome (see [`decide`]), counting a request served without
@@ -177,13 +202,13 @@ impl Agent {
             cache.invalidate(&key);
         }
         let (found, counted) = match cache.lookup(now, key, ticket) {
-            Lookup::Hit(found) => (Some(Some(found.clone())), CacheResult::Hit),
-            Lookup::Negative => (Some(None), CacheResult::Negative),
-            Lookup::Query => {
+            CacheLookup::Hit(found) => (Some(Some(found.clone())), CacheResult::Hit),
+            CacheLookup::Negative => (Some(None), CacheResult::Negative),
+            CacheLookup::Query => {
                 client.query(now, key);
                 (None, CacheResult::Miss)
             }
-            Lookup::Queued => (None, CacheResult::Coalesced),
+            CacheLookup::Queued => (None, CacheResult::Coalesced),
         };
         self.meter.count(|m| m.cache(counted));
         match found {
@@ -307,6 +332,43 @@ impl Agent {
     }
 }
 
+/// What the lookup cache holds of `key` (Neutron itself is not asked).
+fn neutron_explain(now: Instant, cache: &LookupCache<Ticket>, key: &LookupKey) -> Lookup {
+    let (state, age, outcome) = match cache.peek(now, key) {
+        Peek::Kept(Some(instance), age) => ("hit", Some(age), Outcome::Found(instance.clone())),
+        Peek::Kept(None, age) => (
+            "negative",
+            Some(age),
+            Outcome::NotFound(format!(
+                "Neutron said no port has {} (a cached answer)",
+                key.ip
+            )),
+        ),
+        Peek::InFlight => (
+            "in flight",
+            None,
+            Outcome::Unknown("a Neutron query for it is running".into()),
+        ),
+        Peek::Nothing => (
+            "miss",
+            None,
+            Outcome::Unknown("not in the lookup cache: the next request asks Neutron".into()),
+        ),
+    };
+    let mut facts = Map::new();
+    let age = age.map(crate::explain::seconds);
+    facts.insert(
+        "cache".into(),
+        json!({ "state": state, "age_seconds": age }),
+    );
+    Lookup {
+        backend: "neutron",
+        networks: None,
+        outcome,
+        facts,
+    }
+}
+
 /// The route for a lookup's outcome: the token rules' answer, forward signed, or 404 / 503.
 /// `cached`: the instance came from the cache, so the route may be taken again past it. With
 /// the route, the instance when it is served without a token (for the migration counters).
@@ -403,6 +465,15 @@ impl Policy for Agent {
 
     fn servers(&self) -> Option<(Vec<ServerSpec>, Resilience)> {
         Some((self.metadata.clone(), self.resilience))
+    }
+
+    fn explain(
+        &mut self,
+        now: Instant,
+        key: &LookupKey,
+        imdsv2: Option<ImdsV2>,
+    ) -> Option<Explained> {
+        Some(Agent::explain(self, now, key, imdsv2))
     }
 
     fn captured(&mut self, now: Instant, mut captured: Captured) {

@@ -10,7 +10,6 @@
 mod agent;
 mod node;
 mod ns_proxy;
-mod scrape;
 mod server;
 
 use std::fmt;
@@ -18,6 +17,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use crate::config::{AgentConfig, Backend as LookupBackend, ConnLimits, Reload, Resilience, Role};
+use crate::explain::Explained;
 use crate::http::RequestHead;
 use crate::lookup::{ClientAction, NeutronClient, OvnClient, ReqId};
 use crate::metadata::{ImdsV2, MetaResponse};
@@ -76,6 +76,11 @@ pub(crate) trait Policy: fmt::Debug + Send {
     /// policy forwards (the ns-proxy's IMDSv2 token requests).
     fn hop_limit(&self, _head: &RequestHead) -> Option<u8> {
         None
+    }
+
+    /// Its instances connect on scoped listeners (the node), whose rules `/explain` shows.
+    fn scoped(&self) -> bool {
+        false
     }
 
     /// Every request is answered here (no upstream): `CONNECT` reaches [`Policy::route`] too.
@@ -154,6 +159,18 @@ pub(crate) trait Policy: fmt::Debug + Send {
     /// the previous secret), at `now`.
     fn reload_at(&mut self, _now: Instant, reload: Reload) {
         self.reload(reload);
+    }
+
+    /// What a request of `key` would get, from what the role holds (see [`crate::explain`]),
+    /// with `imdsv2` the mode of the node's listener for its scope; `None` for a role that
+    /// looks nothing up.
+    fn explain(
+        &mut self,
+        _now: Instant,
+        _key: &LookupKey,
+        _imdsv2: Option<ImdsV2>,
+    ) -> Option<Explained> {
+        None
     }
 
     /// The sockets the policy's lookup backend opens itself, if it has one.
@@ -258,7 +275,6 @@ pub(crate) fn for_role(now: Instant, role: &Role, meter: Meter) -> Box<dyn Polic
         Role::Agent(c) => Box::new(agent::Agent::new(now, c, meter)),
         Role::Node(c) => Box::new(node::Node::new(now, c, meter)),
         Role::Server(c) => Box::new(server::Server::new(c)),
-        Role::Metrics(m) => Box::new(scrape::Scrape::new(m.clone())),
     }
 }
 
@@ -280,15 +296,14 @@ pub(crate) fn backend_tls(role: &Role) -> Option<&ClientTls> {
     }
 }
 
-/// What `role`'s requests count as (scrapes are not counted). A node's count as the agent's:
-/// it does the agent's work, and its lookup and backend metrics are the agent's.
-pub(crate) fn metric_role(role: &Role) -> Option<MetricRole> {
+/// What `role`'s requests count as (the admin listener's are not counted: see
+/// `endpoint::admin`).
+pub(crate) fn metric_role(role: &Role) -> MetricRole {
     match role {
-        Role::NsProxy(_) => Some(MetricRole::NsProxy),
-        Role::Agent(_) => Some(MetricRole::Agent),
-        Role::Node(_) => Some(MetricRole::Node),
-        Role::Server(_) => Some(MetricRole::Server),
-        Role::Metrics(_) => None,
+        Role::NsProxy(_) => MetricRole::NsProxy,
+        Role::Agent(_) => MetricRole::Agent,
+        Role::Node(_) => MetricRole::Node,
+        Role::Server(_) => MetricRole::Server,
     }
 }
 
@@ -304,7 +319,7 @@ fn ignored(reload: &Reload) {
 }
 
 /// A metadata or metrics answer as the connection sends it.
-fn local_answer(resp: MetaResponse, log_for: Option<String>) -> Local {
+pub(crate) fn local_answer(resp: MetaResponse, log_for: Option<String>) -> Local {
     let mut fields = vec![("Content-Type", resp.content_type.to_owned())];
     fields.extend(resp.headers);
     Local {

@@ -14,6 +14,7 @@ use super::agent::Agent;
 use super::ns_proxy::token_through_proxy;
 use super::{Backend, Policy};
 use crate::config::{AgentConfig, Reload, Resilience};
+use crate::explain::Explained;
 use crate::http::{Method, RequestHead};
 use crate::metadata::path::is_token_target;
 use crate::metadata::ImdsV2;
@@ -75,6 +76,19 @@ impl Policy for Node {
     fn hop_limit(&self, head: &RequestHead) -> Option<u8> {
         (head.method == Method::Put && is_token_target(&head.target))
             .then_some(self.agent.token_hop_limit())
+    }
+
+    fn scoped(&self) -> bool {
+        true
+    }
+
+    fn explain(
+        &mut self,
+        now: Instant,
+        key: &LookupKey,
+        imdsv2: Option<ImdsV2>,
+    ) -> Option<Explained> {
+        Some(self.agent.explain(now, key, imdsv2))
     }
 
     fn poll_routed(&mut self, now: Instant) -> Option<(Ticket, Route)> {

@@ -116,6 +116,8 @@ pub(crate) struct Conn {
     /// The scoped listener it came in on, and that listener's scope (kept after the listener
     /// is removed, so its last exchange finishes as it began).
     pub(crate) listener: Option<(ListenerId, Scope)>,
+    /// It came in on the admin listener (see `endpoint::admin`).
+    pub(crate) admin: bool,
 }
 
 impl Conn {
@@ -135,6 +137,7 @@ impl Conn {
             outputs: VecDeque::new(),
             counted: false,
             listener: None,
+            admin: false,
             // A fresh connection owes us a head within the head timeout (slowloris → 408).
             phase: Phase::Head {
                 started: true,

@@ -89,6 +89,17 @@ impl RateLimiter {
         let burst = c.burst.hit(now, self.cfg.burst_window);
         base <= self.cfg.base_limit && burst <= self.cfg.burst_limit
     }
+
+    /// Whether a request from `ip` at `now` would be refused, counting nothing (`/explain`).
+    pub(crate) fn would_refuse(&self, now: Instant, ip: IpAddr) -> bool {
+        let Some(c) = self.clients.get(&ip) else {
+            return false;
+        };
+        let (mut base, mut burst) = (c.base, c.burst);
+        let base = base.hit(now, self.cfg.base_window);
+        let burst = burst.hit(now, self.cfg.burst_window);
+        base > self.cfg.base_limit || burst > self.cfg.burst_limit
+    }
 }
 
 #[cfg(test)]
@@ -110,9 +121,15 @@ mod tests {
         let t = epoch();
         let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let mut r = RateLimiter::new(cfg(10, 100));
-        for i in 0..10 {
+        for i in 0..9 {
             assert!(r.allow(t + Duration::from_millis(i), ip), "request {i}");
         }
+        // Asking counts nothing: the tenth is still allowed after being asked about twice.
+        for _ in 0..2 {
+            assert!(!r.would_refuse(t + Duration::from_millis(9), ip));
+        }
+        assert!(r.allow(t + Duration::from_millis(9), ip), "request 9");
+        assert!(r.would_refuse(t + Duration::from_millis(10), ip));
         assert!(!r.allow(t + Duration::from_millis(10), ip));
         // Another client is unaffected.
         assert!(r.allow(t, "10.0.0.6".parse().unwrap()));

@@ -228,6 +228,13 @@ impl Servers {
     /// (an attempt that may fail fast beats answering 503 without one); `None` once every
     /// server was tried.
     pub(crate) fn pick(&mut self, now: Instant, tried: &[usize]) -> Option<usize> {
+        let best = self.choose(now, tried)?;
+        self.turn = (best + 1) % self.servers.len();
+        Some(best)
+    }
+
+    /// The server [`Servers::pick`] would choose, without taking the turn.
+    pub(crate) fn choose(&self, now: Instant, tried: &[usize]) -> Option<usize> {
         let n = self.servers.len();
         let candidates = (0..n)
             .map(|k| (self.turn + k) % n)
@@ -242,8 +249,30 @@ impl Servers {
                     Health::Up { .. } => now,
                 })
             })?;
-        self.turn = (best + 1) % n;
         Some(best)
+    }
+
+    /// Each configured server's state at `now`, for `/explain`.
+    pub(crate) fn describe(&self, now: Instant) -> Vec<serde_json::Value> {
+        let live = self.servers.iter().filter(|s| !s.retired);
+        live.map(|s| {
+            let (state, retry) = match s.health {
+                Health::Up { fails: 0 } => ("up".to_owned(), None),
+                Health::Up { fails } => (format!("up ({fails} failed in a row)"), None),
+                Health::Down { until, .. } if now >= until => {
+                    ("down: its next request is a trial".to_owned(), None)
+                }
+                Health::Down { until, .. } => ("down".to_owned(), Some(until - now)),
+            };
+            serde_json::json!({
+                "name": s.spec.name,
+                "state": state,
+                "retry_in_seconds": retry.map(crate::explain::seconds),
+                "outstanding": s.outstanding,
+                "idle_connections": s.idle.len(),
+            })
+        })
+        .collect()
     }
 
     /// An exchange took a connection to server `i`.

@@ -86,6 +86,7 @@ impl Proxy {
             timeouts,
             tls: Default::default(),
             metrics: None,
+            admin: None,
         };
         let driver = thread::spawn(move || runner(cfg, vec![tcp, l_unix]));
         Proxy {

@@ -432,6 +432,7 @@ fn config(sel: u8) -> EndpointConfig {
         timeouts,
         tls: Default::default(),
         metrics: None,
+        admin: None,
     }
 }
 

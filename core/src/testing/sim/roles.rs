@@ -63,6 +63,7 @@ pub fn endpoint(role: Role) -> EndpointConfig {
         timeouts: Default::default(),
         tls: Default::default(),
         metrics: None,
+        admin: None,
     }
 }
 
