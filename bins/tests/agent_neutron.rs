@@ -26,6 +26,7 @@ runtime_tests! {
     hanging_neutron_gives_503_within_the_timeout,
     metadata_404_for_a_cached_instance_looks_it_up_again,
     bad_neutron_configuration_exits_2,
+    explain_tells_the_lookup_cache_and_never_asks_neutron,
 }
 
 const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
@@ -626,4 +627,67 @@ fn bad_neutron_configuration_exits_2(rt: Runtime) {
         "noauth",
     ];
     assert_help_mentions(&["agent", "--help"], &flags);
+}
+
+/// `/explain` on the admin listener shows what the lookup cache holds — nothing, a hit with
+/// its age, a negative answer — and never asks Neutron itself.
+fn explain_tells_the_lookup_cache_and_never_asks_neutron(rt: Runtime) {
+    let os = openstack(Some(PASSWORD));
+    let server = metadata_server(Arc::default());
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let flag = format!("--admin-listen={admin}");
+    let rig = Rig::start(rt, &os, &server, Auth::Explicit, &[&flag]);
+    let explain = |ip: &str| -> serde_json::Value {
+        let r = request(admin, &get(&format!("/explain?router={ROUTER}&ip={ip}")));
+        assert_eq!(r.status, 200, "{r:?}");
+        serde_json::from_str(&r.body_text()).unwrap()
+    };
+    let e = explain("10.0.0.5");
+    assert_eq!(
+        (e["backend"].as_str(), e["lookup"].as_str()),
+        (Some("neutron"), Some("not cached")),
+        "{e}"
+    );
+    assert_eq!(e["cache"]["state"], "miss", "{e}");
+    assert!(
+        e["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("asked first"),
+        "{e}"
+    );
+    assert_eq!(os.neutron.count(), 0, "explain asked Neutron");
+
+    assert_served(&rig.get("10.0.0.5"), INSTANCE_A);
+    assert_eq!(rig.get("10.9.9.9").status, 404);
+    let asked = os.neutron.count();
+    let e = explain("10.0.0.5");
+    assert_eq!(
+        (e["lookup"].as_str(), e["instance"].as_str()),
+        (Some("found"), Some(INSTANCE_A)),
+        "{e}"
+    );
+    assert_eq!(
+        (e["project"].as_str(), e["cache"]["state"].as_str()),
+        (Some(PROJECT), Some("hit")),
+        "{e}"
+    );
+    assert!(
+        e["cache"]["age_seconds"].as_f64().is_some_and(|a| a >= 0.0),
+        "{e}"
+    );
+    let e = explain("10.9.9.9");
+    assert_eq!(
+        (e["lookup"].as_str(), e["cache"]["state"].as_str()),
+        (Some("not found"), Some("negative")),
+        "{e}"
+    );
+    assert!(
+        e["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("404: "),
+        "{e}"
+    );
+    assert_eq!(os.neutron.count(), asked, "explain asked Neutron");
 }

@@ -18,6 +18,7 @@ runtime_tests! {
     moves_to_another_cluster_member_and_resumes,
     through_an_ovn_ns_proxy,
     the_chassis_comes_from_the_local_open_vswitch_database,
+    explain_tells_what_the_replica_says,
 }
 
 const NET_A: &str = "11111111-1111-4111-8111-111111111111";
@@ -357,4 +358,85 @@ fn the_chassis_comes_from_the_local_open_vswitch_database(rt: Runtime) {
     ]);
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("no external_ids:system-id"), "{stderr}");
+}
+
+/// `/explain` against the replica: found, unbound (not found), two bound ports with one
+/// address (ambiguous, both named), a router scope (OVN has none); and before any replica is
+/// loaded, unavailable.
+fn explain_tells_what_the_replica_says(rt: Runtime) {
+    let Some(ovn) = Ovn::start() else { return };
+    cloud(&ovn);
+    const PORT_5: &str = "aaaaaaaa-0000-4000-8000-000000000005";
+    ovn.port(
+        NET_A,
+        PORT_5,
+        "fa:16:3e:00:00:05",
+        &["10.0.0.9"],
+        VM_3,
+        PROJECT,
+    );
+    // Port 4's address too, as Neutron's and OVN's databases disagreeing leave it (set as a
+    // column: `lsp-set-addresses` refuses a duplicate).
+    ovn.nbctl(&[
+        "set",
+        "Logical_Switch_Port",
+        PORT_5,
+        "addresses=\"fa:16:3e:00:00:05 10.0.0.8\"",
+    ]);
+    ovn.bind(PORT_5, "compute-1");
+    let server = echo_instance();
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = [format!("--admin-listen={admin}")];
+    let agent = OvnAgent::start_with(rt, &ovn.sb_unix(), "*", &server, &extra);
+    agent.expect(NET_A, "10.0.0.5", (200, VM_1));
+    let explain = |query: &str| -> serde_json::Value {
+        let r = request(admin, &get(&format!("/explain?{query}")));
+        assert_eq!(r.status, 200, "{r:?}");
+        serde_json::from_str(&r.body_text()).unwrap()
+    };
+    let e = explain(&format!("ovn-network={NET_A}&ip=10.0.0.5"));
+    assert_eq!(
+        (e["backend"].as_str(), e["instance"].as_str()),
+        (Some("ovn"), Some(VM_1)),
+        "{e}"
+    );
+    assert_eq!(e["southbound"]["connected"], true, "{e}");
+    let e = explain(&format!("ovn-network={NET_A}&ip=10.0.0.7"));
+    assert_eq!(e["lookup"], "not found", "{e}");
+    let mut ambiguous = serde_json::Value::Null;
+    let two = eventually(|| {
+        ambiguous = explain(&format!("ovn-network={NET_A}&ip=10.0.0.8"));
+        ambiguous["lookup"] == "ambiguous"
+    });
+    assert!(two, "{ambiguous}");
+    let ports = ambiguous["ports"].to_string();
+    assert!(
+        ports.contains(PORT_4) && ports.contains(PORT_5),
+        "{ambiguous}"
+    );
+    let e = explain(&format!("router={NET_A}&ip=10.0.0.5"));
+    assert_eq!(e["lookup"], "no network", "{e}");
+
+    // An agent whose Southbound never answers has no replica yet.
+    let nowhere = format!("tcp:127.0.0.1:{}", free_port());
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let extra = [format!("--admin-listen={admin}")];
+    let _lost = OvnAgent::start_with(rt, &nowhere, "*", &server, &extra);
+    let r = request(
+        admin,
+        &get(&format!("/explain?ovn-network={NET_A}&ip=10.0.0.5")),
+    );
+    let e: serde_json::Value = serde_json::from_str(&r.body_text()).unwrap();
+    assert_eq!(
+        (e["lookup"].as_str(), e["southbound"]["loaded"].as_bool()),
+        (Some("unavailable"), Some(false)),
+        "{e}"
+    );
+    assert!(
+        e["answer"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("503: "),
+        "{e}"
+    );
 }

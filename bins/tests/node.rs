@@ -354,6 +354,75 @@ fn node_register_holds_a_registration_until_it_ends(rt: Runtime) {
     assert!(!files.watch.join(format!("{R2}.toml")).exists());
 }
 
+/// `GET /explain` at the node's admin listener, as JSON.
+fn explain(admin: SocketAddr, query: &str) -> serde_json::Value {
+    let r = request(admin, &get(&format!("/explain?{query}")));
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_str(&r.body_text()).unwrap_or_else(|e| panic!("{e}: {r:?}"))
+}
+
+/// `/explain` on the admin listener tells each router's own rules: the file's IMDSv2 mode
+/// and rate limit (would it refuse this client now), a scope the node has no listener for;
+/// and an instance-facing listener never answers it.
+fn explain_shows_each_listeners_own_rules(rt: Runtime) {
+    let server = echo_instance();
+    let files = Files::new();
+    let strict = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let text = format!(
+        "router_id = \"{R1}\"\nlisten = [\"{strict}\"]\nimdsv2 = \"required\"\n\
+         rate_limit = \"2/60,100/60\"\n"
+    );
+    files.write("r1.toml", &text);
+    let lax = files.serve("r2.toml", R2);
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let flag = format!("--admin-listen={admin}");
+    let mut node = files.node_with(rt, &server.url(), &[&flag]);
+    await_serving(&mut node, strict);
+    await_serving(&mut node, lax);
+
+    let e = explain(admin, &format!("router={R1}&ip=127.0.0.1"));
+    assert_eq!(
+        (e["lookup"].as_str(), e["instance"].as_str()),
+        (Some("found"), Some(I1)),
+        "{e}"
+    );
+    assert_eq!(e["imdsv2"]["mode"], "required", "{e}");
+    assert_eq!(e["listener"]["rate_limit"]["would_refuse"], false, "{e}");
+    assert_eq!(
+        e["answer"],
+        format!("forwarded to {}, signed", server.url()),
+        "{e}"
+    );
+    // Two requests use up the base window (refused 401 for want of a token, but counted).
+    for _ in 0..2 {
+        assert_eq!(request(strict, &instance_id_request("")).status, 401);
+    }
+    let e = explain(admin, &format!("router={R1}&ip=127.0.0.1"));
+    assert_eq!(e["listener"]["rate_limit"]["would_refuse"], true, "{e}");
+    assert_eq!(e["answer"], "429: Too many requests.", "{e}");
+    // Asking counted nothing: the next request is the third, and refused as explained.
+    assert_eq!(request(strict, &instance_id_request("")).status, 429);
+
+    let e = explain(admin, &format!("router={R2}&ip=127.0.0.1"));
+    assert_eq!(
+        (e["instance"].as_str(), e["imdsv2"]["mode"].as_str()),
+        (Some(I2), Some("optional")),
+        "{e}"
+    );
+    assert!(e["listener"]["rate_limit"].is_null(), "{e}");
+    let unserved = "22222222-2222-4333-8444-555555555555";
+    let e = explain(admin, &format!("network={unserved}&ip=127.0.0.1"));
+    assert_eq!(e["lookup"], "not found", "{e}");
+    let answer = e["answer"].as_str().unwrap_or_default();
+    assert!(answer.starts_with("no listener"), "{e}");
+
+    // An instance asking its own listener for /explain is forwarded like any path.
+    let asked = server.count();
+    let r = request(lax, &get(&format!("/explain?router={R2}&ip=127.0.0.1")));
+    assert_eq!((r.status, r.body_text()), (200, I2.to_owned()), "{r:?}");
+    assert_eq!(server.count(), asked + 1);
+}
+
 runtime_tests! {
     node_register_holds_a_registration_until_it_ends,
     two_routers_each_client_gets_its_own_instance,
@@ -364,6 +433,7 @@ runtime_tests! {
     the_node_answers_token_requests_and_limits_their_hops,
     the_nodes_metrics_carry_its_own_role,
     a_files_imdsv2_mode_is_its_listeners_alone,
+    explain_shows_each_listeners_own_rules,
 }
 
 #[test]

@@ -328,6 +328,28 @@ mod tests {
     }
 
     #[test]
+    fn peek_shows_without_touching() {
+        let t0 = epoch();
+        let mut c = cache(2);
+        assert_eq!(c.peek(t0, &key(1)), Peek::Nothing);
+        assert_eq!(c.lookup(t0, key(1), 1), Lookup::Query);
+        assert_eq!(c.peek(t0, &key(1)), Peek::InFlight);
+        c.complete(t0, key(1), Some(inst(1)));
+        c.insert(t0, key(2), None);
+        let later = t0 + Duration::from_secs(2);
+        assert_eq!(
+            c.peek(later, &key(1)),
+            Peek::Kept(Some(&inst(1)), Duration::from_secs(2))
+        );
+        // Expired for the negative TTL, but kept (nothing dropped by a peek).
+        assert_eq!(c.peek(later, &key(2)), Peek::Nothing);
+        assert_eq!(c.len(), 2);
+        // Nor promoted: key 1 is still the least recently used, evicted first.
+        c.insert(later, key(3), None);
+        assert_eq!(c.get(later, &key(1)), Cached::Miss);
+    }
+
+    #[test]
     fn hit_and_miss() {
         let t0 = epoch();
         let mut c = cache(10);

@@ -128,7 +128,10 @@ Process:
       --metrics-listen ADDR:PORT Serve Prometheus metrics on ADDR:PORT at /metrics, and
                                  health for probes: /live (every event loop turns) and
                                  /ready (started, and the lookup backend answers), 200 or
-                                 503 with JSON naming each check. Alias: --admin-listen.
+                                 503 with JSON naming each check; on the agent and the
+                                 node, /explain?router=R&ip=IP (or network=, ovn-network=):
+                                 what that instance's request would get, as JSON, found
+                                 without forwarding anything. Alias: --admin-listen.
                                  Keep it on loopback, or give a path (/run/mdproxy/x.admin):
                                  a Unix socket only its owner may connect to [default: off]
       --handover-socket PATH     Listen on this Unix socket for a successor started with

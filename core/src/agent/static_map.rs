@@ -405,6 +405,31 @@ project_id = "proj-c"
         );
     }
 
+    #[test]
+    fn explain_tells_found_not_found_ambiguous_and_no_network_apart() {
+        let m = StaticMap::parse(&format!(
+            "{MAP}\n[[port]]\nnetwork = \"9c2b1a4e-0000-4000-8000-000000000003\"\n\
+             ip = \"10.0.0.5\"\ndevice_id = \"inst-d\"\nproject_id = \"proj-d\"\n"
+        ))
+        .unwrap();
+        let found = m.explain(&key(router(), "10.0.0.5"));
+        assert_eq!(found.networks.map(|n| n.len()), Some(2));
+        assert!(matches!(found.outcome, Outcome::Found(i) if i.instance_id == "inst-a"));
+        let missing = m.explain(&key(router(), "10.9.9.9")).outcome;
+        assert!(matches!(missing, Outcome::NotFound(why) if why.contains("10.9.9.9")));
+        // Two ports of network 3 have 10.0.0.5: both named, and resolve agrees it is none.
+        let two = m.explain(&key(net(3), "10.0.0.5")).outcome;
+        assert!(
+            matches!(&two, Outcome::Ambiguous(p) if p.len() == 2),
+            "{two:?}"
+        );
+        assert_eq!(m.resolve(&key(net(3), "10.0.0.5")), None);
+        let stranger = Scope::Router(Uuid(7));
+        let none = m.explain(&key(stranger, "10.0.0.5"));
+        assert!(none.networks.is_none());
+        assert!(matches!(none.outcome, Outcome::NoNetwork(why) if why.contains("not in the")));
+    }
+
     /// An OVN network is a Neutron network: the map's network entries answer it.
     #[test]
     fn ovn_network_scope_is_the_network() {
