@@ -7,9 +7,10 @@
 //! file it names, the secret and token key files, every instance file — and hands the loop
 //! what applies in place ([`ServerReload`]): the secret (the previous one still verifies for
 //! `--secret-grace`), the token keys, the instances, the IMDSv2 mode, the limits and timeouts
-//! (from the next connection) and the log level. A file with an error refuses the reload (with
-//! its `FILE:LINE` where the parser gives one) and the running configuration stays; a changed
-//! setting that takes a restart is logged as such and kept. One loop, so one read per SIGHUP.
+//! (from the next connection) and the log level. A file with an error — an instance file too,
+//! which a rescan would log and skip — refuses the reload (with its `FILE:LINE` where the
+//! parser gives one) and the running configuration stays; a changed setting that takes a
+//! restart is logged as such and kept. One loop, so one read per SIGHUP.
 //!
 //! One loop, not several workers: posted passwords live in the memory of the loop's endpoint
 //! (IMDSv2 tokens are stateless: any process with the key checks them).
@@ -25,7 +26,8 @@ use std::time::Duration;
 
 use mdproxy_core::config::{EndpointConfig, Reload, Role, ServerReload};
 use mdproxy_core::metadata::{
-    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, ServerConfig, StoreRequest, Tokens,
+    parse_instance, Date, Entropy, Format, ImdsV2, InstanceData, InstanceError, ServerConfig,
+    StoreRequest, Tokens,
 };
 use mdproxy_core::sign::Signer;
 use mdproxy_core::tls::EndpointTls;
@@ -196,12 +198,12 @@ struct InstanceFile {
 }
 
 impl InstanceFile {
-    /// Reads `path` anew; `old` is what it held before. Logs what changed (everything if
-    /// `log_all`), and says whether anything did.
-    fn read(
+    /// `path` as read anew (`read`); `old` is what it held before. Logs what changed
+    /// (everything if `log_all`), and says whether anything did.
+    fn new(
         path: &Path,
-        format: Format,
         meta: &Metadata,
+        read: Result<InstanceData, FileError>,
         old: Option<InstanceFile>,
         log_all: bool,
     ) -> (Self, bool) {
@@ -210,9 +212,9 @@ impl InstanceFile {
             .map_or(true, |t| t.elapsed().map_or(true, |age| age < RACY));
         let (old_data, old_error) = old.map_or((None, None), |f| (f.data, f.error));
         let shown = path.display();
-        let (data, error) = match read_instance(path, format) {
+        let (data, error) = match read {
             Ok(data) => (Some(data), None),
-            Err(e) => (old_data.clone(), Some(e)),
+            Err(e) => (old_data.clone(), Some(e.to_string())),
         };
         let changed = data != old_data || error != old_error;
         match (&data, &error) {
@@ -233,6 +235,14 @@ impl InstanceFile {
         };
         (file, changed)
     }
+}
+
+/// One instance file of the directory, as listed (not read yet).
+struct Listed {
+    name: OsString,
+    path: PathBuf,
+    format: Format,
+    meta: Metadata,
 }
 
 /// The instance files of `--instances DIR` as last read, for one loop: its tick rescans the
@@ -292,16 +302,20 @@ impl InstanceDir {
             on_hangup: Box::new(move || {
                 let mut d = hangup.lock().unwrap_or_else(PoisonError::into_inner);
                 match running.read() {
-                    Ok(Some(mut r)) => {
-                        // A directory that became unreadable keeps the instances served so far.
-                        d.rescan(true);
-                        (r.instances, r.today) = d.instances();
-                        log::info!(
-                            "SIGHUP: configuration read again: shared secret, token keys, \
-                             instances, IMDSv2, limits and timeouts applied"
-                        );
-                        Some(Reload::Server(Box::new(r)))
-                    }
+                    Ok(Some(mut r)) => match d.read_all() {
+                        Ok(()) => {
+                            (r.instances, r.today) = d.instances();
+                            log::info!(
+                                "SIGHUP: configuration read again: shared secret, token keys, \
+                                 instances, IMDSv2, limits and timeouts applied"
+                            );
+                            Some(Reload::Server(Box::new(r)))
+                        }
+                        Err(e) => {
+                            log::error!("SIGHUP: {e}; the running configuration stays");
+                            None
+                        }
+                    },
                     // Not the server's own command line (the demo's): its instances only.
                     Ok(None) => {
                         log::info!("SIGHUP: re-reading the instance files");
@@ -366,24 +380,79 @@ impl InstanceDir {
     fn rescan(&mut self, force: bool) {
         match self.scan(force) {
             Ok(()) => self.dir_error = None,
-            Err(msg) if self.dir_error.as_ref() != Some(&msg) => {
-                log::error!(
-                    "{}: {msg}; serving the instances read before",
-                    self.dir.display()
-                );
-                self.dir_error = Some(msg);
-            }
-            Err(_) => {}
+            Err(msg) => self.dir_failed(msg),
+        }
+    }
+
+    /// The directory could not be read (`msg`): logged once, until it can be read again.
+    fn dir_failed(&mut self, msg: String) {
+        if self.dir_error.as_ref() != Some(&msg) {
+            log::error!(
+                "{}: {msg}; serving the instances read before",
+                self.dir.display()
+            );
+            self.dir_error = Some(msg);
         }
     }
 
     /// Reads the files that changed (all of them if `force`) and forgets the removed ones.
     /// Errors are the directory's own; a bad file is logged and skipped.
     fn scan(&mut self, force: bool) -> Result<(), String> {
-        let entries = fs::read_dir(&self.dir)
-            .map_err(|e| format!("cannot read the instance directory: {e}"))?;
         let mut seen = BTreeSet::new();
         let mut changed = force;
+        for f in self.list()? {
+            seen.insert(f.name.clone());
+            let known = self.files.get(&f.name);
+            if !force && known.is_some_and(|k| k.stamp == Stamp::of(&f.meta) && !k.racy) {
+                continue;
+            }
+            let read = read_instance(&f.path, f.format);
+            let old = self.files.remove(&f.name);
+            let (file, file_changed) = InstanceFile::new(&f.path, &f.meta, read, old, force);
+            self.files.insert(f.name, file);
+            changed |= file_changed;
+        }
+        changed |= self.forget_all_but(&seen);
+        if changed {
+            self.generation += 1;
+        }
+        Ok(())
+    }
+
+    /// SIGHUP's read: every file read again, all or nothing. The first file with an error
+    /// (`FILE:LINE: message`) refuses it and what was read before stays. A directory that
+    /// cannot be read is logged and keeps the instances served so far, as at a rescan.
+    fn read_all(&mut self) -> Result<(), String> {
+        let listed = match self.list() {
+            Ok(listed) => listed,
+            Err(msg) => {
+                self.dir_failed(msg);
+                return Ok(());
+            }
+        };
+        self.dir_error = None;
+        let mut read = Vec::with_capacity(listed.len());
+        for f in listed {
+            let data = read_instance(&f.path, f.format).map_err(|e| e.located(&f.path))?;
+            read.push((f, data));
+        }
+        let mut seen = BTreeSet::new();
+        for (f, data) in read {
+            seen.insert(f.name.clone());
+            let old = self.files.remove(&f.name);
+            let (file, _) = InstanceFile::new(&f.path, &f.meta, Ok(data), old, true);
+            self.files.insert(f.name, file);
+        }
+        self.forget_all_but(&seen);
+        self.generation += 1;
+        Ok(())
+    }
+
+    /// The instance files the directory holds now.
+    fn list(&self) -> Result<Vec<Listed>, String> {
+        let entries = fs::read_dir(&self.dir)
+            .map_err(|e| format!("cannot read the instance directory: {e}"))?;
+        let mut listed = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let format = match name.to_str() {
@@ -395,32 +464,30 @@ impl InstanceDir {
             let (Some(format), Ok(meta)) = (format, fs::metadata(&path)) else {
                 continue;
             };
-            if !meta.is_file() {
-                continue;
+            if meta.is_file() {
+                listed.push(Listed {
+                    name,
+                    path,
+                    format,
+                    meta,
+                });
             }
-            seen.insert(name.clone());
-            let known = self.files.get(&name);
-            if !force && known.is_some_and(|f| f.stamp == Stamp::of(&meta) && !f.racy) {
-                continue;
-            }
-            let old = self.files.remove(&name);
-            let (file, file_changed) = InstanceFile::read(&path, format, &meta, old, force);
-            self.files.insert(name, file);
-            changed |= file_changed;
         }
-        let dir = &self.dir;
+        Ok(listed)
+    }
+
+    /// Forgets (and logs) the files not in `seen`; says whether there were any.
+    fn forget_all_but(&mut self, seen: &BTreeSet<OsString>) -> bool {
+        let (dir, mut removed) = (&self.dir, false);
         self.files.retain(|name, _| {
             let keep = seen.contains(name);
             if !keep {
                 log::info!("{}: removed", dir.join(name).display());
-                changed = true;
+                removed = true;
             }
             keep
         });
-        if changed {
-            self.generation += 1;
-        }
-        Ok(())
+        removed
     }
 
     /// A password the endpoint accepted (and serves): served again after every reload.
@@ -495,10 +562,46 @@ fn restart_only(a: &cli::Server) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Reads and parses one instance file; errors name the line where the parser knows it.
-fn read_instance(path: &Path, format: Format) -> Result<InstanceData, String> {
-    let text = fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    parse_instance(&text, format).map_err(|e| e.to_string())
+/// Reads and parses one instance file.
+fn read_instance(path: &Path, format: Format) -> Result<InstanceData, FileError> {
+    let text = fs::read_to_string(path).map_err(FileError::Read)?;
+    parse_instance(&text, format).map_err(FileError::Parse)
+}
+
+/// Why an instance file is not served. Displayed as a rescan logs it after the file's name
+/// (``line 4, column 1: unknown field `hostnme`, …``).
+#[derive(Debug)]
+enum FileError {
+    Read(std::io::Error),
+    Parse(InstanceError),
+}
+
+impl FileError {
+    /// With the file's place in front: `FILE:LINE: message` where the parser gives a line,
+    /// as the configuration's own errors read.
+    fn located(&self, path: &Path) -> String {
+        let shown = path.display();
+        match self {
+            FileError::Parse(InstanceError::Syntax {
+                line: Some(line),
+                column,
+                message,
+            }) => match column {
+                Some(column) => format!("{shown}:{line}: column {column}: {message}"),
+                None => format!("{shown}:{line}: {message}"),
+            },
+            e => format!("{shown}: {e}"),
+        }
+    }
+}
+
+impl std::fmt::Display for FileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileError::Read(e) => write!(f, "cannot read: {e}"),
+            FileError::Parse(e) => e.fmt(f),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -542,6 +645,27 @@ mod tests {
         assert_eq!(uuids(d.reload()), [("a".into(), None), ("c".into(), None)]);
         d.scan(true).unwrap();
         assert!(d.reload().is_some(), "a forced scan always reloads");
+    }
+
+    #[test]
+    fn a_hangup_reads_every_file_or_none() {
+        let dir = Dir::new("hangup");
+        let a = dir.0.join("a.toml");
+        fs::write(&a, instance("a")).unwrap();
+        let mut d = InstanceDir::open(&dir.0, BTreeMap::new()).unwrap();
+        assert_eq!(uuids(d.reload()), [("a".into(), None)]);
+        fs::write(dir.0.join("b.toml"), instance("b")).unwrap();
+        fs::write(&a, "uuid = \"a\"\nnope = 1\n").unwrap();
+        let e = d.read_all().unwrap_err();
+        assert!(e.starts_with(&format!("{}:2: ", a.display())), "{e}");
+        assert!(e.contains("nope"), "{e}");
+        assert!(d.reload().is_none(), "b.toml taken from a refused read");
+        fs::write(&a, instance("a2")).unwrap();
+        d.read_all().unwrap();
+        assert_eq!(uuids(d.reload()), [("a2".into(), None), ("b".into(), None)]);
+        fs::write(dir.0.join("c.json"), "[]").unwrap();
+        let e = d.read_all().unwrap_err();
+        assert!(e.starts_with(&format!("{}: ", dir.0.join("c.json").display())));
     }
 
     #[test]

@@ -12,48 +12,21 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::chassis::{self, fetches, ns_of, veth, Chassis};
 use common::ovn::Ovn;
-use common::{eventually, ok_response, Reply, Running, Runtime, TempDir, Upstream};
-use mdproxy_core::provision::metadata_agent_id;
+use common::ovn_node::{
+    bound_instance, diagnose, metadata_server, nb_cfg, registered, start_node, uuid, write_secret,
+    META, PROJECT,
+};
+use common::{eventually, Running, Runtime, TempDir};
 
-const PROJECT: &str = "8f14e45fceea167a5a36dedd4bea2543";
 const VM_1: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e01";
 const VM_2: &str = "6a0e1a52-3c1b-4a8e-9d7f-0a1b2c3d4e02";
-const META: &str = "http://169.254.169.254/openstack/latest/meta_data.json";
 
-fn uuid() -> String {
-    chassis::run("cat", &["/proc/sys/kernel/random/uuid"])
-        .trim()
-        .to_owned()
-}
-
-/// `mdproxy node --backend ovn` for `node`, reading the Southbound every 0.1 s.
-fn start_node(rt: Runtime, ovn: &Ovn, node: &Chassis, files: &TempDir, server: &str) -> Running {
-    let args = [
-        "node".to_owned(),
-        "--backend=ovn".to_owned(),
-        format!("--ovn-sb-connection={}", ovn.sb_unix()),
-        format!("--ovs-db={}", node.ovs_remote()),
-        "--ovn-poll-interval=0.1".to_owned(),
-        format!("--shared-secret-file={}", files.join("secret").display()),
-        format!("--metadata-url={server}"),
-    ];
-    let program = Path::new(env!("CARGO_BIN_EXE_mdproxy"));
-    Running::spawn_program(program, rt, &args, Some("node.log"))
-}
-
-/// What went wrong, for a failure message: the node's log, the chassis', the namespaces.
-fn diagnose(mdproxy: &Running, node: &Chassis) -> String {
-    format!(
-        "--- node\n{}\n--- namespaces {:?}\n{}\n{}",
-        mdproxy.log(),
-        chassis::namespaces(),
-        node.vsctl(&["show"]),
-        node.logs()
-    )
+/// The node for `node`, on the Southbound's Unix socket.
+fn start(rt: Runtime, ovn: &Ovn, node: &Chassis, files: &TempDir, server: &str) -> Running {
+    let sb = [format!("--ovn-sb-connection={}", ovn.sb_unix())];
+    start_node(rt, &sb, node, files, server)
 }
 
 #[test]
@@ -63,31 +36,17 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
         return;
     };
     let files = TempDir::new();
-    std::fs::write(files.join("secret"), "s3cr3t\n").expect("secret");
-    // The metadata server: answers the instance the node resolved and signed for.
-    let server = Upstream::start_tcp(|req| {
-        let id = req.header_values("x-instance-id").join(",");
-        Reply::Send(ok_response(id.as_bytes()))
-    });
-    let claimed = |port: &str| {
-        ovn.port_binding(port)
-            .is_some_and(|r| !r.text("chassis").is_empty())
-    };
+    write_secret(&files);
+    let server = metadata_server();
 
     // Network A with one instance bound here, before the node starts.
     let net_a = uuid();
     let lp_a = ovn.network(&net_a, "net-a", &["10.0.0.2/24"]);
-    let port_1 = uuid();
     let mac_1 = "fa:16:3e:00:01:05";
-    ovn.port(&net_a, &port_1, mac_1, &["10.0.0.5/24"], VM_1, PROJECT);
-    let vm_1 = node.plug_instance(&port_1, mac_1, "10.0.0.5/24", "10.0.0.2");
-    assert!(
-        eventually(|| claimed(&port_1)),
-        "ovn-controller did not claim port 1:\n{}",
-        node.logs()
-    );
+    let ips_1 = ["10.0.0.5/24"];
+    let vm_1 = bound_instance(&ovn, &node, &net_a, VM_1, mac_1, &ips_1, "10.0.0.2");
 
-    let mut mdproxy = start_node(Runtime::Mio, &ovn, &node, &files, &server.url());
+    let mut mdproxy = start(Runtime::Mio, &ovn, &node, &files, &server.url());
     assert!(
         eventually(|| fetches(&vm_1, META, VM_1)),
         "instance 1 never read its id through the node:\n{}",
@@ -109,50 +68,27 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
     assert_eq!(node.vsctl(&["port-to-br", &outer_a]).trim(), node.bridge);
 
     // Registered as Neutron's agent, nb_cfg followed.
-    let cond = format!("name={}", node.name);
-    let want_id = metadata_agent_id(&node.name)
-        .expect("the chassis name is a uuid")
-        .to_string();
-    let registered = || {
-        let ids = ovn.sb_find("Chassis_Private", &[&cond]);
-        let nb_cfg = ovn
-            .sb_find("SB_Global", &[])
-            .first()
-            .map(|r| r.text("nb_cfg"));
-        ids.first().is_some_and(|r| {
-            let ids = r.map("external_ids");
-            ids.get("neutron:ovn-metadata-id") == Some(&want_id)
-                && ids.get("neutron:ovn-metadata-sb-cfg") == nb_cfg.as_ref()
-        })
-    };
-    assert!(eventually(registered), "not registered on Chassis_Private");
+    assert!(
+        eventually(|| registered(&ovn, &node)),
+        "not registered on Chassis_Private"
+    );
     // A new nb_cfg (what `ovn-nbctl --wait=sb sync` and Neutron's agent liveness check bump)
     // is followed.
-    let nb_cfg = || {
-        ovn.sb_find("SB_Global", &[])
-            .first()
-            .map(|r| r.text("nb_cfg"))
-    };
-    let before = nb_cfg();
+    let before = nb_cfg(&ovn);
     ovn.nbctl(&["--wait=sb", "sync"]);
-    assert_ne!(nb_cfg(), before, "nb_cfg did not move");
-    assert!(eventually(registered), "nb_cfg not followed");
+    assert_ne!(nb_cfg(&ovn), before, "nb_cfg did not move");
+    assert!(
+        eventually(|| registered(&ovn, &node)),
+        "nb_cfg not followed"
+    );
 
     // A second network (with IPv6) provisioned and served while the first keeps serving.
     let before_a = node.identity(&net_a);
     let net_b = uuid();
     ovn.network(&net_b, "net-b", &["10.1.0.2/24", "fd00:1::2/64"]);
-    let port_2 = uuid();
     let mac_2 = "fa:16:3e:00:02:05";
-    ovn.port(
-        &net_b,
-        &port_2,
-        mac_2,
-        &["10.1.0.5/24", "fd00:1::5/64"],
-        VM_2,
-        PROJECT,
-    );
-    let vm_2 = node.plug_instance(&port_2, mac_2, "10.1.0.5/24", "10.1.0.2");
+    let ips_2 = ["10.1.0.5/24", "fd00:1::5/64"];
+    let vm_2 = bound_instance(&ovn, &node, &net_b, VM_2, mac_2, &ips_2, "10.1.0.2");
     assert!(
         eventually(|| fetches(&vm_2, META, VM_2)),
         "instance 2 never read its id:\n{}",
@@ -172,7 +108,7 @@ fn node_provisions_serves_adopts_and_tears_down_ovn_networks() {
     let before_b = node.identity(&net_b);
     mdproxy.signal(libc::SIGTERM);
     assert!(mdproxy.wait_exit().success(), "{}", mdproxy.log());
-    let mut mdproxy = start_node(Runtime::Smol, &ovn, &node, &files, &server.url());
+    let mut mdproxy = start(Runtime::Smol, &ovn, &node, &files, &server.url());
     assert!(
         eventually(|| fetches(&vm_1, META, VM_1) && fetches(&vm_2, META, VM_2)),
         "not served after a restart:\n{}",

@@ -11,37 +11,18 @@ mod ovsdb_client;
 
 #[cfg(feature = "tls")]
 mod with_tls {
-    use std::fs;
     use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
     use mdproxy_core::ovsdb::transact::SOUTHBOUND;
     use mdproxy_core::tls::{ClientTls, Identity, ServerAuth, WallClock};
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+    use rcgen::KeyPair;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     use serde_json::json;
 
     use crate::common::ovn::SslSb;
+    use crate::common::pki::{leaf, new_ca, write_leaf, Ca};
     use crate::common::TempDir;
     use crate::ovsdb_client;
-
-    type Ca = CertifiedIssuer<'static, KeyPair>;
-
-    fn new_ca(name: &str) -> Ca {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.distinguished_name.push(DnType::CommonName, name);
-        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
-    }
-
-    /// A certificate named as `ovs-pki` names components (no host name), signed by `ca`: its
-    /// PEM, DER and key.
-    fn leaf(ca: &Ca, cn: &str) -> (String, CertificateDer<'static>, KeyPair) {
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, ca).unwrap();
-        (cert.pem(), cert.der().clone(), key)
-    }
 
     /// The client configuration the node builds from `--ovn-sb-*` (the CA, not the name).
     fn client(ca: &Ca, cert: CertificateDer<'static>, key: &KeyPair) -> ovsdb_client::Tls {
@@ -60,15 +41,8 @@ mod with_tls {
     fn the_provisioning_client_speaks_ssl_to_a_real_southbound() {
         let dir = TempDir::new();
         let ca = new_ca("mdproxy test CA");
-        let (server_pem, _, server_key) = leaf(&ca, "ovsdb-server");
-        let write = |name: &str, text: String| {
-            fs::write(dir.join(name), text).unwrap();
-            dir.join(name)
-        };
-        let key = write("sb-key.pem", server_key.serialize_pem());
-        let cert = write("sb-cert.pem", server_pem);
-        let ca_file = write("ca.pem", ca.pem());
-        let Some(sb) = SslSb::start(&dir, &key, &cert, &ca_file) else {
+        let sb_files = write_leaf(&dir, &ca, "sb", "ovsdb-server");
+        let Some(sb) = SslSb::start(&dir, &sb_files) else {
             return;
         };
         let (_, client_cert, client_key) = leaf(&ca, "ovn-metadata id:test");

@@ -2,7 +2,8 @@
 //! the secret and the instance files. Checked under load (a client keeps asking, signed with
 //! the old secret, while the new one comes: no request fails), for the secret's grace window
 //! (the old secret verifies inside it, not after), a request limit, the IMDSv2 mode, a setting
-//! that takes a restart (logged, kept) and a broken file (refused whole, logged with its place).
+//! that takes a restart (logged, kept) and a broken file — the TOML, or an instance file —
+//! (refused whole, logged with its place).
 
 mod common;
 
@@ -19,18 +20,21 @@ use common::*;
 
 runtime_tests! {
     sighup_rotates_the_secret_with_a_window_and_refuses_a_broken_file,
+    sighup_refuses_a_broken_instance_file_whole,
 }
 
 const UUID: &str = "6f9c1b1e-3c4a-4b8e-9d2a-1f2e3d4c5b6a";
 const PROJECT: &str = "p";
+/// A second instance, whose file the reload test breaks.
+const OTHER: &str = "0b5e8d2c-7a41-4f3e-b6c9-2d8e1f0a3b7c";
 
 /// Most requests the load thread makes, however long the test takes.
 const MAX_REQUESTS: usize = 50_000;
 
-/// `hex(HMAC-SHA256(secret, UUID))`, computed here, not by mdproxy.
-fn sign(secret: &str) -> String {
+/// `hex(HMAC-SHA256(secret, id))`, computed here, not by mdproxy.
+fn sign_id(secret: &str, id: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(UUID.as_bytes());
+    mac.update(id.as_bytes());
     let digest = mac.finalize().into_bytes();
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -42,11 +46,16 @@ fn signed_get(secret: &str, extra: &str) -> Vec<u8> {
 
 /// [`signed_get`] of `path`.
 fn signed_get_of(path: &str, secret: &str, extra: &str) -> Vec<u8> {
+    signed_get_as(UUID, path, secret, extra)
+}
+
+/// [`signed_get_of`] by instance `id`.
+fn signed_get_as(id: &str, path: &str, secret: &str, extra: &str) -> Vec<u8> {
     format!(
         "GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n\
-         X-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: {UUID}\r\nX-Tenant-ID: {PROJECT}\r\n\
+         X-Forwarded-For: 10.0.0.5\r\nX-Instance-ID: {id}\r\nX-Tenant-ID: {PROJECT}\r\n\
          X-Instance-ID-Signature: {}\r\n{extra}\r\n",
-        sign(secret)
+        sign_id(secret, id)
     )
     .into_bytes()
 }
@@ -208,4 +217,53 @@ fn sighup_rotates_the_secret_with_a_window_and_refuses_a_broken_file(rt: Runtime
     assert!(closed, "the old secret still verifies\n{}", server.log());
     assert_eq!(os("four", ""), 200);
     assert_eq!(os("four", &many), 200, "max-headers back to its default");
+}
+
+fn sighup_refuses_a_broken_instance_file_whole(rt: Runtime) {
+    let files = Files::new();
+    let server = Proxy::start_with(rt, |port| {
+        files.write(port, "one", "");
+        vec![
+            "--config".to_owned(),
+            files.cfg.display().to_string(),
+            "server".to_owned(),
+        ]
+    });
+    let port = server.addr.port();
+    assert_eq!(status(&server, &signed_get("one", "")), 200);
+
+    // A new instance file with a typo, and a new secret and request limit: the SIGHUP is
+    // refused whole, naming the file's line; the old secret and instances keep answering.
+    let other = files.dir.join("instances").join("b.toml");
+    let good = format!("uuid = \"{OTHER}\"\nproject_id = \"{PROJECT}\"\n");
+    fs::write(&other, format!("{good}hostnme = \"typo\"\n")).unwrap();
+    files.write(port, "two", "max-headers = 8\n");
+    server.signal(libc::SIGHUP);
+    let log = server.wait_for_log("the running configuration stays");
+    let place = format!("SIGHUP: {}:3: ", other.display());
+    assert!(log.contains(&place), "{log}");
+    assert!(!log.contains("SIGHUP: configuration read again"), "{log}");
+    assert_eq!(status(&server, &signed_get("two", "")), 403, "secret taken");
+    assert_eq!(status(&server, &signed_get("one", "")), 200, "old instance");
+    let many: String = (0..8).map(|i| format!("X-Extra-{i}: x\r\n")).collect();
+    assert_eq!(
+        status(&server, &signed_get("one", &many)),
+        200,
+        "limit taken"
+    );
+
+    // Fixed: the next SIGHUP applies it all, the new instance with it.
+    fs::write(&other, &good).unwrap();
+    server.signal(libc::SIGHUP);
+    server.wait_for_log("SIGHUP: configuration read again");
+    assert_eq!(
+        status(&server, &signed_get("two", "")),
+        200,
+        "the new secret"
+    );
+    assert_eq!(status(&server, &signed_get("two", &many)), 431, "the limit");
+    let path = "/openstack/latest/meta_data.json";
+    let reply = request(server.addr, &signed_get_as(OTHER, path, "two", ""));
+    assert_eq!(reply.status, 200, "the new instance\n{}", server.log());
+    assert!(reply.body_text().contains(OTHER), "{}", reply.body_text());
 }

@@ -444,12 +444,14 @@ impl OvnFlags {
         match (&ssl, ssl_remote) {
             (None, true) => {
                 return Err(format!(
-                    "--ovn-sb-connection {sb_connection}: an ssl: remote needs                      --ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert"
+                    "--ovn-sb-connection {sb_connection}: an ssl: remote needs \
+                     --ovn-sb-private-key, --ovn-sb-certificate and --ovn-sb-ca-cert"
                 ))
             }
             (Some(_), false) => {
                 return Err(format!(
-                    "the --ovn-sb-* SSL files need an ssl: remote in --ovn-sb-connection                      (it is {sb_connection})"
+                    "the --ovn-sb-* SSL files need an ssl: remote in --ovn-sb-connection \
+                     (it is {sb_connection})"
                 ))
             }
             _ => {}

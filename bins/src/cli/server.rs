@@ -37,8 +37,9 @@ Usage: mdproxy server --instances DIR (--shared-secret-file PATH | --direct) [OP
 Instances:
       --instances DIR            One instance per file DIR/<name>.toml or DIR/<name>.json
                                  (schema: docs/server.md); other names and dot-files are
-                                 ignored. A file with an error is logged with its line and
-                                 skipped; the others keep serving. Required
+                                 ignored. At a rescan a file with an error is logged with
+                                 its line and skipped, the others keep serving; at a SIGHUP
+                                 it refuses the reload. Required
       --rescan-interval S        Check the files for changes (mtime, size, inode) every S
                                  seconds; a changed file is re-read without failing any
                                  request [default: 2; 0.1 to 86400 seconds]

@@ -20,7 +20,9 @@ pub mod chassis;
 pub mod hostile_cases;
 pub mod lenient_peers;
 pub mod ovn;
+pub mod ovn_node;
 pub mod peer_socket;
+pub mod pki;
 
 /// Upper bound of every wait: generous, because CI shares two busy cores.
 pub const WAIT: Duration = Duration::from_secs(20);

@@ -4,8 +4,9 @@
 //! `Port_Binding` and `Datapath_Binding` rows the agent reads are the ones northd derives.
 //!
 //! - [`Ovn`]: one NB and one SB `ovsdb-server` (standalone databases) plus `ovn-northd`. The SB
-//!   answers on a Unix socket ([`Ovn::sb_unix`]) and on loopback TCP ([`Ovn::sb_tcp`]), and can
-//!   be stopped and started again on the same addresses with the same database file.
+//!   answers on a Unix socket ([`Ovn::sb_unix`]) and on loopback TCP ([`Ovn::sb_tcp`]) — and,
+//!   started with [`Ovn::start_with_ssl`], on loopback SSL too ([`Ovn::sb_ssl`]) — and can be
+//!   stopped and started again on the same addresses with the same database file.
 //! - [`SbCluster`]: three clustered (Raft) SB servers on loopback TCP, no northd; rows are
 //!   written straight into the SB ([`SbCluster::datapath`], [`SbCluster::port`]), as only the
 //!   client side of clustering is under test there.
@@ -35,6 +36,7 @@ use std::process::{Child, Command, Stdio};
 
 use serde_json::Value;
 
+use super::pki::PemFiles;
 use super::{eventually, wait_child, TempDir};
 
 const NB_SCHEMA: &str = "/usr/share/ovn/ovn-nb.ovsschema";
@@ -445,6 +447,8 @@ pub struct Ovn {
     sb: Option<Daemon>,
     nb: Daemon,
     sb_port: u16,
+    /// The SB's SSL listener, if it has one: the files its `ovsdb-server` is given, its port.
+    sb_ssl: Option<(PemFiles, u16)>,
     /// Makes MACs and ids distinct within one harness.
     serial: Cell<u32>,
     dir: TempDir,
@@ -455,6 +459,17 @@ impl Ovn {
     /// its lock and has written the SB (`ovn-nbctl --wait=sb sync` returns). `None` when OVN is
     /// not installed (see the module doc).
     pub fn start() -> Option<Ovn> {
+        Ovn::start_with(None)
+    }
+
+    /// [`Ovn::start`] with the SB also listening on `pssl:` on loopback ([`Ovn::sb_ssl`]),
+    /// presenting `ssl.cert` and asking its clients for a certificate `ssl.ca` signed.
+    /// ovn-northd (and any ovn-controller) keep using the Unix socket.
+    pub fn start_with_ssl(ssl: &PemFiles) -> Option<Ovn> {
+        Ovn::start_with(Some((ssl.clone(), super::free_port())))
+    }
+
+    fn start_with(sb_ssl: Option<(PemFiles, u16)>) -> Option<Ovn> {
         if let Err(why) = tools() {
             return skip(&why);
         }
@@ -479,7 +494,7 @@ impl Ovn {
             ],
         );
         wait_serving(&mut nb, &root, &nb_unix, "OVN_Northbound");
-        let (sb, sb_port) = start_sb(&dir, None);
+        let (sb, sb_port) = start_sb(&dir, None, sb_ssl.as_ref());
         let northd = Daemon::spawn(
             "ovn-northd",
             &root,
@@ -495,6 +510,7 @@ impl Ovn {
             sb: Some(sb),
             nb,
             sb_port,
+            sb_ssl,
             serial: Cell::new(0),
             dir,
         };
@@ -510,6 +526,13 @@ impl Ovn {
     /// The SB on loopback TCP, as an OVSDB remote: `tcp:127.0.0.1:PORT`.
     pub fn sb_tcp(&self) -> String {
         format!("tcp:127.0.0.1:{}", self.sb_port)
+    }
+
+    /// The SB on loopback SSL, as an OVSDB remote: `ssl:127.0.0.1:PORT` (started with
+    /// [`Ovn::start_with_ssl`]).
+    pub fn sb_ssl(&self) -> String {
+        let (_, port) = self.sb_ssl.as_ref().expect("started with_ssl");
+        format!("ssl:127.0.0.1:{port}")
     }
 
     /// The NB on its Unix socket.
@@ -764,7 +787,7 @@ impl Ovn {
     /// file (a no-op while it runs). Returns once it answers on both.
     pub fn start_sb(&mut self) {
         if self.sb.is_none() {
-            self.sb = Some(start_sb(&self.dir, Some(self.sb_port)).0);
+            self.sb = Some(start_sb(&self.dir, Some(self.sb_port), self.sb_ssl.as_ref()).0);
         }
     }
 
@@ -864,23 +887,23 @@ fn add_chassis(sbctl: impl Fn(&[&str]) -> String, name: &str, encap_ip: &str) {
 }
 
 /// Starts the SB `ovsdb-server` of `dir` on `sb.sock` and loopback TCP (`port`, or one the
-/// kernel picks); returns it and its TCP port once it answers on both.
-fn start_sb(dir: &TempDir, port: Option<u16>) -> (Daemon, u16) {
+/// kernel picks), and loopback SSL with `ssl`'s files and port; returns it and its TCP port
+/// once it answers on all of them.
+fn start_sb(dir: &TempDir, port: Option<u16>, ssl: Option<&(PemFiles, u16)>) -> (Daemon, u16) {
     let root = dir.join("");
     let socket = dir.join("sb.sock");
     // A SIGKILLed server leaves its socket file behind.
     let _ = fs::remove_file(&socket);
-    let mut sb = Daemon::spawn(
-        "ovsdb-server",
-        &root,
-        "sb",
-        &[
-            path(&dir.join("sb.db")),
-            format!("--remote=punix:{}", path(&socket)),
-            format!("--remote=ptcp:{}:127.0.0.1", port.unwrap_or(0)),
-            format!("--unixctl={}", path(&dir.join("sb.ctl"))),
-        ],
-    );
+    let mut args = vec![
+        path(&dir.join("sb.db")),
+        format!("--remote=punix:{}", path(&socket)),
+        format!("--remote=ptcp:{}:127.0.0.1", port.unwrap_or(0)),
+        format!("--unixctl={}", path(&dir.join("sb.ctl"))),
+    ];
+    if let Some((files, port)) = ssl {
+        args.extend(ssl_args(files, *port));
+    }
+    let mut sb = Daemon::spawn("ovsdb-server", &root, "sb", &args);
     let unix = format!("unix:{}", path(&socket));
     wait_serving(&mut sb, &root, &unix, "OVN_Southbound");
     let log = sb.log.clone();
@@ -896,7 +919,20 @@ fn start_sb(dir: &TempDir, port: Option<u16>) -> (Daemon, u16) {
         &format!("tcp:127.0.0.1:{port}"),
         "OVN_Southbound",
     );
+    if let Some((_, ssl_port)) = ssl {
+        sb.wait_ready(|| std::net::TcpStream::connect(("127.0.0.1", *ssl_port)).is_ok());
+    }
     (sb, port)
+}
+
+/// An `ovsdb-server`'s flags for a `pssl:` listener on loopback `port` with `files`.
+fn ssl_args(files: &PemFiles, port: u16) -> [String; 4] {
+    [
+        format!("--remote=pssl:{port}:127.0.0.1"),
+        format!("--private-key={}", path(&files.key)),
+        format!("--certificate={}", path(&files.cert)),
+        format!("--ca-cert={}", path(&files.ca)),
+    ]
 }
 
 /// A Southbound `ovsdb-server` of its own that speaks only SSL on loopback (and its Unix
@@ -910,7 +946,7 @@ pub struct SslSb {
 impl SslSb {
     /// Starts it in `dir` (`None` where the OVN tools are missing: skipped, or failed when
     /// required).
-    pub fn start(dir: &TempDir, key: &Path, cert: &Path, ca: &Path) -> Option<SslSb> {
+    pub fn start(dir: &TempDir, files: &PemFiles) -> Option<SslSb> {
         if let Err(why) = tools() {
             return skip(&why);
         }
@@ -922,20 +958,13 @@ impl SslSb {
         );
         let port = super::free_port();
         let unix = format!("unix:{}", path(&dir.join("ssl-sb.sock")));
-        let mut server = Daemon::spawn(
-            "ovsdb-server",
-            &root,
-            "ssl-sb",
-            &[
-                path(&dir.join("ssl-sb.db")),
-                format!("--remote=p{unix}"),
-                format!("--remote=pssl:{port}:127.0.0.1"),
-                format!("--private-key={}", path(key)),
-                format!("--certificate={}", path(cert)),
-                format!("--ca-cert={}", path(ca)),
-                format!("--unixctl={}", path(&dir.join("ssl-sb.ctl"))),
-            ],
-        );
+        let mut args = vec![
+            path(&dir.join("ssl-sb.db")),
+            format!("--remote=p{unix}"),
+            format!("--unixctl={}", path(&dir.join("ssl-sb.ctl"))),
+        ];
+        args.extend(ssl_args(files, port));
+        let mut server = Daemon::spawn("ovsdb-server", &root, "ssl-sb", &args);
         wait_serving(&mut server, &root, &unix, "OVN_Southbound");
         server.wait_ready(|| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
         Some(SslSb {
